@@ -1,0 +1,24 @@
+"""agent_nb: conversations with language models, at home in Jupyter notebooks."""
+
+from __future__ import annotations
+
+from .agent import Agent
+from .errors import AgentError
+from .events import Usage
+from .messages import Message
+from .session import AsyncStream, Response, Session, Stream
+from .tools import Tool, tool
+
+__all__ = [
+    "Agent",
+    "AgentError",
+    "AsyncStream",
+    "Message",
+    "Response",
+    "Session",
+    "Stream",
+    "Tool",
+    "Usage",
+    "tool",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,145 @@
+"""Every error agent_nb raises is an AgentError; each says what went wrong and what to do."""
+
+from __future__ import annotations
+
+__all__ = [
+    "APIConnectionError",
+    "APITimeoutError",
+    "AgentError",
+    "AuthenticationError",
+    "BadRequestError",
+    "ConfigurationError",
+    "InvalidSessionData",
+    "MissingAPIKeyError",
+    "NotFoundError",
+    "OutputValidationError",
+    "PermissionDeniedError",
+    "ProviderError",
+    "RateLimitError",
+    "ServerError",
+    "SessionBusyError",
+    "SessionNotFoundError",
+    "StreamError",
+    "ToolError",
+    "UnknownProviderError",
+]
+
+
+class AgentError(Exception):
+    """Base class of every error raised by agent_nb."""
+
+
+class ConfigurationError(AgentError, ValueError):
+    """The agent is configured in a way that cannot work."""
+
+
+class UnknownProviderError(ConfigurationError):
+    """A provider name that agent_nb does not know."""
+
+
+class MissingAPIKeyError(ConfigurationError):
+    """A provider needs an API key and none was given or found in the environment."""
+
+
+class ProviderError(AgentError):
+    """The provider failed to answer; carries what the provider said."""
+
+    #: Whether a new attempt may succeed (rate limits, overloads, server errors, dropped links).
+    retryable: bool = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str | None = None,
+        status: int | None = None,
+        request_id: str | None = None,
+        code: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        self.message = message
+        self.provider = provider
+        self.status = status
+        self.request_id = request_id
+        self.code = code
+        self.retry_after = retry_after
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        head = f"{self.provider}: " if self.provider else ""
+        status = f" (HTTP {self.status})" if self.status is not None else ""
+        request = f" [request id {self.request_id}]" if self.request_id else ""
+        return f"{head}{self.message}{status}{request}"
+
+
+class BadRequestError(ProviderError):
+    """The provider rejected the request as malformed or unsupported (HTTP 400/422)."""
+
+
+class AuthenticationError(ProviderError):
+    """The API key was missing, wrong or revoked (HTTP 401)."""
+
+
+class PermissionDeniedError(ProviderError):
+    """The key is valid but may not use this model or feature (HTTP 403)."""
+
+
+class NotFoundError(ProviderError):
+    """The model or endpoint does not exist (HTTP 404)."""
+
+
+class RateLimitError(ProviderError):
+    """Too many requests or tokens (HTTP 429); `retry_after` holds the provider's advice."""
+
+    retryable = True
+
+
+class ServerError(ProviderError):
+    """The provider failed on its side (HTTP 5xx, overloaded)."""
+
+    retryable = True
+
+
+class APIConnectionError(ProviderError):
+    """The provider could not be reached, or the connection dropped."""
+
+    retryable = True
+
+
+class APITimeoutError(APIConnectionError):
+    """The provider did not answer, or stopped sending, within the timeout."""
+
+
+class StreamError(ProviderError):
+    """The provider sent a stream or body that cannot be understood, or that ended early."""
+
+
+class ToolError(AgentError):
+    """A tool raised, or the model asked for tool calls beyond the allowed rounds."""
+
+    def __init__(self, message: str, *, tool: str | None = None) -> None:
+        self.tool = tool
+        super().__init__(message)
+
+
+class OutputValidationError(AgentError):
+    """The model's structured output does not match the requested schema."""
+
+    def __init__(self, message: str, *, text: str = "") -> None:
+        self.text = text
+        super().__init__(message)
+
+
+class SessionBusyError(AgentError):
+    """A turn is already running on this session; sessions take one turn at a time."""
+
+
+class InvalidSessionData(AgentError, ValueError):
+    """Serialized session data is malformed, of a newer version, or corrupt."""
+
+
+class SessionNotFoundError(AgentError, KeyError):
+    """No session with that id in the store."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""

@@ -1,0 +1,111 @@
+"""Stream events: what `Session.stream` yields, and what providers send the session."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from .messages import Message
+    from .session import Response
+
+__all__ = [
+    "Completion",
+    "Done",
+    "Event",
+    "TextDelta",
+    "ThinkingDelta",
+    "ToolCall",
+    "ToolResult",
+    "Usage",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Tokens spent; `cached_tokens` and `reasoning_tokens` are parts of input and output."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            self.input_tokens + other.input_tokens,
+            self.output_tokens + other.output_tokens,
+            self.cached_tokens + other.cached_tokens,
+            self.reasoning_tokens + other.reasoning_tokens,
+        )
+
+    def to_dict(self) -> dict[str, int]:
+        return {
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "cached_tokens": self.cached_tokens,
+            "reasoning_tokens": self.reasoning_tokens,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    """A piece of the answer's text, as it arrives."""
+
+    text: str
+    type: Literal["text_delta"] = "text_delta"
+
+
+@dataclass(frozen=True, slots=True)
+class ThinkingDelta:
+    """A piece of the model's reasoning, as it arrives."""
+
+    text: str
+    type: Literal["thinking_delta"] = "thinking_delta"
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """The model called a tool; the session is about to run it."""
+
+    id: str
+    name: str
+    arguments: dict[str, Any]
+    type: Literal["tool_call"] = "tool_call"
+
+
+@dataclass(frozen=True, slots=True)
+class ToolResult:
+    """A tool finished; `content` is what goes back to the model."""
+
+    tool_call_id: str
+    name: str
+    content: str
+    is_error: bool = False
+    type: Literal["tool_result"] = "tool_result"
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    """The turn is complete and committed to history."""
+
+    response: Response
+    type: Literal["done"] = "done"
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """A provider's last event for one request: the whole assistant message and its facts."""
+
+    message: Message
+    usage: Usage = field(default_factory=Usage)
+    finish_reason: str | None = None
+    model: str | None = None
+    refusal: str | None = None
+    type: Literal["completion"] = "completion"
+
+
+Event = TextDelta | ThinkingDelta | ToolCall | ToolResult | Done

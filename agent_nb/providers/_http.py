@@ -1,0 +1,273 @@
+"""HTTP for every provider, once: clients, timeouts, retries, error mapping, SSE."""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import random
+import time
+import weakref
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+from httpx_sse import EventSource, ServerSentEvent
+
+from .. import errors
+
+DEFAULT_TIMEOUT = httpx.Timeout(connect=10.0, read=120.0, write=30.0, pool=30.0)
+_RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504, 529}
+_MAX_RETRY_AFTER = 60.0
+
+_STATUS_ERRORS: dict[int, type[errors.ProviderError]] = {
+    400: errors.BadRequestError,
+    401: errors.AuthenticationError,
+    403: errors.PermissionDeniedError,
+    404: errors.NotFoundError,
+    408: errors.APITimeoutError,
+    409: errors.ServerError,
+    413: errors.BadRequestError,
+    422: errors.BadRequestError,
+    429: errors.RateLimitError,
+}
+
+
+def make_timeout(timeout: float | httpx.Timeout | None) -> httpx.Timeout:
+    if timeout is None:
+        return DEFAULT_TIMEOUT
+    if isinstance(timeout, httpx.Timeout):
+        return timeout
+    return httpx.Timeout(float(timeout), connect=min(10.0, float(timeout)))
+
+
+class HTTPClient:
+    """One provider's connection to its server: a pooled AsyncClient per event loop."""
+
+    def __init__(
+        self,
+        *,
+        provider: str,
+        base_url: str,
+        headers: Mapping[str, str],
+        timeout: float | httpx.Timeout | None = None,
+        max_retries: int = 2,
+        transport: httpx.AsyncBaseTransport | None = None,
+        key_hint: str | None = None,
+    ) -> None:
+        self.provider = provider
+        self.base_url = base_url.rstrip("/")
+        self._headers = dict(headers)
+        self.timeout = make_timeout(timeout)
+        self.max_retries = max_retries
+        self._transport = transport
+        self._key_hint = key_hint
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient]
+        self._clients = weakref.WeakKeyDictionary()
+
+    def _client(self) -> httpx.AsyncClient:
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
+        if client is None or client.is_closed:
+            client = httpx.AsyncClient(
+                base_url=self.base_url,
+                headers=self._headers,
+                timeout=self.timeout,
+                transport=self._transport,
+                follow_redirects=True,
+            )
+            self._clients[loop] = client
+        return client
+
+    async def aclose(self) -> None:
+        loop = asyncio.get_running_loop()
+        client = self._clients.pop(loop, None)
+        if client is not None:
+            await client.aclose()
+
+    async def post_json(self, path: str, body: dict[str, Any]) -> tuple[Any, httpx.Headers]:
+        """POST and return the decoded JSON answer, retrying transient failures."""
+        async with self._send(path, body, stream=False) as response:
+            text = (await response.aread()).decode("utf-8", errors="replace")
+        try:
+            return json.loads(text), response.headers
+        except json.JSONDecodeError:
+            raise errors.StreamError(
+                f"the answer is not JSON: {_snippet(text)!r}",
+                provider=self.provider,
+                status=response.status_code,
+                request_id=_request_id(response.headers),
+            ) from None
+
+    @asynccontextmanager
+    async def post_sse(
+        self, path: str, body: dict[str, Any]
+    ) -> AsyncIterator[AsyncIterator[ServerSentEvent]]:
+        """POST and yield the server-sent events; retries happen only before the first byte."""
+        async with self._send(path, body, stream=True) as response:
+            content_type = response.headers.get("content-type", "")
+            if "text/event-stream" not in content_type:
+                text = (await response.aread()).decode("utf-8", errors="replace")
+                raise errors.StreamError(
+                    f"expected an event stream, got {content_type or 'no content type'}: "
+                    f"{_snippet(text)!r}",
+                    provider=self.provider,
+                    status=response.status_code,
+                    request_id=_request_id(response.headers),
+                )
+            yield self._events(response)
+
+    async def _events(self, response: httpx.Response) -> AsyncIterator[ServerSentEvent]:
+        try:
+            async for event in EventSource(response).aiter_sse():
+                yield event
+        except httpx.TimeoutException as exc:
+            raise errors.APITimeoutError(
+                f"the stream stalled: nothing arrived for {self.timeout.read} s "
+                "(raise the read timeout with timeout=...)",
+                provider=self.provider,
+                request_id=_request_id(response.headers),
+            ) from exc
+        except httpx.HTTPError as exc:
+            raise errors.APIConnectionError(
+                f"the connection dropped mid-stream ({type(exc).__name__}: {exc})",
+                provider=self.provider,
+                request_id=_request_id(response.headers),
+            ) from exc
+
+    @asynccontextmanager
+    async def _send(
+        self, path: str, body: dict[str, Any], *, stream: bool
+    ) -> AsyncIterator[httpx.Response]:
+        client = self._client()
+        attempt = 0
+        while True:
+            try:
+                request = client.build_request("POST", path, json=body)
+                response = await client.send(request, stream=True)
+            except httpx.TimeoutException as exc:
+                error: errors.ProviderError = errors.APITimeoutError(
+                    f"no answer within the timeout ({type(exc).__name__})",
+                    provider=self.provider,
+                )
+                error.__cause__ = exc
+            except httpx.HTTPError as exc:
+                error = errors.APIConnectionError(
+                    f"cannot reach {self.base_url} ({type(exc).__name__}: {exc})",
+                    provider=self.provider,
+                )
+                error.__cause__ = exc
+            else:
+                if response.status_code < 400:
+                    try:
+                        yield response
+                    finally:
+                        await response.aclose()
+                    return
+                try:
+                    text = (await response.aread()).decode("utf-8", errors="replace")
+                finally:
+                    await response.aclose()
+                error = self._status_error(response, text)
+            if not error.retryable or attempt >= self.max_retries:
+                raise error
+            await asyncio.sleep(_backoff(attempt, error.retry_after))
+            attempt += 1
+
+    def _status_error(self, response: httpx.Response, text: str) -> errors.ProviderError:
+        status = response.status_code
+        cls = _STATUS_ERRORS.get(status) or (
+            errors.ServerError if status >= 500 else errors.ProviderError
+        )
+        message, code = _error_message(text)
+        if status == 401 and self._key_hint:
+            message = f"{message} (check {self._key_hint})"
+        error = cls(
+            message,
+            provider=self.provider,
+            status=status,
+            request_id=_request_id(response.headers),
+            code=code,
+            retry_after=_retry_after(response.headers),
+        )
+        if status in _RETRY_STATUS:
+            error.retryable = True
+        return error
+
+    def error_event(
+        self, payload: Any, headers: httpx.Headers | None = None
+    ) -> errors.ProviderError:
+        """The typed error for an error object sent inside a stream (an `event: error`)."""
+        message, code = _error_message(json.dumps(payload))
+        kind = str(code or "")
+        if "overloaded" in kind or "rate_limit" in kind or kind in {"429", "529", "503"}:
+            cls: type[errors.ProviderError] = (
+                errors.RateLimitError
+                if "rate_limit" in kind or kind == "429"
+                else errors.ServerError
+            )
+        elif "server" in kind or "internal" in kind or kind.startswith("5"):
+            cls = errors.ServerError
+        else:
+            cls = errors.ProviderError
+        return cls(
+            message,
+            provider=self.provider,
+            code=code,
+            request_id=_request_id(headers) if headers is not None else None,
+        )
+
+    def malformed(self, what: str, data: str) -> errors.StreamError:
+        return errors.StreamError(f"{what}: {_snippet(data)!r}", provider=self.provider)
+
+
+def _error_message(text: str) -> tuple[str, str | None]:
+    """The provider's own message and code, from any of the usual error shapes."""
+    try:
+        payload = json.loads(text)
+    except (json.JSONDecodeError, ValueError):
+        return (_snippet(text) or "no error message in the answer"), None
+    error = payload.get("error", payload) if isinstance(payload, dict) else payload
+    if isinstance(error, str):
+        return error, None
+    if not isinstance(error, dict):
+        return _snippet(text), None
+    message = error.get("message") or error.get("detail") or _snippet(text)
+    code = error.get("code") or error.get("type")
+    if isinstance(error.get("metadata"), dict) and error["metadata"].get("raw"):
+        message = f"{message}: {_snippet(str(error['metadata']['raw']))}"
+    return str(message), (str(code) if code is not None else None)
+
+
+def _request_id(headers: httpx.Headers | None) -> str | None:
+    if headers is None:
+        return None
+    return headers.get("x-request-id") or headers.get("request-id")
+
+
+def _retry_after(headers: httpx.Headers) -> float | None:
+    if value := headers.get("retry-after-ms"):
+        try:
+            return float(value) / 1000
+        except ValueError:
+            pass
+    if value := headers.get("retry-after"):
+        try:
+            return float(value)
+        except ValueError:
+            parsed = email.utils.parsedate_to_datetime(value)
+            if parsed is not None:
+                return max(0.0, parsed.timestamp() - time.time())
+    return None
+
+
+def _backoff(attempt: int, retry_after: float | None) -> float:
+    if retry_after is not None and 0 <= retry_after <= _MAX_RETRY_AFTER:
+        return retry_after
+    return min(8.0, 0.5 * 2**attempt) * random.uniform(0.75, 1.0)
+
+
+def _snippet(text: str, limit: int = 300) -> str:
+    text = text.strip()
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,0 +1,58 @@
+"""The one protocol every provider speaks, and the provider-neutral request it receives."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..events import Completion, TextDelta, ThinkingDelta
+from ..messages import Message
+
+ProviderEvent = TextDelta | ThinkingDelta | Completion
+
+
+@dataclass(frozen=True, slots=True)
+class OutputSchema:
+    """A JSON schema the answer must follow; `name` is what providers call it."""
+
+    name: str
+    schema: dict[str, Any]
+    strict: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """Everything a provider needs for one model call."""
+
+    model: str
+    messages: list[Message]
+    system: str | None = None
+    tools: list[dict[str, Any]] = field(default_factory=list)
+    output: OutputSchema | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
+    stream: bool = True
+
+
+class Provider(abc.ABC):
+    """Translates a Request to a wire format and the wire stream back to provider events.
+
+    `complete` yields TextDelta / ThinkingDelta events as they arrive and ends with exactly
+    one Completion; anything else raises a ProviderError subclass.
+    """
+
+    #: The name users pass as `provider=`.
+    name: str = "provider"
+    #: The model used when the agent names none.
+    default_model: str | None = None
+
+    @abc.abstractmethod
+    def complete(self, request: Request) -> AsyncIterator[ProviderEvent]:
+        """Stream one model call."""
+
+    async def aclose(self) -> None:
+        """Release connections."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"

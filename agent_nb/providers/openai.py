@@ -1,0 +1,332 @@
+"""OpenAI Chat Completions, and every server that speaks it (Ollama, vLLM, llama.cpp, ...)."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from .. import errors
+from ..events import Completion, TextDelta, ThinkingDelta, Usage
+from ..messages import Message, TextPart, ThinkingPart, ToolCallPart
+from ._http import HTTPClient
+from .base import Provider, ProviderEvent, Request
+
+OPENAI_BASE_URL = "https://api.openai.com/v1"
+_REASONING_PREFIXES = ("o1", "o3", "o4", "gpt-5")
+
+
+class OpenAIProvider(Provider):
+    """OpenAI's Chat Completions API over httpx.
+
+    The key comes from `api_key` or OPENAI_API_KEY, the address from `base_url` or
+    OPENAI_BASE_URL, as the official SDK reads them. A server at another address needs a
+    key only if it says so.
+    """
+
+    name = "openai"
+    default_model = "gpt-4o-mini"
+    _key_env = "OPENAI_API_KEY"
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        timeout: float | httpx.Timeout | None = None,
+        max_retries: int = 2,
+        headers: dict[str, str] | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_BASE_URL).rstrip(
+            "/"
+        )
+        self._api_key = api_key or os.environ.get(self._key_env) or None
+        self._needs_key = self.base_url == OPENAI_BASE_URL
+        request_headers = dict(headers or {})
+        if self._api_key:
+            request_headers["Authorization"] = f"Bearer {self._api_key}"
+        self._http = HTTPClient(
+            provider=self.name,
+            base_url=self.base_url,
+            headers=request_headers,
+            timeout=timeout,
+            max_retries=max_retries,
+            transport=transport,
+            key_hint=self._key_env,
+        )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(base_url={self.base_url!r})"
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def complete(self, request: Request) -> AsyncIterator[ProviderEvent]:
+        if self._needs_key and not self._api_key:
+            raise errors.MissingAPIKeyError(
+                f"no OpenAI API key: set the {self._key_env} environment variable or pass "
+                "api_key=... to Agent (a local server needs base_url=... instead)"
+            )
+        body = self.build_body(request)
+        if not request.stream:
+            payload, headers = await self._http.post_json("/chat/completions", body)
+            for event in self._parse_body(payload, headers):
+                yield event
+            return
+        state = _StreamState()
+        async with self._http.post_sse("/chat/completions", body) as events:
+            async for sse in events:
+                data = sse.data
+                if data == "[DONE]":
+                    state.done = True
+                    break
+                if not data:
+                    continue
+                try:
+                    chunk = json.loads(data)
+                except json.JSONDecodeError:
+                    raise self._http.malformed("a stream chunk is not valid JSON", data) from None
+                if sse.event == "error" or (isinstance(chunk, dict) and "error" in chunk):
+                    raise self._http.error_event(chunk)
+                for event in state.feed(chunk):
+                    yield event
+        if not state.done and state.finish_reason is None:
+            raise errors.StreamError(
+                "the stream ended before the answer was complete (no [DONE] and no finish "
+                "reason); the turn was not saved, try again",
+                provider=self.name,
+            )
+        yield state.completion(self._http)
+
+    def build_body(self, request: Request) -> dict[str, Any]:
+        """The JSON body of a /chat/completions request."""
+        reasoning = request.model.startswith(_REASONING_PREFIXES)
+        messages: list[dict[str, Any]] = []
+        if request.system:
+            messages.append(
+                {"role": "developer" if reasoning else "system", "content": request.system}
+            )
+        for message in request.messages:
+            messages.extend(_wire_messages(message))
+        body: dict[str, Any] = {"model": request.model, "messages": messages}
+        if request.tools:
+            body["tools"] = [
+                {"type": "function", "function": _function(spec)} for spec in request.tools
+            ]
+        if request.output is not None:
+            body["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {
+                    "name": request.output.name,
+                    "schema": request.output.schema,
+                    "strict": request.output.strict,
+                },
+            }
+        for key, value in request.settings.items():
+            if value is None:
+                continue
+            if key == "max_tokens" and reasoning:
+                key = "max_completion_tokens"
+            body[key] = value
+        if request.stream:
+            body["stream"] = True
+            body["stream_options"] = {"include_usage": True}
+        return body
+
+    def _parse_body(self, payload: Any, headers: httpx.Headers) -> list[ProviderEvent]:
+        try:
+            choice = payload["choices"][0]
+            message = choice["message"]
+        except (KeyError, IndexError, TypeError):
+            raise self._http.malformed(
+                "the answer has no choices[0].message", json.dumps(payload)
+            ) from None
+        state = _StreamState()
+        state.model = payload.get("model")
+        state.feed_message(message)
+        state.finish_reason = choice.get("finish_reason")
+        state.usage = _usage(payload.get("usage"))
+        events: list[ProviderEvent] = []
+        if state.thinking:
+            events.append(ThinkingDelta("".join(state.thinking)))
+        if state.text:
+            events.append(TextDelta("".join(state.text)))
+        events.append(state.completion(self._http))
+        return events
+
+
+@dataclass
+class _ToolCallBuffer:
+    id: str = ""
+    name: str = ""
+    arguments: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _StreamState:
+    """Accumulates chunks into the final assistant message."""
+
+    text: list[str] = field(default_factory=list)
+    thinking: list[str] = field(default_factory=list)
+    refusal: list[str] = field(default_factory=list)
+    calls: dict[int, _ToolCallBuffer] = field(default_factory=dict)
+    finish_reason: str | None = None
+    usage: Usage = field(default_factory=Usage)
+    model: str | None = None
+    done: bool = False
+
+    def feed(self, chunk: dict[str, Any]) -> list[ProviderEvent]:
+        events: list[ProviderEvent] = []
+        if chunk.get("model"):
+            self.model = chunk["model"]
+        if chunk.get("usage"):
+            self.usage = _usage(chunk["usage"])
+        for choice in chunk.get("choices") or ():
+            if choice.get("index", 0) != 0:
+                continue
+            delta = choice.get("delta") or {}
+            thinking = delta.get("reasoning_content") or delta.get("reasoning")
+            if isinstance(thinking, str) and thinking:
+                self.thinking.append(thinking)
+                events.append(ThinkingDelta(thinking))
+            content = delta.get("content")
+            if content:
+                self.text.append(content)
+                events.append(TextDelta(content))
+            if delta.get("refusal"):
+                self.refusal.append(delta["refusal"])
+            for position, call in enumerate(delta.get("tool_calls") or ()):
+                index = call.get("index", position)
+                buffer = self.calls.setdefault(index, _ToolCallBuffer())
+                if call.get("id"):
+                    buffer.id = call["id"]
+                function = call.get("function") or {}
+                if function.get("name"):
+                    buffer.name += function["name"]
+                if function.get("arguments"):
+                    buffer.arguments.append(function["arguments"])
+            if choice.get("finish_reason"):
+                self.finish_reason = choice["finish_reason"]
+        return events
+
+    def feed_message(self, message: dict[str, Any]) -> None:
+        thinking = message.get("reasoning_content") or message.get("reasoning")
+        if isinstance(thinking, str) and thinking:
+            self.thinking.append(thinking)
+        if message.get("content"):
+            self.text.append(message["content"])
+        if message.get("refusal"):
+            self.refusal.append(message["refusal"])
+        for index, call in enumerate(message.get("tool_calls") or ()):
+            function = call.get("function") or {}
+            self.calls[index] = _ToolCallBuffer(
+                id=call.get("id") or "",
+                name=function.get("name") or "",
+                arguments=[function.get("arguments") or ""],
+            )
+
+    def completion(self, http: HTTPClient) -> Completion:
+        parts: list[Any] = []
+        if self.thinking:
+            parts.append(ThinkingPart(text="".join(self.thinking)))
+        if self.text:
+            parts.append(TextPart(text="".join(self.text)))
+        for index in sorted(self.calls):
+            buffer = self.calls[index]
+            raw = "".join(buffer.arguments).strip() or "{}"
+            try:
+                arguments = json.loads(raw)
+            except json.JSONDecodeError:
+                raise http.malformed(
+                    f"the arguments of tool call {buffer.name!r} are not valid JSON", raw
+                ) from None
+            if not isinstance(arguments, dict):
+                raise http.malformed(
+                    f"the arguments of tool call {buffer.name!r} are not an object", raw
+                )
+            parts.append(
+                ToolCallPart(id=buffer.id or f"call_{index}", name=buffer.name, arguments=arguments)
+            )
+        refusal = "".join(self.refusal) or None
+        return Completion(
+            message=Message(role="assistant", parts=tuple(parts)),
+            usage=self.usage,
+            finish_reason=self.finish_reason,
+            model=self.model,
+            refusal=refusal,
+        )
+
+
+def _usage(raw: Any) -> Usage:
+    if not isinstance(raw, dict):
+        return Usage()
+    prompt_details = raw.get("prompt_tokens_details") or {}
+    completion_details = raw.get("completion_tokens_details") or {}
+    return Usage(
+        input_tokens=raw.get("prompt_tokens") or 0,
+        output_tokens=raw.get("completion_tokens") or 0,
+        cached_tokens=prompt_details.get("cached_tokens") or 0,
+        reasoning_tokens=completion_details.get("reasoning_tokens") or 0,
+    )
+
+
+def _function(spec: dict[str, Any]) -> dict[str, Any]:
+    function = {"name": spec["name"], "parameters": spec["parameters"]}
+    if spec.get("description"):
+        function["description"] = spec["description"]
+    return function
+
+
+def _wire_messages(message: Message) -> list[dict[str, Any]]:
+    if message.role == "tool":
+        return [
+            {"role": "tool", "tool_call_id": r.tool_call_id, "content": r.content}
+            for r in message.tool_results
+        ]
+    wire: dict[str, Any] = {"role": message.role, "content": message.text}
+    calls = message.tool_calls
+    if calls:
+        wire["content"] = message.text or None
+        wire["tool_calls"] = [
+            {
+                "id": call.id,
+                "type": "function",
+                "function": {"name": call.name, "arguments": json.dumps(dict(call.arguments))},
+            }
+            for call in calls
+        ]
+    return [wire]
+
+
+class OllamaProvider(OpenAIProvider):
+    """A local Ollama server through its OpenAI-compatible endpoint; no key needed."""
+
+    name = "ollama"
+    default_model = "llama3.2"
+    _key_env = "OLLAMA_API_KEY"
+
+    def __init__(self, *, base_url: str | None = None, **kwargs: Any) -> None:
+        base_url = base_url or os.environ.get("OLLAMA_BASE_URL") or "http://localhost:11434/v1"
+        super().__init__(base_url=base_url, **kwargs)
+
+
+class OpenAICompatibleProvider(OpenAIProvider):
+    """Any server that speaks Chat Completions (vLLM, llama.cpp, LM Studio, proxies)."""
+
+    name = "openai-compatible"
+    default_model = None
+    _key_env = "OPENAI_COMPATIBLE_API_KEY"
+
+    def __init__(self, *, base_url: str | None = None, **kwargs: Any) -> None:
+        base_url = base_url or os.environ.get("OPENAI_COMPATIBLE_BASE_URL")
+        if not base_url:
+            raise errors.ConfigurationError(
+                "the openai-compatible provider needs base_url=... (for example "
+                "http://localhost:8000/v1), or OPENAI_COMPATIBLE_BASE_URL in the environment"
+            )
+        super().__init__(base_url=base_url, **kwargs)

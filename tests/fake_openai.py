@@ -1,0 +1,270 @@
+"""An OpenAI-compatible Chat Completions server on 127.0.0.1, for tests and benchmarks.
+
+It speaks the wire format as OpenAI sends it (SSE chunks with `include_usage`, `[DONE]`,
+tool-call argument fragments, JSON error bodies) over a real socket. Unscripted, it answers
+like the offline test provider: from the conversation, calling tools the prompt asks for,
+with schema-valid JSON for `response_format`. `script(...)` queues exact replies and faults.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from agent_nb.providers.testing import echo, example, tool_calls_for
+
+
+@dataclass
+class Reply:
+    """One scripted answer; fields left empty take the unscripted behaviour."""
+
+    text: str | None = None
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)  # {"name", "arguments"}
+    refusal: str | None = None
+    finish_reason: str | None = None
+    status: int = 200
+    error: dict[str, Any] | None = None  # the body of an error answer
+    headers: dict[str, str] = field(default_factory=dict)
+    raw: str | bytes | None = None  # send this body exactly, as an event stream
+    drop_after: int | None = None  # send this many stream events, then cut the connection
+    stall_after: int | None = None  # after this many events, go silent for `stall` seconds
+    stall: float = 0.0
+    chunk_delay: float | None = None
+    usage: dict[str, Any] | None = None
+
+
+class FakeOpenAI:
+    """Start with `with FakeOpenAI() as server:`; `server.url` is the base_url."""
+
+    def __init__(self, *, chunk_delay: float = 0.0, words_per_chunk: int = 1) -> None:
+        self.chunk_delay = chunk_delay
+        self.words_per_chunk = words_per_chunk
+        self.requests: list[dict[str, Any]] = []
+        self.request_headers: list[dict[str, str]] = []
+        self._script: deque[Reply] = deque()
+        self._lock = threading.Lock()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._ids = 0
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}/v1"
+
+    def __enter__(self) -> FakeOpenAI:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def script(self, *replies: Reply | str) -> None:
+        """Queue replies for the next requests, in order."""
+        with self._lock:
+            self._script.extend(Reply(text=r) if isinstance(r, str) else r for r in replies)
+
+    def reset(self) -> None:
+        with self._lock:
+            self._script.clear()
+            self.requests.clear()
+            self.request_headers.clear()
+
+    def _next(self, body: dict[str, Any], headers: dict[str, str]) -> Reply:
+        with self._lock:
+            self.requests.append(body)
+            self.request_headers.append(headers)
+            self._ids += 1
+            reply = self._script.popleft() if self._script else Reply()
+        if reply.text is None and not reply.tool_calls and reply.raw is None and reply.status < 400:
+            _answer(body, reply)
+        return reply
+
+    def request_id(self) -> str:
+        return f"req_fake_{self._ids}"
+
+
+def _answer(body: dict[str, Any], reply: Reply) -> None:
+    """Fill `reply` the way the offline test provider would answer `body`."""
+    messages = body.get("messages", [])
+    users = [m["content"] for m in messages if m.get("role") == "user" and m.get("content")]
+    last = messages[-1] if messages else {}
+    tools = [t["function"] for t in body.get("tools", [])]
+    format_ = body.get("response_format") or {}
+    if last.get("role") == "tool":
+        done = [m for m in messages if m.get("role") == "tool"]
+        reply.text = "Here is what I found: " + "; ".join(m["content"] for m in done[-3:]) + "."
+    elif tools and (calls := tool_calls_for(tools, users)):
+        reply.tool_calls = [{"name": name, "arguments": args} for name, args in calls]
+    elif format_.get("type") == "json_schema":
+        reply.text = json.dumps(example(format_["json_schema"]["schema"], users))
+    else:
+        reply.text = echo(users)
+
+
+def _handler(server: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("content-length") or 0)
+            body = json.loads(self.rfile.read(length) or b"{}")
+            if not self.path.endswith("/chat/completions"):
+                self._json(404, {"error": {"message": f"no route {self.path}", "type": "invalid_request_error"}})
+                return
+            reply = server._next(body, dict(self.headers.items()))
+            if reply.status >= 400:
+                error = reply.error or {"error": {"message": f"error {reply.status}", "type": "api_error"}}
+                self._json(reply.status, error, reply.headers)
+            elif reply.raw is not None:
+                self._stream_raw(reply)
+            elif body.get("stream"):
+                self._stream(body, reply)
+            else:
+                self._json(200, _completion(body, reply, server.request_id()), reply.headers)
+
+        def _json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+            data = json.dumps(payload).encode()
+            self.send_response(status)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(data)))
+            self.send_header("x-request-id", server.request_id())
+            for key, value in (headers or {}).items():
+                self.send_header(key, value)
+            self.end_headers()
+            self.wfile.write(data)
+
+        def _start_stream(self, headers: dict[str, str]) -> None:
+            self.send_response(200)
+            self.send_header("content-type", "text/event-stream; charset=utf-8")
+            self.send_header("transfer-encoding", "chunked")
+            self.send_header("x-request-id", server.request_id())
+            for key, value in headers.items():
+                self.send_header(key, value)
+            self.end_headers()
+
+        def _chunk(self, data: bytes) -> None:
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+
+        def _stream_raw(self, reply: Reply) -> None:
+            self._start_stream(reply.headers)
+            raw = reply.raw.encode() if isinstance(reply.raw, str) else reply.raw
+            if reply.drop_after is not None:
+                self._chunk(raw[: reply.drop_after])
+                self._cut()
+                return
+            self._chunk(raw)
+            self.wfile.write(b"0\r\n\r\n")
+
+        def _stream(self, body: dict[str, Any], reply: Reply) -> None:
+            events = _chunks(body, reply, server.words_per_chunk)
+            delay = server.chunk_delay if reply.chunk_delay is None else reply.chunk_delay
+            self._start_stream(reply.headers)
+            try:
+                for count, event in enumerate(events):
+                    if reply.drop_after is not None and count >= reply.drop_after:
+                        self._cut()
+                        return
+                    if reply.stall_after is not None and count == reply.stall_after:
+                        time.sleep(reply.stall)
+                    if delay:
+                        time.sleep(delay)
+                    self._chunk(event)
+                self.wfile.write(b"0\r\n\r\n")
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+
+        def _cut(self) -> None:
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_RDWR)
+            self.close_connection = True
+
+    return Handler
+
+
+def _usage(body: dict[str, Any], reply: Reply, text: str) -> dict[str, Any]:
+    if reply.usage is not None:
+        return reply.usage
+    prompt = sum(len(str(m.get("content") or "").split()) for m in body.get("messages", []))
+    completion = len(text.split()) + len(reply.tool_calls) * 5
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": 0},
+        "completion_tokens_details": {"reasoning_tokens": 0},
+    }
+
+
+def _finish(reply: Reply) -> str:
+    return reply.finish_reason or ("tool_calls" if reply.tool_calls else "stop")
+
+
+def _completion(body: dict[str, Any], reply: Reply, request_id: str) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": reply.text, "refusal": reply.refusal}
+    if reply.tool_calls:
+        message["tool_calls"] = [
+            {
+                "id": f"call_{i}_{request_id}",
+                "type": "function",
+                "function": {"name": c["name"], "arguments": json.dumps(c["arguments"])},
+            }
+            for i, c in enumerate(reply.tool_calls)
+        ]
+    return {
+        "id": f"chatcmpl-{request_id}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": body.get("model", "fake"),
+        "choices": [{"index": 0, "message": message, "finish_reason": _finish(reply)}],
+        "usage": _usage(body, reply, reply.text or ""),
+    }
+
+
+def _chunks(body: dict[str, Any], reply: Reply, words_per_chunk: int) -> list[bytes]:
+    """The stream, as OpenAI frames it: one `data:` event per chunk, then `[DONE]`."""
+    model = body.get("model", "fake")
+    base = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0, "model": model}
+
+    def event(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> bytes:
+        chunk = {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}
+        return b"data: " + json.dumps(chunk).encode() + b"\n\n"
+
+    events = [event({"role": "assistant", "content": ""})]
+    text = reply.text or ""
+    words = text.split(" ")
+    for start in range(0, len(words), words_per_chunk):
+        piece = " ".join(words[start : start + words_per_chunk])
+        if start + words_per_chunk < len(words):
+            piece += " "
+        if piece:
+            events.append(event({"content": piece}))
+    if reply.refusal:
+        events.append(event({"refusal": reply.refusal}))
+    for index, call in enumerate(reply.tool_calls):
+        arguments = json.dumps(call["arguments"])
+        events.append(event({"tool_calls": [{
+            "index": index, "id": f"call_{index}", "type": "function",
+            "function": {"name": call["name"], "arguments": ""},
+        }]}))
+        for start in range(0, len(arguments), 7):  # arguments arrive in fragments
+            events.append(event({"tool_calls": [{
+                "index": index, "function": {"arguments": arguments[start : start + 7]},
+            }]}))
+    events.append(event({}, _finish(reply)))
+    if body.get("stream_options", {}).get("include_usage"):
+        usage_chunk = {**base, "choices": [], "usage": _usage(body, reply, text)}
+        events.append(b"data: " + json.dumps(usage_chunk).encode() + b"\n\n")
+    events.append(b"data: [DONE]\n\n")
+    return events

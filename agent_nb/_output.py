@@ -41,7 +41,9 @@ class OutputType:
             }
             if defs:
                 json_schema["$defs"] = defs
-        self.request = OutputSchema(name=self.name, schema=_strict(json_schema))
+        self.request = OutputSchema(
+            name=self.name, schema=_strict(json_schema), description=json_schema.get("description")
+        )
 
     def parse(self, text: str) -> Any:
         """The validated instance; OutputValidationError names what does not match."""

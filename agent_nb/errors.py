@@ -56,8 +56,10 @@ class ProviderError(AgentError):
         request_id: str | None = None,
         code: str | None = None,
         retry_after: float | None = None,
+        hint: str | None = None,
     ) -> None:
         self.message = message
+        self.hint = hint
         self.provider = provider
         self.status = status
         self.request_id = request_id
@@ -69,7 +71,8 @@ class ProviderError(AgentError):
         head = f"{self.provider}: " if self.provider else ""
         status = f" (HTTP {self.status})" if self.status is not None else ""
         request = f" [request id {self.request_id}]" if self.request_id else ""
-        return f"{head}{self.message}{status}{request}"
+        hint = f" -- {self.hint}" if self.hint else ""
+        return f"{head}{self.message}{status}{request}{hint}"
 
 
 class BadRequestError(ProviderError):

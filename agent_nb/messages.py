@@ -85,6 +85,10 @@ class ToolCallPart(_Part):
     def _freeze_arguments(cls, value: dict[str, Any]) -> dict[str, Any]:
         return _freeze(value)
 
+    def arguments_json(self) -> dict[str, Any]:
+        """The arguments as plain, mutable JSON values (lists, dicts)."""
+        return _thaw(self.arguments)
+
 
 class ToolResultPart(_Part):
     """What a tool returned (or the error it raised), answering one tool call."""

@@ -202,7 +202,7 @@ class Session:
                         )
                     turn.calls = calls
                     for call in calls:
-                        yield ToolCall(call.id, call.name, dict(call.arguments))
+                        yield ToolCall(call.id, call.name, call.arguments_json())
                         result = await self._call_tool(call)
                         turn.results.append(result)
                         yield ToolResult(
@@ -235,7 +235,7 @@ class Session:
                 content=f"There is no tool named {call.name!r}. Available tools: {known}.",
             )
         try:
-            content = await tool.invoke(dict(call.arguments))
+            content = await tool.invoke(call.arguments_json())
         except pydantic.ValidationError as exc:
             return ToolResultPart(
                 tool_call_id=call.id,
@@ -533,11 +533,12 @@ def _describe(error: pydantic.ValidationError, prefix: str = "") -> str:
     problems = []
     for item in error.errors(include_url=False)[:5]:
         path = prefix
-        for part in item["loc"]:
+        loc = item["loc"]
+        for index, part in enumerate(loc):
             if isinstance(part, int):
                 path += f"[{part}]"
-            elif part in {"text", "thinking", "tool_call", "tool_result"} and "parts" in path:
-                continue  # the discriminator's name, not a field
+            elif index >= 2 and loc[index - 2] == "parts" and isinstance(loc[index - 1], int):
+                continue  # the part's type tag that pydantic puts in the path, not a field
             else:
                 path += f".{part}" if path else str(part)
         reason = "missing" if item["type"] == "missing" else item["msg"]

@@ -132,7 +132,11 @@ def _handler(server: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
             elif body.get("stream"):
                 self._stream(body, reply)
             else:
-                self._json(200, _completion(body, reply, server.request_id()), reply.headers)
+                time.sleep(reply.stall)
+                try:
+                    self._json(200, _completion(body, reply, server.request_id()), reply.headers)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
 
         def _json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
             data = json.dumps(payload).encode()

@@ -181,8 +181,6 @@ class HTTPClient:
             errors.ServerError if status >= 500 else errors.ProviderError
         )
         message, code = _error_message(text)
-        if status == 401 and self._key_hint:
-            message = f"{message} (check {self._key_hint})"
         error = cls(
             message,
             provider=self.provider,
@@ -190,6 +188,7 @@ class HTTPClient:
             request_id=_request_id(response.headers),
             code=code,
             retry_after=_retry_after(response.headers),
+            hint=_hint(status, self._key_hint),
         )
         if status in _RETRY_STATUS:
             error.retryable = True
@@ -238,6 +237,16 @@ def _error_message(text: str) -> tuple[str, str | None]:
     if isinstance(error.get("metadata"), dict) and error["metadata"].get("raw"):
         message = f"{message}: {_snippet(str(error['metadata']['raw']))}"
     return str(message), (str(code) if code is not None else None)
+
+
+def _hint(status: int, key_hint: str | None) -> str | None:
+    if status == 401:
+        return f"check the API key ({key_hint} or api_key=...)" if key_hint else "check the API key"
+    if status == 404:
+        return "check the model name and base_url"
+    if status == 429:
+        return "slow down, or raise max_retries to wait and retry automatically"
+    return None
 
 
 def _request_id(headers: httpx.Headers | None) -> str | None:

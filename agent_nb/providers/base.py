@@ -20,6 +20,7 @@ class OutputSchema:
     name: str
     schema: dict[str, Any]
     strict: bool = True
+    description: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -119,14 +119,14 @@ class OpenAIProvider(Provider):
                 {"type": "function", "function": _function(spec)} for spec in request.tools
             ]
         if request.output is not None:
-            body["response_format"] = {
-                "type": "json_schema",
-                "json_schema": {
-                    "name": request.output.name,
-                    "schema": request.output.schema,
-                    "strict": request.output.strict,
-                },
+            json_schema: dict[str, Any] = {
+                "name": request.output.name,
+                "schema": request.output.schema,
+                "strict": request.output.strict,
             }
+            if request.output.description:
+                json_schema["description"] = request.output.description
+            body["response_format"] = {"type": "json_schema", "json_schema": json_schema}
         for key, value in request.settings.items():
             if value is None:
                 continue
@@ -296,7 +296,7 @@ def _wire_messages(message: Message) -> list[dict[str, Any]]:
             {
                 "id": call.id,
                 "type": "function",
-                "function": {"name": call.name, "arguments": json.dumps(dict(call.arguments))},
+                "function": {"name": call.name, "arguments": json.dumps(call.arguments_json())},
             }
             for call in calls
         ]

@@ -1,0 +1,58 @@
+"""Every code block in docs/ runs; an ```output block after one must match what it printed."""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import contextlib
+import io
+import re
+from pathlib import Path
+
+import pytest
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+README = Path(__file__).resolve().parents[1] / "README.md"
+FENCE = re.compile(r"^```(\w+)[^\n]*\n(.*?)^```", re.MULTILINE | re.DOTALL)
+
+
+def blocks(path: Path) -> list[tuple[str, str | None, int]]:
+    """(code, expected output or None, line) for each python block of a page."""
+    found = [(m.group(1), m.group(2), path.read_text()[: m.start()].count("\n") + 1)
+             for m in FENCE.finditer(path.read_text())]
+    result = []
+    for index, (lang, body, line) in enumerate(found):
+        if lang == "python":
+            following = found[index + 1] if index + 1 < len(found) else None
+            expected = following[1] if following and following[0] == "output" else None
+            result.append((body, expected, line))
+    return result
+
+
+def run_page(path: Path) -> None:
+    namespace: dict = {"__name__": "__docs__"}
+    for code, expected, line in blocks(path):
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            compiled = compile(code, f"{path.name}:{line}", "exec",
+                               flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+            result = eval(compiled, namespace)
+            if asyncio.iscoroutine(result):
+                asyncio.run(result)
+        if expected is not None:
+            assert out.getvalue().strip() == expected.strip(), f"{path.name}:{line}"
+
+
+PAGES = sorted(DOCS.glob("*.md"))
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_docs_page_runs(page, openai_env, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert blocks(page), f"{page.name} has no python examples"
+    run_page(page)
+
+
+def test_readme_runs(openai_env, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    run_page(README)

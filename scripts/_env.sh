@@ -33,5 +33,8 @@ make_venv() {  # make_venv [EXTRAS]: .venv with the package installed (editable)
   if [ ! -x .venv/bin/python ]; then
     "$python" -m venv .venv 2>/dev/null || { apt_install python3-venv; rm -rf .venv; "$python" -m venv .venv; }
   fi
-  .venv/bin/python -m pip install -q --disable-pip-version-check -e ".${1:+[$1]}"
+  local log=.venv/install.log
+  if ! .venv/bin/python -m pip install -q --disable-pip-version-check -e ".${1:+[$1]}" >"$log" 2>&1; then
+    cat "$log" >&2; echo "installing agent_nb failed (log above, also in $log)" >&2; exit 1
+  fi
 }

@@ -9,6 +9,7 @@ with schema-valid JSON for `response_format`. `script(...)` queues exact replies
 from __future__ import annotations
 
 import json
+import random
 import socket
 import threading
 import time
@@ -31,7 +32,9 @@ class Reply:
     status: int = 200
     error: dict[str, Any] | None = None  # the body of an error answer
     headers: dict[str, str] = field(default_factory=dict)
-    raw: str | bytes | None = None  # send this body exactly, as an event stream
+    raw: str | bytes | None = None  # send this body exactly, with `status` and `content_type`
+    content_type: str = "text/event-stream; charset=utf-8"
+    split_seed: int | None = None  # cut a raw body at random byte boundaries
     drop_after: int | None = None  # send this many stream events, then cut the connection
     stall_after: int | None = None  # after this many events, go silent for `stall` seconds
     stall: float = 0.0
@@ -120,6 +123,9 @@ def _handler(server: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
         def do_POST(self) -> None:
             length = int(self.headers.get("content-length") or 0)
             body = json.loads(self.rfile.read(length) or b"{}")
+            if server._script and server._script[0].raw is not None:  # a replay: any path
+                self._stream_raw(server._next(body, dict(self.headers.items())))
+                return
             if not self.path.endswith("/chat/completions"):
                 self._json(404, {"error": {"message": f"no route {self.path}", "type": "invalid_request_error"}})
                 return
@@ -162,13 +168,27 @@ def _handler(server: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
             self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
 
         def _stream_raw(self, reply: Reply) -> None:
-            self._start_stream(reply.headers)
+            self.send_response(reply.status)
+            self.send_header("content-type", reply.content_type)
+            self.send_header("transfer-encoding", "chunked")
+            for key, value in reply.headers.items():
+                if key.lower() not in {"content-type", "content-length", "transfer-encoding",
+                                       "content-encoding"}:
+                    self.send_header(key, value)
+            self.end_headers()
             raw = reply.raw.encode() if isinstance(reply.raw, str) else reply.raw
             if reply.drop_after is not None:
                 self._chunk(raw[: reply.drop_after])
                 self._cut()
                 return
-            self._chunk(raw)
+            rng = random.Random(reply.split_seed)
+            position = 0
+            while position < len(raw):
+                size = rng.randint(1, 48) if reply.split_seed is not None else len(raw)
+                self._chunk(raw[position : position + size])
+                position += size
+                if reply.split_seed is not None and rng.random() < 0.05:
+                    time.sleep(0.001)  # let some pieces arrive in reads of their own
             self.wfile.write(b"0\r\n\r\n")
 
         def _stream(self, body: dict[str, Any], reply: Reply) -> None:

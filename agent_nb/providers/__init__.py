@@ -9,13 +9,17 @@ from ..errors import ConfigurationError, UnknownProviderError
 from .base import OutputSchema, Provider, Request
 
 if TYPE_CHECKING:
+    from .anthropic import AnthropicProvider
     from .openai import OllamaProvider, OpenAICompatibleProvider, OpenAIProvider
+    from .openai_responses import OpenAIResponsesProvider
     from .testing import TestProvider
 
 __all__ = [
+    "AnthropicProvider",
     "OllamaProvider",
     "OpenAICompatibleProvider",
     "OpenAIProvider",
+    "OpenAIResponsesProvider",
     "OutputSchema",
     "Provider",
     "Request",
@@ -28,6 +32,8 @@ _REGISTRY: dict[str, tuple[str, str]] = {
     "openai": (".openai", "OpenAIProvider"),
     "ollama": (".openai", "OllamaProvider"),
     "openai-compatible": (".openai", "OpenAICompatibleProvider"),
+    "openai-responses": (".openai_responses", "OpenAIResponsesProvider"),
+    "anthropic": (".anthropic", "AnthropicProvider"),
     "test": (".testing", "TestProvider"),
 }
 _CLASSES = {cls: module for module, cls in _REGISTRY.values()}

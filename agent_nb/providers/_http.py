@@ -8,14 +8,16 @@ import json
 import random
 import time
 import weakref
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import aclosing, asynccontextmanager
+from typing import Any, TypeVar
 
 import httpx
 from httpx_sse import EventSource, ServerSentEvent
 
 from .. import errors
+
+T = TypeVar("T")
 
 DEFAULT_TIMEOUT = httpx.Timeout(connect=10.0, read=120.0, write=30.0, pool=30.0)
 _RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504, 529}
@@ -89,7 +91,10 @@ class HTTPClient:
     async def post_json(self, path: str, body: dict[str, Any]) -> tuple[Any, httpx.Headers]:
         """POST and return the decoded JSON answer, retrying transient failures."""
         async with self._send(path, body, stream=False) as response:
-            text = (await response.aread()).decode("utf-8", errors="replace")
+            try:
+                text = (await response.aread()).decode("utf-8", errors="replace")
+            except httpx.HTTPError as exc:
+                raise _broken(self.provider, exc, response, self.timeout) from exc
         try:
             return json.loads(text), response.headers
         except json.JSONDecodeError:
@@ -122,70 +127,65 @@ class HTTPClient:
         try:
             async for event in EventSource(response).aiter_sse():
                 yield event
-        except httpx.TimeoutException as exc:
-            raise errors.APITimeoutError(
-                f"the stream stalled: nothing arrived for {self.timeout.read} s "
-                "(raise the read timeout with timeout=...)",
-                provider=self.provider,
-                request_id=_request_id(response.headers),
-            ) from exc
         except httpx.HTTPError as exc:
-            raise errors.APIConnectionError(
-                f"the connection dropped mid-stream ({type(exc).__name__}: {exc})",
-                provider=self.provider,
-                request_id=_request_id(response.headers),
-            ) from exc
+            raise _broken(self.provider, exc, response, self.timeout) from exc
+
+    async def retrying(self, attempt: Callable[[], AsyncIterator[T]]) -> AsyncIterator[T]:
+        """Run `attempt` again after a retryable failure, but never once it has yielded."""
+        tries = 0
+        while True:
+            started = False
+            try:
+                async with aclosing(attempt()) as events:
+                    async for event in events:
+                        started = True
+                        yield event
+                return
+            except errors.ProviderError as exc:
+                if started or not exc.retryable or tries >= self.max_retries:
+                    raise
+                delay = _backoff(tries, exc.retry_after)
+            await asyncio.sleep(delay)
+            tries += 1
 
     @asynccontextmanager
     async def _send(
         self, path: str, body: dict[str, Any], *, stream: bool
     ) -> AsyncIterator[httpx.Response]:
         client = self._client()
-        attempt = 0
-        while True:
-            try:
-                request = client.build_request("POST", path, json=body)
-                response = await client.send(request, stream=True)
-            except httpx.TimeoutException as exc:
-                error: errors.ProviderError = errors.APITimeoutError(
-                    f"no answer within the timeout ({type(exc).__name__})",
-                    provider=self.provider,
-                )
-                error.__cause__ = exc
-            except httpx.HTTPError as exc:
-                error = errors.APIConnectionError(
-                    f"cannot reach {self.base_url} ({type(exc).__name__}: {exc})",
-                    provider=self.provider,
-                )
-                error.__cause__ = exc
-            else:
-                if response.status_code < 400:
-                    try:
-                        yield response
-                    finally:
-                        await response.aclose()
-                    return
-                try:
-                    text = (await response.aread()).decode("utf-8", errors="replace")
-                finally:
-                    await response.aclose()
-                error = self._status_error(response, text)
-            if not error.retryable or attempt >= self.max_retries:
-                raise error
-            await asyncio.sleep(_backoff(attempt, error.retry_after))
-            attempt += 1
+        try:
+            request = client.build_request("POST", path, json=body)
+            response = await client.send(request, stream=True)
+        except httpx.TimeoutException as exc:
+            raise errors.APITimeoutError(
+                f"no answer within the timeout ({type(exc).__name__}); raise timeout=... "
+                "if the server is slow",
+                provider=self.provider,
+            ) from exc
+        except httpx.HTTPError as exc:
+            raise errors.APIConnectionError(
+                f"cannot reach {self.base_url} ({type(exc).__name__}: {exc})",
+                provider=self.provider,
+            ) from exc
+        try:
+            if response.status_code >= 400:
+                text = (await response.aread()).decode("utf-8", errors="replace")
+                raise self._status_error(response, text)
+            yield response
+        finally:
+            await response.aclose()
 
     def _status_error(self, response: httpx.Response, text: str) -> errors.ProviderError:
         status = response.status_code
         cls = _STATUS_ERRORS.get(status) or (
             errors.ServerError if status >= 500 else errors.ProviderError
         )
-        message, code = _error_message(text)
+        message, code, body_request_id = _error_message(text)
         error = cls(
             message,
             provider=self.provider,
             status=status,
-            request_id=_request_id(response.headers),
+            request_id=_request_id(response.headers) or body_request_id,
             code=code,
             retry_after=_retry_after(response.headers),
             hint=_hint(status, self._key_hint),
@@ -198,7 +198,7 @@ class HTTPClient:
         self, payload: Any, headers: httpx.Headers | None = None
     ) -> errors.ProviderError:
         """The typed error for an error object sent inside a stream (an `event: error`)."""
-        message, code = _error_message(json.dumps(payload))
+        message, code, request_id = _error_message(json.dumps(payload))
         kind = str(code or "")
         if "overloaded" in kind or "rate_limit" in kind or kind in {"429", "529", "503"}:
             cls: type[errors.ProviderError] = (
@@ -214,29 +214,48 @@ class HTTPClient:
             message,
             provider=self.provider,
             code=code,
-            request_id=_request_id(headers) if headers is not None else None,
+            request_id=(_request_id(headers) if headers is not None else None) or request_id,
         )
 
     def malformed(self, what: str, data: str) -> errors.StreamError:
         return errors.StreamError(f"{what}: {_snippet(data)!r}", provider=self.provider)
 
 
-def _error_message(text: str) -> tuple[str, str | None]:
-    """The provider's own message and code, from any of the usual error shapes."""
+def _broken(
+    provider: str, exc: httpx.HTTPError, response: httpx.Response, timeout: httpx.Timeout
+) -> errors.ProviderError:
+    """The error for an answer that stalled or broke off after its headers arrived."""
+    if isinstance(exc, httpx.TimeoutException):
+        return errors.APITimeoutError(
+            f"the stream stalled: nothing arrived for {timeout.read} s "
+            "(raise the read timeout with timeout=...)",
+            provider=provider,
+            request_id=_request_id(response.headers),
+        )
+    return errors.APIConnectionError(
+        f"the connection dropped mid-stream ({type(exc).__name__}: {exc})",
+        provider=provider,
+        request_id=_request_id(response.headers),
+    )
+
+
+def _error_message(text: str) -> tuple[str, str | None, str | None]:
+    """The provider's own message, code and request id, from any of the usual error shapes."""
     try:
         payload = json.loads(text)
     except (json.JSONDecodeError, ValueError):
-        return (_snippet(text) or "no error message in the answer"), None
+        return (_snippet(text) or "no error message in the answer"), None, None
+    request_id = payload.get("request_id") if isinstance(payload, dict) else None
     error = payload.get("error", payload) if isinstance(payload, dict) else payload
     if isinstance(error, str):
-        return error, None
+        return error, None, request_id
     if not isinstance(error, dict):
-        return _snippet(text), None
+        return _snippet(text), None, request_id
     message = error.get("message") or error.get("detail") or _snippet(text)
     code = error.get("code") or error.get("type")
     if isinstance(error.get("metadata"), dict) and error["metadata"].get("raw"):
         message = f"{message}: {_snippet(str(error['metadata']['raw']))}"
-    return str(message), (str(code) if code is not None else None)
+    return str(message), (str(code) if code is not None else None), request_id
 
 
 def _hint(status: int, key_hint: str | None) -> str | None:

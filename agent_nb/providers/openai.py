@@ -20,6 +20,11 @@ OPENAI_BASE_URL = "https://api.openai.com/v1"
 _REASONING_PREFIXES = ("o1", "o3", "o4", "gpt-5")
 
 
+def reasoning_model(model: str) -> bool:
+    """OpenAI's reasoning models take `developer` messages and `max_completion_tokens`."""
+    return model.split("/")[-1].startswith(_REASONING_PREFIXES)
+
+
 class OpenAIProvider(Provider):
     """OpenAI's Chat Completions API over httpx.
 
@@ -73,7 +78,11 @@ class OpenAIProvider(Provider):
                 "api_key=... to Agent (a local server needs base_url=... instead)"
             )
         body = self.build_body(request)
-        if not request.stream:
+        async for event in self._http.retrying(lambda: self._attempt(body, request.stream)):
+            yield event
+
+    async def _attempt(self, body: dict[str, Any], stream: bool) -> AsyncIterator[ProviderEvent]:
+        if not stream:
             payload, headers = await self._http.post_json("/chat/completions", body)
             for event in self._parse_body(payload, headers):
                 yield event
@@ -105,7 +114,7 @@ class OpenAIProvider(Provider):
 
     def build_body(self, request: Request) -> dict[str, Any]:
         """The JSON body of a /chat/completions request."""
-        reasoning = request.model.startswith(_REASONING_PREFIXES)
+        reasoning = reasoning_model(request.model)
         messages: list[dict[str, Any]] = []
         if request.system:
             messages.append(
@@ -206,8 +215,8 @@ class _StreamState:
                 if call.get("id"):
                     buffer.id = call["id"]
                 function = call.get("function") or {}
-                if function.get("name"):
-                    buffer.name += function["name"]
+                if function.get("name") and not buffer.name:
+                    buffer.name = function["name"]  # some servers repeat it on every chunk
                 if function.get("arguments"):
                     buffer.arguments.append(function["arguments"])
             if choice.get("finish_reason"):

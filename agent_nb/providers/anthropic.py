@@ -1,0 +1,330 @@
+"""Anthropic's Messages API over httpx."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from .. import errors
+from ..events import Completion, TextDelta, ThinkingDelta, Usage
+from ..messages import Message, TextPart, ThinkingPart, ToolCallPart
+from ._http import HTTPClient
+from .base import Provider, ProviderEvent, Request
+
+ANTHROPIC_BASE_URL = "https://api.anthropic.com"
+API_VERSION = "2023-06-01"
+DEFAULT_MAX_TOKENS = 4096
+
+#: Anthropic's stop reasons in the vocabulary every Response uses.
+FINISH_REASONS = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "max_tokens": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+}
+
+
+class AnthropicProvider(Provider):
+    """Claude through the Messages API; the key from `api_key` or ANTHROPIC_API_KEY."""
+
+    name = "anthropic"
+    default_model = "claude-sonnet-4-5"
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        timeout: float | httpx.Timeout | None = None,
+        max_retries: int = 2,
+        headers: dict[str, str] | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.base_url = (
+            base_url or os.environ.get("ANTHROPIC_BASE_URL") or ANTHROPIC_BASE_URL
+        ).rstrip("/")
+        self._api_key = api_key or os.environ.get("ANTHROPIC_API_KEY") or None
+        request_headers = {"anthropic-version": API_VERSION, **(headers or {})}
+        if self._api_key:
+            request_headers["x-api-key"] = self._api_key
+        self._http = HTTPClient(
+            provider=self.name,
+            base_url=self.base_url,
+            headers=request_headers,
+            timeout=timeout,
+            max_retries=max_retries,
+            transport=transport,
+            key_hint="ANTHROPIC_API_KEY",
+        )
+
+    def __repr__(self) -> str:
+        return f"AnthropicProvider(base_url={self.base_url!r})"
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def complete(self, request: Request) -> AsyncIterator[ProviderEvent]:
+        if not self._api_key and self.base_url == ANTHROPIC_BASE_URL:
+            raise errors.MissingAPIKeyError(
+                "no Anthropic API key: set the ANTHROPIC_API_KEY environment variable or pass "
+                "api_key=... to Agent"
+            )
+        body = self.build_body(request)
+        async for event in self._http.retrying(lambda: self._attempt(body, request.stream)):
+            yield event
+
+    async def _attempt(self, body: dict[str, Any], stream: bool) -> AsyncIterator[ProviderEvent]:
+        state = _State()
+        if not stream:
+            payload, _ = await self._http.post_json("/v1/messages", body)
+            if not isinstance(payload, dict) or not isinstance(payload.get("content"), list):
+                raise self._http.malformed("the answer has no content list", json.dumps(payload))
+            state.read_message(payload)
+            if state.thinking_text():
+                yield ThinkingDelta(state.thinking_text())
+            if state.text():
+                yield TextDelta(state.text())
+            yield state.completion(self._http)
+            return
+        async with self._http.post_sse("/v1/messages", body) as events:
+            async for sse in events:
+                if sse.event == "ping" or not sse.data:
+                    continue
+                try:
+                    data = json.loads(sse.data)
+                except json.JSONDecodeError:
+                    raise self._http.malformed(
+                        "a stream event is not valid JSON", sse.data
+                    ) from None
+                if sse.event == "error" or data.get("type") == "error":
+                    raise self._http.error_event(data)
+                for event in state.feed(data, self._http):
+                    yield event
+                if state.stopped:
+                    break
+        if not state.stopped:
+            raise errors.StreamError(
+                "the stream ended before message_stop; the turn was not saved, try again",
+                provider=self.name,
+            )
+        yield state.completion(self._http)
+
+    def build_body(self, request: Request) -> dict[str, Any]:
+        """The JSON body of a /v1/messages request."""
+        system = [request.system] if request.system else []
+        messages: list[dict[str, Any]] = []
+        for message in request.messages:
+            if message.role == "system":
+                system.append(message.text)
+                continue
+            role, blocks = _wire(message)
+            if not blocks:
+                continue
+            if messages and messages[-1]["role"] == role:
+                messages[-1]["content"].extend(blocks)  # the API wants roles to alternate
+            else:
+                messages.append({"role": role, "content": blocks})
+        for wire in messages:  # a lone text block travels as a plain string, as the SDK sends it
+            content = wire["content"]
+            if len(content) == 1 and content[0]["type"] == "text":
+                wire["content"] = content[0]["text"]
+        settings = dict(request.settings)
+        body: dict[str, Any] = {"model": request.model, "messages": messages}
+        max_tokens = settings.pop("max_tokens", None)
+        thinking = settings.get("thinking")
+        budget = thinking.get("budget_tokens", 0) if isinstance(thinking, dict) else 0
+        body["max_tokens"] = max_tokens or max(DEFAULT_MAX_TOKENS, budget + DEFAULT_MAX_TOKENS)
+        if system:
+            body["system"] = "\n\n".join(system)
+        if request.tools:
+            body["tools"] = [
+                {
+                    "name": t["name"],
+                    "description": t.get("description") or "",
+                    "input_schema": t["parameters"],
+                }
+                for t in request.tools
+            ]
+        if request.output is not None:
+            body["output_config"] = {
+                "format": {"type": "json_schema", "schema": request.output.schema}
+            }
+        if "stop" in settings:
+            stop = settings.pop("stop")
+            settings["stop_sequences"] = [stop] if isinstance(stop, str) else stop
+        body.update({k: v for k, v in settings.items() if v is not None})
+        if request.stream:
+            body["stream"] = True
+        return body
+
+
+def _wire(message: Message) -> tuple[str, list[dict[str, Any]]]:
+    if message.role == "tool":
+        return "user", [
+            {
+                "type": "tool_result",
+                "tool_use_id": r.tool_call_id,
+                "content": r.content,
+                **({"is_error": True} if r.is_error else {}),
+            }
+            for r in message.tool_results
+        ]
+    blocks: list[dict[str, Any]] = []
+    for part in message.parts:
+        if isinstance(part, TextPart) and part.text:
+            blocks.append({"type": "text", "text": part.text})
+        elif isinstance(part, ToolCallPart):
+            blocks.append(
+                {
+                    "type": "tool_use",
+                    "id": part.id,
+                    "name": part.name,
+                    "input": part.arguments_json(),
+                }
+            )
+        elif isinstance(part, ThinkingPart) and part.signature and message.role == "assistant":
+            blocks.append({"type": "thinking", "thinking": part.text, "signature": part.signature})
+    return ("assistant" if message.role == "assistant" else "user"), blocks
+
+
+@dataclass
+class _Block:
+    kind: str
+    text: list[str] = field(default_factory=list)
+    signature: str = ""
+    id: str = ""
+    name: str = ""
+    input: Any = None
+
+
+@dataclass
+class _State:
+    blocks: dict[int, _Block] = field(default_factory=dict)
+    input_tokens: int = 0
+    cached_tokens: int = 0
+    output_tokens: int = 0
+    stop_reason: str | None = None
+    model: str | None = None
+    stopped: bool = False
+
+    def feed(self, data: dict[str, Any], http: HTTPClient) -> list[ProviderEvent]:
+        kind = data.get("type")
+        if kind == "message_start":
+            message = data.get("message") or {}
+            self.model = message.get("model")
+            self._usage(message.get("usage"))
+        elif kind == "content_block_start":
+            block = data.get("content_block") or {}
+            self.blocks[data.get("index", len(self.blocks))] = _Block(
+                kind=block.get("type", "unknown"),
+                text=[block.get("text") or block.get("thinking") or ""],
+                signature=block.get("signature") or "",
+                id=block.get("id") or "",
+                name=block.get("name") or "",
+                input=block.get("input"),
+            )
+        elif kind == "content_block_delta":
+            target = self.blocks.get(data.get("index", -1))
+            delta = data.get("delta") or {}
+            if target is None:
+                return []
+            dtype = delta.get("type")
+            if dtype == "text_delta" and target.kind == "text":
+                target.text.append(delta.get("text", ""))
+                return [TextDelta(delta.get("text", ""))]
+            if dtype == "thinking_delta":
+                target.text.append(delta.get("thinking", ""))
+                return [ThinkingDelta(delta.get("thinking", ""))]
+            if dtype == "signature_delta":
+                target.signature += delta.get("signature", "")
+            elif dtype == "input_json_delta":
+                target.text.append(delta.get("partial_json", ""))
+        elif kind == "message_delta":
+            delta = data.get("delta") or {}
+            self.stop_reason = delta.get("stop_reason") or self.stop_reason
+            self._usage(data.get("usage"))
+        elif kind == "message_stop":
+            self.stopped = True
+        return []
+
+    def read_message(self, payload: dict[str, Any]) -> None:
+        self.model = payload.get("model")
+        self.stop_reason = payload.get("stop_reason")
+        self._usage(payload.get("usage"))
+        for index, block in enumerate(payload["content"]):
+            text = block.get("text") if block.get("type") == "text" else block.get("thinking")
+            self.blocks[index] = _Block(
+                kind=block.get("type", "unknown"),
+                text=[text or ""],
+                signature=block.get("signature") or "",
+                id=block.get("id") or "",
+                name=block.get("name") or "",
+                input=block.get("input"),
+            )
+        self.stopped = True
+
+    def _usage(self, usage: Any) -> None:
+        if not isinstance(usage, dict):
+            return
+        if "input_tokens" in usage:
+            self.cached_tokens = usage.get("cache_read_input_tokens") or 0
+            self.input_tokens = (
+                (usage.get("input_tokens") or 0)
+                + self.cached_tokens
+                + (usage.get("cache_creation_input_tokens") or 0)
+            )
+        if usage.get("output_tokens") is not None:
+            self.output_tokens = usage["output_tokens"]  # cumulative in message_delta
+
+    def text(self) -> str:
+        return "".join("".join(b.text) for b in self._ordered() if b.kind == "text")
+
+    def thinking_text(self) -> str:
+        return "".join("".join(b.text) for b in self._ordered() if b.kind == "thinking")
+
+    def _ordered(self) -> list[_Block]:
+        return [self.blocks[i] for i in sorted(self.blocks)]
+
+    def completion(self, http: HTTPClient) -> Completion:
+        parts: list[Any] = []
+        for block in self._ordered():
+            if block.kind == "text":
+                text = "".join(block.text)
+                if parts and isinstance(parts[-1], TextPart):
+                    parts[-1] = TextPart(text=parts[-1].text + text)
+                elif text:
+                    parts.append(TextPart(text=text))
+            elif block.kind == "thinking":
+                parts.append(
+                    ThinkingPart(text="".join(block.text), signature=block.signature or None)
+                )
+            elif block.kind == "tool_use":
+                raw = "".join(block.text).strip()
+                try:
+                    arguments = json.loads(raw) if raw else (block.input or {})
+                except json.JSONDecodeError:
+                    raise http.malformed(
+                        f"the input of tool call {block.name!r} is not valid JSON", raw
+                    ) from None
+                parts.append(ToolCallPart(id=block.id, name=block.name, arguments=arguments))
+            # other block kinds (server tools and their results) are skipped
+        refusal = None
+        if self.stop_reason == "refusal":
+            refusal = self.text() or "the model declined to answer"
+        return Completion(
+            message=Message(role="assistant", parts=tuple(parts)),
+            usage=Usage(
+                input_tokens=self.input_tokens,
+                output_tokens=self.output_tokens,
+                cached_tokens=self.cached_tokens,
+            ),
+            finish_reason=FINISH_REASONS.get(self.stop_reason or "", self.stop_reason),
+            model=self.model,
+            refusal=refusal,
+        )

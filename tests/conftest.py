@@ -7,14 +7,18 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from fake_openai import FakeOpenAI
 
 from agent_nb import Agent
-from fake_openai import FakeOpenAI
 
 #: A key for the loopback server; it is checked for, never for its value.
 TEST_KEY = "test-key-not-secret-0123456789"
 
-_ENV = [name for name in os.environ if name.startswith(("OPENAI_", "ANTHROPIC_", "AGENT_NB_", "OLLAMA_"))]
+_ENV = [
+    name
+    for name in os.environ
+    if name.startswith(("OPENAI_", "ANTHROPIC_", "AGENT_NB_", "OLLAMA_"))
+]
 
 
 @pytest.fixture(autouse=True)

@@ -8,6 +8,7 @@ with schema-valid JSON for `response_format`. `script(...)` queues exact replies
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import socket
@@ -127,11 +128,21 @@ def _handler(server: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
                 self._stream_raw(server._next(body, dict(self.headers.items())))
                 return
             if not self.path.endswith("/chat/completions"):
-                self._json(404, {"error": {"message": f"no route {self.path}", "type": "invalid_request_error"}})
+                self._json(
+                    404,
+                    {
+                        "error": {
+                            "message": f"no route {self.path}",
+                            "type": "invalid_request_error",
+                        }
+                    },
+                )
                 return
             reply = server._next(body, dict(self.headers.items()))
             if reply.status >= 400:
-                error = reply.error or {"error": {"message": f"error {reply.status}", "type": "api_error"}}
+                error = reply.error or {
+                    "error": {"message": f"error {reply.status}", "type": "api_error"}
+                }
                 self._json(reply.status, error, reply.headers)
             elif reply.raw is not None:
                 self._stream_raw(reply)
@@ -139,10 +150,8 @@ def _handler(server: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
                 self._stream(body, reply)
             else:
                 time.sleep(reply.stall)
-                try:
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                     self._json(200, _completion(body, reply, server.request_id()), reply.headers)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
 
         def _json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
             data = json.dumps(payload).encode()
@@ -172,8 +181,12 @@ def _handler(server: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
             self.send_header("content-type", reply.content_type)
             self.send_header("transfer-encoding", "chunked")
             for key, value in reply.headers.items():
-                if key.lower() not in {"content-type", "content-length", "transfer-encoding",
-                                       "content-encoding"}:
+                if key.lower() not in {
+                    "content-type",
+                    "content-length",
+                    "transfer-encoding",
+                    "content-encoding",
+                }:
                     self.send_header(key, value)
             self.end_headers()
             raw = reply.raw.encode() if isinstance(reply.raw, str) else reply.raw
@@ -262,7 +275,11 @@ def _chunks(body: dict[str, Any], reply: Reply, words_per_chunk: int) -> list[by
     base = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0, "model": model}
 
     def event(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> bytes:
-        chunk = {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}
+        chunk = {
+            **base,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            **extra,
+        }
         return b"data: " + json.dumps(chunk).encode() + b"\n\n"
 
     events = [event({"role": "assistant", "content": ""})]
@@ -278,14 +295,33 @@ def _chunks(body: dict[str, Any], reply: Reply, words_per_chunk: int) -> list[by
         events.append(event({"refusal": reply.refusal}))
     for index, call in enumerate(reply.tool_calls):
         arguments = json.dumps(call["arguments"])
-        events.append(event({"tool_calls": [{
-            "index": index, "id": f"call_{index}", "type": "function",
-            "function": {"name": call["name"], "arguments": ""},
-        }]}))
+        events.append(
+            event(
+                {
+                    "tool_calls": [
+                        {
+                            "index": index,
+                            "id": f"call_{index}",
+                            "type": "function",
+                            "function": {"name": call["name"], "arguments": ""},
+                        }
+                    ]
+                }
+            )
+        )
         for start in range(0, len(arguments), 7):  # arguments arrive in fragments
-            events.append(event({"tool_calls": [{
-                "index": index, "function": {"arguments": arguments[start : start + 7]},
-            }]}))
+            events.append(
+                event(
+                    {
+                        "tool_calls": [
+                            {
+                                "index": index,
+                                "function": {"arguments": arguments[start : start + 7]},
+                            }
+                        ]
+                    }
+                )
+            )
     events.append(event({}, _finish(reply)))
     if body.get("stream_options", {}).get("include_usage"):
         usage_chunk = {**base, "choices": [], "usage": _usage(body, reply, text)}

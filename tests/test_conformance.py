@@ -18,6 +18,7 @@ import httpx
 import openai
 import pytest
 from anthropic.lib.streaming._messages import accumulate_event
+from fake_openai import Reply
 from openai._models import construct_type
 from openai.lib.streaming.chat import ChatCompletionStreamState
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
@@ -30,7 +31,6 @@ from agent_nb.messages import Message
 from agent_nb.providers import resolve
 from agent_nb.providers.anthropic import FINISH_REASONS
 from agent_nb.providers.base import Request
-from fake_openai import Reply
 
 ROOT = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
 FOLDERS = {
@@ -131,7 +131,9 @@ def _oracle_chat(body: str, stream: bool) -> Expected:
                 break
             chunk = json.loads(data)
             if event == "error" or "error" in chunk:
-                return Expected(error="APIError", error_message=chunk.get("error", chunk)["message"])
+                return Expected(
+                    error="APIError", error_message=chunk.get("error", chunk)["message"]
+                )
             state.handle_chunk(ChatCompletionChunk.model_validate(chunk))
         completion = state.current_completion_snapshot
     choice = completion.choices[0]
@@ -140,8 +142,10 @@ def _oracle_chat(body: str, stream: bool) -> Expected:
     return Expected(
         text=message.content or "",
         thinking=reasoning if isinstance(reasoning, str) else "",
-        calls=[(c.id, c.function.name, json.loads(c.function.arguments or "{}"))
-               for c in message.tool_calls or []],
+        calls=[
+            (c.id, c.function.name, json.loads(c.function.arguments or "{}"))
+            for c in message.tool_calls or []
+        ],
         finish_reason=choice.finish_reason,
         refusal=message.refusal,
         model=completion.model,
@@ -162,12 +166,16 @@ def _oracle_anthropic(body: str, stream: bool) -> Expected:
             if event == "error":
                 error = json.loads(data)["error"]
                 return Expected(error="APIStatusError", error_message=error["message"])
-            message = accumulate_event(event=adapter.validate_json(data), current_snapshot=message,
-                                       json_bufs=buffers)
+            message = accumulate_event(
+                event=adapter.validate_json(data), current_snapshot=message, json_bufs=buffers
+            )
     text = "".join(b.text for b in message.content if b.type == "text")
     usage = message.usage
-    input_tokens = (usage.input_tokens + (usage.cache_read_input_tokens or 0)
-                    + (usage.cache_creation_input_tokens or 0))
+    input_tokens = (
+        usage.input_tokens
+        + (usage.cache_read_input_tokens or 0)
+        + (usage.cache_creation_input_tokens or 0)
+    )
     return Expected(
         text=text,
         thinking="".join(b.thinking for b in message.content if b.type == "thinking"),
@@ -187,10 +195,21 @@ def _oracle_responses(body: str) -> Expected:
             # the SDK reads answers leniently, as construct_type does
             final = construct_type(type_=ResponsesResponse, value=payload["response"])
     assert final is not None
-    calls = [(i.call_id, i.name, json.loads(i.arguments)) for i in final.output
-             if i.type == "function_call"]
-    refusal = "".join(c.refusal for i in final.output if i.type == "message"
-                      for c in i.content if c.type == "refusal") or None
+    calls = [
+        (i.call_id, i.name, json.loads(i.arguments))
+        for i in final.output
+        if i.type == "function_call"
+    ]
+    refusal = (
+        "".join(
+            c.refusal
+            for i in final.output
+            if i.type == "message"
+            for c in i.content
+            if c.type == "refusal"
+        )
+        or None
+    )
     thinking = "".join(s.text for i in final.output if i.type == "reasoning" for s in i.summary)
     if final.status == "incomplete":
         finish = "length"
@@ -199,8 +218,13 @@ def _oracle_responses(body: str) -> Expected:
     else:
         finish = "tool_calls" if calls else "stop"
     return Expected(
-        text=final.output_text, thinking=thinking, calls=calls, finish_reason=finish,
-        refusal=refusal, model=final.model, input_tokens=final.usage.input_tokens,
+        text=final.output_text,
+        thinking=thinking,
+        calls=calls,
+        finish_reason=finish,
+        refusal=refusal,
+        model=final.model,
+        input_tokens=final.usage.input_tokens,
         output_tokens=final.usage.output_tokens,
     )
 
@@ -210,8 +234,9 @@ def _oracle_responses(body: str) -> Expected:
 
 def request_for(path: Path) -> Request:
     body = load(path)["request"]["body"]
-    return Request(model=body["model"], messages=[Message.user("hi")],
-                   stream=bool(body.get("stream")))
+    return Request(
+        model=body["model"], messages=[Message.user("hi")], stream=bool(body.get("stream"))
+    )
 
 
 async def _collect(provider, request: Request) -> list:
@@ -224,19 +249,32 @@ def via_mock(path: Path) -> list:
     recorded = load(path)["response"]
 
     def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(recorded["status"], headers=recorded["headers"],
-                              content=recorded["body"].encode())
+        return httpx.Response(
+            recorded["status"], headers=recorded["headers"], content=recorded["body"].encode()
+        )
 
-    provider, _ = resolve(provider_name(path), "m", api_key="k", base_url="http://recorded.test/v1",
-                          transport=httpx.MockTransport(handler), max_retries=0)
+    provider, _ = resolve(
+        provider_name(path),
+        "m",
+        api_key="k",
+        base_url="http://recorded.test/v1",
+        transport=httpx.MockTransport(handler),
+        max_retries=0,
+    )
     return asyncio.run(_collect(provider, request_for(path)))
 
 
 def via_loopback(path: Path, server, seed: int) -> list:
     recorded = load(path)["response"]
-    server.script(Reply(raw=recorded["body"], status=recorded["status"],
-                        content_type=recorded["headers"].get("content-type", "application/json"),
-                        headers=recorded["headers"], split_seed=seed))
+    server.script(
+        Reply(
+            raw=recorded["body"],
+            status=recorded["status"],
+            content_type=recorded["headers"].get("content-type", "application/json"),
+            headers=recorded["headers"],
+            split_seed=seed,
+        )
+    )
     base = server.url if provider_name(path) != "anthropic" else server.url.removesuffix("/v1")
     provider, _ = resolve(provider_name(path), "m", api_key="k", base_url=base, max_retries=0)
     return asyncio.run(_collect(provider, request_for(path)))
@@ -250,7 +288,9 @@ def check(events: list, expected: Expected, kind: str) -> None:
     deltas = "".join(e.text for e in events if isinstance(e, TextDelta))
     assert deltas == expected.text
     assert "".join(e.text for e in events if isinstance(e, ThinkingDelta)) == expected.thinking
-    assert [(c.id, c.name, c.arguments_json()) for c in message.tool_calls] == (expected.calls or [])
+    assert [(c.id, c.name, c.arguments_json()) for c in message.tool_calls] == (
+        expected.calls or []
+    )
     assert completion.finish_reason == expected.finish_reason
     assert completion.refusal == expected.refusal
     assert completion.model == expected.model
@@ -268,15 +308,20 @@ def check_error(caught: errors.ProviderError, expected: Expected, path: Path) ->
         assert caught.status == status
         headers = load(path)["response"]["headers"]
         body = json.loads(load(path)["response"]["body"])
-        assert caught.request_id == (headers.get("x-request-id") or headers.get("request-id")
-                                     or body.get("request_id"))
+        assert caught.request_id == (
+            headers.get("x-request-id") or headers.get("request-id") or body.get("request_id")
+        )
 
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: f"{p.parent.name}/{p.stem}")
 @pytest.mark.parametrize("transport", ["mock", "loopback-split"])
 def test_recorded_answer(path, transport, server):
     expected = oracle(path)
-    replay = via_mock if transport == "mock" else (lambda p: via_loopback(p, server, seed=hash(p.stem) % 1000))
+    replay = (
+        via_mock
+        if transport == "mock"
+        else (lambda p: via_loopback(p, server, seed=hash(p.stem) % 1000))
+    )
     if expected.error:
         with pytest.raises(errors.ProviderError) as caught:
             replay(path)
@@ -300,42 +345,67 @@ def sent_body(provider_name_: str, request: Request) -> dict:
         sent.append(json.loads(http_request.content))
         return httpx.Response(500, json={"error": {"message": "stop here"}})
 
-    provider, _ = resolve(provider_name_, "m", api_key="k", base_url="http://x.test/v1",
-                          transport=httpx.MockTransport(handler), max_retries=0)
+    provider, _ = resolve(
+        provider_name_,
+        "m",
+        api_key="k",
+        base_url="http://x.test/v1",
+        transport=httpx.MockTransport(handler),
+        max_retries=0,
+    )
     with pytest.raises(errors.ServerError):
         asyncio.run(_collect(provider, request))
     return sent[0]
 
 
-@pytest.mark.parametrize("name", ["call__openai_gpt_4o_completions__sync__0",
-                                  "call__openai_gpt_4o_completions__stream__0"])
+@pytest.mark.parametrize(
+    "name",
+    ["call__openai_gpt_4o_completions__sync__0", "call__openai_gpt_4o_completions__stream__0"],
+)
 def test_openai_plain_request_matches_the_recording(name):
     recorded = load(ROOT / "openai-chat" / f"{name}.json")["request"]["body"]
-    request = Request(model=recorded["model"], stream=bool(recorded.get("stream")),
-                      messages=[Message.user(recorded["messages"][0]["content"])])
+    request = Request(
+        model=recorded["model"],
+        stream=bool(recorded.get("stream")),
+        messages=[Message.user(recorded["messages"][0]["content"])],
+    )
     assert sent_body("openai", request) == recorded
 
 
 def test_anthropic_plain_request_matches_the_recording():
     recorded = load(ROOT / "anthropic" / "call__anthropic_claude_sonnet_4_0__stream__0.json")
     recorded = recorded["request"]["body"]
-    request = Request(model=recorded["model"], settings={"max_tokens": recorded["max_tokens"]},
-                      messages=[Message.user(recorded["messages"][0]["content"])], stream=True)
+    request = Request(
+        model=recorded["model"],
+        settings={"max_tokens": recorded["max_tokens"]},
+        messages=[Message.user(recorded["messages"][0]["content"])],
+        stream=True,
+    )
     assert sent_body("anthropic", request) == recorded
 
 
 def test_anthropic_sends_signed_thinking_back():
     """The second turn of a thinking conversation carries the signed thinking block."""
-    first = load(ROOT / "anthropic" / "call_with_thinking__anthropic_claude_sonnet_4_0__stream__0.json")
-    second = load(ROOT / "anthropic" / "call_with_thinking__anthropic_claude_sonnet_4_0__stream__1.json")
-    events = via_mock(ROOT / "anthropic" / "call_with_thinking__anthropic_claude_sonnet_4_0__stream__0.json")
+    first = load(
+        ROOT / "anthropic" / "call_with_thinking__anthropic_claude_sonnet_4_0__stream__0.json"
+    )
+    second = load(
+        ROOT / "anthropic" / "call_with_thinking__anthropic_claude_sonnet_4_0__stream__1.json"
+    )
+    events = via_mock(
+        ROOT / "anthropic" / "call_with_thinking__anthropic_claude_sonnet_4_0__stream__0.json"
+    )
     answer = events[-1].message
     recorded = second["request"]["body"]
     request = Request(
-        model=recorded["model"], stream=True,
+        model=recorded["model"],
+        stream=True,
         settings={"max_tokens": recorded["max_tokens"], "thinking": recorded["thinking"]},
-        messages=[Message.user(first["request"]["body"]["messages"][0]["content"]), answer,
-                  Message.user(recorded["messages"][2]["content"][0]["text"])],
+        messages=[
+            Message.user(first["request"]["body"]["messages"][0]["content"]),
+            answer,
+            Message.user(recorded["messages"][2]["content"][0]["text"]),
+        ],
     )
     body = sent_body("anthropic", request)
     assert body["messages"][:2] == recorded["messages"][:2]  # the signed thinking, verbatim
@@ -345,7 +415,9 @@ def test_anthropic_sends_signed_thinking_back():
 
 
 def test_responses_tool_round_matches_the_recording():
-    recorded = load(ROOT / "openai-responses" / "call_with_tools__openai_gpt_4o_responses__stream__1.json")
+    recorded = load(
+        ROOT / "openai-responses" / "call_with_tools__openai_gpt_4o_responses__stream__1.json"
+    )
     recorded = recorded["request"]["body"]
     from agent_nb.messages import ToolCallPart, ToolResultPart
 
@@ -353,23 +425,42 @@ def test_responses_tool_round_matches_the_recording():
     calls = [i for i in items if i.get("type") == "function_call"]
     outputs = [i for i in items if i.get("type") == "function_call_output"]
     request = Request(
-        model=recorded["model"], stream=True,
+        model=recorded["model"],
+        stream=True,
         messages=[
             Message.system(items[0]["content"]),
             Message.user(items[1]["content"]),
-            Message(role="assistant", parts=tuple(
-                ToolCallPart(id=c["call_id"], name=c["name"], arguments=json.loads(c["arguments"]))
-                for c in calls)),
-            Message.tool([ToolResultPart(tool_call_id=o["call_id"], name="secret_retrieval_tool",
-                                         content=o["output"]) for o in outputs]),
+            Message(
+                role="assistant",
+                parts=tuple(
+                    ToolCallPart(
+                        id=c["call_id"], name=c["name"], arguments=json.loads(c["arguments"])
+                    )
+                    for c in calls
+                ),
+            ),
+            Message.tool(
+                [
+                    ToolResultPart(
+                        tool_call_id=o["call_id"], name="secret_retrieval_tool", content=o["output"]
+                    )
+                    for o in outputs
+                ]
+            ),
         ],
-        tools=[{"name": t["name"], "description": t["description"], "parameters": t["parameters"]}
-               for t in recorded["tools"]],
+        tools=[
+            {"name": t["name"], "description": t["description"], "parameters": t["parameters"]}
+            for t in recorded["tools"]
+        ],
     )
     body = sent_body("openai-responses", request)
+
     def strip(item: dict) -> dict:
-        kept = {k: v for k, v in item.items()
-                if k in ("type", "call_id", "name", "output", "role", "content")}
+        kept = {
+            k: v
+            for k, v in item.items()
+            if k in ("type", "call_id", "name", "output", "role", "content")
+        }
         if "arguments" in item:
             kept["arguments"] = json.loads(item["arguments"])
         return kept

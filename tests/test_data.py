@@ -7,6 +7,7 @@ import json
 import logging
 
 import pytest
+from fake_openai import Reply
 
 from agent_nb import Agent, Message, Session
 from agent_nb.errors import (
@@ -16,7 +17,6 @@ from agent_nb.errors import (
     UnknownProviderError,
 )
 from agent_nb.messages import ThinkingPart, ToolCallPart, ToolResultPart
-from fake_openai import Reply
 
 SECRET = "secret-value-7f3a9c"
 
@@ -33,7 +33,9 @@ def test_to_dict_is_versioned_json(data):
     assert data["version"] == 1
     assert json.loads(json.dumps(data)) == data
     assert data["messages"][0] == {
-        "role": "user", "parts": [{"type": "text", "text": "hello"}], "metadata": {},
+        "role": "user",
+        "parts": [{"type": "text", "text": "hello"}],
+        "metadata": {},
         "id": data["messages"][0]["id"],
     }
 
@@ -111,8 +113,13 @@ def test_no_secret_in_to_dict_repr_or_errors(server, caplog):
         session.run("again")
     assert server.request_headers[0]["Authorization"] == f"Bearer {SECRET}"
     for text in (
-        json.dumps(session.to_dict()), repr(agent), repr(session), repr(agent.provider),
-        str(caught.value), repr(caught.value), caplog.text,
+        json.dumps(session.to_dict()),
+        repr(agent),
+        repr(session),
+        repr(agent.provider),
+        str(caught.value),
+        repr(caught.value),
+        caplog.text,
     ):
         assert SECRET not in text
     assert caught.value.status == 401 and "OPENAI_API_KEY" in str(caught.value)

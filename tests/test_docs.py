@@ -18,8 +18,10 @@ FENCE = re.compile(r"^```(\w+)[^\n]*\n(.*?)^```", re.MULTILINE | re.DOTALL)
 
 def blocks(path: Path) -> list[tuple[str, str | None, int]]:
     """(code, expected output or None, line) for each python block of a page."""
-    found = [(m.group(1), m.group(2), path.read_text()[: m.start()].count("\n") + 1)
-             for m in FENCE.finditer(path.read_text())]
+    found = [
+        (m.group(1), m.group(2), path.read_text()[: m.start()].count("\n") + 1)
+        for m in FENCE.finditer(path.read_text())
+    ]
     result = []
     for index, (lang, body, line) in enumerate(found):
         if lang == "python":
@@ -34,8 +36,9 @@ def run_page(path: Path) -> None:
     for code, expected, line in blocks(path):
         out = io.StringIO()
         with contextlib.redirect_stdout(out):
-            compiled = compile(code, f"{path.name}:{line}", "exec",
-                               flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+            compiled = compile(
+                code, f"{path.name}:{line}", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
+            )
             result = eval(compiled, namespace)
             if asyncio.iscoroutine(result):
                 asyncio.run(result)

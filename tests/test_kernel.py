@@ -54,6 +54,7 @@ def test_run_stream_json_in_a_real_kernel(openai_env):
 def test_the_stop_button_keeps_the_partial_answer():
     km, kc = start_new_kernel(kernel_name="python3")
     try:
+
         def execute(code: str, interrupt_after: float | None = None) -> tuple[str, str]:
             msg_id = kc.execute(code)
             if interrupt_after is not None:

@@ -17,7 +17,9 @@ def sent_user_texts(agent: Agent, server) -> list[list[str]]:
     """The user messages of every request the provider sent, per request."""
     if agent.provider.name == "test":
         return [[m.text for m in r.messages if m.role == "user"] for r in agent.provider.requests]
-    return [[m["content"] for m in body["messages"] if m["role"] == "user"] for body in server.requests]
+    return [
+        [m["content"] for m in body["messages"] if m["role"] == "user"] for body in server.requests
+    ]
 
 
 @pytest.fixture
@@ -34,7 +36,9 @@ def test_basic_usage_remembers_across_turns(make_agent, server_or_none):
 
     assert "Alice" in response.text and "software engineer" in response.text
     assert sent_user_texts(agent, server_or_none)[-1] == [
-        "My name is Alice", "I'm a software engineer", "What do you know about me?"
+        "My name is Alice",
+        "I'm a software engineer",
+        "What do you know about me?",
     ]
     assert [m.role for m in session.messages] == ["user", "assistant"] * 3
 
@@ -51,7 +55,9 @@ def test_generated_session_ids_differ(make_agent):
 
 def test_system_prompt_is_sent_and_not_in_history(make_agent, server_or_none):
     agent = make_agent()
-    session = agent.session(system="You are a helpful coding assistant. Always provide code examples.")
+    session = agent.session(
+        system="You are a helpful coding assistant. Always provide code examples."
+    )
     session.run("How do I read a file in Python?")
     assert session.system.startswith("You are a helpful coding assistant")
     assert len(session.messages) == 2
@@ -71,7 +77,8 @@ def test_pre_populated_history_continues(make_agent, server_or_none):
     session = agent.session(messages=history)
     session.run("What about Germany?")
     assert sent_user_texts(agent, server_or_none)[-1] == [
-        "What's the capital of France?", "What about Germany?"
+        "What's the capital of France?",
+        "What about Germany?",
     ]
     if server_or_none is not None:
         sent = server_or_none.requests[-1]["messages"]
@@ -180,7 +187,10 @@ def test_add_messages_manually(make_agent, server_or_none):
     session = agent.session()
     session.add_message(Message.user("Custom user message"))
     session.add_message(Message.assistant("Custom assistant response"))
-    assert [m.text for m in session.messages] == ["Custom user message", "Custom assistant response"]
+    assert [m.text for m in session.messages] == [
+        "Custom user message",
+        "Custom assistant response",
+    ]
     session.run("Next")
     assert sent_user_texts(agent, server_or_none)[-1] == ["Custom user message", "Next"]
 
@@ -282,10 +292,12 @@ def test_custom_store(make_agent):
 @tool
 def get_user_orders(user_id: str) -> str:
     """Get orders for a user."""
-    return json.dumps([
-        {"id": "1", "item": "Laptop", "status": "shipped", "user": user_id},
-        {"id": "2", "item": "Mouse", "status": "delivered", "user": user_id},
-    ])
+    return json.dumps(
+        [
+            {"id": "1", "item": "Laptop", "status": "shipped", "user": user_id},
+            {"id": "2", "item": "Mouse", "status": "delivered", "user": user_id},
+        ]
+    )
 
 
 def test_sessions_with_tools(make_agent, server_or_none):
@@ -303,10 +315,19 @@ def test_sessions_with_tools(make_agent, server_or_none):
     session.run("When will order 1 arrive?")
     if server_or_none is not None:
         sent = server_or_none.requests[-1]["messages"]
-        assert [m["role"] for m in sent] == ["system", "user", "assistant", "tool", "assistant", "user"]
+        assert [m["role"] for m in sent] == [
+            "system",
+            "user",
+            "assistant",
+            "tool",
+            "assistant",
+            "user",
+        ]
         assert sent[2]["tool_calls"][0]["function"]["name"] == "get_user_orders"
         assert sent[3]["tool_call_id"] == sent[2]["tool_calls"][0]["id"]
-        assert server_or_none.requests[0]["tools"][0]["function"]["parameters"]["required"] == ["user_id"]
+        assert server_or_none.requests[0]["tools"][0]["function"]["parameters"]["required"] == [
+            "user_id"
+        ]
 
 
 def test_handle_errors_gracefully(make_agent, server_or_none):

@@ -9,6 +9,7 @@ import threading
 import time
 
 import pytest
+from fake_openai import Reply
 from pydantic import BaseModel
 
 from agent_nb import Agent, Message, tool
@@ -23,7 +24,6 @@ from agent_nb.errors import (
 )
 from agent_nb.messages import TextPart, ToolCallPart
 from agent_nb.providers.testing import TestProvider
-from fake_openai import Reply
 
 
 def assert_paired(messages: list[Message]) -> None:
@@ -146,7 +146,9 @@ def test_bad_tool_arguments_go_back_to_the_model():
         """Add two numbers."""
         return a + b
 
-    bad = Message(role="assistant", parts=(ToolCallPart(id="c1", name="add", arguments={"a": "x"}),))
+    bad = Message(
+        role="assistant", parts=(ToolCallPart(id="c1", name="add", arguments={"a": "x"}),)
+    )
     unknown = Message(role="assistant", parts=(ToolCallPart(id="c2", name="nope", arguments={}),))
     agent = Agent(provider=TestProvider([bad, unknown, "Sorry."]), model="t", tools=[add])
     response = agent.session().run("add things")
@@ -366,7 +368,9 @@ def test_sync_stream_and_run_on_one_session_from_two_threads_is_refused():
     thread.join()
     rest = list(stream)
     assert len(errors) == 1
-    assert first.text + "".join(e.text for e in rest if e.type == "text_delta") == stream.response.text
+    assert (
+        first.text + "".join(e.text for e in rest if e.type == "text_delta") == stream.response.text
+    )
 
 
 def test_different_sessions_run_concurrently():

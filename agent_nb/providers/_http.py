@@ -153,8 +153,17 @@ class HTTPClient:
         self, path: str, body: dict[str, Any], *, stream: bool
     ) -> AsyncIterator[httpx.Response]:
         client = self._client()
+        timeout = self.timeout
+        if not stream and timeout is DEFAULT_TIMEOUT:
+            # nothing arrives until the whole answer is ready: wait for long ones by default
+            timeout = httpx.Timeout(
+                connect=timeout.connect,
+                read=max(timeout.read or 0, 600.0),
+                write=timeout.write,
+                pool=timeout.pool,
+            )
         try:
-            request = client.build_request("POST", path, json=body)
+            request = client.build_request("POST", path, json=body, timeout=timeout)
             response = await client.send(request, stream=True)
         except httpx.TimeoutException as exc:
             raise errors.APITimeoutError(

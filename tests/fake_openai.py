@@ -82,36 +82,91 @@ class FakeOpenAI:
             self.requests.clear()
             self.request_headers.clear()
 
-    def _next(self, body: dict[str, Any], headers: dict[str, str]) -> Reply:
+    def _next(self, body: dict[str, Any], headers: dict[str, str], protocol: str = "chat") -> Reply:
         with self._lock:
             self.requests.append(body)
             self.request_headers.append(headers)
             self._ids += 1
             reply = self._script.popleft() if self._script else Reply()
         if reply.text is None and not reply.tool_calls and reply.raw is None and reply.status < 400:
-            _answer(body, reply)
+            _answer(PROTOCOLS[protocol].read(body), reply)
         return reply
 
     def request_id(self) -> str:
         return f"req_fake_{self._ids}"
 
 
-def _answer(body: dict[str, Any], reply: Reply) -> None:
-    """Fill `reply` the way the offline test provider would answer `body`."""
-    messages = body.get("messages", [])
-    users = [m["content"] for m in messages if m.get("role") == "user" and m.get("content")]
-    last = messages[-1] if messages else {}
-    tools = [t["function"] for t in body.get("tools", [])]
-    format_ = body.get("response_format") or {}
-    if last.get("role") == "tool":
-        done = [m for m in messages if m.get("role") == "tool"]
-        reply.text = "Here is what I found: " + "; ".join(m["content"] for m in done[-3:]) + "."
-    elif tools and (calls := tool_calls_for(tools, users)):
+@dataclass
+class Conversation:
+    """What a request says, whatever its wire format."""
+
+    users: list[str]
+    tool_outputs: list[str]  # of the last round, when the request ends with tool results
+    tools: list[dict[str, Any]]  # {"name", "parameters"}
+    schema: dict[str, Any] | None
+
+
+def _answer(conversation: Conversation, reply: Reply) -> None:
+    """Fill `reply` the way the offline test provider would answer."""
+    if conversation.tool_outputs:
+        reply.text = "Here is what I found: " + "; ".join(conversation.tool_outputs) + "."
+    elif conversation.tools and (calls := tool_calls_for(conversation.tools, conversation.users)):
         reply.tool_calls = [{"name": name, "arguments": args} for name, args in calls]
-    elif format_.get("type") == "json_schema":
-        reply.text = json.dumps(example(format_["json_schema"]["schema"], users))
+    elif conversation.schema is not None:
+        reply.text = json.dumps(example(conversation.schema, conversation.users))
     else:
-        reply.text = echo(users)
+        reply.text = echo(conversation.users)
+
+
+def _read_chat(body: dict[str, Any]) -> Conversation:
+    messages = body.get("messages", [])
+    outputs = []
+    for message in reversed(messages):
+        if message.get("role") != "tool":
+            break
+        outputs.insert(0, message["content"])
+    format_ = body.get("response_format") or {}
+    return Conversation(
+        users=[m["content"] for m in messages if m.get("role") == "user" and m.get("content")],
+        tool_outputs=outputs,
+        tools=[t["function"] for t in body.get("tools", [])],
+        schema=format_["json_schema"]["schema"] if format_.get("type") == "json_schema" else None,
+    )
+
+
+def _read_anthropic(body: dict[str, Any]) -> Conversation:
+    users, outputs = [], []
+    for message in body.get("messages", []):
+        content = message["content"]
+        blocks = [{"type": "text", "text": content}] if isinstance(content, str) else content
+        if message["role"] == "user":
+            users += [b["text"] for b in blocks if b["type"] == "text" and b["text"]]
+            outputs = [b["content"] for b in blocks if b["type"] == "tool_result"]
+            if any(b["type"] == "text" for b in blocks):
+                outputs = []
+    schema = ((body.get("output_config") or {}).get("format") or {}).get("schema")
+    return Conversation(
+        users=users,
+        tool_outputs=outputs,
+        schema=schema,
+        tools=[{"name": t["name"], "parameters": t["input_schema"]} for t in body.get("tools", [])],
+    )
+
+
+def _read_responses(body: dict[str, Any]) -> Conversation:
+    items = body.get("input", [])
+    outputs = []
+    for item in reversed(items):
+        if item.get("type") != "function_call_output":
+            break
+        outputs.insert(0, item["output"])
+    format_ = (body.get("text") or {}).get("format") or {}
+    return Conversation(
+        users=[i["content"] for i in items if i.get("role") == "user" and i.get("content")],
+        tool_outputs=outputs,
+        tools=[{"name": t["name"], "parameters": t["parameters"]} for t in body.get("tools", [])],
+        schema=format_.get("schema") if format_.get("type") == "json_schema" else None,
+    )
 
 
 def _handler(server: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
@@ -127,18 +182,15 @@ def _handler(server: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
             if server._script and server._script[0].raw is not None:  # a replay: any path
                 self._stream_raw(server._next(body, dict(self.headers.items())))
                 return
-            if not self.path.endswith("/chat/completions"):
-                self._json(
-                    404,
-                    {
-                        "error": {
-                            "message": f"no route {self.path}",
-                            "type": "invalid_request_error",
-                        }
-                    },
-                )
+            protocol = next(
+                (name for name, p in PROTOCOLS.items() if self.path.endswith(p.path)), None
+            )
+            if protocol is None:
+                error = {"message": f"no route {self.path}", "type": "invalid_request_error"}
+                self._json(404, {"error": error})
                 return
-            reply = server._next(body, dict(self.headers.items()))
+            wire = PROTOCOLS[protocol]
+            reply = server._next(body, dict(self.headers.items()), protocol)
             if reply.status >= 400:
                 error = reply.error or {
                     "error": {"message": f"error {reply.status}", "type": "api_error"}
@@ -147,11 +199,11 @@ def _handler(server: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
             elif reply.raw is not None:
                 self._stream_raw(reply)
             elif body.get("stream"):
-                self._stream(body, reply)
+                self._stream(wire.events(body, reply, server.words_per_chunk), reply)
             else:
                 time.sleep(reply.stall)
                 with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                    self._json(200, _completion(body, reply, server.request_id()), reply.headers)
+                    self._json(200, wire.whole(body, reply, server.request_id()), reply.headers)
 
         def _json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
             data = json.dumps(payload).encode()
@@ -204,8 +256,7 @@ def _handler(server: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
                     time.sleep(0.001)  # let some pieces arrive in reads of their own
             self.wfile.write(b"0\r\n\r\n")
 
-        def _stream(self, body: dict[str, Any], reply: Reply) -> None:
-            events = _chunks(body, reply, server.words_per_chunk)
+        def _stream(self, events: list[bytes], reply: Reply) -> None:
             delay = server.chunk_delay if reply.chunk_delay is None else reply.chunk_delay
             self._start_stream(reply.headers)
             try:
@@ -233,7 +284,8 @@ def _handler(server: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
 def _usage(body: dict[str, Any], reply: Reply, text: str) -> dict[str, Any]:
     if reply.usage is not None:
         return reply.usage
-    prompt = sum(len(str(m.get("content") or "").split()) for m in body.get("messages", []))
+    items = body.get("messages") or body.get("input") or []
+    prompt = sum(len(str(m.get("content") or m.get("output") or "").split()) for m in items)
     completion = len(text.split()) + len(reply.tool_calls) * 5
     return {
         "prompt_tokens": prompt,
@@ -284,13 +336,7 @@ def _chunks(body: dict[str, Any], reply: Reply, words_per_chunk: int) -> list[by
 
     events = [event({"role": "assistant", "content": ""})]
     text = reply.text or ""
-    words = text.split(" ")
-    for start in range(0, len(words), words_per_chunk):
-        piece = " ".join(words[start : start + words_per_chunk])
-        if start + words_per_chunk < len(words):
-            piece += " "
-        if piece:
-            events.append(event({"content": piece}))
+    events += [event({"content": piece}) for piece in _words(text, words_per_chunk)]
     if reply.refusal:
         events.append(event({"refusal": reply.refusal}))
     for index, call in enumerate(reply.tool_calls):
@@ -328,3 +374,196 @@ def _chunks(body: dict[str, Any], reply: Reply, words_per_chunk: int) -> list[by
         events.append(b"data: " + json.dumps(usage_chunk).encode() + b"\n\n")
     events.append(b"data: [DONE]\n\n")
     return events
+
+
+def _words(text: str, per_chunk: int) -> list[str]:
+    words = text.split(" ")
+    pieces = []
+    for start in range(0, len(words), per_chunk):
+        piece = " ".join(words[start : start + per_chunk])
+        if start + per_chunk < len(words):
+            piece += " "
+        if piece:
+            pieces.append(piece)
+    return pieces
+
+
+def _sse(name: str, data: dict[str, Any]) -> bytes:
+    return f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
+
+
+def _anthropic_whole(body: dict[str, Any], reply: Reply, request_id: str) -> dict[str, Any]:
+    content: list[dict[str, Any]] = []
+    if reply.text:
+        content.append({"type": "text", "text": reply.text})
+    for index, call in enumerate(reply.tool_calls):
+        content.append(
+            {
+                "type": "tool_use",
+                "id": f"toolu_{index}_{request_id}",
+                "name": call["name"],
+                "input": call["arguments"],
+            }
+        )
+    usage = _usage(body, reply, reply.text or "")
+    return {
+        "id": f"msg_{request_id}",
+        "type": "message",
+        "role": "assistant",
+        "model": body.get("model", "fake"),
+        "content": content,
+        "stop_reason": "tool_use" if reply.tool_calls else (reply.finish_reason or "end_turn"),
+        "usage": {
+            "input_tokens": usage["prompt_tokens"],
+            "output_tokens": usage["completion_tokens"],
+        },
+    }
+
+
+def _anthropic_events(body: dict[str, Any], reply: Reply, per_chunk: int) -> list[bytes]:
+    whole = _anthropic_whole(body, reply, "stream")
+    start = {
+        **whole,
+        "content": [],
+        "stop_reason": None,
+        "usage": {"input_tokens": whole["usage"]["input_tokens"], "output_tokens": 1},
+    }
+    events = [_sse("message_start", {"type": "message_start", "message": start})]
+    for index, block in enumerate(whole["content"]):
+        opening = (
+            {"type": "text", "text": ""} if block["type"] == "text" else {**block, "input": {}}
+        )
+        events.append(
+            _sse(
+                "content_block_start",
+                {"type": "content_block_start", "index": index, "content_block": opening},
+            )
+        )
+        if block["type"] == "text":
+            deltas = [{"type": "text_delta", "text": w} for w in _words(block["text"], per_chunk)]
+        else:
+            raw = json.dumps(block["input"])
+            deltas = [
+                {"type": "input_json_delta", "partial_json": raw[i : i + 7]}
+                for i in range(0, len(raw), 7)
+            ]
+        events += [
+            _sse("content_block_delta", {"type": "content_block_delta", "index": index, "delta": d})
+            for d in deltas
+        ]
+        events.append(_sse("content_block_stop", {"type": "content_block_stop", "index": index}))
+    events.append(
+        _sse(
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": whole["stop_reason"]},
+                "usage": {"output_tokens": whole["usage"]["output_tokens"]},
+            },
+        )
+    )
+    events.append(_sse("message_stop", {"type": "message_stop"}))
+    return events
+
+
+def _responses_whole(body: dict[str, Any], reply: Reply, request_id: str) -> dict[str, Any]:
+    output: list[dict[str, Any]] = []
+    if reply.text:
+        output.append(
+            {
+                "type": "message",
+                "id": f"msg_{request_id}",
+                "role": "assistant",
+                "status": "completed",
+                "content": [{"type": "output_text", "text": reply.text, "annotations": []}],
+            }
+        )
+    for index, call in enumerate(reply.tool_calls):
+        output.append(
+            {
+                "type": "function_call",
+                "id": f"fc_{index}",
+                "call_id": f"call_{index}",
+                "name": call["name"],
+                "arguments": json.dumps(call["arguments"]),
+                "status": "completed",
+            }
+        )
+    usage = _usage(body, reply, reply.text or "")
+    return {
+        "id": f"resp_{request_id}",
+        "object": "response",
+        "model": body.get("model", "fake"),
+        "status": "completed",
+        "output": output,
+        "usage": {
+            "input_tokens": usage["prompt_tokens"],
+            "output_tokens": usage["completion_tokens"],
+            "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens_details": {"reasoning_tokens": 0},
+        },
+    }
+
+
+def _responses_events(body: dict[str, Any], reply: Reply, per_chunk: int) -> list[bytes]:
+    whole = _responses_whole(body, reply, "stream")
+    events = [
+        _sse(
+            "response.created",
+            {
+                "type": "response.created",
+                "response": {**whole, "status": "in_progress", "output": []},
+            },
+        )
+    ]
+    for index, item in enumerate(whole["output"]):
+        events.append(
+            _sse(
+                "response.output_item.added",
+                {"type": "response.output_item.added", "output_index": index, "item": item},
+            )
+        )
+        if item["type"] == "message":
+            events += [
+                _sse(
+                    "response.output_text.delta",
+                    {"type": "response.output_text.delta", "output_index": index, "delta": w},
+                )
+                for w in _words(reply.text or "", per_chunk)
+            ]
+        else:
+            raw = item["arguments"]
+            events += [
+                _sse(
+                    "response.function_call_arguments.delta",
+                    {
+                        "type": "response.function_call_arguments.delta",
+                        "output_index": index,
+                        "delta": raw[i : i + 7],
+                    },
+                )
+                for i in range(0, len(raw), 7)
+            ]
+        events.append(
+            _sse(
+                "response.output_item.done",
+                {"type": "response.output_item.done", "output_index": index, "item": item},
+            )
+        )
+    events.append(_sse("response.completed", {"type": "response.completed", "response": whole}))
+    return events
+
+
+@dataclass(frozen=True)
+class _Protocol:
+    path: str
+    read: Any
+    whole: Any
+    events: Any
+
+
+PROTOCOLS = {
+    "chat": _Protocol("/chat/completions", _read_chat, _completion, _chunks),
+    "anthropic": _Protocol("/messages", _read_anthropic, _anthropic_whole, _anthropic_events),
+    "responses": _Protocol("/responses", _read_responses, _responses_whole, _responses_events),
+}

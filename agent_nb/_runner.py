@@ -82,14 +82,15 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
     return _Job(coro).result()
 
 
-_ITEM, _END, _ERROR, _MARK = 0, 1, 2, 3
+_ITEMS, _END, _ERROR, _MARK = 0, 1, 2, 3
 
 
 class SyncIterator(Generic[T]):
     """Iterates an async iterator on the runner, from the calling thread.
 
     A task on the runner drains the source into a queue, so items cross threads without a
-    round trip each. `make_source` receives `caught_up`, an async function that returns once
+    round trip each; items produced between two real suspensions (one network read) cross
+    together, as one batch. `make_source` receives `caught_up`, an async function that returns once
     the consumer has taken every item queued so far: a source awaits it before anything the
     consumer must not miss (a commit). Closing, or an interrupt, cancels the task; the
     source sees the cancellation at its await point and cleans up before `close()` returns.
@@ -100,11 +101,16 @@ class SyncIterator(Generic[T]):
         self._queue: queue.SimpleQueue[tuple[int, Any]] = queue.SimpleQueue()
         self._job: _Job[None] | None = None
         self._finished = False
+        self._ready: list[T] = []  # items taken from the queue, not yet returned
+        self._batch: list[T] = []  # items produced on the runner, not yet queued
+        self._flush_scheduled = False
 
     def __iter__(self) -> SyncIterator[T]:
         return self
 
     def __next__(self) -> T:
+        if self._ready:
+            return self._ready.pop()
         if self._finished:
             raise StopIteration
         if self._job is None:
@@ -115,8 +121,10 @@ class SyncIterator(Generic[T]):
             except KeyboardInterrupt:
                 self.close()
                 raise
-            if kind == _ITEM:
-                return value
+            if kind == _ITEMS:
+                value.reverse()
+                self._ready = value
+                return self._ready.pop()
             if kind == _MARK:
                 self._job._loop.call_soon_threadsafe(_resolve, value)
                 continue
@@ -127,21 +135,38 @@ class SyncIterator(Generic[T]):
 
     async def _caught_up(self) -> None:
         future = asyncio.get_running_loop().create_future()
-        self._queue.put((_MARK, future))
+        self._put(_MARK, future)
         await future
 
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if self._batch:
+            self._queue.put((_ITEMS, self._batch))
+            self._batch = []
+
+    def _put(self, kind: int, value: Any) -> None:
+        self._flush()
+        self._queue.put((kind, value))
+
     async def _pump(self) -> None:
-        put = self._queue.put
+        loop = asyncio.get_running_loop()
+        batch_append = self._batch.append
         try:
             async for item in self._make_source(self._caught_up):
-                put((_ITEM, item))
+                if not self._batch:
+                    batch_append = self._batch.append
+                batch_append(item)
+                if not self._flush_scheduled:
+                    # runs once this task really waits (on the network): a batch per read
+                    self._flush_scheduled = True
+                    loop.call_soon(self._flush)
         except asyncio.CancelledError:
-            put((_END, None))
+            self._put(_END, None)
             raise
         except BaseException as exc:
-            put((_ERROR, exc))
+            self._put(_ERROR, exc)
         else:
-            put((_END, None))
+            self._put(_END, None)
 
     def close(self) -> None:
         """Stop early; returns once the source has cleaned up."""

@@ -94,7 +94,7 @@ class HTTPClient:
             try:
                 text = (await response.aread()).decode("utf-8", errors="replace")
             except httpx.HTTPError as exc:
-                raise _broken(self.provider, exc, response, self.timeout) from exc
+                raise _broken(self.provider, exc, response.headers, self.timeout) from exc
         try:
             return json.loads(text), response.headers
         except json.JSONDecodeError:
@@ -121,14 +121,8 @@ class HTTPClient:
                     status=response.status_code,
                     request_id=_request_id(response.headers),
                 )
-            yield self._events(response)
-
-    async def _events(self, response: httpx.Response) -> AsyncIterator[ServerSentEvent]:
-        try:
-            async for event in EventSource(response).aiter_sse():
-                yield event
-        except httpx.HTTPError as exc:
-            raise _broken(self.provider, exc, response, self.timeout) from exc
+            # httpx errors while reading (a drop, a stall) become typed errors in `retrying`
+            yield EventSource(response).aiter_sse()
 
     async def retrying(self, attempt: Callable[[], AsyncIterator[T]]) -> AsyncIterator[T]:
         """Run `attempt` again after a retryable failure, but never once it has yielded."""
@@ -141,10 +135,15 @@ class HTTPClient:
                         started = True
                         yield event
                 return
-            except errors.ProviderError as exc:
-                if started or not exc.retryable or tries >= self.max_retries:
-                    raise
-                delay = _backoff(tries, exc.retry_after)
+            except (errors.ProviderError, httpx.HTTPError) as exc:
+                error = exc if isinstance(exc, errors.ProviderError) else _broken(
+                    self.provider, exc, None, self.timeout
+                )
+                if started or not error.retryable or tries >= self.max_retries:
+                    if error is exc:
+                        raise
+                    raise error from exc
+                delay = _backoff(tries, error.retry_after)
             await asyncio.sleep(delay)
             tries += 1
 
@@ -231,7 +230,7 @@ class HTTPClient:
 
 
 def _broken(
-    provider: str, exc: httpx.HTTPError, response: httpx.Response, timeout: httpx.Timeout
+    provider: str, exc: httpx.HTTPError, headers: httpx.Headers | None, timeout: httpx.Timeout
 ) -> errors.ProviderError:
     """The error for an answer that stalled or broke off after its headers arrived."""
     if isinstance(exc, httpx.TimeoutException):
@@ -239,12 +238,12 @@ def _broken(
             f"the stream stalled: nothing arrived for {timeout.read} s "
             "(raise the read timeout with timeout=...)",
             provider=provider,
-            request_id=_request_id(response.headers),
+            request_id=_request_id(headers),
         )
     return errors.APIConnectionError(
         f"the connection dropped mid-stream ({type(exc).__name__}: {exc})",
         provider=provider,
-        request_id=_request_id(response.headers),
+        request_id=_request_id(headers),
     )
 
 

@@ -69,15 +69,14 @@ class AnthropicProvider(Provider):
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def complete(self, request: Request) -> AsyncIterator[ProviderEvent]:
+    def complete(self, request: Request) -> AsyncIterator[ProviderEvent]:
         if not self._api_key and self.base_url == ANTHROPIC_BASE_URL:
             raise errors.MissingAPIKeyError(
                 "no Anthropic API key: set the ANTHROPIC_API_KEY environment variable or pass "
                 "api_key=... to Agent"
             )
         body = self.build_body(request)
-        async for event in self._http.retrying(lambda: self._attempt(body, request.stream)):
-            yield event
+        return self._http.retrying(lambda: self._attempt(body, request.stream))
 
     async def _attempt(self, body: dict[str, Any], stream: bool) -> AsyncIterator[ProviderEvent]:
         state = _State()

@@ -39,8 +39,8 @@ class Request:
 class Provider(abc.ABC):
     """Translates a Request to a wire format and the wire stream back to provider events.
 
-    `complete` yields TextDelta / ThinkingDelta events as they arrive and ends with exactly
-    one Completion; anything else raises a ProviderError subclass.
+    `complete` returns an async iterator of TextDelta / ThinkingDelta events as they arrive,
+    ending with exactly one Completion; anything else raises a ProviderError subclass.
     """
 
     #: The name users pass as `provider=`.

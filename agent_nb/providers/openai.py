@@ -71,15 +71,14 @@ class OpenAIProvider(Provider):
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def complete(self, request: Request) -> AsyncIterator[ProviderEvent]:
+    def complete(self, request: Request) -> AsyncIterator[ProviderEvent]:
         if self._needs_key and not self._api_key:
             raise errors.MissingAPIKeyError(
                 f"no OpenAI API key: set the {self._key_env} environment variable or pass "
                 "api_key=... to Agent (a local server needs base_url=... instead)"
             )
         body = self.build_body(request)
-        async for event in self._http.retrying(lambda: self._attempt(body, request.stream)):
-            yield event
+        return self._http.retrying(lambda: self._attempt(body, request.stream))
 
     async def _attempt(self, body: dict[str, Any], stream: bool) -> AsyncIterator[ProviderEvent]:
         if not stream:
@@ -190,26 +189,38 @@ class _StreamState:
     done: bool = False
 
     def feed(self, chunk: dict[str, Any]) -> list[ProviderEvent]:
+        """The events of one chunk; the common `{"content": ...}` delta takes a short path."""
         events: list[ProviderEvent] = []
-        if chunk.get("model"):
-            self.model = chunk["model"]
-        if chunk.get("usage"):
-            self.usage = _usage(chunk["usage"])
+        if self.model is None:
+            self.model = chunk.get("model")
+        usage = chunk.get("usage")
+        if usage:
+            self.usage = _usage(usage)
         for choice in chunk.get("choices") or ():
             if choice.get("index", 0) != 0:
                 continue
-            delta = choice.get("delta") or {}
-            thinking = delta.get("reasoning_content") or delta.get("reasoning")
-            if isinstance(thinking, str) and thinking:
-                self.thinking.append(thinking)
-                events.append(ThinkingDelta(thinking))
-            content = delta.get("content")
-            if content:
-                self.text.append(content)
-                events.append(TextDelta(content))
-            if delta.get("refusal"):
-                self.refusal.append(delta["refusal"])
-            for position, call in enumerate(delta.get("tool_calls") or ()):
+            delta = choice.get("delta")
+            if delta:
+                content = delta.get("content")
+                if content:
+                    self.text.append(content)
+                    events.append(TextDelta(content))
+                if len(delta) > 1 or content is None:
+                    self._feed_rare(delta, events)
+            if choice.get("finish_reason"):
+                self.finish_reason = choice["finish_reason"]
+        return events
+
+    def _feed_rare(self, delta: dict[str, Any], events: list[ProviderEvent]) -> None:
+        """Reasoning, refusals and tool calls."""
+        thinking = delta.get("reasoning_content") or delta.get("reasoning")
+        if isinstance(thinking, str) and thinking:
+            self.thinking.append(thinking)
+            events.insert(0, ThinkingDelta(thinking))
+        if delta.get("refusal"):
+            self.refusal.append(delta["refusal"])
+        if delta.get("tool_calls"):
+            for position, call in enumerate(delta["tool_calls"]):
                 index = call.get("index", position)
                 buffer = self.calls.setdefault(index, _ToolCallBuffer())
                 if call.get("id"):
@@ -219,9 +230,6 @@ class _StreamState:
                     buffer.name = function["name"]  # some servers repeat it on every chunk
                 if function.get("arguments"):
                     buffer.arguments.append(function["arguments"])
-            if choice.get("finish_reason"):
-                self.finish_reason = choice["finish_reason"]
-        return events
 
     def feed_message(self, message: dict[str, Any]) -> None:
         thinking = message.get("reasoning_content") or message.get("reasoning")

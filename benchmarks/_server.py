@@ -23,8 +23,9 @@ class ServerProcess:
 
     def __init__(self, raw: bytes, runs: int) -> None:
         self._queue: multiprocessing.Queue = multiprocessing.Queue()
-        self._process = multiprocessing.Process(target=_serve, args=(raw, runs, self._queue),
-                                                daemon=True)
+        self._process = multiprocessing.Process(
+            target=_serve, args=(raw, runs, self._queue), daemon=True
+        )
 
     def __enter__(self) -> str:
         self._process.start()

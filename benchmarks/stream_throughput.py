@@ -16,33 +16,47 @@ import statistics
 import time
 
 import httpx
-from httpx_sse import connect_sse
-
 from _server import ServerProcess
+from httpx_sse import connect_sse
 
 
 def stream_body(chunks: int) -> tuple[bytes, str]:
-    base = {"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 0,
-            "model": "bench"}
+    base = {
+        "id": "chatcmpl-bench",
+        "object": "chat.completion.chunk",
+        "created": 0,
+        "model": "bench",
+    }
     words = [f"w{i} " for i in range(chunks)]
     lines = [{"role": "assistant", "content": ""}] + [{"content": w} for w in words]
-    events = [
-        {**base, "choices": [{"index": 0, "delta": d, "finish_reason": None}]} for d in lines
-    ]
+    events = [{**base, "choices": [{"index": 0, "delta": d, "finish_reason": None}]} for d in lines]
     events.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
-    events.append({**base, "choices": [], "usage": {"prompt_tokens": 1,
-                                                    "completion_tokens": chunks,
-                                                    "total_tokens": chunks + 1}})
+    events.append(
+        {
+            **base,
+            "choices": [],
+            "usage": {"prompt_tokens": 1, "completion_tokens": chunks, "total_tokens": chunks + 1},
+        }
+    )
     body = "".join(f"data: {json.dumps(e)}\n\n" for e in events) + "data: [DONE]\n\n"
     return body.encode(), "".join(words)
 
 
 def bare_httpx(url: str) -> str:
     parts = []
-    with httpx.Client() as client, connect_sse(
-        client, "POST", f"{url}/chat/completions",
-        json={"model": "bench", "messages": [{"role": "user", "content": "go"}], "stream": True},
-    ) as source:
+    with (
+        httpx.Client() as client,
+        connect_sse(
+            client,
+            "POST",
+            f"{url}/chat/completions",
+            json={
+                "model": "bench",
+                "messages": [{"role": "user", "content": "go"}],
+                "stream": True,
+            },
+        ) as source,
+    ):
         for sse in source.iter_sse():
             if sse.data == "[DONE]":
                 break
@@ -76,8 +90,11 @@ def agent_nb_stream(url: str) -> str:
     return "".join(parts)
 
 
-CANDIDATES = {"bare httpx + httpx-sse": bare_httpx, "agent_nb stream()": agent_nb_stream,
-              "official openai SDK": official_sdk}
+CANDIDATES = {
+    "bare httpx + httpx-sse": bare_httpx,
+    "agent_nb stream()": agent_nb_stream,
+    "official openai SDK": official_sdk,
+}
 
 
 def main() -> None:
@@ -104,8 +121,10 @@ def main() -> None:
         print(f"{name:<26}{median:>10.3f}{args.chunks / median:>12,.0f}{median / base:>8.2f}x")
     ours = statistics.median(times["agent_nb stream()"])
     sdk = statistics.median(times["official openai SDK"])
-    print(f"agent_nb / bare = {ours / base:.2f} (target <= 1.3); "
-          f"agent_nb / SDK = {ours / sdk:.2f} (target < 1)")
+    print(
+        f"agent_nb / bare = {ours / base:.2f} (target <= 1.3); "
+        f"agent_nb / SDK = {ours / sdk:.2f} (target < 1)"
+    )
 
 
 if __name__ == "__main__":

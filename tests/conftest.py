@@ -50,6 +50,15 @@ def openai_env(server: FakeOpenAI, monkeypatch: pytest.MonkeyPatch) -> FakeOpenA
     return server
 
 
+@pytest.fixture
+def all_providers_env(openai_env: FakeOpenAI, monkeypatch: pytest.MonkeyPatch) -> FakeOpenAI:
+    """Every provider's environment points at the loopback server (it speaks each protocol)."""
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", openai_env.url.removesuffix("/v1"))
+    monkeypatch.setenv("ANTHROPIC_API_KEY", TEST_KEY)
+    monkeypatch.setenv("OLLAMA_BASE_URL", openai_env.url)
+    return openai_env
+
+
 @pytest.fixture(params=["test", "openai"])
 def make_agent(request: pytest.FixtureRequest) -> Callable[..., Agent]:
     """Agent(...) on the offline provider, or on openai against the loopback server."""

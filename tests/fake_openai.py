@@ -190,6 +190,17 @@ def _handler(server: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
                 self._json(404, {"error": error})
                 return
             wire = PROTOCOLS[protocol]
+            if str(body.get("model", "")).startswith("no-such-model"):  # as OpenAI answers it
+                message = (
+                    f"The model `{body['model']}` does not exist or you do not have access to it."
+                )
+                error = {
+                    "message": message,
+                    "type": "invalid_request_error",
+                    "code": "model_not_found",
+                }
+                self._json(404, {"error": error})
+                return
             reply = server._next(body, dict(self.headers.items()), protocol)
             if reply.status >= 400:
                 error = reply.error or {

@@ -50,7 +50,7 @@ PAGES = sorted(DOCS.glob("*.md"))
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
-def test_docs_page_runs(page, openai_env, tmp_path, monkeypatch):
+def test_docs_page_runs(page, all_providers_env, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert blocks(page), f"{page.name} has no python examples"
     run_page(page)

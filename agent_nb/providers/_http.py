@@ -136,8 +136,10 @@ class HTTPClient:
                         yield event
                 return
             except (errors.ProviderError, httpx.HTTPError) as exc:
-                error = exc if isinstance(exc, errors.ProviderError) else _broken(
-                    self.provider, exc, None, self.timeout
+                error = (
+                    exc
+                    if isinstance(exc, errors.ProviderError)
+                    else _broken(self.provider, exc, None, self.timeout)
                 )
                 if started or not error.retryable or tries >= self.max_retries:
                     if error is exc:

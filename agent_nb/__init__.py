@@ -22,3 +22,17 @@ __all__ = [
     "tool",
 ]
 __version__ = "0.1.0"
+
+
+def load_ipython_extension(ipython: object) -> None:
+    """`%load_ext agent_nb`."""
+    from .notebook import load_ipython_extension as load
+
+    load(ipython)
+
+
+def unload_ipython_extension(ipython: object) -> None:
+    """`%unload_ext agent_nb`."""
+    from .notebook import unload_ipython_extension as unload
+
+    unload(ipython)

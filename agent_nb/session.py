@@ -164,16 +164,18 @@ class Session:
             raise self._busy()
         try:
             agent = self.agent
+            settings = {**agent.defaults, **settings}
+            model = settings.pop("model", None) or agent.model
             turn = _Turn([Message.user(prompt)])
             try:
                 for round_number in range(agent.max_tool_rounds + 1):
                     request = Request(
-                        model=agent.model,
+                        model=model,
                         messages=self._messages + turn.messages,
                         system=self.system,
                         tools=agent._tool_schemas,
                         output=output.request if output else None,
-                        settings={**agent.defaults, **settings},
+                        settings=settings,
                         stream=stream,
                     )
                     completion = None

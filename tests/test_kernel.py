@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import queue
-import time
 
 import nbformat
 import pytest
-from jupyter_client.manager import start_new_kernel
+from kernels import Kernel
 from nbclient import NotebookClient
 
 pytestmark = pytest.mark.timeout(180)
@@ -52,51 +50,25 @@ def test_run_stream_json_in_a_real_kernel(openai_env):
 
 
 def test_the_stop_button_keeps_the_partial_answer():
-    km, kc = start_new_kernel(kernel_name="python3")
-    try:
-
-        def execute(code: str, interrupt_after: float | None = None) -> tuple[str, str]:
-            msg_id = kc.execute(code)
-            if interrupt_after is not None:
-                time.sleep(interrupt_after)
-                km.interrupt_kernel()
-            out, error = [], ""
-            while True:
-                try:
-                    msg = kc.get_iopub_msg(timeout=30)
-                except queue.Empty:
-                    raise AssertionError("the kernel stopped answering") from None
-                if msg["parent_header"].get("msg_id") != msg_id:
-                    continue
-                kind, content = msg["msg_type"], msg["content"]
-                if kind == "stream":
-                    out.append(content["text"])
-                elif kind == "error":
-                    error = content["ename"]
-                elif kind == "status" and content["execution_state"] == "idle":
-                    return "".join(out), error
-
-        execute(
+    with Kernel() as kernel:
+        kernel.execute(
             "from agent_nb import Agent\n"
             "from agent_nb.providers.testing import TestProvider\n"
             "session = Agent(provider=TestProvider(delay=0.1), model='t').session()"
         )
-        out, error = execute(
+        stopped = kernel.execute(
             "for e in session.stream('one two three four five six seven eight nine ten eleven'):\n"
             "    print(e.text, end='', flush=True)",
             interrupt_after=1.0,
         )
-        assert error == "KeyboardInterrupt"
-        out2, _ = execute(
+        assert stopped.error["ename"] == "KeyboardInterrupt"
+        shown = kernel.execute(
             "import json\n"
             "print(json.dumps([[m.role, m.text, dict(m.metadata)] for m in session.messages]))"
         )
-        history = json.loads(out2)
+        history = json.loads(shown.stdout)
         assert [h[0] for h in history] == ["user", "assistant"]
         assert history[1][2]["interrupted"] is True
-        assert history[1][1] and out.startswith(history[1][1].rstrip())
-        out3, error3 = execute("print(session.run('and now?').text)")
-        assert not error3 and "and now?" in out3  # the session is usable afterwards
-    finally:
-        kc.stop_channels()
-        km.shutdown_kernel(now=True)
+        assert history[1][1] and stopped.stdout.startswith(history[1][1].rstrip())
+        after = kernel.execute("print(session.run('and now?').text)")
+        assert after.error is None and "and now?" in after.stdout  # usable afterwards

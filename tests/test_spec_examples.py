@@ -376,3 +376,12 @@ def test_session_ids_for_tracking(make_agent):
 
     session = create_support_session("u42")
     assert session.session_id.startswith("u42-") and session.system == "You are a support agent."
+
+
+def test_model_can_be_chosen_per_call(make_agent, server_or_none):
+    agent = make_agent()
+    agent.session().run("hi", model="gpt-4o-mini")
+    if server_or_none is None:
+        assert agent.provider.requests[-1].model == "gpt-4o-mini"
+    else:
+        assert server_or_none.requests[-1]["model"] == "gpt-4o-mini"

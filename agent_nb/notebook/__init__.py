@@ -1,0 +1,36 @@
+"""The notebook layer: magics, live rendering, conversations saved in the notebook."""
+
+from __future__ import annotations
+
+from typing import Any
+
+_loaded: dict[int, Any] = {}
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """`%load_ext agent_nb`: register the magics and restore this notebook's sessions."""
+    from . import persist
+    from .magics import ChatMagics
+
+    if id(ipython) in _loaded:
+        return
+    magics = ChatMagics(ipython)
+    ipython.register_magics(magics)
+    ipython.set_hook("complete_command", magics.complete_session_ids, str_key="%session")
+    _loaded[id(ipython)] = magics
+    if persist.notebook_path(ipython.user_ns) is not None:
+        try:
+            magics._session_restore([])
+        except Exception as exc:  # a notebook we cannot read must not break loading
+            print(f"agent_nb: could not restore sessions from the notebook: {exc}")
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    """`%unload_ext agent_nb`: remove the magics."""
+    magics = _loaded.pop(id(ipython), None)
+    if magics is None:
+        return
+    registry = ipython.magics_manager.magics
+    for kind, names in (("line", ("agent", "session")), ("cell", ("chat",))):
+        for name in names:
+            registry[kind].pop(name, None)

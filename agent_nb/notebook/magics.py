@@ -1,0 +1,451 @@
+"""%agent, %%chat and %session: conversations in notebook cells."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import string
+import sys
+import time
+from typing import Any
+
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+
+from ..agent import Agent
+from ..errors import AgentError
+from ..session import Response, Session
+from . import persist
+from .render import LiveMarkdown, footer, sanitize, tool_block, transcript, turn_markdown
+
+
+class ChatError(Exception):
+    """A short, clear message in place of a traceback; stops "Run all" like any error."""
+
+    def _render_traceback_(self) -> list[str]:
+        return [f"\x1b[31m{type(self).__name__}: {self}\x1b[0m"]
+
+
+class Interrupted(ChatError):
+    """The stop button was pressed; what was shown is kept."""
+
+
+@magics_class
+class ChatMagics(Magics):
+    """The magics, and the notebook's sessions."""
+
+    def __init__(self, shell: Any) -> None:
+        super().__init__(shell)
+        self.agent: Agent | None = None
+        self.sessions: dict[str, Session] = {}
+        self.current: str | None = None
+
+    # -- the agent -------------------------------------------------------------------------
+
+    @line_magic("agent")
+    def agent_magic(self, line: str) -> None:
+        """Configure the default agent: `%agent provider=openai model=gpt-4o [system=...]`.
+
+        Other keys (temperature=0.2, max_tokens=500, base_url=...) are passed to Agent.
+        `%agent NAME` uses the Agent in variable NAME (one with tools, say).
+        `%agent` alone shows the configuration (never the key).
+        """
+        if not line.strip():
+            print(self._describe(self._get_agent()))
+            return
+        if line.strip().isidentifier():
+            chosen = self.shell.user_ns.get(line.strip())
+            if not isinstance(chosen, Agent):
+                raise ChatError(
+                    f"%agent {line.strip()}: that name holds no Agent; make one with "
+                    "Agent(provider=..., model=...), or use key=value pairs"
+                )
+            self._use_agent(chosen)
+            return
+        options: dict[str, Any] = {}
+        for item in shlex.split(line):
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise ChatError(f"%agent takes key=value pairs, got {item!r}")
+            options[key.replace("-", "_")] = _value(value)
+        try:
+            agent = Agent(**options)
+        except (AgentError, TypeError) as exc:
+            raise ChatError(str(exc)) from None
+        self._use_agent(agent)
+
+    def _use_agent(self, agent: Agent) -> None:
+        self.agent = agent
+        for session in self.sessions.values():
+            session.agent = agent
+        print(self._describe(agent))
+
+    def _get_agent(self) -> Agent:
+        if self.agent is None:
+            provider = os.environ.get("AGENT_NB_PROVIDER")
+            model = os.environ.get("AGENT_NB_MODEL")
+            if not provider and not model:
+                if os.environ.get("OPENAI_API_KEY"):
+                    provider, model = "openai", "gpt-4o-mini"
+                elif os.environ.get("ANTHROPIC_API_KEY"):
+                    provider = "anthropic"
+                else:
+                    provider = "test"
+                    print(
+                        "agent_nb: no API key and no %agent configuration: using the offline "
+                        "'test' provider. Configure one with: %agent provider=openai "
+                        "model=gpt-4o",
+                        file=sys.stderr,
+                    )
+            try:
+                self.agent = Agent(provider=provider, model=model)
+            except AgentError as exc:
+                raise ChatError(str(exc)) from None
+        return self.agent
+
+    @staticmethod
+    def _describe(agent: Agent) -> str:
+        lines = [f"provider: {agent.provider.name}", f"model: {agent.model}"]
+        base_url = getattr(agent.provider, "base_url", None)
+        if base_url:
+            lines.append(f"base_url: {base_url}")
+        if agent.system:
+            lines.append(f"system: {agent.system}")
+        if agent.defaults:
+            lines.append("settings: " + ", ".join(f"{k}={v!r}" for k, v in agent.defaults.items()))
+        if agent.tools:
+            lines.append("tools: " + ", ".join(t.name for t in agent.tools))
+        return "\n".join(lines)
+
+    # -- sessions --------------------------------------------------------------------------
+
+    def session(self, session_id: str | None = None) -> Session:
+        """The named session (made if new) or the current one; it becomes current."""
+        session_id = session_id or self.current
+        if session_id is None or session_id not in self.sessions:
+            made = self._get_agent().session(session_id=session_id or "main")
+            self.sessions[made.session_id] = made
+            session_id = made.session_id
+        self.current = session_id
+        return self.sessions[session_id]
+
+    # -- %%chat ------------------------------------------------------------------------------
+
+    @magic_arguments()
+    @argument(
+        "session_id",
+        nargs="?",
+        help="the session to talk in (made if new); default: the current one",
+    )
+    @argument("-m", "--model", help="the model for this turn")
+    @argument("--system", help="set the session's system prompt first")
+    @argument("-t", "--temperature", type=float, help="sampling temperature")
+    @argument("--max-tokens", type=int, help="the longest answer, in tokens")
+    @argument("--schema", help="a pydantic model in the namespace: answer as that structure")
+    @argument("--no-stream", action="store_true", help="wait for the whole answer")
+    @argument("--fork", metavar="NEW_ID", help="fork the session into NEW_ID and talk there")
+    @argument("-o", "--output", metavar="VAR", help="store the Response in this variable")
+    @cell_magic("chat")
+    def chat(self, line: str, cell: str) -> None:
+        """The cell is your next message; the answer streams into the cell as Markdown.
+
+        `{name}` puts a variable's value in the message, `{In[3]}` / `{Out[3]}` a cell's
+        input / output; write `{{` and `}}` for literal braces. The Response is in `_`
+        afterwards (and in VAR with -o VAR).
+        """
+        args = parse_argstring(self.chat, line)
+        prompt = self._interpolate(cell).strip()
+        if not prompt.strip():
+            raise ChatError("the cell is empty: write your message below %%chat")
+        session = self.session(args.session_id)
+        fork_of = None
+        if args.fork:
+            fork_of = session.session_id
+            session = session.fork(args.fork)
+            self.sessions[session.session_id] = session
+            self.current = session.session_id
+        if args.system is not None:
+            session.system = args.system
+        settings: dict[str, Any] = {}
+        if args.model:
+            settings["model"] = args.model
+        if args.temperature is not None:
+            settings["temperature"] = args.temperature
+        if args.max_tokens is not None:
+            settings["max_tokens"] = args.max_tokens
+        schema = self._schema(args.schema) if args.schema else None
+        response = self._turn(
+            session, prompt, settings, schema, stream=not args.no_stream, fork_of=fork_of
+        )
+        self.shell.user_ns["_"] = response
+        if args.output:
+            self.shell.user_ns[args.output] = response
+
+    def _turn(
+        self,
+        session: Session,
+        prompt: str,
+        settings: dict[str, Any],
+        schema: Any,
+        *,
+        stream: bool,
+        fork_of: str | None,
+    ) -> Response:
+        live = LiveMarkdown(rich=self._rich())
+        before = len(session.messages)
+        started = time.monotonic()
+        text: list[str] = []
+        tools: list[str] = []
+        calls: dict[str, tuple[str, dict[str, Any]]] = {}
+        extra = {"fork_of": fork_of} if fork_of else {}
+        try:
+            if schema is not None:
+                response = session.json(prompt, schema=schema, **settings)
+            elif not stream:
+                response = session.run(prompt, **settings)
+            else:
+                events = session.stream(prompt, **settings)
+                try:
+                    for event in events:
+                        if event.type == "text_delta":
+                            text.append(event.text)
+                        elif event.type == "tool_call":
+                            calls[event.id] = (event.name, event.arguments)
+                            tools.append(tool_block(event.name, event.arguments, None, False))
+                        elif event.type == "tool_result":
+                            name, arguments = calls[event.tool_call_id]
+                            tools[-1] = tool_block(name, arguments, event.content, event.is_error)
+                        else:
+                            continue
+                        body = "".join(tools) + sanitize("".join(text))
+                        live.show(body, plain="".join(text))
+                finally:
+                    events.close()
+                response = events.response
+        except KeyboardInterrupt:
+            kept = session.messages[before:]
+            partial = Response(
+                text="".join(text),
+                messages=tuple(kept),
+                model=settings.get("model", session.agent.model),
+                interrupted=True,
+            )
+            body = turn_markdown(kept) or "*(stopped before any text arrived: nothing kept)*"
+            live.show(
+                body + "\n\n" + footer(partial, time.monotonic() - started, interrupted=True),
+                final=True,
+                plain="".join(text),
+                metadata=persist.record("turn", session, kept, **extra) if kept else None,
+            )
+            raise Interrupted(
+                f"stopped; {'the partial answer is kept' if kept else 'nothing was kept'} in "
+                f"session {session.session_id!r}"
+            ) from None
+        except AgentError as exc:
+            raise ChatError(f"{exc} (session {session.session_id!r} is unchanged)") from None
+        assert response is not None
+        seconds = time.monotonic() - started
+        body = turn_markdown(response.messages)
+        live.show(
+            body + "\n\n" + footer(response, seconds),
+            final=True,
+            plain=response.text,
+            metadata=persist.record("turn", session, list(response.messages), **extra),
+        )
+        return response
+
+    def _interpolate(self, cell: str) -> str:
+        try:
+            return string.Formatter().vformat(cell, (), _Namespace(self.shell.user_ns))
+        except KeyError as exc:
+            raise ChatError(
+                f"{{{exc.args[0]}}} names nothing in the notebook; define it, or write "
+                "{{ and }} for literal braces"
+            ) from None
+        except (IndexError, AttributeError, ValueError) as exc:
+            raise ChatError(
+                f"cannot fill in the message: {exc}; write {{{{ and }}}} for literal braces"
+            ) from None
+
+    def _schema(self, name: str) -> Any:
+        schema = self.shell.user_ns.get(name)
+        if schema is None:
+            raise ChatError(
+                f"--schema {name}: no such name in the notebook; define a pydantic "
+                "model with that name first"
+            )
+        return schema
+
+    def _rich(self) -> bool:
+        return type(self.shell).__name__ != "TerminalInteractiveShell"
+
+    # -- %session ----------------------------------------------------------------------------
+
+    @line_magic("session")
+    def session_magic(self, line: str) -> Any:
+        """Manage the notebook's conversations.
+
+        %session                     the current session (same as info)
+        %session new [ID] [--system TEXT]
+        %session list                every session, * marks the current one
+        %session use ID              talk in ID from now on
+        %session fork [NEW_ID]       branch the current conversation
+        %session clear               forget the current session's messages
+        %session undo                drop the last turn
+        %session retry               answer the last prompt again
+        %session history [-n N]      the last N messages
+        %session show                the whole transcript
+        %session info                id, model, messages, tokens
+        %session delete ID           forget a session
+        %session restore [PATH]      rebuild sessions from the saved notebook
+        """
+        words = shlex.split(line)
+        command, rest = (words[0], words[1:]) if words else ("info", [])
+        handler = getattr(self, f"_session_{command}", None)
+        if handler is None:
+            known = " ".join(
+                n.removeprefix("_session_") for n in dir(self) if n.startswith("_session_")
+            )
+            raise ChatError(f"%session {command}: unknown subcommand; known: {known}")
+        return handler(rest)
+
+    def _session_new(self, rest: list[str]) -> None:
+        system = None
+        if "--system" in rest:
+            at = rest.index("--system")
+            system = " ".join(rest[at + 1 :])
+            rest = rest[:at]
+        session = self._get_agent().session(session_id=rest[0] if rest else None, system=system)
+        if session.session_id in self.sessions:
+            raise ChatError(
+                f"session {session.session_id!r} exists; %session use {session.session_id}"
+            )
+        self.sessions[session.session_id] = session
+        self.current = session.session_id
+        self._publish(f"new session `{session.session_id}`", persist.record("system", session))
+
+    def _session_list(self, rest: list[str]) -> None:
+        if not self.sessions:
+            print("no sessions yet: %%chat makes one")
+        for session_id, session in self.sessions.items():
+            mark = "*" if session_id == self.current else " "
+            print(f"{mark} {session_id}  ({len(session.messages)} messages)")
+
+    def _session_use(self, rest: list[str]) -> None:
+        if not rest or rest[0] not in self.sessions:
+            raise ChatError(f"no session {rest[0] if rest else ''!r}; %session list shows them")
+        self.current = rest[0]
+        print(f"using session {rest[0]!r}")
+
+    def _session_fork(self, rest: list[str]) -> None:
+        base = self.session()
+        twin = base.fork(rest[0] if rest else None)
+        self.sessions[twin.session_id] = twin
+        self.current = twin.session_id
+        self._publish(
+            f"forked `{base.session_id}` into `{twin.session_id}`",
+            persist.record("fork", twin, fork_of=base.session_id),
+        )
+
+    def _session_clear(self, rest: list[str]) -> None:
+        session = self.session()
+        session.clear()
+        self._publish(f"cleared session `{session.session_id}`", persist.record("clear", session))
+
+    def _session_undo(self, rest: list[str]) -> None:
+        session = self.session()
+        removed = persist.drop_last_turn(session)
+        if not removed:
+            raise ChatError("nothing to undo")
+        self._publish(
+            f"dropped the last turn of `{session.session_id}` ({len(removed)} messages)",
+            persist.record("undo", session),
+        )
+
+    def _session_retry(self, rest: list[str]) -> Response:
+        session = self.session()
+        removed = persist.drop_last_turn(session)
+        if not removed:
+            raise ChatError("nothing to retry")
+        self._publish("retrying the last prompt", persist.record("undo", session))
+        return self._turn(session, removed[0].text, {}, None, stream=True, fork_of=None)
+
+    def _session_history(self, rest: list[str]) -> None:
+        count = int(rest[rest.index("-n") + 1]) if "-n" in rest else 10
+        for message in self.session().messages[-count:]:
+            text = message.text.replace("\n", " ")
+            print(f"[{message.role}] {text[:100]}{'...' if len(text) > 100 else ''}")
+
+    def _session_show(self, rest: list[str]) -> None:
+        session = self.session()
+        self._publish(transcript(session.messages, session.system), None)
+
+    def _session_info(self, rest: list[str]) -> None:
+        session = self.session()
+        usage = session.usage
+        print(
+            f"session: {session.session_id}\nmodel: {session.agent.model}\n"
+            f"messages: {len(session.messages)}\n"
+            f"tokens: {usage.input_tokens} in, {usage.output_tokens} out\n"
+            f"sessions in this notebook: {len(self.sessions)}"
+        )
+
+    def _session_delete(self, rest: list[str]) -> None:
+        if not rest or rest[0] not in self.sessions:
+            raise ChatError(f"no session {rest[0] if rest else ''!r}")
+        del self.sessions[rest[0]]
+        if self.current == rest[0]:
+            self.current = next(iter(self.sessions), None)
+        print(f"deleted session {rest[0]!r}")
+
+    def _session_restore(self, rest: list[str]) -> None:
+        import nbformat
+
+        path = rest[0] if rest else persist.notebook_path(self.shell.user_ns)
+        if path is None:
+            raise ChatError(
+                "cannot tell which notebook this is; give its path: %session restore PATH.ipynb"
+            )
+        notebook = nbformat.read(str(path), as_version=4)
+        sessions, current, turns = persist.replay(persist.records(notebook), self._get_agent())
+        self.sessions.update(sessions)
+        self.current = current or self.current
+        print(
+            f"agent_nb: restored {turns} turn{'s' if turns != 1 else ''} in "
+            f"{len(sessions)} session{'s' if len(sessions) != 1 else ''} from {path}"
+        )
+
+    def _publish(self, markdown: str, metadata: dict[str, Any] | None) -> None:
+        if self._rich():
+            from IPython.display import display
+
+            display(
+                {"text/markdown": markdown, "text/plain": markdown},
+                raw=True,
+                metadata=metadata or {},
+            )
+        else:
+            print(markdown)
+
+    def complete_session_ids(self, shell: Any, event: Any) -> list[str]:
+        return list(self.sessions)
+
+
+class _Namespace(dict):
+    """The user namespace for str.format: missing names raise KeyError."""
+
+    def __init__(self, user_ns: dict[str, Any]) -> None:
+        super().__init__()
+        self._ns = user_ns
+
+    def __getitem__(self, key: str) -> Any:
+        return self._ns[key]
+
+
+def _value(text: str) -> Any:
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False, "none": None}.get(text.lower(), text)

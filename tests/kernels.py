@@ -1,0 +1,88 @@
+"""A real ipykernel driven message by message, and notebooks executed by nbclient."""
+
+from __future__ import annotations
+
+import queue
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import nbformat
+from jupyter_client.manager import start_new_kernel
+from nbclient import NotebookClient
+
+
+@dataclass
+class Execution:
+    """What one execute request produced on iopub."""
+
+    messages: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def stdout(self) -> str:
+        return "".join(
+            m["content"]["text"]
+            for m in self.messages
+            if m["msg_type"] == "stream" and m["content"]["name"] == "stdout"
+        )
+
+    @property
+    def stderr(self) -> str:
+        return "".join(
+            m["content"]["text"]
+            for m in self.messages
+            if m["msg_type"] == "stream" and m["content"]["name"] == "stderr"
+        )
+
+    @property
+    def error(self) -> dict[str, Any] | None:
+        errors = [m["content"] for m in self.messages if m["msg_type"] == "error"]
+        return errors[-1] if errors else None
+
+    def of_type(self, kind: str) -> list[dict[str, Any]]:
+        return [m for m in self.messages if m["msg_type"] == kind]
+
+
+class Kernel:
+    """`with Kernel() as k: k.execute("1 + 1")`: a fresh python3 kernel."""
+
+    def __enter__(self) -> Kernel:
+        self.manager, self.client = start_new_kernel(kernel_name="python3")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.client.stop_channels()
+        self.manager.shutdown_kernel(now=True)
+
+    def execute(
+        self, code: str, *, interrupt_after: float | None = None, timeout: float = 60
+    ) -> Execution:
+        msg_id = self.client.execute(code)
+        if interrupt_after is not None:
+            time.sleep(interrupt_after)
+            self.manager.interrupt_kernel()
+        result = Execution()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                msg = self.client.get_iopub_msg(timeout=max(0.1, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue
+            if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+                return result
+            result.messages.append(msg)
+        raise AssertionError(f"the kernel did not finish {code[:40]!r} in {timeout} s")
+
+
+def run_notebook(*sources: str, allow_errors: bool = True) -> nbformat.NotebookNode:
+    """A new notebook with these code cells, executed in a fresh kernel."""
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(source) for source in sources]
+    NotebookClient(nb, timeout=60, kernel_name="python3", allow_errors=allow_errors).execute()
+    return nb
+
+
+def text_of(cell: Any) -> str:
+    return "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream")

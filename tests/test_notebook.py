@@ -1,0 +1,225 @@
+"""%load_ext agent_nb in real kernels: %%chat streams, remembers, survives a restart."""
+
+from __future__ import annotations
+
+import json
+
+import nbformat
+import pytest
+from fake_openai import Reply
+from kernels import Kernel, run_notebook, text_of
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def displays(cell) -> list[dict]:
+    return [o for o in cell.outputs if o.output_type in ("display_data", "execute_result")]
+
+
+def record(cell) -> dict:
+    found = [o.metadata["agent_nb"] for o in cell.outputs if "agent_nb" in o.get("metadata", {})]
+    assert len(found) == 1, cell.outputs
+    return found[0]
+
+
+def test_chat_answers_remembers_and_records_each_turn():
+    nb = run_notebook(
+        "%load_ext agent_nb",
+        "%%chat\nMy name is Alice",
+        "%%chat\nWhat is my name?",
+    )
+    assert "offline 'test' provider" in "".join(
+        o.get("text", "") for o in nb.cells[1].outputs if o.output_type == "stream"
+    )
+    answer = displays(nb.cells[2])[-1]
+    markdown = answer.data["text/markdown"]
+    assert "Earlier you told me: “My name is Alice”" in markdown
+    assert "<sub>`test`" in markdown and "out tokens" in markdown  # the footer
+    first, second = record(nb.cells[1]), record(nb.cells[2])
+    assert first["op"] == second["op"] == "turn" and first["session_id"] == "main"
+    assert [m["role"] for m in second["messages"]] == ["user", "assistant"]
+    assert second["messages"][0]["parts"][0]["text"] == "What is my name?"
+    nbformat.validate(nb)
+
+
+def test_interpolation_escapes_and_output_variables():
+    nb = run_notebook(
+        "%load_ext agent_nb",
+        "name = 'Bob'\n21 * 2",
+        "%%chat -o reply\nI am {name}; the answer was {Out[2]}; code: {{'a': 1}}; cell: {In[2]}",
+        "print(reply.text == _.text, reply.messages[0].text)",
+        "%%chat\n{undefined_thing}",
+    )
+    printed = text_of(nb.cells[3])
+    assert printed.startswith(
+        "True I am Bob; the answer was 42; code: {'a': 1}; cell: name = 'Bob'"
+    )
+    error = next(o for o in nb.cells[4].outputs if o.output_type == "error")
+    assert error.ename == "ChatError" and "{undefined_thing} names nothing" in error.evalue
+    assert len(error.traceback) == 1  # a short message, not a wall of traceback
+
+
+def test_model_output_is_sanitized():
+    nb = run_notebook(
+        "%load_ext agent_nb",
+        "%%chat\nShow <script>alert(1)</script> <img src=x onerror=alert(2)> "
+        "[x](javascript:alert(3)) and `<b>code</b>`",
+    )
+    markdown = displays(nb.cells[1])[-1].data["text/markdown"]
+    assert "<script>" not in markdown and "&lt;script&gt;" in markdown
+    assert "<img" not in markdown and "javascript:" not in markdown
+    assert "`<b>code</b>`" in markdown  # code is shown literally by Markdown anyway
+
+
+def test_errors_are_short_and_leave_history_unchanged(server):
+    server.script(Reply(status=500, error={"error": {"message": "upstream exploded"}}))
+    nb = run_notebook(
+        "%load_ext agent_nb",
+        f"%agent provider=openai model=gpt-4o base_url={server.url} api_key=k max_retries=0",
+        "%%chat\nhello",
+        "%%chat\nagain",
+        "%session info",
+    )
+    error = next(o for o in nb.cells[2].outputs if o.output_type == "error")
+    assert "upstream exploded" in error.evalue and "unchanged" in error.evalue
+    assert len(error.traceback) == 1
+    assert "messages: 2" in text_of(nb.cells[4])  # only the turn that worked
+    assert "k" not in text_of(nb.cells[1]).split("base_url")[0]  # %agent never shows the key
+    assert "api_key" not in text_of(nb.cells[1])
+
+
+def test_tool_calls_show_as_collapsible_blocks():
+    nb = run_notebook(
+        "%load_ext agent_nb",
+        "from agent_nb import Agent, tool\n"
+        "@tool\n"
+        "def get_weather(city: str) -> str:\n"
+        "    '''Weather for a city.'''\n"
+        "    return f'sunny in {city}'\n"
+        "\n"
+        "weather_agent = Agent(provider='test', tools=[get_weather])",
+        "%agent weather_agent",
+        "%%chat\nWhat is the weather in Paris?",
+    )
+    assert "tools: get_weather" in text_of(nb.cells[2])
+    markdown = displays(nb.cells[3])[-1].data["text/markdown"]
+    assert '<details><summary>🔧 get_weather({"city": "Paris"})</summary>' in markdown
+    assert "sunny in Paris" in markdown
+    assert [m["role"] for m in record(nb.cells[3])["messages"]] == [
+        "user",
+        "assistant",
+        "tool",
+        "assistant",
+    ]
+
+
+def test_session_subcommands():
+    nb = run_notebook(
+        "%load_ext agent_nb",
+        "%%chat\nWe plan a trip to Japan",
+        "%session fork plan-b",
+        "%%chat\nLet's go to Osaka",
+        "%session list",
+        "%session use main",
+        "%%chat\nWhich cities?",
+        "%session undo",
+        "%session history",
+        "%session new scratch --system Be terse.",
+        "%session list",
+        "%session clear",
+        "%session info",
+        "%session retry",
+        "%session show",
+        "%session bogus",
+    )
+    listed = text_of(nb.cells[4])
+    assert "  main  (2 messages)" in listed and "* plan-b  (4 messages)" in listed
+    assert "Osaka" not in displays(nb.cells[6])[-1].data["text/markdown"]
+    assert text_of(nb.cells[8]).count("[user]") == 1  # the undo dropped "Which cities?"
+    assert "* scratch  (0 messages)" in text_of(nb.cells[10])
+    assert "messages: 0" in text_of(nb.cells[12])
+    retry = next(o for o in nb.cells[13].outputs if o.output_type == "error")
+    assert "nothing to retry" in retry.evalue
+    bogus = next(o for o in nb.cells[15].outputs if o.output_type == "error")
+    assert "unknown subcommand" in bogus.evalue and "fork" in bogus.evalue
+
+
+def test_restore_after_a_real_kernel_restart(tmp_path, monkeypatch):
+    nb = run_notebook(
+        "%load_ext agent_nb",
+        "%%chat\nMy name is Alice",
+        "%%chat\nI live in Lyon",
+        "%session fork side",
+        "%%chat\nI also like tea",
+        "%session use main",
+        "%%chat\nI work as an engineer",
+    )
+    path = tmp_path / "saved.ipynb"
+    nbformat.write(nb, str(path))
+    monkeypatch.setenv("JPY_SESSION_NAME", str(path))  # how Jupyter tells the kernel its notebook
+    with Kernel() as kernel:
+        loaded = kernel.execute("%load_ext agent_nb")
+        assert "restored 4 turns in 2 sessions" in loaded.stdout
+        listed = kernel.execute("%session list").stdout
+        assert "* main  (6 messages)" in listed and "  side  (6 messages)" in listed
+        answer = kernel.execute("%%chat\nWhat do you know?")
+        final = (answer.of_type("update_display_data") or answer.of_type("display_data"))[-1]
+        markdown = final["content"]["data"]["text/markdown"]
+        assert "My name is Alice" in markdown and "engineer" in markdown
+        assert "tea" not in markdown
+
+
+def test_the_stop_button_keeps_the_partial_answer(server):
+    server.chunk_delay = 0.1
+    server.script(Reply(text=" ".join(f"word{i}" for i in range(60))))
+    with Kernel() as kernel:
+        kernel.execute(
+            f"%load_ext agent_nb\n%agent provider=openai model=m base_url={server.url} api_key=k"
+        )
+        stopped = kernel.execute("%%chat\nTell me a long story", interrupt_after=1.5)
+        assert stopped.error["ename"] == "Interrupted"
+        assert "partial answer is kept" in stopped.error["evalue"]
+        final = (stopped.of_type("update_display_data") or stopped.of_type("display_data"))[-1]
+        assert "interrupted" in final["content"]["data"]["text/markdown"]
+        kept = final["content"]["metadata"]["agent_nb"]["messages"]
+        assert kept[-1]["metadata"]["interrupted"] is True
+        shown_text = final["content"]["data"]["text/plain"]
+        assert kept[-1]["parts"][0]["text"] == shown_text and shown_text.startswith("word0 ")
+        info = kernel.execute("%session info").stdout
+        assert "messages: 2" in info
+
+
+def test_live_updates_are_throttled(server):
+    server.chunk_delay = 0.005
+    server.script(Reply(text=" ".join(f"w{i}" for i in range(400))))
+    with Kernel() as kernel:
+        kernel.execute(
+            f"%load_ext agent_nb\n%agent provider=openai model=m base_url={server.url} api_key=k"
+        )
+        import time
+
+        started = time.monotonic()
+        run = kernel.execute("%%chat\ngo")
+        seconds = time.monotonic() - started
+        updates = len(run.of_type("update_display_data")) + len(run.of_type("display_data"))
+        assert run.error is None
+        assert 2 <= updates <= seconds * 20 + 2  # at most ~20 a second, plus the final one
+        final = run.of_type("update_display_data")[-1]["content"]
+        assert final["data"]["text/plain"].endswith("w399")
+
+
+def test_unload_removes_the_magics():
+    nb = run_notebook("%load_ext agent_nb", "%unload_ext agent_nb", "%%chat\nhello")
+    said = "".join(o.get("text", "") for o in nb.cells[2].outputs)
+    assert "Cell magic `%%chat` not found" in said
+
+
+def test_help_reads_like_ipython():
+    nb = run_notebook(
+        "%load_ext agent_nb",
+        "print(get_ipython().find_cell_magic('chat').__doc__)",
+        "print(get_ipython().find_line_magic('session').__doc__)",
+    )
+    assert "--fork NEW_ID" in text_of(nb.cells[1]) and "{In[3]}" in text_of(nb.cells[1])
+    assert "%session fork [NEW_ID]" in text_of(nb.cells[2])
+    json.dumps(nb)  # serializable as saved

@@ -52,10 +52,38 @@ PAGES = sorted(DOCS.glob("*.md"))
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
 def test_docs_page_runs(page, all_providers_env, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert blocks(page), f"{page.name} has no python examples"
+    assert blocks(page) or ipython_blocks(page), f"{page.name} has no examples"
     run_page(page)
 
 
 def test_readme_runs(openai_env, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     run_page(README)
+
+
+def ipython_blocks(path: Path) -> list[tuple[str, str | None]]:
+    """(code, expected output or None) for each ```ipython block of a page."""
+    found = [(m.group(1), m.group(2)) for m in FENCE.finditer(path.read_text())]
+    result = []
+    for index, (lang, body) in enumerate(found):
+        if lang == "ipython":
+            following = found[index + 1] if index + 1 < len(found) else None
+            result.append((body, following[1] if following and following[0] == "output" else None))
+    return result
+
+
+NOTEBOOK_PAGES = [p for p in PAGES if ipython_blocks(p)]
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("page", NOTEBOOK_PAGES, ids=lambda p: p.name)
+def test_notebook_examples_run_in_a_kernel(page, all_providers_env, monkeypatch):
+    """```ipython blocks run as the cells of one notebook in a real kernel."""
+    from kernels import run_notebook, text_of
+
+    # the page's %agent lines name openai: the loopback server answers for it
+    blocks = ipython_blocks(page)
+    nb = run_notebook(*[code for code, _ in blocks], allow_errors=False)
+    for cell, (code, expected) in zip(nb.cells, blocks, strict=True):
+        if expected is not None:
+            assert text_of(cell).strip() == expected.strip(), code

@@ -13,7 +13,8 @@ from contextlib import aclosing, asynccontextmanager
 from typing import Any, TypeVar
 
 import httpx
-from httpx_sse import EventSource, ServerSentEvent
+from httpx_sse import ServerSentEvent
+from httpx_sse._decoders import SSEDecoder, SSELineDecoder  # the decoders aiter_sse runs
 
 from .. import errors
 
@@ -108,8 +109,8 @@ class HTTPClient:
     @asynccontextmanager
     async def post_sse(
         self, path: str, body: dict[str, Any]
-    ) -> AsyncIterator[AsyncIterator[ServerSentEvent]]:
-        """POST and yield the server-sent events; retries happen only before the first byte."""
+    ) -> AsyncIterator[AsyncIterator[list[ServerSentEvent]]]:
+        """POST and yield the server-sent events, a list per network read."""
         async with self._send(path, body, stream=True) as response:
             content_type = response.headers.get("content-type", "")
             if "text/event-stream" not in content_type:
@@ -122,7 +123,7 @@ class HTTPClient:
                     request_id=_request_id(response.headers),
                 )
             # httpx errors while reading (a drop, a stall) become typed errors in `retrying`
-            yield EventSource(response).aiter_sse()
+            yield _event_batches(response)
 
     async def retrying(self, attempt: Callable[[], AsyncIterator[T]]) -> AsyncIterator[T]:
         """Run `attempt` again after a retryable failure, but never once it has yielded."""
@@ -229,6 +230,36 @@ class HTTPClient:
 
     def malformed(self, what: str, data: str) -> errors.StreamError:
         return errors.StreamError(f"{what}: {_snippet(data)!r}", provider=self.provider)
+
+
+async def _event_batches(response: httpx.Response) -> AsyncIterator[list[ServerSentEvent]]:
+    """The server-sent events of each network read, as one list.
+
+    httpx-sse's own decoders, run in a plain loop: a provider then handles a read's events
+    without an async-generator step per line and per event, which is most of the cost of
+    a long stream.
+    """
+    lines, events = SSELineDecoder(), SSEDecoder()
+    async for text in response.aiter_text():
+        batch = []
+        for line in lines.decode(text):
+            event = events.decode(line)
+            if event is not None:
+                batch.append(event)
+        if batch:
+            yield batch
+    batch = [e for e in map(events.decode, lines.flush()) if e is not None]
+    if batch:
+        yield batch
+
+
+async def each_event(
+    batches: AsyncIterator[list[ServerSentEvent]],
+) -> AsyncIterator[ServerSentEvent]:
+    """The events of `post_sse`'s batches one by one, for code that is not on a hot path."""
+    async for batch in batches:
+        for event in batch:
+            yield event
 
 
 def _broken(

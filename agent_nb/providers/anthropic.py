@@ -13,7 +13,7 @@ import httpx
 from .. import errors
 from ..events import Completion, TextDelta, ThinkingDelta, Usage
 from ..messages import Message, TextPart, ThinkingPart, ToolCallPart
-from ._http import HTTPClient
+from ._http import HTTPClient, each_event
 from .base import Provider, ProviderEvent, Request
 
 ANTHROPIC_BASE_URL = "https://api.anthropic.com"
@@ -91,8 +91,8 @@ class AnthropicProvider(Provider):
                 yield TextDelta(state.text())
             yield state.completion(self._http)
             return
-        async with self._http.post_sse("/v1/messages", body) as events:
-            async for sse in events:
+        async with self._http.post_sse("/v1/messages", body) as batches:
+            async for sse in each_event(batches):
                 if sse.event == "ping" or not sse.data:
                     continue
                 try:

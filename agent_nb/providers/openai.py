@@ -87,22 +87,28 @@ class OpenAIProvider(Provider):
                 yield event
             return
         state = _StreamState()
-        async with self._http.post_sse("/chat/completions", body) as events:
-            async for sse in events:
-                data = sse.data
-                if data == "[DONE]":
-                    state.done = True
+        feed, loads = state.feed, json.loads
+        async with self._http.post_sse("/chat/completions", body) as batches:
+            async for batch in batches:
+                for sse in batch:
+                    data = sse.data
+                    if data == "[DONE]":
+                        state.done = True
+                        break
+                    if not data:
+                        continue
+                    try:
+                        chunk = loads(data)
+                    except json.JSONDecodeError:
+                        raise self._http.malformed(
+                            "a stream chunk is not valid JSON", data
+                        ) from None
+                    if type(chunk) is not dict or "error" in chunk or sse.event == "error":
+                        raise self._http.error_event(chunk)
+                    for event in feed(chunk):
+                        yield event
+                if state.done:
                     break
-                if not data:
-                    continue
-                try:
-                    chunk = json.loads(data)
-                except json.JSONDecodeError:
-                    raise self._http.malformed("a stream chunk is not valid JSON", data) from None
-                if sse.event == "error" or (isinstance(chunk, dict) and "error" in chunk):
-                    raise self._http.error_event(chunk)
-                for event in state.feed(chunk):
-                    yield event
         if not state.done and state.finish_reason is None:
             raise errors.StreamError(
                 "the stream ended before the answer was complete (no [DONE] and no finish "

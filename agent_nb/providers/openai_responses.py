@@ -10,6 +10,7 @@ from typing import Any
 from .. import errors
 from ..events import Completion, TextDelta, ThinkingDelta, Usage
 from ..messages import Message, TextPart, ThinkingPart, ToolCallPart
+from ._http import each_event
 from .base import ProviderEvent, Request
 from .openai import OpenAIProvider, reasoning_model
 
@@ -34,8 +35,8 @@ class OpenAIResponsesProvider(OpenAIProvider):
                 yield TextDelta("".join(state.text))
             yield state.completion(self._http)
             return
-        async with self._http.post_sse("/responses", body) as events:
-            async for sse in events:
+        async with self._http.post_sse("/responses", body) as batches:
+            async for sse in each_event(batches):
                 if not sse.data or sse.data == "[DONE]":
                     continue
                 try:

@@ -22,6 +22,16 @@ from typing import Any
 from agent_nb.providers.testing import echo, example, tool_calls_for
 
 
+class _QuietServer(ThreadingHTTPServer):
+    """Connections the tests cut on purpose are not errors worth a traceback."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        import sys
+
+        if not isinstance(sys.exc_info()[1], ConnectionError | OSError):
+            super().handle_error(request, client_address)
+
+
 @dataclass
 class Reply:
     """One scripted answer; fields left empty take the unscripted behaviour."""
@@ -53,7 +63,7 @@ class FakeOpenAI:
         self.request_headers: list[dict[str, str]] = []
         self._script: deque[Reply] = deque()
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
+        self._server = _QuietServer(("127.0.0.1", 0), _handler(self))
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._ids = 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import json
+import os
 import random
 import time
 import weakref
@@ -17,6 +18,7 @@ from httpx_sse import ServerSentEvent
 from httpx_sse._decoders import SSEDecoder, SSELineDecoder  # the decoders aiter_sse runs
 
 from .. import errors
+from .base import Provider, ProviderEvent, Request
 
 T = TypeVar("T")
 
@@ -231,6 +233,25 @@ class HTTPClient:
     def malformed(self, what: str, data: str) -> errors.StreamError:
         return errors.StreamError(f"{what}: {_snippet(data)!r}", provider=self.provider)
 
+    def ended_early(self, terminator: str) -> errors.StreamError:
+        """The error for a stream that stopped before `terminator`: never a short answer."""
+        return errors.StreamError(
+            f"the stream ended before {terminator}; the turn was not saved, try again",
+            provider=self.provider,
+        )
+
+    def tool_arguments(self, name: str, raw: str) -> dict[str, Any]:
+        """A tool call's arguments from the JSON text the model wrote ("" means none)."""
+        try:
+            arguments = json.loads(raw) if raw.strip() else {}
+        except json.JSONDecodeError:
+            raise self.malformed(
+                f"the arguments of tool call {name!r} are not valid JSON", raw
+            ) from None
+        if not isinstance(arguments, dict):
+            raise self.malformed(f"the arguments of tool call {name!r} are not an object", raw)
+        return arguments
+
 
 async def _event_batches(response: httpx.Response) -> AsyncIterator[list[ServerSentEvent]]:
     """The server-sent events of each network read, as one list.
@@ -340,3 +361,71 @@ def _backoff(attempt: int, retry_after: float | None) -> float:
 def _snippet(text: str, limit: int = 300) -> str:
     text = text.strip()
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class HTTPProvider(Provider):
+    """A provider reached over HTTP: where it is, its key, and one HTTPClient.
+
+    The address comes from `base_url`, else the environment variable `base_url_env`, else
+    `default_base_url`; the key from `api_key`, else `key_env`. Subclasses say how the key
+    travels (`auth_headers`), build the body, and parse one attempt (`_attempt`).
+    """
+
+    key_env: str = ""
+    base_url_env: str = ""
+    default_base_url: str | None = None
+    #: The address that needs a key; a server elsewhere needs one only if it says so.
+    keyed_base_url: str | None = None
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        timeout: float | httpx.Timeout | None = None,
+        max_retries: int = 2,
+        headers: dict[str, str] | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        address = base_url or os.environ.get(self.base_url_env) or self.default_base_url
+        if not address:
+            raise errors.ConfigurationError(
+                f"the {self.name} provider needs base_url=... (for example "
+                f"http://localhost:8000/v1), or {self.base_url_env} in the environment"
+            )
+        self.base_url = address.rstrip("/")
+        self._api_key = api_key or os.environ.get(self.key_env) or None
+        self._http = HTTPClient(
+            provider=self.name,
+            base_url=self.base_url,
+            headers={**self.auth_headers(self._api_key), **(headers or {})},
+            timeout=timeout,
+            max_retries=max_retries,
+            transport=transport,
+            key_hint=self.key_env,
+        )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(base_url={self.base_url!r})"
+
+    def auth_headers(self, api_key: str | None) -> dict[str, str]:
+        """The headers that carry the key (and any the API always wants)."""
+        return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+    def complete(self, request: Request) -> AsyncIterator[ProviderEvent]:
+        if not self._api_key and self.base_url == self.keyed_base_url:
+            raise errors.MissingAPIKeyError(
+                f"no API key for {self.name}: set the {self.key_env} environment variable or "
+                "pass api_key=... to Agent"
+            )
+        body = self.build_body(request)
+        return self._http.retrying(lambda: self._attempt(body, request.stream))
+
+    def build_body(self, request: Request) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _attempt(self, body: dict[str, Any], stream: bool) -> AsyncIterator[ProviderEvent]:
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        await self._http.aclose()

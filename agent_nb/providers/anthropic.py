@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
-
-from .. import errors
 from ..events import Completion, TextDelta, ThinkingDelta, Usage
 from ..messages import Message, TextPart, ThinkingPart, ToolCallPart
-from ._http import HTTPClient, each_event
-from .base import Provider, ProviderEvent, Request
+from ._http import HTTPClient, HTTPProvider, each_event
+from .base import ProviderEvent, Request
 
 ANTHROPIC_BASE_URL = "https://api.anthropic.com"
 API_VERSION = "2023-06-01"
@@ -30,53 +26,20 @@ FINISH_REASONS = {
 }
 
 
-class AnthropicProvider(Provider):
+class AnthropicProvider(HTTPProvider):
     """Claude through the Messages API; the key from `api_key` or ANTHROPIC_API_KEY."""
 
     name = "anthropic"
     default_model = "claude-sonnet-4-5"
+    key_env = "ANTHROPIC_API_KEY"
+    base_url_env = "ANTHROPIC_BASE_URL"
+    default_base_url = keyed_base_url = ANTHROPIC_BASE_URL
 
-    def __init__(
-        self,
-        *,
-        api_key: str | None = None,
-        base_url: str | None = None,
-        timeout: float | httpx.Timeout | None = None,
-        max_retries: int = 2,
-        headers: dict[str, str] | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
-        self.base_url = (
-            base_url or os.environ.get("ANTHROPIC_BASE_URL") or ANTHROPIC_BASE_URL
-        ).rstrip("/")
-        self._api_key = api_key or os.environ.get("ANTHROPIC_API_KEY") or None
-        request_headers = {"anthropic-version": API_VERSION, **(headers or {})}
-        if self._api_key:
-            request_headers["x-api-key"] = self._api_key
-        self._http = HTTPClient(
-            provider=self.name,
-            base_url=self.base_url,
-            headers=request_headers,
-            timeout=timeout,
-            max_retries=max_retries,
-            transport=transport,
-            key_hint="ANTHROPIC_API_KEY",
-        )
-
-    def __repr__(self) -> str:
-        return f"AnthropicProvider(base_url={self.base_url!r})"
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
-
-    def complete(self, request: Request) -> AsyncIterator[ProviderEvent]:
-        if not self._api_key and self.base_url == ANTHROPIC_BASE_URL:
-            raise errors.MissingAPIKeyError(
-                "no Anthropic API key: set the ANTHROPIC_API_KEY environment variable or pass "
-                "api_key=... to Agent"
-            )
-        body = self.build_body(request)
-        return self._http.retrying(lambda: self._attempt(body, request.stream))
+    def auth_headers(self, api_key: str | None) -> dict[str, str]:
+        headers = {"anthropic-version": API_VERSION}
+        if api_key:
+            headers["x-api-key"] = api_key
+        return headers
 
     async def _attempt(self, body: dict[str, Any], stream: bool) -> AsyncIterator[ProviderEvent]:
         state = _State()
@@ -108,10 +71,7 @@ class AnthropicProvider(Provider):
                 if state.stopped:
                     break
         if not state.stopped:
-            raise errors.StreamError(
-                "the stream ended before message_stop; the turn was not saved, try again",
-                provider=self.name,
-            )
+            raise self._http.ended_early("message_stop")
         yield state.completion(self._http)
 
     def build_body(self, request: Request) -> dict[str, Any]:
@@ -304,13 +264,10 @@ class _State:
                     ThinkingPart(text="".join(block.text), signature=block.signature or None)
                 )
             elif block.kind == "tool_use":
-                raw = "".join(block.text).strip()
-                try:
-                    arguments = json.loads(raw) if raw else (block.input or {})
-                except json.JSONDecodeError:
-                    raise http.malformed(
-                        f"the input of tool call {block.name!r} is not valid JSON", raw
-                    ) from None
+                raw = "".join(block.text)
+                arguments = (
+                    http.tool_arguments(block.name, raw) if raw.strip() else dict(block.input or {})
+                )
                 parts.append(ToolCallPart(id=block.id, name=block.name, arguments=arguments))
             # other block kinds (server tools and their results) are skipped
         refusal = None

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
-from .. import errors
 from ..events import Completion, TextDelta, ThinkingDelta, Usage
 from ..messages import Message, TextPart, ThinkingPart, ToolCallPart
-from ._http import HTTPClient
-from .base import Provider, ProviderEvent, Request
+from ._http import HTTPClient, HTTPProvider
+from .base import ProviderEvent, Request
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 _REASONING_PREFIXES = ("o1", "o3", "o4", "gpt-5")
@@ -25,7 +23,7 @@ def reasoning_model(model: str) -> bool:
     return model.split("/")[-1].startswith(_REASONING_PREFIXES)
 
 
-class OpenAIProvider(Provider):
+class OpenAIProvider(HTTPProvider):
     """OpenAI's Chat Completions API over httpx.
 
     The key comes from `api_key` or OPENAI_API_KEY, the address from `base_url` or
@@ -35,50 +33,9 @@ class OpenAIProvider(Provider):
 
     name = "openai"
     default_model = "gpt-4o-mini"
-    _key_env = "OPENAI_API_KEY"
-
-    def __init__(
-        self,
-        *,
-        api_key: str | None = None,
-        base_url: str | None = None,
-        timeout: float | httpx.Timeout | None = None,
-        max_retries: int = 2,
-        headers: dict[str, str] | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
-        self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_BASE_URL).rstrip(
-            "/"
-        )
-        self._api_key = api_key or os.environ.get(self._key_env) or None
-        self._needs_key = self.base_url == OPENAI_BASE_URL
-        request_headers = dict(headers or {})
-        if self._api_key:
-            request_headers["Authorization"] = f"Bearer {self._api_key}"
-        self._http = HTTPClient(
-            provider=self.name,
-            base_url=self.base_url,
-            headers=request_headers,
-            timeout=timeout,
-            max_retries=max_retries,
-            transport=transport,
-            key_hint=self._key_env,
-        )
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(base_url={self.base_url!r})"
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
-
-    def complete(self, request: Request) -> AsyncIterator[ProviderEvent]:
-        if self._needs_key and not self._api_key:
-            raise errors.MissingAPIKeyError(
-                f"no OpenAI API key: set the {self._key_env} environment variable or pass "
-                "api_key=... to Agent (a local server needs base_url=... instead)"
-            )
-        body = self.build_body(request)
-        return self._http.retrying(lambda: self._attempt(body, request.stream))
+    key_env = "OPENAI_API_KEY"
+    base_url_env = "OPENAI_BASE_URL"
+    default_base_url = keyed_base_url = OPENAI_BASE_URL
 
     async def _attempt(self, body: dict[str, Any], stream: bool) -> AsyncIterator[ProviderEvent]:
         if not stream:
@@ -110,11 +67,7 @@ class OpenAIProvider(Provider):
                 if state.done:
                     break
         if not state.done and state.finish_reason is None:
-            raise errors.StreamError(
-                "the stream ended before the answer was complete (no [DONE] and no finish "
-                "reason); the turn was not saved, try again",
-                provider=self.name,
-            )
+            raise self._http.ended_early("[DONE] or a finish reason")
         yield state.completion(self._http)
 
     def build_body(self, request: Request) -> dict[str, Any]:
@@ -261,17 +214,7 @@ class _StreamState:
             parts.append(TextPart(text="".join(self.text)))
         for index in sorted(self.calls):
             buffer = self.calls[index]
-            raw = "".join(buffer.arguments).strip() or "{}"
-            try:
-                arguments = json.loads(raw)
-            except json.JSONDecodeError:
-                raise http.malformed(
-                    f"the arguments of tool call {buffer.name!r} are not valid JSON", raw
-                ) from None
-            if not isinstance(arguments, dict):
-                raise http.malformed(
-                    f"the arguments of tool call {buffer.name!r} are not an object", raw
-                )
+            arguments = http.tool_arguments(buffer.name, "".join(buffer.arguments))
             parts.append(
                 ToolCallPart(id=buffer.id or f"call_{index}", name=buffer.name, arguments=arguments)
             )
@@ -331,11 +274,10 @@ class OllamaProvider(OpenAIProvider):
 
     name = "ollama"
     default_model = "llama3.2"
-    _key_env = "OLLAMA_API_KEY"
-
-    def __init__(self, *, base_url: str | None = None, **kwargs: Any) -> None:
-        base_url = base_url or os.environ.get("OLLAMA_BASE_URL") or "http://localhost:11434/v1"
-        super().__init__(base_url=base_url, **kwargs)
+    key_env = "OLLAMA_API_KEY"
+    base_url_env = "OLLAMA_BASE_URL"
+    default_base_url = "http://localhost:11434/v1"
+    keyed_base_url = None
 
 
 class OpenAICompatibleProvider(OpenAIProvider):
@@ -343,13 +285,6 @@ class OpenAICompatibleProvider(OpenAIProvider):
 
     name = "openai-compatible"
     default_model = None
-    _key_env = "OPENAI_COMPATIBLE_API_KEY"
-
-    def __init__(self, *, base_url: str | None = None, **kwargs: Any) -> None:
-        base_url = base_url or os.environ.get("OPENAI_COMPATIBLE_BASE_URL")
-        if not base_url:
-            raise errors.ConfigurationError(
-                "the openai-compatible provider needs base_url=... (for example "
-                "http://localhost:8000/v1), or OPENAI_COMPATIBLE_BASE_URL in the environment"
-            )
-        super().__init__(base_url=base_url, **kwargs)
+    key_env = "OPENAI_COMPATIBLE_API_KEY"
+    base_url_env = "OPENAI_COMPATIBLE_BASE_URL"
+    default_base_url = keyed_base_url = None

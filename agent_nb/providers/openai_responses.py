@@ -60,10 +60,7 @@ class OpenAIResponsesProvider(OpenAIProvider):
                     state.finish(data.get("response") or {}, self._http)
                     break
         if not state.finished:
-            raise errors.StreamError(
-                "the stream ended before response.completed; the turn was not saved, try again",
-                provider=self.name,
-            )
+            raise self._http.ended_early("response.completed")
         yield state.completion(self._http)
 
     def build_body(self, request: Request) -> dict[str, Any]:
@@ -149,13 +146,7 @@ class _State:
         for item in response.get("output") or ():
             kind = item.get("type")
             if kind == "function_call":
-                raw = item.get("arguments") or "{}"
-                try:
-                    arguments = json.loads(raw)
-                except json.JSONDecodeError:
-                    raise http.malformed(
-                        f"the arguments of tool call {item.get('name')!r} are not valid JSON", raw
-                    ) from None
+                arguments = http.tool_arguments(item.get("name") or "", item.get("arguments") or "")
                 self.calls.append(
                     ToolCallPart(
                         id=item.get("call_id") or item.get("id") or "",

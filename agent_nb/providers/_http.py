@@ -91,15 +91,15 @@ class HTTPClient:
         if client is not None:
             await client.aclose()
 
-    async def post_json(self, path: str, body: dict[str, Any]) -> tuple[Any, httpx.Headers]:
-        """POST and return the decoded JSON answer, retrying transient failures."""
+    async def post_json(self, path: str, body: dict[str, Any]) -> Any:
+        """POST and return the decoded JSON answer."""
         async with self._send(path, body, stream=False) as response:
             try:
                 text = (await response.aread()).decode("utf-8", errors="replace")
             except httpx.HTTPError as exc:
                 raise _broken(self.provider, exc, response.headers, self.timeout) from exc
         try:
-            return json.loads(text), response.headers
+            return json.loads(text)
         except json.JSONDecodeError:
             raise errors.StreamError(
                 f"the answer is not JSON: {_snippet(text)!r}",

@@ -44,7 +44,7 @@ class AnthropicProvider(HTTPProvider):
     async def _attempt(self, body: dict[str, Any], stream: bool) -> AsyncIterator[ProviderEvent]:
         state = _State()
         if not stream:
-            payload, _ = await self._http.post_json("/v1/messages", body)
+            payload = await self._http.post_json("/v1/messages", body)
             if not isinstance(payload, dict) or not isinstance(payload.get("content"), list):
                 raise self._http.malformed("the answer has no content list", json.dumps(payload))
             state.read_message(payload)

@@ -7,8 +7,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
-
 from ..events import Completion, TextDelta, ThinkingDelta, Usage
 from ..messages import Message, TextPart, ThinkingPart, ToolCallPart
 from ._http import HTTPClient, HTTPProvider
@@ -39,8 +37,8 @@ class OpenAIProvider(HTTPProvider):
 
     async def _attempt(self, body: dict[str, Any], stream: bool) -> AsyncIterator[ProviderEvent]:
         if not stream:
-            payload, headers = await self._http.post_json("/chat/completions", body)
-            for event in self._parse_body(payload, headers):
+            payload = await self._http.post_json("/chat/completions", body)
+            for event in self._parse_body(payload):
                 yield event
             return
         state = _StreamState()
@@ -105,7 +103,7 @@ class OpenAIProvider(HTTPProvider):
             body["stream_options"] = {"include_usage": True}
         return body
 
-    def _parse_body(self, payload: Any, headers: httpx.Headers) -> list[ProviderEvent]:
+    def _parse_body(self, payload: Any) -> list[ProviderEvent]:
         try:
             choice = payload["choices"][0]
             message = choice["message"]

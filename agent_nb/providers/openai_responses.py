@@ -25,7 +25,7 @@ class OpenAIResponsesProvider(OpenAIProvider):
     async def _attempt(self, body: dict[str, Any], stream: bool) -> AsyncIterator[ProviderEvent]:
         state = _State()
         if not stream:
-            payload, _ = await self._http.post_json("/responses", body)
+            payload = await self._http.post_json("/responses", body)
             if not isinstance(payload, dict) or not isinstance(payload.get("output"), list):
                 raise self._http.malformed("the answer has no output list", json.dumps(payload))
             state.finish(payload, self._http)

@@ -425,11 +425,6 @@ class Stream:
         """Stop the turn; text that has arrived is kept in history, marked interrupted."""
         self._events.close()
 
-    @property
-    def text(self) -> str:
-        """The whole answer, after iterating to the end."""
-        return self.response.text if self.response else ""
-
 
 class AsyncStream:
     """The events of one streamed turn, for `async for`; awaiting it returns itself."""

@@ -39,6 +39,14 @@ class Execution:
         errors = [m["content"] for m in self.messages if m["msg_type"] == "error"]
         return errors[-1] if errors else None
 
+    @property
+    def last_display(self) -> dict[str, Any]:
+        """The content of the last display or display update: what the cell finally shows."""
+        shown = [
+            m for m in self.messages if m["msg_type"] in ("display_data", "update_display_data")
+        ]
+        return shown[-1]["content"]
+
     def of_type(self, kind: str) -> list[dict[str, Any]]:
         return [m for m in self.messages if m["msg_type"] == kind]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 
 import nbformat
 import pytest
@@ -163,27 +164,33 @@ def test_restore_after_a_real_kernel_restart(tmp_path, monkeypatch):
         listed = kernel.execute("%session list").stdout
         assert "* main  (6 messages)" in listed and "  side  (6 messages)" in listed
         answer = kernel.execute("%%chat\nWhat do you know?")
-        final = (answer.of_type("update_display_data") or answer.of_type("display_data"))[-1]
-        markdown = final["content"]["data"]["text/markdown"]
+        markdown = answer.last_display["data"]["text/markdown"]
         assert "My name is Alice" in markdown and "engineer" in markdown
         assert "tea" not in markdown
+
+
+@contextmanager
+def chat_kernel(server):
+    """A fresh kernel with agent_nb loaded and talking to the loopback server."""
+    with Kernel() as kernel:
+        kernel.execute(
+            f"%load_ext agent_nb\n%agent provider=openai model=m base_url={server.url} api_key=k"
+        )
+        yield kernel
 
 
 def test_the_stop_button_keeps_the_partial_answer(server):
     server.chunk_delay = 0.1
     server.script(Reply(text=" ".join(f"word{i}" for i in range(60))))
-    with Kernel() as kernel:
-        kernel.execute(
-            f"%load_ext agent_nb\n%agent provider=openai model=m base_url={server.url} api_key=k"
-        )
+    with chat_kernel(server) as kernel:
         stopped = kernel.execute("%%chat\nTell me a long story", interrupt_after=1.5)
         assert stopped.error["ename"] == "Interrupted"
         assert "partial answer is kept" in stopped.error["evalue"]
-        final = (stopped.of_type("update_display_data") or stopped.of_type("display_data"))[-1]
-        assert "interrupted" in final["content"]["data"]["text/markdown"]
-        kept = final["content"]["metadata"]["agent_nb"]["messages"]
+        final = stopped.last_display
+        assert "interrupted" in final["data"]["text/markdown"]
+        kept = final["metadata"]["agent_nb"]["messages"]
         assert kept[-1]["metadata"]["interrupted"] is True
-        shown_text = final["content"]["data"]["text/plain"]
+        shown_text = final["data"]["text/plain"]
         assert kept[-1]["parts"][0]["text"] == shown_text and shown_text.startswith("word0 ")
         info = kernel.execute("%session info").stdout
         assert "messages: 2" in info
@@ -192,10 +199,7 @@ def test_the_stop_button_keeps_the_partial_answer(server):
 def test_live_updates_are_throttled(server):
     server.chunk_delay = 0.005
     server.script(Reply(text=" ".join(f"w{i}" for i in range(400))))
-    with Kernel() as kernel:
-        kernel.execute(
-            f"%load_ext agent_nb\n%agent provider=openai model=m base_url={server.url} api_key=k"
-        )
+    with chat_kernel(server) as kernel:
         import time
 
         started = time.monotonic()
@@ -204,7 +208,7 @@ def test_live_updates_are_throttled(server):
         updates = len(run.of_type("update_display_data")) + len(run.of_type("display_data"))
         assert run.error is None
         assert 2 <= updates <= seconds * 20 + 2  # at most ~20 a second, plus the final one
-        final = run.of_type("update_display_data")[-1]["content"]
+        final = run.last_display
         assert final["data"]["text/plain"].endswith("w399")
 
 

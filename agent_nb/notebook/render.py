@@ -128,7 +128,6 @@ class LiveMarkdown:
 
     def __init__(self, *, rich: bool) -> None:
         self.rich = rich
-        self.updates = 0
         self._display_id = uuid.uuid4().hex
         self._last = 0.0
         self._shown = False
@@ -158,7 +157,6 @@ class LiveMarkdown:
         from IPython.display import display, update_display
 
         data = {"text/markdown": markdown, "text/plain": plain if plain is not None else markdown}
-        self.updates += 1
         if not self._shown:
             self._shown = True
             display(data, raw=True, display_id=self._display_id, metadata=metadata or {})

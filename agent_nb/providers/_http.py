@@ -230,6 +230,13 @@ class HTTPClient:
             request_id=(_request_id(headers) if headers is not None else None) or request_id,
         )
 
+    def event_json(self, data: str, what: str = "a stream event") -> Any:
+        """The JSON of one server-sent event's data; StreamError names the provider if not JSON."""
+        try:
+            return json.loads(data)
+        except json.JSONDecodeError:
+            raise self.malformed(f"{what} is not valid JSON", data) from None
+
     def malformed(self, what: str, data: str) -> errors.StreamError:
         return errors.StreamError(f"{what}: {_snippet(data)!r}", provider=self.provider)
 

@@ -58,12 +58,7 @@ class AnthropicProvider(HTTPProvider):
             async for sse in each_event(batches):
                 if sse.event == "ping" or not sse.data:
                     continue
-                try:
-                    data = json.loads(sse.data)
-                except json.JSONDecodeError:
-                    raise self._http.malformed(
-                        "a stream event is not valid JSON", sse.data
-                    ) from None
+                data = self._http.event_json(sse.data)
                 if sse.event == "error" or data.get("type") == "error":
                     raise self._http.error_event(data)
                 for event in state.feed(data, self._http):

@@ -42,7 +42,7 @@ class OpenAIProvider(HTTPProvider):
                 yield event
             return
         state = _StreamState()
-        feed, loads = state.feed, json.loads
+        feed, decode = state.feed, self._http.event_json
         async with self._http.post_sse("/chat/completions", body) as batches:
             async for batch in batches:
                 for sse in batch:
@@ -52,12 +52,7 @@ class OpenAIProvider(HTTPProvider):
                         break
                     if not data:
                         continue
-                    try:
-                        chunk = loads(data)
-                    except json.JSONDecodeError:
-                        raise self._http.malformed(
-                            "a stream chunk is not valid JSON", data
-                        ) from None
+                    chunk = decode(data, "a stream chunk")
                     if type(chunk) is not dict or "error" in chunk or sse.event == "error":
                         raise self._http.error_event(chunk)
                     for event in feed(chunk):

@@ -39,12 +39,7 @@ class OpenAIResponsesProvider(OpenAIProvider):
             async for sse in each_event(batches):
                 if not sse.data or sse.data == "[DONE]":
                     continue
-                try:
-                    data = json.loads(sse.data)
-                except json.JSONDecodeError:
-                    raise self._http.malformed(
-                        "a stream event is not valid JSON", sse.data
-                    ) from None
+                data = self._http.event_json(sse.data)
                 kind = data.get("type") or sse.event
                 if kind == "error" or sse.event == "error":
                     raise self._http.error_event(data)

@@ -86,24 +86,31 @@ _ITEMS, _END, _ERROR, _MARK = 0, 1, 2, 3
 
 
 class SyncIterator(Generic[T]):
-    """Iterates an async iterator on the runner, from the calling thread.
+    """Iterates, from the calling thread, an async iterator of item lists running on the runner.
 
-    A task on the runner drains the source into a queue, so items cross threads without a
-    round trip each; items produced between two real suspensions (one network read) cross
-    together, as one batch. `make_source` receives `caught_up`, an async function that returns once
-    the consumer has taken every item queued so far: a source awaits it before anything the
-    consumer must not miss (a commit). Closing, or an interrupt, cancels the task; the
-    source sees the cancellation at its await point and cleans up before `close()` returns.
+    A task on the runner drains the source into a queue, a list at a time, so items cross
+    threads without a round trip each. `make_source` receives two functions: `caught_up`,
+    async, returns once the consumer has taken every item queued so far (a source awaits it
+    before anything the consumer must not miss, such as a commit); `unseen` returns how many
+    of the items queued so far the consumer never took, as counted by `count` (a source
+    stopped midway calls it to keep only what was seen). Closing, or an interrupt, cancels the
+    task; the source sees the cancellation at its await point and cleans up before `close()`
+    returns.
     """
 
-    def __init__(self, make_source: Callable[[Callable[[], Awaitable[None]]], AsyncIterator[T]]):
+    def __init__(
+        self,
+        make_source: Callable[
+            [Callable[[], Awaitable[None]], Callable[[], int]], AsyncIterator[list[T]]
+        ],
+        count: Callable[[list[T]], int],
+    ) -> None:
         self._make_source = make_source
+        self._count = count
         self._queue: queue.SimpleQueue[tuple[int, Any]] = queue.SimpleQueue()
         self._job: _Job[None] | None = None
         self._finished = False
-        self._ready: list[T] = []  # items taken from the queue, not yet returned
-        self._batch: list[T] = []  # items produced on the runner, not yet queued
-        self._flush_scheduled = False
+        self._ready: list[T] = []  # items taken from the queue, not yet returned; last first
 
     def __iter__(self) -> SyncIterator[T]:
         return self
@@ -124,7 +131,7 @@ class SyncIterator(Generic[T]):
             if kind == _ITEMS:
                 value.reverse()
                 self._ready = value
-                return self._ready.pop()
+                return value.pop()
             if kind == _MARK:
                 self._job._loop.call_soon_threadsafe(_resolve, value)
                 continue
@@ -135,38 +142,32 @@ class SyncIterator(Generic[T]):
 
     async def _caught_up(self) -> None:
         future = asyncio.get_running_loop().create_future()
-        self._put(_MARK, future)
+        self._queue.put((_MARK, future))
         await future
 
-    def _flush(self) -> None:
-        self._flush_scheduled = False
-        if self._batch:
-            self._queue.put((_ITEMS, self._batch))
-            self._batch = []
-
-    def _put(self, kind: int, value: Any) -> None:
-        self._flush()
-        self._queue.put((kind, value))
+    def _unseen(self) -> int:
+        """Called on the runner once the task is stopping: the consumer takes nothing more."""
+        unseen = self._count(self._ready)
+        while True:
+            try:
+                kind, value = self._queue.get_nowait()
+            except queue.Empty:
+                return unseen
+            if kind == _ITEMS:
+                unseen += self._count(value)
 
     async def _pump(self) -> None:
-        loop = asyncio.get_running_loop()
-        batch_append = self._batch.append
+        put = self._queue.put
         try:
-            async for item in self._make_source(self._caught_up):
-                if not self._batch:
-                    batch_append = self._batch.append
-                batch_append(item)
-                if not self._flush_scheduled:
-                    # runs once this task really waits (on the network): a batch per read
-                    self._flush_scheduled = True
-                    loop.call_soon(self._flush)
+            async for items in self._make_source(self._caught_up, self._unseen):
+                put((_ITEMS, items))
         except asyncio.CancelledError:
-            self._put(_END, None)
+            put((_END, None))
             raise
         except BaseException as exc:
-            self._put(_ERROR, exc)
+            put((_ERROR, exc))
         else:
-            self._put(_END, None)
+            put((_END, None))
 
     def close(self) -> None:
         """Stop early; returns once the source has cleaned up."""

@@ -131,11 +131,17 @@ class Session:
 
     def stream(self, prompt: str, **settings: Any) -> Stream:
         """Send `prompt` and iterate the events of the answer as they arrive."""
-        return Stream(lambda ready: self._turn(prompt, settings, None, stream=True, ready=ready))
+        return Stream(
+            lambda ready, unseen: self._turn(
+                prompt, settings, None, stream=True, ready=ready, unseen=unseen
+            )
+        )
 
     def stream_async(self, prompt: str, **settings: Any) -> AsyncStream:
         """`async for e in session.stream_async(...)`; `await` first works as well."""
-        return AsyncStream(self._turn(prompt, settings, None, stream=True))
+        return AsyncStream(
+            lambda unseen: self._turn(prompt, settings, None, stream=True, unseen=unseen)
+        )
 
     def json(self, prompt: str, schema: Any, **settings: Any) -> Response:
         """Ask for an answer shaped as `schema`; `response.output` is the validated instance."""
@@ -152,11 +158,14 @@ class Session:
         *,
         stream: bool,
         ready: Callable[[], Awaitable[None]] | None = None,
-    ) -> AsyncGenerator[Event, None]:
+        unseen: Callable[[], int] | None = None,
+    ) -> AsyncGenerator[list[Event], None]:
         """One turn: request, stream, run tools, repeat; commit only a finished turn.
 
-        `ready`, if given, is awaited just before the commit (the sync stream uses it to
-        wait until its reader has seen every event).
+        Events come in lists, one per piece of the answer that arrived. `ready`, if given,
+        is awaited just before the commit (the sync stream waits there until its reader has
+        taken every event). `unseen`, if given, says how many text deltas already yielded
+        the reader had not taken when the turn was stopped: they are not kept.
         """
         if not isinstance(prompt, str):
             raise TypeError(f"the prompt must be a str, got {type(prompt).__name__}")
@@ -179,15 +188,22 @@ class Session:
                         stream=stream,
                     )
                     completion = None
-                    async with aclosing(agent.provider.complete(request)) as events:
-                        async for event in events:
-                            if type(event) is TextDelta:
-                                turn.pending.append(event.text)
-                                yield event
-                            elif type(event) is Completion:
-                                completion = event
-                            elif type(event) is ThinkingDelta:
-                                yield event
+                    async with aclosing(agent.provider.complete(request)) as batches:
+                        async for batch in batches:
+                            if type(batch) is not list:
+                                raise TypeError(_NOT_A_BATCH.format(agent.provider, batch))
+                            shown: list[Event] = []
+                            for event in batch:
+                                kind = type(event)
+                                if kind is TextDelta:
+                                    turn.pending.append(event.text)
+                                    shown.append(event)
+                                elif kind is Completion:
+                                    completion = event
+                                elif kind is ThinkingDelta:
+                                    shown.append(event)
+                            if shown:
+                                yield shown
                     if completion is None:
                         raise StreamError(
                             "the provider's stream ended without a final message",
@@ -204,12 +220,14 @@ class Session:
                         )
                     turn.calls = calls
                     for call in calls:
-                        yield ToolCall(call.id, call.name, call.arguments_json())
+                        yield [ToolCall(call.id, call.name, call.arguments_json())]
                         result = await self._call_tool(call)
                         turn.results.append(result)
-                        yield ToolResult(
-                            result.tool_call_id, result.name, result.content, result.is_error
-                        )
+                        yield [
+                            ToolResult(
+                                result.tool_call_id, result.name, result.content, result.is_error
+                            )
+                        ]
                     turn.end_tool_round()
                 response = turn.response(output)
                 if ready is not None:
@@ -217,14 +235,14 @@ class Session:
             except Exception:
                 raise  # nothing of a failed turn reaches history
             except BaseException:  # cancelled, closed early, interrupted
-                kept = turn.interrupted()
+                kept = turn.interrupted(unseen() if unseen is not None else 0)
                 if kept:
                     self._commit(kept, turn.usage)
                 raise
             self._commit(list(response.messages), response.usage)
         finally:
             self._lock.release()
-        yield Done(response)
+        yield [Done(response)]
 
     async def _call_tool(self, call: ToolCallPart) -> ToolResultPart:
         tool = self.agent._tools.get(call.name)
@@ -367,8 +385,13 @@ class _Turn:
             refusal=self.last.refusal,
         )
 
-    def interrupted(self) -> list[Message]:
-        """What to keep of a turn stopped midway: nothing unless text had arrived."""
+    def interrupted(self, unseen: int) -> list[Message]:
+        """What to keep of a turn stopped midway: nothing unless text had been seen.
+
+        `unseen`: how many of the last text deltas the reader never took.
+        """
+        if unseen:
+            del self.pending[-unseen:]
         if not (self.saw_text or self.pending):
             return []
         kept = list(self.messages)
@@ -389,11 +412,11 @@ class _Turn:
         return kept
 
 
-async def _final(events: AsyncGenerator[Event, None]) -> Response:
-    async with aclosing(events):
-        async for event in events:
-            if type(event) is Done:
-                return event.response
+async def _final(batches: AsyncGenerator[list[Event], None]) -> Response:
+    async with aclosing(batches):
+        async for batch in batches:
+            if type(batch[-1]) is Done:
+                return batch[-1].response
     raise AssertionError("a turn ended without a Done event")  # pragma: no cover
 
 
@@ -401,9 +424,12 @@ class Stream:
     """The events of one streamed turn; `.response` is set once it has finished."""
 
     def __init__(
-        self, make_turn: Callable[[Callable[[], Awaitable[None]]], AsyncGenerator[Event, None]]
+        self,
+        make_turn: Callable[
+            [Callable[[], Awaitable[None]], Callable[[], int]], AsyncGenerator[list[Event], None]
+        ],
     ) -> None:
-        self._events = _runner.SyncIterator(make_turn)
+        self._events = _runner.SyncIterator(make_turn, _count_text)
         self.response: Response | None = None
 
     def __iter__(self) -> Stream:
@@ -429,8 +455,11 @@ class Stream:
 class AsyncStream:
     """The events of one streamed turn, for `async for`; awaiting it returns itself."""
 
-    def __init__(self, turn: AsyncGenerator[Event, None]) -> None:
-        self._turn = turn
+    def __init__(
+        self, make_turn: Callable[[Callable[[], int]], AsyncGenerator[list[Event], None]]
+    ) -> None:
+        self._turn = make_turn(self._unseen)
+        self._ready: list[Event] = []  # the rest of the current batch, last event first
         self.response: Response | None = None
 
     def __await__(self):  # type: ignore[no-untyped-def]
@@ -443,10 +472,17 @@ class AsyncStream:
         return self
 
     async def __anext__(self) -> Event:
-        event = await self._turn.__anext__()
+        if not self._ready:
+            batch = await self._turn.__anext__()
+            batch.reverse()
+            self._ready = batch
+        event = self._ready.pop()
         if type(event) is Done:
             self.response = event.response
         return event
+
+    def _unseen(self) -> int:
+        return _count_text(self._ready)
 
     async def __aenter__(self) -> AsyncStream:
         return self
@@ -457,6 +493,15 @@ class AsyncStream:
     async def aclose(self) -> None:
         """Stop the turn; text that has arrived is kept in history, marked interrupted."""
         await self._turn.aclose()
+
+
+def _count_text(events: Iterable[Event]) -> int:
+    return sum(type(event) is TextDelta for event in events)
+
+
+_NOT_A_BATCH = (
+    "{0!r}.complete() must yield lists of events (one list per piece of the answer), got {1!r}"
+)
 
 
 # -- helpers -------------------------------------------------------------------------------

@@ -1,11 +1,12 @@
 """Streaming overhead: a 20,000-chunk answer through agent_nb, a bare httpx loop, and the SDK.
 
 The loopback server (its own process) sends an OpenAI-style stream of CHUNKS text deltas.
-Each candidate reads it all and joins the text; runs are interleaved and the median taken.
+Each candidate reads it all and joins the text; runs are interleaved, and each ratio is the
+median of the per-round ratios.
 Target: agent_nb's `stream()` within 1.3x of the bare httpx + httpx-sse loop, and faster
 than the official openai SDK.
 
-    .venv/bin/python benchmarks/stream_throughput.py [--chunks 20000] [--runs 7]
+    .venv/bin/python benchmarks/stream_throughput.py [--chunks 20000] [--runs 15]
 """
 
 from __future__ import annotations
@@ -100,11 +101,12 @@ CANDIDATES = {
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--chunks", type=int, default=20_000)
-    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--runs", type=int, default=15)
     args = parser.parse_args()
     body, expected = stream_body(args.chunks)
     times: dict[str, list[float]] = {name: [] for name in CANDIDATES}
-    with ServerProcess(body, runs=(args.runs + 1) * len(CANDIDATES)) as url:
+    server = ServerProcess(body, runs=(args.runs + 1) * len(CANDIDATES))
+    with server as url:
         for name, candidate in CANDIDATES.items():  # warm up: imports, connections
             assert candidate(url) == expected, name
         for _ in range(args.runs):
@@ -113,18 +115,23 @@ def main() -> None:
                 text = candidate(url)
                 times[name].append(time.perf_counter() - started)
                 assert text == expected, name
-    base = statistics.median(times["bare httpx + httpx-sse"])
-    print(f"{args.chunks} chunks, median of {args.runs} interleaved runs")
+    bare, ours, sdk = (times[name] for name in CANDIDATES)
+    pinning = "server and client pinned to separate CPUs" if server.pinned else "not pinned"
+    print(f"{args.chunks} chunks, {args.runs} interleaved rounds, {pinning}")
     print(f"{'candidate':<26}{'median s':>10}{'chunks/s':>12}{'vs bare':>9}")
     for name, values in times.items():
         median = statistics.median(values)
-        print(f"{name:<26}{median:>10.3f}{args.chunks / median:>12,.0f}{median / base:>8.2f}x")
-    ours = statistics.median(times["agent_nb stream()"])
-    sdk = statistics.median(times["official openai SDK"])
+        ratio = _paired(values, bare)
+        print(f"{name:<26}{median:>10.3f}{args.chunks / median:>12,.0f}{ratio:>8.2f}x")
     print(
-        f"agent_nb / bare = {ours / base:.2f} (target <= 1.3); "
-        f"agent_nb / SDK = {ours / sdk:.2f} (target < 1)"
+        f"agent_nb / bare = {_paired(ours, bare):.2f} (target <= 1.3); "
+        f"agent_nb / SDK = {_paired(ours, sdk):.2f} (target < 1)"
     )
+
+
+def _paired(values: list[float], base: list[float]) -> float:
+    """The median of the per-round ratios: steadier than a ratio of medians on a busy machine."""
+    return statistics.median(v / b for v, b in zip(values, base, strict=True))
 
 
 if __name__ == "__main__":

@@ -240,7 +240,7 @@ def request_for(path: Path) -> Request:
 
 
 async def _collect(provider, request: Request) -> list:
-    events = [event async for event in provider.complete(request)]
+    events = [event async for batch in provider.complete(request) for event in batch]
     await provider.aclose()
     return events
 

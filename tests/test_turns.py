@@ -22,7 +22,9 @@ from agent_nb.errors import (
     StreamError,
     ToolError,
 )
+from agent_nb.events import TextDelta
 from agent_nb.messages import TextPart, ToolCallPart
+from agent_nb.providers.base import Provider
 from agent_nb.providers.testing import TestProvider
 
 
@@ -266,6 +268,50 @@ def test_cancelling_before_any_text_keeps_nothing():
             await task
 
     asyncio.run(main())
+    assert session.messages == []
+
+
+class OneReadThenSilence(Provider):
+    """Three text deltas arrive in one network read; then the server goes quiet."""
+
+    name = "one-read"
+
+    async def complete(self, request):
+        yield [TextDelta("one "), TextDelta("two "), TextDelta("three")]
+        await asyncio.sleep(30)
+        raise AssertionError("the turn should have been stopped")  # pragma: no cover
+
+
+def test_closing_a_sync_stream_keeps_only_the_events_taken_from_a_read():
+    session = Agent(provider=OneReadThenSilence(), model="m").session()
+    stream = session.stream("count")
+    assert next(stream).text == "one "
+    stream.close()
+    assert session.messages[-1].text == "one "
+    assert session.messages[-1].metadata["interrupted"] is True
+
+
+def test_closing_an_async_stream_keeps_only_the_events_taken_from_a_read():
+    session = Agent(provider=OneReadThenSilence(), model="m").session()
+
+    async def main():
+        stream = session.stream_async("count")
+        texts = [(await anext(stream)).text, (await anext(stream)).text]
+        await stream.aclose()
+        return texts
+
+    assert asyncio.run(main()) == ["one ", "two "]
+    assert session.messages[-1].text == "one two "
+
+
+def test_a_provider_that_yields_single_events_gets_a_clear_error():
+    class OldStyle(Provider):
+        async def complete(self, request):
+            yield TextDelta("hi")
+
+    session = Agent(provider=OldStyle(), model="m").session()
+    with pytest.raises(TypeError, match=r"must yield lists of events"):
+        session.run("hello")
     assert session.messages == []
 
 

@@ -18,9 +18,10 @@ from httpx_sse import ServerSentEvent
 from httpx_sse._decoders import SSEDecoder, SSELineDecoder  # the decoders aiter_sse runs
 
 from .. import errors
-from .base import Provider, ProviderEvent, Request
+from .base import Provider, ProviderBatch, Request
 
 T = TypeVar("T")
+_decode_json = json.JSONDecoder().decode  # json.loads, minus its per-call checks
 
 DEFAULT_TIMEOUT = httpx.Timeout(connect=10.0, read=120.0, write=30.0, pool=30.0)
 _RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504, 529}
@@ -108,11 +109,16 @@ class HTTPClient:
                 request_id=_request_id(response.headers),
             ) from None
 
-    @asynccontextmanager
     async def post_sse(
-        self, path: str, body: dict[str, Any]
-    ) -> AsyncIterator[AsyncIterator[list[ServerSentEvent]]]:
-        """POST and yield the server-sent events, a list per network read."""
+        self, path: str, body: dict[str, Any], read: Callable[[ServerSentEvent, list[T]], bool]
+    ) -> AsyncIterator[list[T]]:
+        """POST, and yield what `read` makes of the server-sent events, a list per network read.
+
+        `read(sse, events)` appends the events one server-sent event stands for to `events`
+        and returns True after the stream's last one. Events read before a failure are
+        yielded before it is raised, so a failure after output has started is never retried,
+        wherever the network happened to split the stream.
+        """
         async with self._send(path, body, stream=True) as response:
             content_type = response.headers.get("content-type", "")
             if "text/event-stream" not in content_type:
@@ -124,8 +130,26 @@ class HTTPClient:
                     status=response.status_code,
                     request_id=_request_id(response.headers),
                 )
-            # httpx errors while reading (a drop, a stall) become typed errors in `retrying`
-            yield _event_batches(response)
+            events: list[T] = []
+            last = False
+            try:
+                # httpx errors while reading (a drop, a stall) become typed errors in `retrying`
+                async for batch in _event_batches(response):
+                    for sse in batch:
+                        if read(sse, events):
+                            last = True
+                            break
+                    if last:
+                        break
+                    if events:
+                        yield events
+                        events = []
+            except Exception:
+                if events:
+                    yield events
+                raise
+            if events:
+                yield events
 
     async def retrying(self, attempt: Callable[[], AsyncIterator[T]]) -> AsyncIterator[T]:
         """Run `attempt` again after a retryable failure, but never once it has yielded."""
@@ -233,7 +257,7 @@ class HTTPClient:
     def event_json(self, data: str, what: str = "a stream event") -> Any:
         """The JSON of one server-sent event's data; StreamError names the provider if not JSON."""
         try:
-            return json.loads(data)
+            return _decode_json(data)
         except json.JSONDecodeError:
             raise self.malformed(f"{what} is not valid JSON", data) from None
 
@@ -279,15 +303,6 @@ async def _event_batches(response: httpx.Response) -> AsyncIterator[list[ServerS
     batch = [e for e in map(events.decode, lines.flush()) if e is not None]
     if batch:
         yield batch
-
-
-async def each_event(
-    batches: AsyncIterator[list[ServerSentEvent]],
-) -> AsyncIterator[ServerSentEvent]:
-    """The events of `post_sse`'s batches one by one, for code that is not on a hot path."""
-    async for batch in batches:
-        for event in batch:
-            yield event
 
 
 def _broken(
@@ -419,7 +434,7 @@ class HTTPProvider(Provider):
         """The headers that carry the key (and any the API always wants)."""
         return {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
-    def complete(self, request: Request) -> AsyncIterator[ProviderEvent]:
+    def complete(self, request: Request) -> AsyncIterator[ProviderBatch]:
         if not self._api_key and self.base_url == self.keyed_base_url:
             raise errors.MissingAPIKeyError(
                 f"no API key for {self.name}: set the {self.key_env} environment variable or "
@@ -431,7 +446,7 @@ class HTTPProvider(Provider):
     def build_body(self, request: Request) -> dict[str, Any]:
         raise NotImplementedError
 
-    def _attempt(self, body: dict[str, Any], stream: bool) -> AsyncIterator[ProviderEvent]:
+    def _attempt(self, body: dict[str, Any], stream: bool) -> AsyncIterator[ProviderBatch]:
         raise NotImplementedError
 
     async def aclose(self) -> None:

@@ -7,10 +7,12 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from httpx_sse import ServerSentEvent
+
 from ..events import Completion, TextDelta, ThinkingDelta, Usage
 from ..messages import Message, TextPart, ThinkingPart, ToolCallPart
-from ._http import HTTPClient, HTTPProvider, each_event
-from .base import ProviderEvent, Request
+from ._http import HTTPClient, HTTPProvider
+from .base import ProviderBatch, Request
 
 ANTHROPIC_BASE_URL = "https://api.anthropic.com"
 API_VERSION = "2023-06-01"
@@ -41,33 +43,37 @@ class AnthropicProvider(HTTPProvider):
             headers["x-api-key"] = api_key
         return headers
 
-    async def _attempt(self, body: dict[str, Any], stream: bool) -> AsyncIterator[ProviderEvent]:
+    async def _attempt(self, body: dict[str, Any], stream: bool) -> AsyncIterator[ProviderBatch]:
         state = _State()
+        events: ProviderBatch = []
         if not stream:
             payload = await self._http.post_json("/v1/messages", body)
             if not isinstance(payload, dict) or not isinstance(payload.get("content"), list):
                 raise self._http.malformed("the answer has no content list", json.dumps(payload))
             state.read_message(payload)
             if state.thinking_text():
-                yield ThinkingDelta(state.thinking_text())
+                events.append(ThinkingDelta(state.thinking_text()))
             if state.text():
-                yield TextDelta(state.text())
-            yield state.completion(self._http)
+                events.append(TextDelta(state.text()))
+            events.append(state.completion(self._http))
+            yield events
             return
-        async with self._http.post_sse("/v1/messages", body) as batches:
-            async for sse in each_event(batches):
-                if sse.event == "ping" or not sse.data:
-                    continue
-                data = self._http.event_json(sse.data)
-                if sse.event == "error" or data.get("type") == "error":
-                    raise self._http.error_event(data)
-                for event in state.feed(data, self._http):
-                    yield event
-                if state.stopped:
-                    break
+        http = self._http
+
+        def read(sse: ServerSentEvent, events: ProviderBatch) -> bool:
+            if sse.event == "ping" or not sse.data:
+                return False
+            data = http.event_json(sse.data)
+            if sse.event == "error" or data.get("type") == "error":
+                raise http.error_event(data)
+            state.feed(data, events)
+            return state.stopped
+
+        async for events in http.post_sse("/v1/messages", body, read):
+            yield events
         if not state.stopped:
-            raise self._http.ended_early("message_stop")
-        yield state.completion(self._http)
+            raise http.ended_early("message_stop")
+        yield [state.completion(http)]
 
     def build_body(self, request: Request) -> dict[str, Any]:
         """The JSON body of a /v1/messages request."""
@@ -167,7 +173,8 @@ class _State:
     model: str | None = None
     stopped: bool = False
 
-    def feed(self, data: dict[str, Any], http: HTTPClient) -> list[ProviderEvent]:
+    def feed(self, data: dict[str, Any], events: ProviderBatch) -> None:
+        """Read one stream event; text and thinking deltas are added to `events`."""
         kind = data.get("type")
         if kind == "message_start":
             message = data.get("message") or {}
@@ -187,15 +194,15 @@ class _State:
             target = self.blocks.get(data.get("index", -1))
             delta = data.get("delta") or {}
             if target is None:
-                return []
+                return
             dtype = delta.get("type")
             if dtype == "text_delta" and target.kind == "text":
                 target.text.append(delta.get("text", ""))
-                return [TextDelta(delta.get("text", ""))]
-            if dtype == "thinking_delta":
+                events.append(TextDelta(delta.get("text", "")))
+            elif dtype == "thinking_delta":
                 target.text.append(delta.get("thinking", ""))
-                return [ThinkingDelta(delta.get("thinking", ""))]
-            if dtype == "signature_delta":
+                events.append(ThinkingDelta(delta.get("thinking", "")))
+            elif dtype == "signature_delta":
                 target.signature += delta.get("signature", "")
             elif dtype == "input_json_delta":
                 target.text.append(delta.get("partial_json", ""))
@@ -205,7 +212,6 @@ class _State:
             self._usage(data.get("usage"))
         elif kind == "message_stop":
             self.stopped = True
-        return []
 
     def read_message(self, payload: dict[str, Any]) -> None:
         self.model = payload.get("model")

@@ -11,6 +11,9 @@ from ..events import Completion, TextDelta, ThinkingDelta
 from ..messages import Message
 
 ProviderEvent = TextDelta | ThinkingDelta | Completion
+#: The events of one network read: a provider yields them together, so that the layers above
+#: pay per read, not per event (a long answer has tens of thousands of events).
+ProviderBatch = list[ProviderEvent]
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,8 +42,9 @@ class Request:
 class Provider(abc.ABC):
     """Translates a Request to a wire format and the wire stream back to provider events.
 
-    `complete` returns an async iterator of TextDelta / ThinkingDelta events as they arrive,
-    ending with exactly one Completion; anything else raises a ProviderError subclass.
+    `complete` returns an async iterator of lists of TextDelta / ThinkingDelta events, a list
+    for each piece of the answer that arrives (one network read), the last list ending with
+    exactly one Completion; anything else raises a ProviderError subclass.
     """
 
     #: The name users pass as `provider=`.
@@ -49,7 +53,7 @@ class Provider(abc.ABC):
     default_model: str | None = None
 
     @abc.abstractmethod
-    def complete(self, request: Request) -> AsyncIterator[ProviderEvent]:
+    def complete(self, request: Request) -> AsyncIterator[ProviderBatch]:
         """Stream one model call."""
 
     async def aclose(self) -> None:

@@ -7,10 +7,12 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from httpx_sse import ServerSentEvent
+
 from ..events import Completion, TextDelta, ThinkingDelta, Usage
 from ..messages import Message, TextPart, ThinkingPart, ToolCallPart
 from ._http import HTTPClient, HTTPProvider
-from .base import ProviderEvent, Request
+from .base import ProviderBatch, Request
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 _REASONING_PREFIXES = ("o1", "o3", "o4", "gpt-5")
@@ -35,33 +37,30 @@ class OpenAIProvider(HTTPProvider):
     base_url_env = "OPENAI_BASE_URL"
     default_base_url = keyed_base_url = OPENAI_BASE_URL
 
-    async def _attempt(self, body: dict[str, Any], stream: bool) -> AsyncIterator[ProviderEvent]:
+    async def _attempt(self, body: dict[str, Any], stream: bool) -> AsyncIterator[ProviderBatch]:
         if not stream:
-            payload = await self._http.post_json("/chat/completions", body)
-            for event in self._parse_body(payload):
-                yield event
+            yield self._parse_body(await self._http.post_json("/chat/completions", body))
             return
         state = _StreamState()
-        feed, decode = state.feed, self._http.event_json
-        async with self._http.post_sse("/chat/completions", body) as batches:
-            async for batch in batches:
-                for sse in batch:
-                    data = sse.data
-                    if data == "[DONE]":
-                        state.done = True
-                        break
-                    if not data:
-                        continue
-                    chunk = decode(data, "a stream chunk")
-                    if type(chunk) is not dict or "error" in chunk or sse.event == "error":
-                        raise self._http.error_event(chunk)
-                    for event in feed(chunk):
-                        yield event
-                if state.done:
-                    break
+        feed, decode, http = state.feed, self._http.event_json, self._http
+
+        def read(sse: ServerSentEvent, events: ProviderBatch) -> bool:
+            data = sse.data
+            if data == "[DONE]":
+                state.done = True
+                return True
+            if data:
+                chunk = decode(data, "a stream chunk")
+                if type(chunk) is not dict or "error" in chunk or sse.event == "error":
+                    raise http.error_event(chunk)
+                feed(chunk, events)
+            return False
+
+        async for events in http.post_sse("/chat/completions", body, read):
+            yield events
         if not state.done and state.finish_reason is None:
-            raise self._http.ended_early("[DONE] or a finish reason")
-        yield state.completion(self._http)
+            raise http.ended_early("[DONE] or a finish reason")
+        yield [state.completion(http)]
 
     def build_body(self, request: Request) -> dict[str, Any]:
         """The JSON body of a /chat/completions request."""
@@ -98,7 +97,7 @@ class OpenAIProvider(HTTPProvider):
             body["stream_options"] = {"include_usage": True}
         return body
 
-    def _parse_body(self, payload: Any) -> list[ProviderEvent]:
+    def _parse_body(self, payload: Any) -> ProviderBatch:
         try:
             choice = payload["choices"][0]
             message = choice["message"]
@@ -111,7 +110,7 @@ class OpenAIProvider(HTTPProvider):
         state.feed_message(message)
         state.finish_reason = choice.get("finish_reason")
         state.usage = _usage(payload.get("usage"))
-        events: list[ProviderEvent] = []
+        events: ProviderBatch = []
         if state.thinking:
             events.append(ThinkingDelta("".join(state.thinking)))
         if state.text:
@@ -140,9 +139,8 @@ class _StreamState:
     model: str | None = None
     done: bool = False
 
-    def feed(self, chunk: dict[str, Any]) -> list[ProviderEvent]:
-        """The events of one chunk; the common `{"content": ...}` delta takes a short path."""
-        events: list[ProviderEvent] = []
+    def feed(self, chunk: dict[str, Any], events: ProviderBatch) -> None:
+        """Add the events of one chunk to `events`; a plain `{"content": ...}` delta is fast."""
         if self.model is None:
             self.model = chunk.get("model")
         usage = chunk.get("usage")
@@ -154,21 +152,20 @@ class _StreamState:
             delta = choice.get("delta")
             if delta:
                 content = delta.get("content")
+                if len(delta) > 1 or content is None:
+                    self._feed_rare(delta, events)
                 if content:
                     self.text.append(content)
                     events.append(TextDelta(content))
-                if len(delta) > 1 or content is None:
-                    self._feed_rare(delta, events)
             if choice.get("finish_reason"):
                 self.finish_reason = choice["finish_reason"]
-        return events
 
-    def _feed_rare(self, delta: dict[str, Any], events: list[ProviderEvent]) -> None:
+    def _feed_rare(self, delta: dict[str, Any], events: ProviderBatch) -> None:
         """Reasoning, refusals and tool calls."""
         thinking = delta.get("reasoning_content") or delta.get("reasoning")
         if isinstance(thinking, str) and thinking:
             self.thinking.append(thinking)
-            events.insert(0, ThinkingDelta(thinking))
+            events.append(ThinkingDelta(thinking))
         if delta.get("refusal"):
             self.refusal.append(delta["refusal"])
         if delta.get("tool_calls"):

@@ -7,11 +7,12 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from httpx_sse import ServerSentEvent
+
 from .. import errors
 from ..events import Completion, TextDelta, ThinkingDelta, Usage
 from ..messages import Message, TextPart, ThinkingPart, ToolCallPart
-from ._http import each_event
-from .base import ProviderEvent, Request
+from .base import ProviderBatch, Request
 from .openai import OpenAIProvider, reasoning_model
 
 _TERMINAL = {"response.completed", "response.incomplete", "response.failed"}
@@ -22,41 +23,48 @@ class OpenAIResponsesProvider(OpenAIProvider):
 
     name = "openai-responses"
 
-    async def _attempt(self, body: dict[str, Any], stream: bool) -> AsyncIterator[ProviderEvent]:
+    async def _attempt(self, body: dict[str, Any], stream: bool) -> AsyncIterator[ProviderBatch]:
         state = _State()
+        events: ProviderBatch = []
         if not stream:
             payload = await self._http.post_json("/responses", body)
             if not isinstance(payload, dict) or not isinstance(payload.get("output"), list):
                 raise self._http.malformed("the answer has no output list", json.dumps(payload))
             state.finish(payload, self._http)
             if state.thinking:
-                yield ThinkingDelta("".join(state.thinking))
+                events.append(ThinkingDelta("".join(state.thinking)))
             if state.text:
-                yield TextDelta("".join(state.text))
-            yield state.completion(self._http)
+                events.append(TextDelta("".join(state.text)))
+            events.append(state.completion(self._http))
+            yield events
             return
-        async with self._http.post_sse("/responses", body) as batches:
-            async for sse in each_event(batches):
-                if not sse.data or sse.data == "[DONE]":
-                    continue
-                data = self._http.event_json(sse.data)
-                kind = data.get("type") or sse.event
-                if kind == "error" or sse.event == "error":
-                    raise self._http.error_event(data)
-                if kind == "response.output_text.delta":
-                    state.text.append(data.get("delta", ""))
-                    yield TextDelta(data.get("delta", ""))
-                elif kind == "response.reasoning_summary_text.delta":
-                    state.thinking.append(data.get("delta", ""))
-                    yield ThinkingDelta(data.get("delta", ""))
-                elif kind == "response.refusal.delta":
-                    state.refusal.append(data.get("delta", ""))
-                elif kind in _TERMINAL:
-                    state.finish(data.get("response") or {}, self._http)
-                    break
+        http = self._http
+
+        def read(sse: ServerSentEvent, events: ProviderBatch) -> bool:
+            if not sse.data or sse.data == "[DONE]":
+                return False
+            data = http.event_json(sse.data)
+            kind = data.get("type") or sse.event
+            if kind == "error" or sse.event == "error":
+                raise http.error_event(data)
+            if kind == "response.output_text.delta":
+                state.text.append(data.get("delta", ""))
+                events.append(TextDelta(data.get("delta", "")))
+            elif kind == "response.reasoning_summary_text.delta":
+                state.thinking.append(data.get("delta", ""))
+                events.append(ThinkingDelta(data.get("delta", "")))
+            elif kind == "response.refusal.delta":
+                state.refusal.append(data.get("delta", ""))
+            elif kind in _TERMINAL:
+                state.finish(data.get("response") or {}, http)
+                return True
+            return False
+
+        async for events in http.post_sse("/responses", body, read):
+            yield events
         if not state.finished:
-            raise self._http.ended_early("response.completed")
-        yield state.completion(self._http)
+            raise http.ended_early("response.completed")
+        yield [state.completion(http)]
 
     def build_body(self, request: Request) -> dict[str, Any]:
         """The JSON body of a /v1/responses request."""

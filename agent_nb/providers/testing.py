@@ -12,7 +12,7 @@ from typing import Any
 
 from ..events import Completion, TextDelta, Usage
 from ..messages import Message, ToolCallPart
-from .base import Provider, ProviderEvent, Request
+from .base import Provider, ProviderBatch, Request
 
 Reply = str | Message | Callable[[Request], "str | Message"]
 
@@ -77,7 +77,7 @@ class TestProvider(Provider):
         """Queue one more scripted reply."""
         self._replies.append(reply)
 
-    async def complete(self, request: Request) -> AsyncIterator[ProviderEvent]:
+    async def complete(self, request: Request) -> AsyncIterator[ProviderBatch]:
         self.requests.append(request)
         message = self._answer(request)
         text = message.text
@@ -85,16 +85,18 @@ class TestProvider(Provider):
         for start in range(0, len(words), self.words_per_delta):
             if self.delay:
                 await asyncio.sleep(self.delay)
-            yield TextDelta("".join(words[start : start + self.words_per_delta]))
+            yield [TextDelta("".join(words[start : start + self.words_per_delta]))]
         if self.delay:
             await asyncio.sleep(self.delay)
         finish = "tool_calls" if message.tool_calls else "stop"
-        yield Completion(
-            message=message,
-            usage=Usage(input_tokens=_count_words(request), output_tokens=len(words)),
-            finish_reason=finish,
-            model=request.model,
-        )
+        yield [
+            Completion(
+                message=message,
+                usage=Usage(input_tokens=_count_words(request), output_tokens=len(words)),
+                finish_reason=finish,
+                model=request.model,
+            )
+        ]
 
     def _answer(self, request: Request) -> Message:
         if self._replies:

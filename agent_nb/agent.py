@@ -6,10 +6,11 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from . import providers
-from .errors import ConfigurationError
+from .errors import ConfigurationError, InvalidSessionData, SessionNotFoundError
 from .messages import Message
 from .providers.base import Provider
 from .session import Session
+from .stores.base import SessionStore
 from .tools import Tool, as_tool
 
 if TYPE_CHECKING:
@@ -37,6 +38,7 @@ class Agent:
         timeout: float | httpx.Timeout | None = None,
         max_retries: int | None = None,
         max_tool_rounds: int = 10,
+        store: SessionStore | None = None,
         **defaults: Any,
     ) -> None:
         options: dict[str, Any] = {}
@@ -49,6 +51,8 @@ class Agent:
         )
         self.system = system
         self.max_tool_rounds = max_tool_rounds
+        #: The store sessions of this agent save themselves to, unless given another.
+        self.store = _check_store(store)
         self.defaults = defaults
         self._tools: dict[str, Tool] = {}
         for item in tools or ():
@@ -71,11 +75,64 @@ class Agent:
         session_id: str | None = None,
         system: str | None = None,
         messages: Iterable[Message] | None = None,
+        *,
+        store: SessionStore | None = None,
     ) -> Session:
-        """A new conversation; `system` defaults to the agent's."""
+        """A conversation; `system` defaults to the agent's.
+
+        With a store (`store=` or the agent's), the session saves itself after every change,
+        and a `session_id` the store has resumes that session (`system`, if given, replaces
+        its system prompt).
+        """
+        store = _check_store(store) or self.store
+        if store is not None and session_id is not None and session_id in store:
+            if messages is not None:
+                raise ConfigurationError(
+                    f"session {session_id!r} is already in {store!r}; resume it without "
+                    "messages=..., or choose another session_id"
+                )
+            session = self.load_session(session_id, store=store)
+            if system is not None:
+                session.system = system
+            return session
         return Session(
             self,
             session_id=session_id,
             system=system if system is not None else self.system,
             messages=messages,
+            store=store,
         )
+
+    def load_session(self, session_id: str, *, store: SessionStore | None = None) -> Session:
+        """The session `session_id` from `store` (or the agent's), saving itself there."""
+        store = _check_store(store) or self.store
+        if store is None:
+            raise ConfigurationError(
+                "no store to load from: pass store=... or create the agent with Agent(store=...)"
+            )
+        data = store.load(session_id)
+        if data is None:
+            known = store.list_sessions()
+            hint = f" (it has {len(known)}: {', '.join(map(repr, known[-5:]))}" + (
+                ", ...)" if len(known) > 5 else ")"
+            )
+            raise SessionNotFoundError(
+                f"no session {session_id!r} in {store!r}{hint if known else ' (it is empty)'}; "
+                "start one with agent.session(session_id=..., store=...)"
+            )
+        try:
+            session = Session.from_dict(data, self)
+        except InvalidSessionData as exc:
+            raise InvalidSessionData(f"session {session_id!r} in {store!r}: {exc}") from None
+        session.store = store
+        session._mark_saved()
+        return session
+
+
+def _check_store(store: Any) -> SessionStore | None:
+    if store is not None and not isinstance(store, SessionStore):
+        raise TypeError(
+            f"store must be a SessionStore (SQLiteStore(), MemoryStore(), ...), "
+            f"got {type(store).__name__}"
+        )
+    return store

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "APIConnectionError",
     "APITimeoutError",
@@ -19,6 +21,7 @@ __all__ = [
     "ServerError",
     "SessionBusyError",
     "SessionNotFoundError",
+    "StoreError",
     "StreamError",
     "ToolError",
     "UnknownProviderError",
@@ -146,3 +149,14 @@ class SessionNotFoundError(AgentError, KeyError):
 
     def __str__(self) -> str:  # KeyError would repr() the message
         return str(self.args[0]) if self.args else ""
+
+
+class StoreError(AgentError):
+    """A session could not be saved to its store; the conversation in memory is intact.
+
+    `response` is the turn's Response when the save came after a finished turn.
+    """
+
+    def __init__(self, message: str, *, response: Any = None) -> None:
+        super().__init__(message)
+        self.response = response

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping
@@ -18,6 +19,7 @@ from .errors import (
     InvalidSessionData,
     OutputValidationError,
     SessionBusyError,
+    StoreError,
     StreamError,
     ToolError,
 )
@@ -37,6 +39,9 @@ from .tools import format_validation_error
 
 if TYPE_CHECKING:
     from .agent import Agent
+    from .stores.base import SessionStore
+
+_log = logging.getLogger("agent_nb")
 
 __all__ = ["AsyncStream", "Response", "Session", "Stream"]
 
@@ -74,6 +79,8 @@ class Session:
         session_id: str | None = None,
         system: str | None = None,
         messages: Iterable[Message] | None = None,
+        *,
+        store: SessionStore | None = None,
     ) -> None:
         self.agent = agent
         self.session_id = _check_id(session_id) if session_id is not None else _new_id()
@@ -82,6 +89,9 @@ class Session:
         self._lock = threading.Lock()
         self.usage = Usage()
         self.created_at = self.updated_at = _now()
+        #: Where the session saves itself after every change (None: nowhere).
+        self.store = store
+        self._saved: tuple[int, str | None] | None = None  # (count, last id) in `store`
 
     def __repr__(self) -> str:
         return (
@@ -101,6 +111,14 @@ class Session:
         with self._idle():
             self._messages = []
             self._touch()
+            self._autosave()
+
+    def _set_history(self, messages: list[Message]) -> None:
+        """Replace the history with `messages` (one save, not one per message)."""
+        with self._idle():
+            self._messages = list(messages)
+            self._touch()
+            self._autosave()
 
     def add_message(self, message: Message) -> None:
         """Append a message to the history as it is."""
@@ -112,11 +130,12 @@ class Session:
         with self._idle():
             self._messages.append(message)
             self._touch()
+            self._autosave()
 
     def fork(self, session_id: str | None = None) -> Session:
         """A new session with this one's history so far; the two then diverge."""
         with self._idle():
-            twin = Session(self.agent, session_id=session_id, system=self.system)
+            twin = Session(self.agent, session_id=session_id, system=self.system, store=self.store)
             twin._messages = list(self._messages)  # messages are immutable: share them
         return twin
 
@@ -238,8 +257,10 @@ class Session:
                 kept = turn.interrupted(unseen() if unseen is not None else 0)
                 if kept:
                     self._commit(kept, turn.usage)
+                    self._autosave(quiet=True)
                 raise
             self._commit(list(response.messages), response.usage)
+            await self._autosave_async(response)
         finally:
             self._lock.release()
         yield [Done(response)]
@@ -278,6 +299,64 @@ class Session:
     def _touch(self) -> None:
         self.updated_at = _now()
 
+    # -- autosave --------------------------------------------------------------------------
+
+    def _changes(self) -> tuple[dict[str, Any], list[dict[str, Any]], int, str | None] | None:
+        """(header, new messages, start, last id) if history only grew since the last save."""
+        if self._saved is None:
+            return None
+        count, last_id = self._saved
+        messages = self._messages
+        if len(messages) < count or (count and messages[count - 1].id != last_id):
+            return None
+        return self._header(), [m.to_dict() for m in messages[count:]], count, last_id
+
+    def _mark_saved(self) -> None:
+        messages = self._messages
+        self._saved = (len(messages), messages[-1].id if messages else None)
+
+    def _autosave(self, *, quiet: bool = False) -> None:
+        """Save to `store` what changed; `quiet` logs a failure instead of raising it."""
+        store = self.store
+        if store is None:
+            return
+        try:
+            changes = self._changes()
+            if changes is None or not store.append(
+                self.session_id, changes[0], changes[1], start=changes[2], last_id=changes[3]
+            ):
+                store.save(self.session_id, self.to_dict())
+        except Exception as exc:
+            self._saved = None
+            if not quiet:
+                raise self._store_error(exc) from exc
+            _log.warning("%s", self._store_error(exc))
+        else:
+            self._mark_saved()
+
+    async def _autosave_async(self, response: Response) -> None:
+        store = self.store
+        if store is None:
+            return
+        try:
+            changes = self._changes()
+            if changes is None or not await store.aappend(
+                self.session_id, changes[0], changes[1], start=changes[2], last_id=changes[3]
+            ):
+                await store.asave(self.session_id, self.to_dict())
+        except Exception as exc:
+            self._saved = None
+            raise self._store_error(exc, response) from exc
+        self._mark_saved()
+
+    def _store_error(self, exc: Exception, response: Response | None = None) -> StoreError:
+        return StoreError(
+            f"session {self.session_id!r} could not be saved to {self.store!r} "
+            f"({type(exc).__name__}: {exc}); the conversation is intact in memory and is "
+            "saved in full with the next change",
+            response=response,
+        )
+
     def _busy(self) -> SessionBusyError:
         return SessionBusyError(
             f"session {self.session_id!r} is already running a turn; wait for it to finish, "
@@ -293,6 +372,10 @@ class Session:
 
     def to_dict(self) -> dict[str, Any]:
         """The session as JSON-ready data (no secrets); `Session.from_dict` reads it back."""
+        return {**self._header(), "messages": [m.to_dict() for m in self._messages]}
+
+    def _header(self) -> dict[str, Any]:
+        """`to_dict()` without the messages."""
         return {
             "version": FORMAT_VERSION,
             "session_id": self.session_id,
@@ -301,7 +384,6 @@ class Session:
             "created_at": self.created_at,
             "updated_at": self.updated_at,
             "usage": self.usage.to_dict(),
-            "messages": [m.to_dict() for m in self._messages],
         }
 
     @classmethod

@@ -106,7 +106,5 @@ def drop_last_turn(session: Session) -> list[Message]:
     if not starts:
         return []
     cut = starts[-1]
-    session.clear()
-    for message in messages[:cut]:
-        session.add_message(message)
+    session._set_history(messages[:cut])
     return messages[cut:]

@@ -1,9 +1,45 @@
-"""Where sessions are kept: `store.save(id, session.to_dict())`, `store.load(id)`."""
+"""Where sessions are kept: `store.save(id, session.to_dict())`, `store.load(id)`.
+
+The stores load on first use, so that `import agent_nb` does not import their drivers.
+"""
 
 from __future__ import annotations
 
-from .base import SessionStore
-from .memory import MemoryStore
-from .sqlite import SQLiteStore
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["MemoryStore", "SQLiteStore", "SessionStore"]
+from .base import SessionInfo, SessionStore
+
+if TYPE_CHECKING:
+    from .memory import MemoryStore
+    from .notebook import NotebookStore
+    from .postgres import PostgresStore
+    from .redis import RedisStore
+    from .sqlite import SQLiteStore
+
+__all__ = [
+    "MemoryStore",
+    "NotebookStore",
+    "PostgresStore",
+    "RedisStore",
+    "SQLiteStore",
+    "SessionInfo",
+    "SessionStore",
+]
+
+_MODULES = {
+    "MemoryStore": ".memory",
+    "NotebookStore": ".notebook",
+    "PostgresStore": ".postgres",
+    "RedisStore": ".redis",
+    "SQLiteStore": ".sqlite",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULES.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(module, __name__), name)
+    globals()[name] = value
+    return value

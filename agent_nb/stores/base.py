@@ -1,13 +1,39 @@
-"""The contract every session store keeps."""
+"""The contract every session store keeps, and what the built-in stores share."""
 
 from __future__ import annotations
 
 import abc
+import asyncio
+import json
+from dataclasses import dataclass
 from typing import Any
+
+from ..errors import InvalidSessionData
+
+#: Longest title `SessionInfo` takes from a first user message.
+TITLE_LENGTH = 80
+
+
+@dataclass(frozen=True, slots=True)
+class SessionInfo:
+    """One line of a store's listing: what a session is, without loading its messages."""
+
+    session_id: str
+    title: str
+    created_at: str | None
+    updated_at: str | None
+    message_count: int
+    model: str | None
 
 
 class SessionStore(abc.ABC):
-    """Keeps serialized sessions (`Session.to_dict()` data) by session id."""
+    """Keeps serialized sessions (`Session.to_dict()` data) by session id.
+
+    A store implements `save`, `load`, `delete` and `list_sessions`. The async twins run
+    those in a worker thread unless a store has a native version; `sessions()` lists with
+    metadata by loading each session unless a store keeps it aside; `append` lets a store
+    write just a turn, and by default declines so that a full `save` is made instead.
+    """
 
     @abc.abstractmethod
     def save(self, session_id: str, data: dict[str, Any]) -> None:
@@ -25,8 +51,69 @@ class SessionStore(abc.ABC):
     def list_sessions(self) -> list[str]:
         """The stored session ids."""
 
+    def sessions(self, limit: int | None = None, offset: int = 0) -> list[SessionInfo]:
+        """The stored sessions with their metadata, most recently updated first."""
+        infos = []
+        for session_id in self.list_sessions():
+            data = self.load(session_id)
+            if data is not None:
+                infos.append(info_of(session_id, data))
+        infos.sort(key=lambda info: info.updated_at or "", reverse=True)
+        return page(infos, limit, offset)
+
+    def append(
+        self,
+        session_id: str,
+        header: dict[str, Any],
+        messages: list[dict[str, Any]],
+        *,
+        start: int,
+        last_id: str | None,
+    ) -> bool:
+        """Add `messages` after the first `start` stored ones and store `header`.
+
+        `header` is `Session.to_dict()` without "messages". Only when the stored session has
+        exactly `start` messages, the last with id `last_id` (None: no messages at all), is
+        anything written; otherwise this returns False and the caller saves in full. The
+        default always returns False.
+        """
+        return False
+
+    async def asave(self, session_id: str, data: dict[str, Any]) -> None:
+        await asyncio.to_thread(self.save, session_id, data)
+
+    async def aload(self, session_id: str) -> dict[str, Any] | None:
+        return await asyncio.to_thread(self.load, session_id)
+
+    async def adelete(self, session_id: str) -> bool:
+        return await asyncio.to_thread(self.delete, session_id)
+
+    async def alist_sessions(self) -> list[str]:
+        return await asyncio.to_thread(self.list_sessions)
+
+    async def asessions(self, limit: int | None = None, offset: int = 0) -> list[SessionInfo]:
+        return await asyncio.to_thread(self.sessions, limit, offset)
+
+    async def aappend(
+        self,
+        session_id: str,
+        header: dict[str, Any],
+        messages: list[dict[str, Any]],
+        *,
+        start: int,
+        last_id: str | None,
+    ) -> bool:
+        if type(self).append is SessionStore.append:
+            return False  # no thread for a store that never appends
+        return await asyncio.to_thread(
+            self.append, session_id, header, messages, start=start, last_id=last_id
+        )
+
     def __contains__(self, session_id: str) -> bool:
         return self.load(session_id) is not None
+
+
+# -- for the built-in stores ---------------------------------------------------------------
 
 
 def check_key(session_id: Any) -> str:
@@ -38,4 +125,84 @@ def check_key(session_id: Any) -> str:
 def check_data(data: Any) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise TypeError(f"a store saves the dict from Session.to_dict(), got {type(data).__name__}")
+    messages = data.get("messages", [])
+    if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
+        raise TypeError("data['messages'] must be a list of dicts, as Session.to_dict() makes")
     return data
+
+
+def split(data: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """`to_dict()` data as (header, messages)."""
+    header = {key: value for key, value in data.items() if key != "messages"}
+    return header, data.get("messages", [])
+
+
+def title_of(messages: list[dict[str, Any]]) -> str:
+    """The start of the first user message's text, on one line."""
+    for message in messages:
+        if message.get("role") == "user":
+            text = " ".join(
+                part.get("text", "")
+                for part in message.get("parts", ())
+                if isinstance(part, dict) and part.get("type") == "text"
+            )
+            text = " ".join(text.split())
+            if len(text) > TITLE_LENGTH:
+                text = text[: TITLE_LENGTH - 1].rstrip() + "…"
+            return text
+    return ""
+
+
+def info_of(session_id: str, data: dict[str, Any]) -> SessionInfo:
+    messages = data.get("messages") or []
+    return SessionInfo(
+        session_id=session_id,
+        title=title_of(messages),
+        created_at=data.get("created_at"),
+        updated_at=data.get("updated_at"),
+        message_count=len(messages),
+        model=data.get("model"),
+    )
+
+
+def page(items: list[Any], limit: int | None, offset: int) -> list[Any]:
+    check_page(limit, offset)
+    return items[offset : None if limit is None else offset + limit]
+
+
+def check_page(limit: int | None, offset: int) -> None:
+    if limit is not None and (not isinstance(limit, int) or limit < 0):
+        raise ValueError(f"limit must be None or an int >= 0, got {limit!r}")
+    if not isinstance(offset, int) or offset < 0:
+        raise ValueError(f"offset must be an int >= 0, got {offset!r}")
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def parse(text: str | bytes, session_id: str, where: str, what: str = "data") -> Any:
+    """JSON read back from a store; InvalidSessionData names the session if it is not JSON."""
+    try:
+        return json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidSessionData(
+            f"session {session_id!r} in {where} is corrupt: its {what} is not JSON ({exc}); "
+            f"delete it with store.delete({session_id!r}) or restore it from a backup"
+        ) from None
+
+
+def assemble(session_id: str, where: str, header: Any, messages: list[Any]) -> dict[str, Any]:
+    """`to_dict()` data from a stored header and messages, checked for shape."""
+    if not isinstance(header, dict):
+        raise InvalidSessionData(
+            f"session {session_id!r} in {where} is corrupt: its header is not an object; "
+            f"delete it with store.delete({session_id!r})"
+        )
+    for index, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise InvalidSessionData(
+                f"session {session_id!r} in {where} is corrupt: messages[{index}] is not an "
+                f"object; delete it with store.delete({session_id!r})"
+            )
+    return {**header, "messages": messages}

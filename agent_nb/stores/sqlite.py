@@ -1,87 +1,122 @@
-"""Sessions in a SQLite file: durable, and safe for several kernels sharing the file."""
+"""Sessions in a SQLite file: the embedded default, safe for several kernels sharing the file."""
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 import threading
-import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidSessionData
-from .base import SessionStore, check_data, check_key
+from ._sql import Cursor, SQLStore
+from .base import dumps, parse, split, title_of
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS agent_nb_sessions (
-    session_id TEXT PRIMARY KEY,
-    data TEXT NOT NULL,
-    updated_at REAL NOT NULL
-)
-"""
+#: Overrides where `SQLiteStore()` keeps its file.
+DB_ENV = "AGENT_NB_DB"
+_LEGACY_TABLE = "agent_nb_sessions"  # schema 1: one JSON document per session
+_FACTS = ("model", "created_at", "updated_at")
 
 
-class SQLiteStore(SessionStore):
-    """Sessions in one SQLite file (WAL mode, with a busy timeout for concurrent writers)."""
+def default_path() -> Path:
+    """$AGENT_NB_DB, else sessions.db in the user's data directory for agent_nb."""
+    configured = os.environ.get(DB_ENV)
+    if configured:
+        return Path(configured).expanduser()
+    import platformdirs
 
-    def __init__(self, path: str | os.PathLike[str], *, timeout: float = 30.0) -> None:
-        self.path = Path(path)
-        if str(path) != ":memory:":
+    return Path(platformdirs.user_data_dir("agent_nb", appauthor=False)) / "sessions.db"
+
+
+class SQLiteStore(SQLStore):
+    """Sessions in one SQLite file: a row per message, WAL mode, a busy timeout.
+
+    With no path, the file is $AGENT_NB_DB or sessions.db in the user's data directory.
+    Several processes may use one file at once: each save is one IMMEDIATE transaction, and
+    a writer waits up to `timeout` seconds for another to finish.
+    """
+
+    _no_limit = -1
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        timeout: float = 30.0,
+        table_prefix: str = "agent_nb_",
+    ) -> None:
+        super().__init__(table_prefix)
+        self.path = default_path() if path is None else Path(path)
+        if str(self.path) != ":memory:":
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._db = sqlite3.connect(
-            str(path), timeout=timeout, check_same_thread=False, isolation_level=None
+            str(self.path), timeout=timeout, check_same_thread=False, isolation_level=None
         )
         self._db.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
         self._db.execute("PRAGMA journal_mode = WAL")
         self._db.execute("PRAGMA synchronous = NORMAL")
-        self._db.execute(_SCHEMA)
+        self._create_schema()
 
     def __repr__(self) -> str:
         return f"SQLiteStore({str(self.path)!r})"
 
-    def save(self, session_id: str, data: dict[str, Any]) -> None:
-        text = json.dumps(check_data(data), ensure_ascii=False)
+    @contextmanager
+    def _write(self) -> Iterator[Cursor]:
         with self._lock:
-            self._db.execute(
-                "INSERT INTO agent_nb_sessions (session_id, data, updated_at) VALUES (?, ?, ?) "
-                "ON CONFLICT (session_id) DO UPDATE SET data = excluded.data, "
-                "updated_at = excluded.updated_at",
-                (check_key(session_id), text, time.time()),
+            cursor = self._db.cursor()
+            cursor.execute("BEGIN IMMEDIATE")
+            try:
+                yield cursor
+            except BaseException:
+                cursor.execute("ROLLBACK")
+                raise
+            cursor.execute("COMMIT")
+
+    @contextmanager
+    def _read(self) -> Iterator[Cursor]:
+        with self._lock:
+            cursor = self._db.cursor()
+            cursor.execute("BEGIN")
+            try:
+                yield cursor
+            finally:
+                cursor.execute("COMMIT")
+
+    def _message_table(self) -> str:
+        return super()._message_table() + " WITHOUT ROWID"
+
+    def _migrate_legacy(self, cursor: Cursor) -> None:
+        """Schema 1 (agent_nb 0.1): a JSON document per session, into rows per message."""
+        cursor.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (_LEGACY_TABLE,)
+        )
+        if cursor.fetchone() is None or self.table_prefix != "agent_nb_":
+            return
+        cursor.execute(f"SELECT session_id, data FROM {_LEGACY_TABLE}")
+        for session_id, text in cursor.fetchall():
+            try:
+                header, messages = split(parse(text, session_id, repr(self)))
+            except (InvalidSessionData, AttributeError):
+                header, messages = text, []  # kept as it was: loading it names the problem
+            cursor.execute(
+                self._sql(
+                    "INSERT INTO {session} (session_id, header, title, model, created_at, "
+                    "updated_at, message_count, last_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                ),
+                (
+                    session_id,
+                    dumps(header) if isinstance(header, dict) else header,
+                    title_of(messages),
+                    *(header.get(key) if isinstance(header, dict) else None for key in _FACTS),
+                    len(messages),
+                    messages[-1].get("id") if messages else None,
+                ),
             )
-
-    def load(self, session_id: str) -> dict[str, Any] | None:
-        with self._lock:
-            row = self._db.execute(
-                "SELECT data FROM agent_nb_sessions WHERE session_id = ?", (check_key(session_id),)
-            ).fetchone()
-        if row is None:
-            return None
-        try:
-            data = json.loads(row[0])
-        except json.JSONDecodeError as exc:
-            raise InvalidSessionData(
-                f"session {session_id!r} in {self.path} is corrupt ({exc.msg}); "
-                f"delete it with store.delete({session_id!r})"
-            ) from None
-        if not isinstance(data, dict):
-            raise InvalidSessionData(f"session {session_id!r} in {self.path} is not an object")
-        return data
-
-    def delete(self, session_id: str) -> bool:
-        with self._lock:
-            cursor = self._db.execute(
-                "DELETE FROM agent_nb_sessions WHERE session_id = ?", (check_key(session_id),)
-            )
-        return cursor.rowcount > 0
-
-    def list_sessions(self) -> list[str]:
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT session_id FROM agent_nb_sessions ORDER BY updated_at, session_id"
-            ).fetchall()
-        return [row[0] for row in rows]
+            self._insert(cursor, session_id, 0, messages)
+        cursor.execute(f"DROP TABLE {_LEGACY_TABLE}")
 
     def close(self) -> None:
         with self._lock:
@@ -90,5 +125,5 @@ class SQLiteStore(SessionStore):
     def __enter__(self) -> SQLiteStore:
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, *exc: Any) -> None:
         self.close()

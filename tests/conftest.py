@@ -70,3 +70,88 @@ def make_agent(request: pytest.FixtureRequest) -> Callable[..., Agent]:
 
     make.provider = request.param  # type: ignore[attr-defined]
     return make
+
+
+# -- session stores ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real redis-server on 127.0.0.1 for this test run."""
+    from servers import RedisServer, ServerUnavailable
+
+    try:
+        server = RedisServer(tmp_path_factory.mktemp("redis"))
+    except ServerUnavailable as exc:
+        pytest.skip(f"no Redis server: {exc}")
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_dsn() -> Iterator[str]:
+    """A real PostgreSQL server on 127.0.0.1 for this test run."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from servers import PostgresServer, ServerUnavailable
+
+    # not under pytest's private temp folder: as root, the server runs as another user
+    folder = Path(tempfile.mkdtemp(prefix="agent_nb-postgres-"))
+    try:
+        server = PostgresServer(folder)
+    except ServerUnavailable as exc:
+        shutil.rmtree(folder, ignore_errors=True)
+        pytest.skip(f"no PostgreSQL server: {exc}")
+    yield server.dsn
+    server.stop()
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+STORE_KINDS = ["memory", "sqlite", "notebook", "redis", "postgres"]
+
+
+def open_store(kind: str, where: dict[str, Any]) -> Any:
+    """A store of `kind`; `where` says where its data lives, so another process can open it."""
+    from agent_nb import stores
+
+    if kind == "memory":
+        return stores.MemoryStore()
+    if kind == "sqlite":
+        return stores.SQLiteStore(where["path"])
+    if kind == "notebook":
+        return stores.NotebookStore(where["path"])
+    if kind == "redis":
+        return stores.RedisStore(where["url"], prefix=where["prefix"])
+    if kind == "postgres":
+        return stores.PostgresStore(where["dsn"], table_prefix=where["prefix"])
+    raise ValueError(kind)
+
+
+@pytest.fixture(params=STORE_KINDS)
+def store_where(request: pytest.FixtureRequest, tmp_path: Any) -> tuple[str, dict[str, Any]]:
+    """(kind, where) for a fresh, empty store of each kind."""
+    import uuid
+
+    kind = request.param
+    unique = f"t{uuid.uuid4().hex[:10]}_"
+    if kind == "sqlite":
+        return kind, {"path": str(tmp_path / "sessions.db")}
+    if kind == "notebook":
+        return kind, {"path": str(tmp_path / "sessions.ipynb")}
+    if kind == "redis":
+        return kind, {"url": request.getfixturevalue("redis_url"), "prefix": unique}
+    if kind == "postgres":
+        return kind, {"dsn": request.getfixturevalue("postgres_dsn"), "prefix": unique}
+    return kind, {}
+
+
+@pytest.fixture
+def store(store_where: tuple[str, dict[str, Any]]) -> Iterator[Any]:
+    kind, where = store_where
+    opened = open_store(kind, where)
+    yield opened
+    close = getattr(opened, "close", None)
+    if close is not None:
+        close()

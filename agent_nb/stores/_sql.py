@@ -25,6 +25,7 @@ from .base import (
     check_page,
     dumps,
     parse,
+    plain,
     split,
     title_of,
 )
@@ -293,7 +294,7 @@ class SQLStore(SessionStore):
             ),
             (
                 dumps(header),
-                model if isinstance(model, str) else None,
+                _text(model),
                 _text(header.get("created_at")),
                 _text(header.get("updated_at")),
                 count,
@@ -312,4 +313,4 @@ def _last_id(messages: list[dict[str, Any]]) -> str | None:
 
 
 def _text(value: Any) -> str | None:
-    return value if isinstance(value, str) else None
+    return plain(value) if isinstance(value, str) else None

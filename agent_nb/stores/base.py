@@ -5,6 +5,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,6 +13,7 @@ from ..errors import InvalidSessionData
 
 #: Longest title `SessionInfo` takes from a first user message.
 TITLE_LENGTH = 80
+_UNSTORABLE = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,11 +57,14 @@ class SessionStore(abc.ABC):
         """The stored sessions with their metadata, most recently updated first."""
         infos = []
         for session_id in self.list_sessions():
-            data = self.load(session_id)
+            try:
+                data = self.load(session_id)
+            except InvalidSessionData:
+                infos.append(unreadable(session_id))
+                continue
             if data is not None:
                 infos.append(info_of(session_id, data))
-        infos.sort(key=lambda info: info.updated_at or "", reverse=True)
-        return page(infos, limit, offset)
+        return newest_first(infos, limit, offset)
 
     def append(
         self,
@@ -119,7 +124,17 @@ class SessionStore(abc.ABC):
 def check_key(session_id: Any) -> str:
     if not isinstance(session_id, str) or not session_id:
         raise TypeError(f"session_id must be a non-empty str, got {session_id!r}")
+    if _UNSTORABLE.search(session_id):
+        raise ValueError(
+            f"session_id {session_id!r} has a control character or a lone surrogate; "
+            "use printable text"
+        )
     return session_id
+
+
+def plain(text: str) -> str:
+    """`text` on one line, with what a database column cannot hold replaced by spaces."""
+    return " ".join(_UNSTORABLE.sub(" ", text).split())
 
 
 def check_data(data: Any) -> dict[str, Any]:
@@ -146,11 +161,21 @@ def title_of(messages: list[dict[str, Any]]) -> str:
                 for part in message.get("parts", ())
                 if isinstance(part, dict) and part.get("type") == "text"
             )
-            text = " ".join(text.split())
+            text = plain(text)
             if len(text) > TITLE_LENGTH:
                 text = text[: TITLE_LENGTH - 1].rstrip() + "…"
             return text
     return ""
+
+
+def unreadable(session_id: str) -> SessionInfo:
+    """The listing line of a session whose data is corrupt (loading it says what is wrong)."""
+    return SessionInfo(session_id, "(corrupt: cannot be read)", None, None, 0, None)
+
+
+def newest_first(infos: list[SessionInfo], limit: int | None, offset: int) -> list[SessionInfo]:
+    infos.sort(key=lambda info: info.updated_at or "", reverse=True)
+    return page(infos, limit, offset)
 
 
 def info_of(session_id: str, data: dict[str, Any]) -> SessionInfo:
@@ -178,7 +203,8 @@ def check_page(limit: int | None, offset: int) -> None:
 
 
 def dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    """Compact JSON, all ASCII: text with lone surrogates (which UTF-8 cannot encode) is safe."""
+    return json.dumps(value, separators=(",", ":"))
 
 
 def parse(text: str | bytes, session_id: str, where: str, what: str = "data") -> Any:

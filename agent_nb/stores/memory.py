@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -10,10 +9,12 @@ from typing import Any
 from .base import (
     SessionInfo,
     SessionStore,
+    assemble,
     check_data,
     check_key,
     dumps,
-    page,
+    newest_first,
+    parse,
     split,
     title_of,
 )
@@ -69,7 +70,13 @@ class MemoryStore(SessionStore):
             if stored is None:
                 return None
             header, messages = stored.header, list(stored.messages)
-        return {**json.loads(header), "messages": [json.loads(m) for m in messages]}
+        where = repr(self)
+        return assemble(
+            session_id,
+            where,
+            parse(header, session_id, where, "header"),
+            [parse(m, session_id, where, f"messages[{i}]") for i, m in enumerate(messages)],
+        )
 
     def delete(self, session_id: str) -> bool:
         with self._lock:
@@ -82,8 +89,7 @@ class MemoryStore(SessionStore):
     def sessions(self, limit: int | None = None, offset: int = 0) -> list[SessionInfo]:
         with self._lock:
             infos = [stored.info for stored in self._data.values() if stored.info]
-        infos.sort(key=lambda info: info.updated_at or "", reverse=True)
-        return page(infos, limit, offset)
+        return newest_first(infos, limit, offset)
 
     def __contains__(self, session_id: str) -> bool:
         with self._lock:

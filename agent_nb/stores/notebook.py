@@ -12,7 +12,17 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidSessionData
-from .base import SessionStore, assemble, check_data, check_key
+from .base import (
+    SessionInfo,
+    SessionStore,
+    assemble,
+    check_data,
+    check_key,
+    check_page,
+    info_of,
+    newest_first,
+    unreadable,
+)
 
 #: The notebook metadata key agent_nb owns.
 KEY = "agent_nb"
@@ -49,7 +59,21 @@ class NotebookStore(SessionStore):
         check_key(session_id)
         with self._lock:
             notebook = self._read()
-        data = self._sessions(notebook).get(session_id)
+        return self._checked(session_id, self._sessions(notebook).get(session_id))
+
+    def sessions(self, limit: int | None = None, offset: int = 0) -> list[SessionInfo]:
+        check_page(limit, offset)
+        with self._lock:
+            notebook = self._read()
+        infos = []
+        for session_id, data in self._sessions(notebook).items():
+            try:
+                infos.append(info_of(session_id, self._checked(session_id, data)))
+            except InvalidSessionData:
+                infos.append(unreadable(session_id))
+        return newest_first(infos, limit, offset)
+
+    def _checked(self, session_id: str, data: Any) -> dict[str, Any] | None:
         if data is None:
             return None
         messages = data.get("messages", []) if isinstance(data, dict) else None
@@ -123,13 +147,21 @@ class NotebookStore(SessionStore):
             ) from None
         text = nbformat.writes(notebook)
         text += "" if text.endswith("\n") else "\n"  # as nbformat.write and Jupyter end it
+        try:
+            encoded = text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidSessionData(
+                f"the session has text that UTF-8 cannot encode (a lone surrogate, "
+                f"{text[max(0, _bad(text) - 20) : _bad(text) + 1]!r}), so it cannot be written "
+                f"to {self.path}; the file was not changed"
+            ) from None
         self.path.parent.mkdir(parents=True, exist_ok=True)
         handle, temporary = tempfile.mkstemp(
             prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent
         )
         try:
-            with os.fdopen(handle, "w", encoding="utf-8", newline="\n") as file:
-                file.write(text)
+            with os.fdopen(handle, "wb") as file:
+                file.write(encoded)
                 file.flush()
                 os.fsync(file.fileno())
             if self.path.exists():
@@ -157,3 +189,11 @@ class NotebookStore(SessionStore):
                     yield
                 finally:
                     fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _bad(text: str) -> int:
+    """Where the first character UTF-8 cannot encode is."""
+    for index, char in enumerate(text):
+        if "\ud800" <= char <= "\udfff":
+            return index
+    return 0

@@ -1,0 +1,179 @@
+"""Real Redis and PostgreSQL servers on 127.0.0.1, started for the tests in a temporary folder.
+
+`scripts/test` installs Debian's redis-server and postgresql; here each server gets a free
+port and its own data directory, and is stopped when the tests end. When one cannot start,
+`ServerUnavailable` says why, and the tests that need it are skipped with that reason.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+
+class ServerUnavailable(Exception):
+    pass
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_for_port(port: int, process: subprocess.Popen, what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise ServerUnavailable(f"{what} exited with status {process.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise ServerUnavailable(f"{what} did not listen on port {port} within {timeout} s")
+
+
+class RedisServer:
+    def __init__(self, folder: Path) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise ServerUnavailable("redis-server is not installed (apt-get install redis-server)")
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._log = open(folder / "redis.log", "wb")  # noqa: SIM115 - closed in stop()
+        self._process = subprocess.Popen(
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(folder),
+            ],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        _wait_for_port(self.port, self._process, "redis-server")
+
+    def stop(self) -> None:
+        self._process.terminate()
+        self._process.wait(10)
+        self._log.close()
+
+
+class PostgresServer:
+    """A throwaway cluster: initdb, then postgres itself, both as an unprivileged user."""
+
+    def __init__(self, folder: Path) -> None:
+        found = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"))
+        binary = found[-1] if found else shutil.which("postgres")
+        if binary is None:
+            raise ServerUnavailable("PostgreSQL is not installed (apt-get install postgresql)")
+        bin_dir = Path(binary).parent
+        self._user = _unprivileged_user()
+        data = folder / "pgdata"
+        folder.chmod(0o755)
+        data.mkdir(mode=0o700)
+        socket_dir = folder / "pgsocket"
+        socket_dir.mkdir()
+        if self._user is not None:
+            uid, gid = self._user.pw_uid, self._user.pw_gid
+            for path in (data, socket_dir):
+                os.chown(path, uid, gid)
+        user = self._user.pw_name if self._user else pwd.getpwuid(os.getuid()).pw_name
+        initdb = self._run(
+            [
+                str(bin_dir / "initdb"),
+                "-D",
+                str(data),
+                "-U",
+                user,
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--no-sync",
+            ]
+        )
+        if initdb.returncode != 0:
+            raise ServerUnavailable(f"initdb failed: {initdb.stdout.decode()[-500:]}")
+        self.port = free_port()
+        self._log = open(folder / "postgres.log", "wb")  # noqa: SIM115 - closed in stop()
+        self._process = subprocess.Popen(
+            [
+                binary,
+                "-D",
+                str(data),
+                "-p",
+                str(self.port),
+                "-k",
+                str(socket_dir),
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "fsync=off",
+                "-c",
+                "max_connections=50",
+            ],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            **self._as_user(),
+        )
+        _wait_for_port(self.port, self._process, "postgres")
+        self.dsn = f"postgresql://{user}@127.0.0.1:{self.port}/postgres"
+        self._wait_ready()
+
+    def _as_user(self) -> dict:
+        if self._user is None:
+            return {}
+        return {"user": self._user.pw_uid, "group": self._user.pw_gid, "extra_groups": []}
+
+    def _run(self, command: list[str]) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **self._as_user()
+        )
+
+    def _wait_ready(self) -> None:
+        import psycopg
+
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                psycopg.connect(self.dsn).close()
+                return
+            except psycopg.OperationalError as exc:
+                if time.monotonic() > deadline:
+                    raise ServerUnavailable(f"postgres refuses connections: {exc}") from None
+                time.sleep(0.1)
+
+    def stop(self) -> None:
+        self._process.send_signal(signal.SIGINT)  # "fast" shutdown: clients may be connected
+        try:
+            self._process.wait(20)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+        self._log.close()
+
+
+def _unprivileged_user() -> pwd.struct_passwd | None:
+    """PostgreSQL refuses to run as root: as root, run it as `postgres` (or `nobody`)."""
+    if os.getuid() != 0:
+        return None
+    for name in ("postgres", "nobody"):
+        try:
+            return pwd.getpwnam(name)
+        except KeyError:
+            continue
+    raise ServerUnavailable("running as root, and there is no 'postgres' or 'nobody' user")

@@ -52,8 +52,10 @@ def main() -> int:
 
         plan = session.fork(session_id="trip")
         say(plan, "We're planning a trip to Japan: Tokyo and Kyoto")
-        print(f"The original session has {len(session.messages)} messages; "
-              f"the fork has {len(plan.messages)}.\n")
+        print(
+            f"The original session has {len(session.messages)} messages; "
+            f"the fork has {len(plan.messages)}.\n"
+        )
 
         db = args.db or Path(tempfile.mkdtemp()) / "sessions.db"
         store = SQLiteStore(db)

@@ -50,8 +50,11 @@ PAGES = sorted(DOCS.glob("*.md"))
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
-def test_docs_page_runs(page, all_providers_env, tmp_path, monkeypatch):
+def test_docs_page_runs(page, all_providers_env, tmp_path, monkeypatch, request):
     monkeypatch.chdir(tmp_path)
+    if page.name == "stores.md":  # its Redis and PostgreSQL examples use real servers
+        monkeypatch.setenv("REDIS_URL", request.getfixturevalue("redis_url"))
+        monkeypatch.setenv("DATABASE_URL", request.getfixturevalue("postgres_dsn"))
     assert blocks(page) or ipython_blocks(page), f"{page.name} has no examples"
     run_page(page)
 

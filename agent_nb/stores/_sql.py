@@ -25,6 +25,7 @@ from .base import (
     check_page,
     dumps,
     parse,
+    parse_messages,
     plain,
     split,
     title_of,
@@ -194,7 +195,7 @@ class SQLStore(SessionStore):
                 f"messages, {len(rows)} are stored; delete it with store.delete({session_id!r})"
             )
         header = parse(row[0], session_id, where, "header")
-        messages = [parse(r[0], session_id, where, f"messages[{i}]") for i, r in enumerate(rows)]
+        messages = parse_messages([r[0] for r in rows], session_id, where)
         return assemble(session_id, where, header, messages)
 
     def delete(self, session_id: str) -> bool:

@@ -218,6 +218,21 @@ def parse(text: str | bytes, session_id: str, where: str, what: str = "data") ->
         ) from None
 
 
+def parse_messages(texts: list[Any], session_id: str, where: str) -> list[Any]:
+    """Stored messages (JSON text each) read back, in one parse when none is corrupt."""
+    if not texts:
+        return []
+    if isinstance(texts[0], bytes):
+        texts = [t.decode("utf-8", "replace") if isinstance(t, bytes) else t for t in texts]
+    try:
+        messages = json.loads("[" + ",".join(texts) + "]")
+    except (json.JSONDecodeError, TypeError):
+        messages = None
+    if type(messages) is not list or len(messages) != len(texts):  # a row held 0 or 2 values
+        messages = [parse(t, session_id, where, f"messages[{i}]") for i, t in enumerate(texts)]
+    return messages
+
+
 def assemble(session_id: str, where: str, header: Any, messages: list[Any]) -> dict[str, Any]:
     """`to_dict()` data from a stored header and messages, checked for shape."""
     if not isinstance(header, dict):

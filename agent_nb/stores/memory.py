@@ -15,6 +15,7 @@ from .base import (
     dumps,
     newest_first,
     parse,
+    parse_messages,
     split,
     title_of,
 )
@@ -75,7 +76,7 @@ class MemoryStore(SessionStore):
             session_id,
             where,
             parse(header, session_id, where, "header"),
-            [parse(m, session_id, where, f"messages[{i}]") for i, m in enumerate(messages)],
+            parse_messages(messages, session_id, where),
         )
 
     def delete(self, session_id: str) -> bool:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import tempfile
 import threading
@@ -49,10 +48,10 @@ class NotebookStore(SessionStore):
 
     def save(self, session_id: str, data: dict[str, Any]) -> None:
         check_key(session_id)
-        copy = json.loads(json.dumps(check_data(data), ensure_ascii=False))
+        check_data(data)
         with self._locked():
             notebook = self._read(create=True)
-            self._sessions(notebook, create=True)[session_id] = copy
+            self._sessions(notebook, create=True)[session_id] = data  # a NotebookNode copy
             self._write(notebook)
 
     def load(self, session_id: str) -> dict[str, Any] | None:

@@ -15,6 +15,7 @@ from .base import (
     check_page,
     dumps,
     parse,
+    parse_messages,
     plain,
     split,
     title_of,
@@ -131,7 +132,7 @@ class RedisStore(SessionStore):
                 f"store.delete({session_id!r})"
             )
         header = parse(header_text, session_id, where, "header")
-        messages = [parse(r, session_id, where, f"messages[{i}]") for i, r in enumerate(rows)]
+        messages = parse_messages(rows, session_id, where)
         return assemble(session_id, where, header, messages)
 
     def delete(self, session_id: str) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping
@@ -385,6 +386,31 @@ class Session:
             "updated_at": self.updated_at,
             "usage": self.usage.to_dict(),
         }
+
+    def to_notebook(self, *, code_cells: bool = False) -> Any:
+        """The conversation as an nbformat v4 notebook, a cell per prompt and per answer.
+
+        With `code_cells=True`, Python code blocks in answers become runnable code cells.
+        `nbformat.write(nb, "chat.ipynb")` saves it; `Session.from_notebook` reads it back.
+        """
+        from .notebook.export import to_notebook
+
+        return to_notebook(self, code_cells=code_cells)
+
+    @classmethod
+    def from_notebook(
+        cls, path: str | os.PathLike[str], agent: Agent, session_id: str | None = None
+    ) -> Session:
+        """The session a notebook holds: an export, or a notebook of %%chat cells."""
+        from .notebook.export import from_notebook
+
+        return from_notebook(path, agent, session_id)
+
+    def _repr_markdown_(self) -> str:
+        from .notebook.render import transcript
+
+        header = f"*session `{self.session_id}` · {len(self._messages)} messages*\n\n"
+        return header + transcript(self._messages, self.system)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], agent: Agent) -> Session:

@@ -227,3 +227,45 @@ def test_help_reads_like_ipython():
     assert "--fork NEW_ID" in text_of(nb.cells[1]) and "{In[3]}" in text_of(nb.cells[1])
     assert "%session fork [NEW_ID]" in text_of(nb.cells[2])
     json.dumps(nb)  # serializable as saved
+
+
+def test_session_save_load_stored_and_export(tmp_path):
+    db, exported, shared = tmp_path / "team.db", tmp_path / "out.ipynb", tmp_path / "shared.ipynb"
+    nb = run_notebook(
+        "%load_ext agent_nb",
+        "%%chat\nThe budget is 40k EUR",
+        f"%session save {db}",
+        f"%session save {shared}",
+        f"%session stored {db}",
+        "%session new other",
+        f"%session load main {db}",
+        "%%chat\nWhat is the budget?",
+        f"%session export {exported} --code",
+        f"%session load nope {db}",
+        "%session export nowhere.txt",
+    )
+    assert f"saved session 'main' (2 messages) to SQLiteStore('{db}')" in text_of(nb.cells[2])
+    assert "NotebookStore" in text_of(nb.cells[3])
+    assert "main" in text_of(nb.cells[4]) and "The budget is 40k EUR" in text_of(nb.cells[4])
+    loaded = record(nb.cells[6])
+    assert loaded["op"] == "load" and len(loaded["messages"]) == 2
+    assert "40k EUR" in displays(nb.cells[7])[-1].data["text/markdown"]  # it remembered
+    assert "(4 messages)" in text_of(nb.cells[8])
+    out = nbformat.read(exported, as_version=4)
+    nbformat.validate(out)
+    assert len(out.metadata["agent_nb"]["sessions"]["main"]["messages"]) == 4
+    errors = [next(o for o in nb.cells[i].outputs if o.output_type == "error") for i in (9, 10)]
+    assert "no session 'nope'" in errors[0].evalue and "'main'" in errors[0].evalue
+    assert "usage: %session export PATH.ipynb" in errors[1].evalue
+    assert nbformat.read(shared, as_version=4).metadata["agent_nb"]["sessions"]["main"]
+
+
+def test_a_loaded_session_survives_a_restore(tmp_path):
+    db = tmp_path / "team.db"
+    first = run_notebook("%load_ext agent_nb", "%%chat\nRemember 7", f"%session save {db}")
+    assert "saved" in text_of(first.cells[2])
+    nb = run_notebook("%load_ext agent_nb", f"%session load main {db}")
+    path = tmp_path / "loaded.ipynb"
+    nbformat.write(nb, path)
+    again = run_notebook("%load_ext agent_nb", f"%session restore {path}", "%session info")
+    assert "messages: 2" in text_of(again.cells[2])

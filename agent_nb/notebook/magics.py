@@ -13,9 +13,10 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
 from ..agent import Agent
-from ..errors import AgentError
+from ..errors import AgentError, InvalidSessionData, SessionNotFoundError
 from ..session import Response, Session
-from . import persist
+from ..stores.base import SessionStore
+from . import export, persist
 from .render import LiveMarkdown, footer, sanitize, tool_block, transcript, turn_markdown
 
 
@@ -298,6 +299,14 @@ class ChatMagics(Magics):
         %session info                id, model, messages, tokens
         %session delete ID           forget a session
         %session restore [PATH]      rebuild sessions from the saved notebook
+        %session save [PATH]         keep the current session in a store: PATH.ipynb (in
+                                     that notebook's metadata), PATH.db (SQLite), or the
+                                     default SQLite file ($AGENT_NB_DB)
+        %session load ID [PATH]      take session ID from such a store into this notebook
+        %session stored [PATH]       the sessions such a store holds, newest first
+        %session export PATH.ipynb [--code]
+                                     the current session as a notebook (--code: Python
+                                     blocks of answers as runnable code cells)
         """
         words = shlex.split(line)
         command, rest = (words[0], words[1:]) if words else ("info", [])
@@ -398,6 +407,50 @@ class ChatMagics(Magics):
             self.current = next(iter(self.sessions), None)
         print(f"deleted session {rest[0]!r}")
 
+    def _session_export(self, rest: list[str]) -> None:
+        code_cells = "--code" in rest
+        rest = [word for word in rest if word != "--code"]
+        if len(rest) != 1 or not rest[0].endswith(".ipynb"):
+            raise ChatError("usage: %session export PATH.ipynb [--code]")
+        session = self.session()
+        path = export.write_notebook(session, rest[0], code_cells=code_cells)
+        print(
+            f"exported session {session.session_id!r} ({len(session.messages)} messages) to {path}"
+        )
+
+    def _session_save(self, rest: list[str]) -> None:
+        store = _store_at(rest[0] if rest else None)
+        session = self.session()
+        store.save(session.session_id, session.to_dict())
+        print(
+            f"saved session {session.session_id!r} ({len(session.messages)} messages) to {store!r}"
+        )
+
+    def _session_load(self, rest: list[str]) -> None:
+        if not rest:
+            raise ChatError("usage: %session load ID [PATH]; %session stored [PATH] lists them")
+        store = _store_at(rest[1] if len(rest) > 1 else None)
+        try:
+            session = self._get_agent().load_session(rest[0], store=store)
+        except (SessionNotFoundError, InvalidSessionData) as exc:
+            raise ChatError(str(exc)) from None
+        session.store = None  # it lives in this notebook now; %session save writes it back
+        self.sessions[session.session_id] = session
+        self.current = session.session_id
+        self._publish(
+            f"loaded {_described(session)} from {store!r}",
+            persist.record("load", session, session.messages),
+        )
+
+    def _session_stored(self, rest: list[str]) -> None:
+        store = _store_at(rest[0] if rest else None)
+        infos = store.sessions(limit=50)
+        if not infos:
+            print(f"no sessions in {store!r}")
+        for info in infos:
+            when = (info.updated_at or "")[:16].replace("T", " ")
+            print(f"{info.session_id}  {when}  {info.message_count:>4} messages  {info.title}")
+
     def _session_restore(self, rest: list[str]) -> None:
         import nbformat
 
@@ -449,3 +502,18 @@ def _value(text: str) -> Any:
         except ValueError:
             pass
     return {"true": True, "false": False, "none": None}.get(text.lower(), text)
+
+
+def _store_at(path: str | None) -> SessionStore:
+    """The store %session save / load / stored name: a notebook, a SQLite file, the default."""
+    from ..stores import NotebookStore, SQLiteStore
+
+    if path is None:
+        return SQLiteStore()
+    if path.endswith(".ipynb"):
+        return NotebookStore(path)
+    return SQLiteStore(path)
+
+
+def _described(session: Session) -> str:
+    return f"session {session.session_id!r} ({len(session.messages)} messages)"

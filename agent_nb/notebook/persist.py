@@ -18,7 +18,7 @@ KEY = "agent_nb"
 def record(
     op: str, session: Session, messages: list[Message] | None = None, **extra: Any
 ) -> dict[str, Any]:
-    """Output metadata for one change to a session: a turn, a fork, a clear, an undo."""
+    """Output metadata for one change to a session: a turn, a fork, a clear, an undo, a load."""
     entry: dict[str, Any] = {
         "version": FORMAT_VERSION,
         "op": op,
@@ -75,20 +75,24 @@ def replay(
             if base in sessions:
                 sessions[session_id] = sessions[base].fork(session_id)
             else:
-                sessions[session_id] = agent.session(
-                    session_id=session_id, system=entry.get("system")
-                )
+                # not agent.session(): a store of the agent's must not resume or record this
+                sessions[session_id] = Session(agent, session_id, entry.get("system"))
         session = sessions[session_id]
         op = entry["op"]
-        if op == "turn":
+        if op in ("turn", "load"):
+            messages = []
             for raw in entry.get("messages", []):
                 try:
-                    session.add_message(Message.model_validate(raw))
+                    messages.append(Message.model_validate(raw))
                 except ValueError as exc:
                     raise InvalidSessionData(
                         f"record {index} (session {session_id!r}) holds a malformed message: {exc}"
                     ) from None
-            turns += 1
+            if op == "load":  # a session loaded from a store replaces what was there
+                session._set_history(messages)
+            else:
+                session._set_history(session.messages + messages)
+                turns += 1
         elif op == "clear":
             session.clear()
         elif op == "undo":

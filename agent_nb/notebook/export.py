@@ -1,0 +1,135 @@
+"""A session as a Jupyter notebook (nbformat v4), and a session read back from one."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import InvalidSessionData
+from ..messages import Message
+from . import render
+
+if TYPE_CHECKING:
+    from ..agent import Agent
+    from ..session import Session
+
+KEY = "agent_nb"
+_PYTHON_BLOCK = re.compile(r"^```(?:python|py|python3)[ \t]*\n(.*?)^```[ \t]*$", re.M | re.S)
+
+
+def to_notebook(session: Session, *, code_cells: bool = False) -> Any:
+    """The conversation as a notebook: a Markdown cell per prompt and per answer.
+
+    With `code_cells`, the Python code blocks of answers become code cells, ready to run.
+    The session itself rides along in `metadata["agent_nb"]`, as a NotebookStore keeps it.
+    """
+    import nbformat.v4 as v4
+
+    notebook = v4.new_notebook()
+    title = f"# Conversation `{session.session_id}`\n\nmodel: `{session.agent.model}`"
+    if session.system:
+        title += f"\n\n**system**: {render.sanitize(session.system)}"
+    notebook.cells.append(v4.new_markdown_cell(title))
+    for turn in _turns(session.messages):
+        prompt, answer = turn[0], turn[1:]
+        if prompt.role == "user":
+            notebook.cells.append(
+                v4.new_markdown_cell(
+                    f"**you**: {render.sanitize(prompt.text)}", metadata=_cell_meta([prompt])
+                )
+            )
+        else:
+            answer = turn
+        if answer:
+            notebook.cells.extend(_answer_cells(answer, code_cells))
+    notebook.metadata[KEY] = {
+        "sessions": {session.session_id: session.to_dict()},
+        "exported": session.session_id,
+    }
+    if code_cells:
+        notebook.metadata["kernelspec"] = {
+            "name": "python3",
+            "display_name": "Python 3",
+            "language": "python",
+        }
+        notebook.metadata["language_info"] = {"name": "python"}
+    return notebook
+
+
+def write_notebook(session: Session, path: str | os.PathLike[str], **options: Any) -> Path:
+    """Write `to_notebook(session)` to `path`; it is checked with nbformat.validate first."""
+    import nbformat
+
+    notebook = to_notebook(session, **options)
+    nbformat.validate(notebook)
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(notebook, target)
+    return target
+
+
+def from_notebook(
+    path: str | os.PathLike[str], agent: Agent, session_id: str | None = None
+) -> Session:
+    """The session an exported notebook (or a notebook of %%chat cells) holds."""
+    import nbformat
+
+    from ..session import Session
+    from . import persist
+
+    notebook = nbformat.read(path, as_version=4)
+    stored = (notebook.metadata.get(KEY) or {}).get("sessions") or {}
+    chosen = session_id or (notebook.metadata.get(KEY) or {}).get("exported")
+    if stored:
+        if chosen is None and len(stored) == 1:
+            chosen = next(iter(stored))
+        if chosen in stored:
+            return Session.from_dict(stored[chosen], agent)
+    rebuilt, current, _ = persist.replay(persist.records(notebook), agent)
+    chosen = chosen or (current if len(rebuilt) >= 1 else None)
+    if chosen in rebuilt:
+        return rebuilt[chosen]
+    known = sorted({*stored, *rebuilt})
+    raise InvalidSessionData(
+        f"{path} holds no agent_nb session"
+        + (f" {chosen!r}; it has: {', '.join(map(repr, known))}" if known else "")
+        + ("" if known else "; export one with session.to_notebook() or %session export PATH.ipynb")
+    )
+
+
+def _turns(messages: list[Message]) -> list[list[Message]]:
+    """The history cut before each user message."""
+    turns: list[list[Message]] = []
+    for message in messages:
+        if message.role == "user" or not turns:
+            turns.append([message])
+        else:
+            turns[-1].append(message)
+    return turns
+
+
+def _answer_cells(messages: list[Message], code_cells: bool) -> list[Any]:
+    import nbformat.v4 as v4
+
+    markdown = render.turn_markdown(messages)
+    meta = _cell_meta(messages)
+    if not code_cells:
+        return [v4.new_markdown_cell(markdown, metadata=meta)] if markdown else []
+    cells = []
+    at = 0
+    for block in _PYTHON_BLOCK.finditer(markdown):
+        prose = markdown[at : block.start()].strip()
+        if prose:
+            cells.append(v4.new_markdown_cell(prose, metadata=meta))
+        cells.append(v4.new_code_cell(block.group(1).rstrip("\n"), metadata=meta))
+        at = block.end()
+    rest = markdown[at:].strip()
+    if rest:
+        cells.append(v4.new_markdown_cell(rest, metadata=meta))
+    return cells
+
+
+def _cell_meta(messages: list[Message]) -> dict[str, Any]:
+    return {KEY: {"role": messages[0].role, "message_ids": [m.id for m in messages]}}

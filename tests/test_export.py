@@ -1,0 +1,123 @@
+"""session.to_notebook(), Session.from_notebook(), and the transcript a Session renders as."""
+
+from __future__ import annotations
+
+import nbformat
+import pytest
+
+from agent_nb import Agent, Message, Session, tool
+from agent_nb.errors import InvalidSessionData
+from agent_nb.providers.testing import TestProvider
+from agent_nb.stores import NotebookStore
+
+CODE_ANSWER = (
+    "Here is how:\n\n```python\nimport math\nprint(math.pi)\n```\n\nAnd a shell step:\n\n"
+    "```bash\nls\n```\n\nDone <script>alert(1)</script>."
+)
+
+
+@tool
+def get_weather(city: str) -> str:
+    """The weather in a city."""
+    return f"sunny in {city}"
+
+
+def conversation() -> Session:
+    agent = Agent(provider=TestProvider([CODE_ANSWER]), model="m", tools=[get_weather])
+    session = agent.session(session_id="trip", system="Be brief.")
+    session.run("How do I print pi?")
+    session.agent.provider.add_reply(Message.assistant("The weather: sunny."))
+    session.run("And the weather?")
+    return session
+
+
+def test_to_notebook_is_valid_with_a_cell_per_prompt_and_answer():
+    session = conversation()
+    notebook = session.to_notebook()
+    nbformat.validate(notebook)
+    kinds = [(c.cell_type, c.metadata.get("agent_nb", {}).get("role")) for c in notebook.cells]
+    assert kinds == [
+        ("markdown", None),  # the title: id, model, system prompt
+        ("markdown", "user"),
+        ("markdown", "assistant"),
+        ("markdown", "user"),
+        ("markdown", "assistant"),
+    ]
+    assert "Be brief." in notebook.cells[0].source and "`trip`" in notebook.cells[0].source
+    assert notebook.cells[1].source == "**you**: How do I print pi?"
+    assert "```python\nimport math" in notebook.cells[2].source
+    assert "<script>" not in notebook.cells[2].source  # model output is sanitized
+    assert notebook.metadata["agent_nb"]["sessions"]["trip"] == session.to_dict()
+
+
+def test_code_blocks_become_runnable_code_cells_when_asked():
+    notebook = conversation().to_notebook(code_cells=True)
+    nbformat.validate(notebook)
+    code = [c for c in notebook.cells if c.cell_type == "code"]
+    assert [c.source for c in code] == ["import math\nprint(math.pi)"]  # bash stays prose
+    assert notebook.metadata["kernelspec"]["name"] == "python3"
+    answer = [
+        c.source
+        for c in notebook.cells
+        if c.metadata.get("agent_nb", {}).get("role") == "assistant"
+    ]
+    assert answer[0] == "Here is how:" and answer[1] == "import math\nprint(math.pi)"
+    assert "```bash\nls\n```" in answer[2]
+
+
+def test_tool_calls_are_shown_in_the_export():
+    agent = Agent(provider="test", model="m", tools=[get_weather])
+    session = agent.session()
+    session.run("What is the weather in Paris?")
+    cells = session.to_notebook().cells
+    assert (
+        '🔧 get_weather({"city": "Paris"})' in cells[2].source
+        and "sunny in Paris" in cells[2].source
+    )
+
+
+def test_from_notebook_reads_an_export_back(tmp_path):
+    session = conversation()
+    path = tmp_path / "trip.ipynb"
+    nbformat.write(session.to_notebook(), path)
+    again = Session.from_notebook(path, session.agent)
+    assert again.messages == session.messages and again.system == "Be brief."
+    assert NotebookStore(path).load("trip") == session.to_dict()  # the same layout
+
+
+def test_from_notebook_reads_a_notebook_of_chat_cells(tmp_path):
+    from agent_nb.notebook import persist
+
+    agent = Agent(provider="test", model="m")
+    session = agent.session(session_id="main")
+    response = session.run("hello")
+    notebook = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("%%chat\nhello")
+    cell.outputs = [
+        nbformat.v4.new_output(
+            "display_data",
+            {"text/markdown": response.text},
+            metadata=persist.record("turn", session, list(response.messages)),
+        )
+    ]
+    notebook.cells.append(cell)
+    path = tmp_path / "chat.ipynb"
+    nbformat.write(notebook, path)
+    assert Session.from_notebook(path, agent).messages == session.messages
+
+
+def test_from_notebook_says_when_there_is_no_session(tmp_path):
+    path = tmp_path / "plain.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(), path)
+    with pytest.raises(InvalidSessionData, match="holds no agent_nb session.*to_notebook"):
+        Session.from_notebook(path, Agent(provider="test"))
+    nbformat.write(conversation().to_notebook(), path)
+    with pytest.raises(InvalidSessionData, match="no agent_nb session 'other'; it has: 'trip'"):
+        Session.from_notebook(path, Agent(provider="test"), session_id="other")
+
+
+def test_a_session_renders_as_a_sanitized_transcript():
+    session = conversation()
+    markdown = session._repr_markdown_()
+    assert markdown.startswith("*session `trip` · 4 messages*")
+    assert "**you**: How do I print pi?" in markdown and "<script>" not in markdown

@@ -1,0 +1,127 @@
+"""The notebooks in notebooks/, executed in a real kernel: offline, and on a loopback server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+from agent_nb import Agent, Session
+
+pytestmark = pytest.mark.timeout(240)
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+
+
+@pytest.fixture(params=["test", "loopback"])
+def provider(request, monkeypatch, tmp_path):
+    """Where the notebooks' questions go: the offline provider, or the loopback server."""
+    monkeypatch.chdir(tmp_path)
+    if request.param == "loopback":
+        server = request.getfixturevalue("server")
+        monkeypatch.setenv("AGENT_NB_PROVIDER", "openai")
+        monkeypatch.setenv("AGENT_NB_MODEL", "gpt-4o-mini")
+        monkeypatch.setenv("OPENAI_BASE_URL", server.url)
+        monkeypatch.setenv("OPENAI_API_KEY", "test-key-not-secret-0123456789")
+    return request.param
+
+
+def execute(name: str, folder: Path) -> nbformat.NotebookNode:
+    notebook = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+    NotebookClient(
+        notebook, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(folder)}}
+    ).execute()  # any error fails the test: every cell must run
+    nbformat.validate(notebook)
+    return notebook
+
+
+def chat_outputs(cell) -> list[dict]:
+    return [o for o in cell.outputs if "agent_nb" in o.get("metadata", {})]
+
+
+def stdout(cell) -> str:
+    return "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream")
+
+
+def test_the_notebooks_are_saved_without_outputs():
+    for path in NOTEBOOKS.glob("*.ipynb"):
+        notebook = nbformat.read(path, as_version=4)
+        nbformat.validate(notebook)
+        assert not [c for c in notebook.cells if c.get("outputs")], path.name
+
+
+def test_quickstart(provider, tmp_path):
+    nb = execute("quickstart", tmp_path)
+    chats = [c for c in nb.cells if c.source.startswith("%%chat")]
+    assert len(chats) == 4
+    for cell in chats:
+        (record,) = chat_outputs(cell)
+        markdown = record["data"]["text/markdown"]
+        assert "<sub>" in markdown  # the final Markdown with its footer
+        entry = record["metadata"]["agent_nb"]
+        assert entry["op"] == "turn" and entry["messages"][0]["role"] == "user"
+    assert [chat_outputs(c)[0]["metadata"]["agent_nb"]["session_id"] for c in chats] == [
+        "main",
+        "main",
+        "main",
+        "experiment",
+    ]
+    printed = stdout(nb.cells[7]).splitlines()
+    assert printed[-1] == "True 2"
+    listing = stdout(next(c for c in nb.cells if c.source == "%session list"))
+    assert "main  (6 messages)" in listing and "* experiment  (8 messages)" in listing
+    transcript = next(c for c in nb.cells if c.source.endswith("session"))
+    shown = next(o for o in transcript.outputs if o.output_type == "execute_result")
+    assert "**you**: Hello! My favourite colour is green." in shown["data"]["text/markdown"]
+    assert stdout(nb.cells[-1]).strip().endswith("cells")
+    if provider == "test":
+        assert "Alice" in printed[0]  # the offline provider answers from the conversation
+
+
+def test_tools(provider, tmp_path, request):
+    if provider == "loopback":
+        request.getfixturevalue("server").script(
+            _tool_reply("get_weather", {"city": "Paris"}),
+            "It is sunny in Paris.",
+            _tool_reply("get_weather", {"city": "Lyon"}),
+            "Sunny in Lyon too.",
+        )
+    nb = execute("tools", tmp_path)
+    (record,) = chat_outputs(nb.cells[3])
+    markdown = record["data"]["text/markdown"]
+    assert '<details><summary>🔧 get_weather({"city": "Paris"})</summary>' in markdown
+    assert "sunny and 21 °C in Paris" in markdown
+    assert "tool ['get_weather']" not in stdout(nb.cells[4])
+    assert "tool [] ['sunny and 21 °C in Paris']" in stdout(nb.cells[4])
+    assert stdout(nb.cells[5]).split() == ["tool_call", "get_weather", "tool_result", "get_weather"]
+
+
+def _tool_reply(name, arguments):
+    from fake_openai import Reply
+
+    return Reply(tool_calls=[{"name": name, "arguments": arguments}])
+
+
+def test_persistence_and_a_restore_in_a_new_kernel(provider, tmp_path):
+    nb = execute("persistence", tmp_path)
+    assert "saved session 'main' (4 messages)" in stdout(nb.cells[6])
+    assert "The project deadline is Friday" in stdout(nb.cells[7])
+    assert "exported session 'main' (4 messages)" in stdout(nb.cells[8])
+    assert stdout(nb.cells[9]).strip() == "4 messages read back from the export"
+    assert stdout(nb.cells[10]).split("\n")[:2] == [
+        "4 messages resumed from SQLite",
+        "6 messages stored",
+    ]
+    saved = tmp_path / "persistence.ipynb"
+    nbformat.write(nb, saved)  # as the user's Save does; then a new kernel reads it back
+    again = nbformat.v4.new_notebook()
+    again.cells = [
+        nbformat.v4.new_code_cell(s)
+        for s in ("%load_ext agent_nb", f"%session restore {saved}", "%session history")
+    ]
+    NotebookClient(again, timeout=60, kernel_name="python3").execute()
+    assert "restored 2 turns in 1 session" in stdout(again.cells[1])
+    assert stdout(again.cells[2]).count("[user]") == 2
+    session = Session.from_notebook(saved, Agent(provider="test"))
+    assert [m.role for m in session.messages] == ["user", "assistant"] * 2

@@ -125,3 +125,31 @@ def test_persistence_and_a_restore_in_a_new_kernel(provider, tmp_path):
     assert stdout(again.cells[2]).count("[user]") == 2
     session = Session.from_notebook(saved, Agent(provider="test"))
     assert [m.role for m in session.messages] == ["user", "assistant"] * 2
+
+
+def test_the_headless_demo_executes_the_quickstart(tmp_path):
+    import subprocess
+    import sys
+
+    root = NOTEBOOKS.parent
+    target = tmp_path / "quickstart.out.ipynb"
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(root / "examples" / "run_notebook.py"),
+            str(NOTEBOOKS / "quickstart.ipynb"),
+            str(target),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=200,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "> My name is Alice" in result.stdout and f"outputs: {target}" in result.stdout
+    executed = nbformat.read(target, as_version=4)
+    nbformat.validate(executed)
+    assert any(c.get("outputs") for c in executed.cells)
+    demo = (root / "scripts" / "demo").read_text()  # what ./scripts/demo --headless runs
+    assert "examples/run_notebook.py notebooks/quickstart.ipynb quickstart.out.ipynb" in demo
+    assert subprocess.run(["bash", "-n", str(root / "scripts" / "demo")]).returncode == 0

@@ -269,3 +269,38 @@ def test_a_loaded_session_survives_a_restore(tmp_path):
     nbformat.write(nb, path)
     again = run_notebook("%load_ext agent_nb", f"%session restore {path}", "%session info")
     assert "messages: 2" in text_of(again.cells[2])
+
+
+def test_terminal_ipython_streams_plain_text():
+    """In terminal IPython, %%chat prints the answer as it arrives: no Markdown objects."""
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    code = (
+        "%load_ext agent_nb\n"
+        "from agent_nb import Agent\n"
+        "from agent_nb.providers.testing import TestProvider\n"
+        "slow = Agent(provider=TestProvider(delay=0.15), model='m')\n"
+        "%agent slow\n"
+        "get_ipython().run_cell_magic('chat', '', 'alpha beta gamma delta epsilon zeta')\n"
+    )
+    ipython = Path(sys.executable).with_name("ipython")
+    process = subprocess.Popen(
+        [str(ipython), "--no-banner", "--colors=NoColor", "-c", code],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    arrivals = []  # (seconds, text so far)
+    started, seen = time.monotonic(), b""
+    while chunk := process.stdout.read1(4096):
+        seen += chunk
+        arrivals.append((time.monotonic() - started, seen.decode("utf-8", "replace")))
+    assert process.wait(30) == 0
+    text = seen.decode()
+    assert "alpha beta gamma delta epsilon zeta" in text
+    assert "<IPython" not in text and "text/markdown" not in text
+    first = next(t for t, so_far in arrivals if "You said" in so_far)
+    last = next(t for t, so_far in arrivals if "zeta" in so_far.split("You said", 1)[-1])
+    assert last - first > 0.5  # the words came one by one, not in one print at the end

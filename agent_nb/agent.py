@@ -113,11 +113,10 @@ class Agent:
         data = store.load(session_id)
         if data is None:
             known = store.list_sessions()
-            hint = f" (it has {len(known)}: {', '.join(map(repr, known[-5:]))}" + (
-                ", ...)" if len(known) > 5 else ")"
-            )
+            shown = ", ".join(map(repr, known[-5:])) + (", ..." if len(known) > 5 else "")
+            contents = f"it has {len(known)}: {shown}" if known else "it is empty"
             raise SessionNotFoundError(
-                f"no session {session_id!r} in {store!r}{hint if known else ' (it is empty)'}; "
+                f"no session {session_id!r} in {store!r} ({contents}); "
                 "start one with agent.session(session_id=..., store=...)"
             )
         try:

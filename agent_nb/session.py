@@ -302,15 +302,16 @@ class Session:
 
     # -- autosave --------------------------------------------------------------------------
 
-    def _changes(self) -> tuple[dict[str, Any], list[dict[str, Any]], int, str | None] | None:
-        """(header, new messages, start, last id) if history only grew since the last save."""
+    def _changes(self) -> dict[str, Any] | None:
+        """`store.append` arguments for what was added since the last save, if only added."""
         if self._saved is None:
             return None
         count, last_id = self._saved
         messages = self._messages
         if len(messages) < count or (count and messages[count - 1].id != last_id):
             return None
-        return self._header(), [m.to_dict() for m in messages[count:]], count, last_id
+        new = [m.to_dict() for m in messages[count:]]
+        return {"header": self._header(), "messages": new, "start": count, "last_id": last_id}
 
     def _mark_saved(self) -> None:
         messages = self._messages
@@ -323,34 +324,32 @@ class Session:
             return
         try:
             changes = self._changes()
-            if changes is None or not store.append(
-                self.session_id, changes[0], changes[1], start=changes[2], last_id=changes[3]
-            ):
+            if changes is None or not store.append(self.session_id, **changes):
                 store.save(self.session_id, self.to_dict())
         except Exception as exc:
-            self._saved = None
+            error = self._save_failed(exc)
             if not quiet:
-                raise self._store_error(exc) from exc
-            _log.warning("%s", self._store_error(exc))
+                raise error from exc
+            _log.warning("%s", error)
         else:
             self._mark_saved()
 
     async def _autosave_async(self, response: Response) -> None:
+        """`_autosave` through the store's async methods; a failure carries `response`."""
         store = self.store
         if store is None:
             return
         try:
             changes = self._changes()
-            if changes is None or not await store.aappend(
-                self.session_id, changes[0], changes[1], start=changes[2], last_id=changes[3]
-            ):
+            if changes is None or not await store.aappend(self.session_id, **changes):
                 await store.asave(self.session_id, self.to_dict())
         except Exception as exc:
-            self._saved = None
-            raise self._store_error(exc, response) from exc
+            raise self._save_failed(exc, response) from exc
         self._mark_saved()
 
-    def _store_error(self, exc: Exception, response: Response | None = None) -> StoreError:
+    def _save_failed(self, exc: Exception, response: Response | None = None) -> StoreError:
+        """Forget what was saved (the next save is a full one); the error to report."""
+        self._saved = None
         return StoreError(
             f"session {self.session_id!r} could not be saved to {self.store!r} "
             f"({type(exc).__name__}: {exc}); the conversation is intact in memory and is "

@@ -80,22 +80,23 @@ def from_notebook(
     from . import persist
 
     notebook = nbformat.read(path, as_version=4)
-    stored = (notebook.metadata.get(KEY) or {}).get("sessions") or {}
-    chosen = session_id or (notebook.metadata.get(KEY) or {}).get("exported")
-    if stored:
-        if chosen is None and len(stored) == 1:
-            chosen = next(iter(stored))
-        if chosen in stored:
-            return Session.from_dict(stored[chosen], agent)
+    ours = notebook.metadata.get(KEY) or {}
+    stored = ours.get("sessions") or {}
+    chosen = (
+        session_id or ours.get("exported") or (next(iter(stored)) if len(stored) == 1 else None)
+    )
+    if chosen in stored:
+        return Session.from_dict(stored[chosen], agent)
     rebuilt, current, _ = persist.replay(persist.records(notebook), agent)
-    chosen = chosen or (current if len(rebuilt) >= 1 else None)
+    chosen = chosen or current
     if chosen in rebuilt:
         return rebuilt[chosen]
-    known = sorted({*stored, *rebuilt})
+    known = ", ".join(map(repr, sorted({*stored, *rebuilt})))
+    if known:
+        raise InvalidSessionData(f"{path} holds no agent_nb session {chosen!r}; it has: {known}")
     raise InvalidSessionData(
-        f"{path} holds no agent_nb session"
-        + (f" {chosen!r}; it has: {', '.join(map(repr, known))}" if known else "")
-        + ("" if known else "; export one with session.to_notebook() or %session export PATH.ipynb")
+        f"{path} holds no agent_nb session; export one with session.to_notebook() "
+        "or %session export PATH.ipynb"
     )
 
 

@@ -91,7 +91,8 @@ def replay(
             if op == "load":  # a session loaded from a store replaces what was there
                 session._set_history(messages)
             else:
-                session._set_history(session.messages + messages)
+                for message in messages:
+                    session.add_message(message)
                 turns += 1
         elif op == "clear":
             session.clear()

@@ -86,10 +86,6 @@ class SQLStore(SessionStore):
     def _lock_schema(self, cursor: Cursor) -> None:
         """Keep two processes from creating or migrating the tables at once."""
 
-    @property
-    def _where(self) -> str:
-        return repr(self)
-
     # -- schema ----------------------------------------------------------------------------
 
     def _create_schema(self) -> None:
@@ -104,7 +100,7 @@ class SQLStore(SessionStore):
             version = int(row[0]) if row else None
             if version is not None and version > SCHEMA_VERSION:
                 raise ConfigurationError(
-                    f"{self._where} was written by a newer agent_nb (schema version {version}, "
+                    f"{self!r} was written by a newer agent_nb (schema version {version}, "
                     f"this one reads {SCHEMA_VERSION}); upgrade: pip install -U agent-nb"
                 )
             if version == SCHEMA_VERSION:
@@ -188,7 +184,7 @@ class SQLStore(SessionStore):
                 (session_id,),
             )
             rows = cursor.fetchall()
-        where = self._where
+        where = repr(self)
         if len(rows) != row[1]:
             raise InvalidSessionData(
                 f"session {session_id!r} in {where} is corrupt: it should have {row[1]} "

@@ -174,8 +174,10 @@ def unreadable(session_id: str) -> SessionInfo:
 
 
 def newest_first(infos: list[SessionInfo], limit: int | None, offset: int) -> list[SessionInfo]:
+    """One page of `infos`, the most recently updated first."""
+    check_page(limit, offset)
     infos.sort(key=lambda info: info.updated_at or "", reverse=True)
-    return page(infos, limit, offset)
+    return infos[offset : None if limit is None else offset + limit]
 
 
 def info_of(session_id: str, data: dict[str, Any]) -> SessionInfo:
@@ -188,11 +190,6 @@ def info_of(session_id: str, data: dict[str, Any]) -> SessionInfo:
         message_count=len(messages),
         model=data.get("model"),
     )
-
-
-def page(items: list[Any], limit: int | None, offset: int) -> list[Any]:
-    check_page(limit, offset)
-    return items[offset : None if limit is None else offset + limit]
 
 
 def check_page(limit: int | None, offset: int) -> None:

@@ -6,15 +6,16 @@ import multiprocessing
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 
-def _serve(raw: bytes, runs: int, ready: multiprocessing.Queue) -> None:
+def _serve(reply: Any, runs: int, ready: multiprocessing.Queue) -> None:
     from fake_openai import FakeOpenAI, Reply
 
     with FakeOpenAI() as server:
-        server.script(*[Reply(raw=raw)] * runs)
+        server.script(*[reply if isinstance(reply, Reply) else Reply(raw=reply)] * runs)
         ready.put(server.url)
         ready.get()  # wait for "stop"
 
@@ -22,12 +23,14 @@ def _serve(raw: bytes, runs: int, ready: multiprocessing.Queue) -> None:
 class ServerProcess:
     """`with ServerProcess(raw_body, runs) as url:` serves `raw_body` to `runs` requests.
 
+    `raw_body` may instead be a tests/fake_openai.py Reply (a paced stream, say).
+
     Where it can, it pins the server to the last CPU and this process to the others, so the
     candidates are not timed against the scheduler moving the two around (on a 2-core
     machine that alone swings a run between 0.17 and 0.33 s).
     """
 
-    def __init__(self, raw: bytes, runs: int) -> None:
+    def __init__(self, raw: Any, runs: int) -> None:
         self._queue: multiprocessing.Queue = multiprocessing.Queue()
         self._process = multiprocessing.Process(
             target=_serve, args=(raw, runs, self._queue), daemon=True

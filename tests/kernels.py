@@ -83,6 +83,14 @@ class Kernel:
             result.messages.append(msg)
         raise AssertionError(f"the kernel did not finish {code[:40]!r} in {timeout} s")
 
+    def complete(self, code: str) -> list[str]:
+        """What Tab offers at the end of `code`."""
+        msg_id = self.client.complete(code, len(code))
+        while True:
+            reply = self.client.get_shell_msg(timeout=30)
+            if reply["parent_header"].get("msg_id") == msg_id:
+                return reply["content"]["matches"]
+
 
 def run_notebook(*sources: str, allow_errors: bool = True) -> nbformat.NotebookNode:
     """A new notebook with these code cells, executed in a fresh kernel."""

@@ -10,6 +10,8 @@ import pytest
 from fake_openai import Reply
 from kernels import Kernel, run_notebook, text_of
 
+from agent_nb.notebook.render import sanitize
+
 pytestmark = pytest.mark.timeout(180)
 
 
@@ -212,10 +214,43 @@ def test_live_updates_are_throttled(server):
         assert final["data"]["text/plain"].endswith("w399")
 
 
+def test_a_long_answer_ends_as_a_few_outputs_that_render_as_one(server):
+    paragraphs = [" ".join(f"p{i}w{j}" for j in range(40)) for i in range(60)]
+    paragraphs[10] = "```python\ndef f():\n\n    return '<b>'\n```"
+    paragraphs[20] = "<img src=x onerror=alert(1)> and [a](javascript:alert(1))"
+    text = "\n\n".join(paragraphs)
+    server.chunk_delay = 0.001
+    server.script(Reply(text=text))
+    nb = run_notebook(
+        f"%load_ext agent_nb\n%agent provider=openai model=m base_url={server.url} api_key=k",
+        "%%chat\nWrite at length",
+    )
+    shown = displays(nb.cells[1])
+    assert 1 < len(shown) <= 41
+    markdown = "".join(o.data["text/markdown"] for o in shown)
+    body, _, footer = markdown.rpartition("\n\n")
+    assert body == sanitize(text) and "<img" not in body and "javascript:" not in body
+    assert footer.startswith("<sub>`m`")
+    assert [o.data.get("text/plain") for o in shown] == [None] * (len(shown) - 1) + [text]
+    assert "agent_nb" in shown[-1].metadata and record(nb.cells[1])["op"] == "turn"
+
+
 def test_unload_removes_the_magics():
     nb = run_notebook("%load_ext agent_nb", "%unload_ext agent_nb", "%%chat\nhello")
     said = "".join(o.get("text", "") for o in nb.cells[2].outputs)
     assert "Cell magic `%%chat` not found" in said
+
+
+def test_tab_completes_subcommands_and_session_ids():
+    with Kernel() as kernel:
+        kernel.execute("%load_ext agent_nb\n%session new alpha\n%session new beta")
+        assert kernel.complete("%session us") == ["use"]
+        assert {"fork", "undo", "export", "restore"} <= set(kernel.complete("%session "))
+        assert kernel.complete("%session use al") == ["alpha"]
+        assert kernel.complete("%session delete b") == ["beta"]
+        assert kernel.complete("%%chat be") == ["beta"]
+        kernel.execute("%unload_ext agent_nb")
+        assert "alpha" not in kernel.complete("%session use al")
 
 
 def test_help_reads_like_ipython():

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 _loaded: dict[int, Any] = {}
+_COMPLETED = ("%session", "%%chat")  # the commands whose arguments tab-complete
 
 
 def load_ipython_extension(ipython: Any) -> None:
@@ -16,7 +17,8 @@ def load_ipython_extension(ipython: Any) -> None:
         return
     magics = ChatMagics(ipython)
     ipython.register_magics(magics)
-    ipython.set_hook("complete_command", magics.complete_session_ids, str_key="%session")
+    for command in _COMPLETED:
+        ipython.set_hook("complete_command", magics.complete, str_key=command)
     _loaded[id(ipython)] = magics
     if persist.notebook_path(ipython.user_ns) is not None:
         try:
@@ -30,6 +32,10 @@ def unload_ipython_extension(ipython: Any) -> None:
     magics = _loaded.pop(id(ipython), None)
     if magics is None:
         return
+    completers = ipython.strdispatchers.get("complete_command")
+    if completers is not None:
+        for command in _COMPLETED:
+            completers.strs.pop(command, None)
     registry = ipython.magics_manager.magics
     for kind, names in (("line", ("agent", "session")), ("cell", ("chat",))):
         for name in names:

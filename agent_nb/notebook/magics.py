@@ -17,7 +17,8 @@ from ..errors import AgentError, InvalidSessionData, SessionNotFoundError
 from ..session import Response, Session
 from ..stores.base import SessionStore
 from . import export, persist
-from .render import LiveMarkdown, footer, sanitize, tool_block, transcript, turn_markdown
+from .live import live_answer
+from .render import footer, transcript, turn_markdown
 
 
 class ChatError(Exception):
@@ -192,12 +193,9 @@ class ChatMagics(Magics):
         stream: bool,
         fork_of: str | None,
     ) -> Response:
-        live = LiveMarkdown(rich=self._rich())
+        live = live_answer(rich=self._rich())
         before = len(session.messages)
         started = time.monotonic()
-        text: list[str] = []
-        tools: list[str] = []
-        calls: dict[str, tuple[str, dict[str, Any]]] = {}
         extra = {"fork_of": fork_of} if fork_of else {}
         try:
             if schema is not None:
@@ -209,34 +207,26 @@ class ChatMagics(Magics):
                 try:
                     for event in events:
                         if event.type == "text_delta":
-                            text.append(event.text)
+                            live.text(event.text)
                         elif event.type == "tool_call":
-                            calls[event.id] = (event.name, event.arguments)
-                            tools.append(tool_block(event.name, event.arguments, None, False))
+                            live.tool_call(event.id, event.name, event.arguments)
                         elif event.type == "tool_result":
-                            name, arguments = calls[event.tool_call_id]
-                            tools[-1] = tool_block(name, arguments, event.content, event.is_error)
-                        else:
-                            continue
-                        body = "".join(tools) + sanitize("".join(text))
-                        live.show(body, plain="".join(text))
+                            live.tool_result(event.tool_call_id, event.content, event.is_error)
                 finally:
                     events.close()
                 response = events.response
         except KeyboardInterrupt:
             kept = session.messages[before:]
             partial = Response(
-                text="".join(text),
+                text="".join(m.text for m in kept if m.role == "assistant"),
                 messages=tuple(kept),
                 model=settings.get("model", session.agent.model),
                 interrupted=True,
             )
-            body = turn_markdown(kept) or "*(stopped before any text arrived: nothing kept)*"
-            live.show(
-                body + "\n\n" + footer(partial, time.monotonic() - started, interrupted=True),
-                final=True,
-                plain="".join(text),
-                metadata=persist.record("turn", session, kept, **extra) if kept else None,
+            live.finish(
+                footer(partial, time.monotonic() - started, interrupted=True),
+                persist.record("turn", session, kept, **extra) if kept else None,
+                empty="*(stopped before any text arrived: nothing kept)*",
             )
             raise Interrupted(
                 f"stopped; {'the partial answer is kept' if kept else 'nothing was kept'} in "
@@ -245,13 +235,12 @@ class ChatMagics(Magics):
         except AgentError as exc:
             raise ChatError(f"{exc} (session {session.session_id!r} is unchanged)") from None
         assert response is not None
-        seconds = time.monotonic() - started
-        body = turn_markdown(response.messages)
-        live.show(
-            body + "\n\n" + footer(response, seconds),
-            final=True,
-            plain=response.text,
-            metadata=persist.record("turn", session, list(response.messages), **extra),
+        streamed = stream and schema is None  # if not, nothing is shown yet: show it whole
+        live.finish(
+            footer(response, time.monotonic() - started),
+            persist.record("turn", session, list(response.messages), **extra),
+            markdown=None if streamed else turn_markdown(response.messages),
+            plain=None if streamed else response.text,
         )
         return response
 
@@ -312,11 +301,12 @@ class ChatMagics(Magics):
         command, rest = (words[0], words[1:]) if words else ("info", [])
         handler = getattr(self, f"_session_{command}", None)
         if handler is None:
-            known = " ".join(
-                n.removeprefix("_session_") for n in dir(self) if n.startswith("_session_")
-            )
+            known = " ".join(self._subcommands())
             raise ChatError(f"%session {command}: unknown subcommand; known: {known}")
         return handler(rest)
+
+    def _subcommands(self) -> list[str]:
+        return [n.removeprefix("_session_") for n in dir(self) if n.startswith("_session_")]
 
     def _session_new(self, rest: list[str]) -> None:
         system = None
@@ -480,8 +470,17 @@ class ChatMagics(Magics):
         else:
             print(markdown)
 
-    def complete_session_ids(self, shell: Any, event: Any) -> list[str]:
-        return list(self.sessions)
+    def complete(self, shell: Any, event: Any) -> list[str]:
+        """Tab completion: %session's subcommands, then session ids where one is expected."""
+        words = event.text_until_cursor.split()
+        position = len(words) - (0 if event.text_until_cursor[-1:].isspace() else 1)
+        if words[0] == "%%chat":
+            return list(self.sessions) if position == 1 else []
+        if position == 1:
+            return self._subcommands()
+        if position == 2 and words[1] in ("use", "delete"):
+            return list(self.sessions)
+        return []
 
 
 class _Namespace(dict):

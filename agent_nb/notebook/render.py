@@ -5,20 +5,14 @@ from __future__ import annotations
 import html
 import json
 import re
-import sys
-import time
-import uuid
 from collections.abc import Iterable
 from typing import Any
 
 from ..messages import Message
 from ..session import Response
 
-#: The display is refreshed at most this often while an answer streams.
-UPDATE_INTERVAL = 0.05
-
 _FENCED = re.compile(r"^(```|~~~)[^\n]*\n.*?(?:^\1[ \t]*$|\Z)", re.MULTILINE | re.DOTALL)
-_CODE_SPAN = re.compile(r"(`+)(.+?)\1", re.DOTALL)
+_CODE_SPAN = re.compile(r"(`+)((?:(?!\n[ \t]*\n).)+?)\1", re.DOTALL)  # not across paragraphs
 _TAG = re.compile(r"<(/?[A-Za-z!?][^<>]*)>")
 _UNSAFE_LINK = re.compile(
     r"\]\(\s*(?:javascript|vbscript|data):(?:[^()]|\([^()]*\))*\)", re.IGNORECASE
@@ -77,7 +71,7 @@ def tool_block(name: str, arguments: dict[str, Any], result: str | None, is_erro
 
 
 def turn_markdown(messages: Iterable[Message]) -> str:
-    """The Markdown of one turn's answer: tool blocks, then the text."""
+    """The Markdown of one turn's answer: each message's text, then its tool calls."""
     out = []
     results = {}
     messages = list(messages)
@@ -87,6 +81,8 @@ def turn_markdown(messages: Iterable[Message]) -> str:
     for message in messages:
         if message.role != "assistant":
             continue
+        if message.text:
+            out.append(sanitize(message.text) + ("\n\n" if message.tool_calls else ""))
         for call in message.tool_calls:
             result = results.get(call.id)
             out.append(
@@ -97,8 +93,6 @@ def turn_markdown(messages: Iterable[Message]) -> str:
                     bool(result and result.is_error),
                 )
             )
-        if message.text:
-            out.append(sanitize(message.text))
     return "".join(out)
 
 
@@ -117,48 +111,3 @@ def transcript(messages: Iterable[Message], system: str | None = None) -> str:
         elif message.role == "system":
             out.append(f"**system**: {sanitize(message.text)}\n\n")
     return "".join(out).rstrip() + "\n"
-
-
-class LiveMarkdown:
-    """A display that shows Markdown as it grows, refreshed at most every UPDATE_INTERVAL.
-
-    In a kernel it updates one output through a display id; in a terminal it prints the new
-    text as it comes.
-    """
-
-    def __init__(self, *, rich: bool) -> None:
-        self.rich = rich
-        self._display_id = uuid.uuid4().hex
-        self._last = 0.0
-        self._shown = False
-        self._printed = 0
-
-    def show(
-        self,
-        markdown: str,
-        *,
-        final: bool = False,
-        metadata: dict | None = None,
-        plain: str | None = None,
-    ) -> None:
-        """Show `markdown`; unless `final`, skip it if the last refresh was too recent."""
-        now = time.monotonic()
-        if not final and now - self._last < UPDATE_INTERVAL:
-            return
-        self._last = now
-        if not self.rich:
-            text = plain if plain is not None else markdown
-            sys.stdout.write(text[self._printed :])
-            self._printed = len(text)
-            if final:
-                sys.stdout.write("\n")
-            sys.stdout.flush()
-            return
-        from IPython.display import display, update_display
-
-        data = {"text/markdown": markdown, "text/plain": plain if plain is not None else markdown}
-        if not self._shown:
-            self._shown = True
-            display(data, raw=True, display_id=self._display_id, metadata=metadata or {})
-        else:
-            update_display(data, raw=True, display_id=self._display_id, metadata=metadata or {})

@@ -1,0 +1,248 @@
+"""An answer shown as it streams: throttled Markdown in a kernel, plain text in a terminal.
+
+A display update replaces a whole output, so re-sending the growing answer costs time squared.
+Instead, finished blocks (cut only where Markdown allows: a blank line outside any fenced block,
+before a line that starts a new block) are frozen into outputs of their own, and only the tail
+is refreshed: at most every UPDATE_INTERVAL, and only while the bytes sent stay within
+BYTE_BUDGET times the answer received. The cell ends as a few Markdown outputs that together
+render as the one answer; the last carries the footer, the turn's record and, as text/plain,
+the whole answer's text (so a plain-text reader sees it once).
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import time
+import uuid
+from typing import Any
+
+from .render import sanitize, tool_block
+
+#: The display is refreshed at most this often while an answer streams.
+UPDATE_INTERVAL = 0.05
+#: Bytes sent to the front end before the end: at most BYTE_BUDGET per character received,
+#: plus BYTE_ALLOWANCE (which lets a short answer refresh at the full rate). Each message
+#: counts MESSAGE_BYTES more: what Jupyter wraps it in (headers, ids, dates).
+BYTE_BUDGET = 6
+BYTE_ALLOWANCE = 200_000
+MESSAGE_BYTES = 1_000
+#: Finished blocks are frozen into an output once they are this long, or 1/PART_FRACTION of
+#: the answer so far, whichever is more (so a long answer stays a handful of outputs:
+#: JupyterLab hides all but the first 50 outputs of a cell).
+MIN_PART = 1_500
+PART_FRACTION = 10
+MAX_PARTS = 40
+
+_FENCE_OPEN = re.compile(r" {0,3}(?:(`{3,})[^`]*|(~{3,}).*|(\$\$)[ \t]*)$")
+
+
+class _Blocks:
+    """Finds where a growing Markdown text may be cut without changing how it renders."""
+
+    def __init__(self) -> None:
+        self.scanned = 0  # the text before this offset has been read, line by line
+        self.fence: str | None = None  # the marker of the fenced block we are in
+        self.blank = False  # the last line read was blank
+
+    def last_cut(self, text: str) -> int:
+        """The last offset in `text` that starts a new top-level block (0: none)."""
+        cut = 0
+        end = text.rfind("\n") + 1
+        position = self.scanned
+        while position < end:
+            newline = text.index("\n", position)
+            line = text[position:newline]
+            if self.fence is not None:
+                stripped = line.strip()
+                if stripped.startswith(self.fence) and not stripped.strip(self.fence[0]):
+                    self.fence = None
+            elif not line.strip():
+                self.blank = True
+            else:
+                if self.blank and not line[0].isspace():
+                    cut = position
+                self.blank = False
+                opened = _FENCE_OPEN.match(line)
+                if opened:
+                    self.fence = next(marker for marker in opened.groups() if marker)
+            position = newline + 1
+        self.scanned = end
+        rest = text[end:]
+        if self.fence is None and self.blank and rest[:1].strip():
+            cut = end  # the next block has begun: what precedes it is complete
+        return cut
+
+    def shift(self, cut: int) -> None:
+        self.scanned -= cut
+
+
+class LiveMarkdown:
+    """An answer streaming into a notebook cell through display ids."""
+
+    def __init__(self) -> None:
+        self._text: list[str] = []  # all the text, for the plain-text version at the end
+        self._done: list[str] = []  # the Markdown of finished blocks not yet in an output
+        self._done_size = 0
+        self._tools: dict[str, list[Any]] = {}  # call id -> [name, arguments, result, error]
+        self._tail: list[str] = []  # the text of the current message since the last cut
+        self._blocks = _Blocks()
+        self._display_id: str | None = None
+        self._parts = 0
+        self._received = 0
+        self._sent = 0
+        self._last = 0.0
+
+    # -- what arrives -------------------------------------------------------------------------
+
+    def text(self, delta: str) -> None:
+        self._tail.append(delta)
+        self._text.append(delta)
+        self._arrived(len(delta))
+
+    def tool_call(self, call_id: str, name: str, arguments: dict[str, Any]) -> None:
+        self._end_text()
+        self._tools[call_id] = [name, arguments, None, False]
+        self._arrived(len(name) + len(str(arguments)))
+
+    def tool_result(self, call_id: str, content: str, is_error: bool) -> None:
+        if call_id in self._tools:
+            self._tools[call_id][2:] = [content, is_error]
+        if all(tool[2] is not None for tool in self._tools.values()):
+            for name, arguments, result, error in self._tools.values():
+                self._add_done(tool_block(name, arguments, result, error))
+            self._tools.clear()
+        self._arrived(len(content))
+
+    def finish(
+        self,
+        footer: str,
+        metadata: dict[str, Any] | None,
+        *,
+        markdown: str | None = None,
+        plain: str | None = None,
+        empty: str = "",
+    ) -> None:
+        """The last update: what is left, the footer and the record (or `markdown` instead).
+
+        `empty` stands in for an answer of which nothing arrived.
+        """
+        if markdown is None:
+            markdown, plain = self._live(), "".join(self._text)
+            if not markdown and not self._parts:
+                markdown = empty
+        body = f"{markdown}\n\n{footer}" if markdown and footer else markdown or footer
+        self._publish(body, plain, metadata)
+
+    # -- how it is shown ----------------------------------------------------------------------
+
+    def _arrived(self, size: int) -> None:
+        self._received += size
+        now = time.monotonic()
+        if now - self._last >= UPDATE_INTERVAL:
+            self._refresh(now)
+
+    def _refresh(self, now: float) -> None:
+        self._last = now
+        self._cut()
+        if self._done_size >= max(MIN_PART, self._received // PART_FRACTION) and (
+            self._parts < MAX_PARTS
+        ):
+            self._freeze()  # one message per refresh: the tail shows at the next
+            return
+        markdown = self._live()
+        allowed = BYTE_BUDGET * self._received + BYTE_ALLOWANCE
+        if markdown.strip() and self._sent + len(markdown) + MESSAGE_BYTES <= allowed:
+            self._publish(markdown, None, None)
+
+    def _cut(self) -> None:
+        if not self._tail:
+            return
+        text = "".join(self._tail)
+        cut = self._blocks.last_cut(text)
+        if cut:
+            self._add_done(sanitize(text[:cut]))
+            self._blocks.shift(cut)
+            text = text[cut:]
+        self._tail = [text] if text else []
+
+    def _end_text(self) -> None:
+        """The message's text is complete: all of it is a finished block."""
+        text = "".join(self._tail)
+        if text:
+            self._add_done(sanitize(text) + "\n\n")
+        self._tail = []
+        self._blocks = _Blocks()
+
+    def _add_done(self, markdown: str) -> None:
+        self._done.append(markdown)
+        self._done_size += len(markdown)
+
+    def _freeze(self) -> None:
+        """Give the finished blocks an output of their own; the tail moves to a new one."""
+        self._publish("".join(self._done), None, None)
+        self._done, self._done_size = [], 0
+        self._display_id = None
+        self._parts += 1
+
+    def _live(self) -> str:
+        pending = "".join(tool_block(*tool) for tool in self._tools.values())
+        return "".join(self._done) + pending + sanitize("".join(self._tail))
+
+    def _publish(self, markdown: str, plain: str | None, metadata: dict[str, Any] | None) -> None:
+        from IPython.display import display, update_display
+
+        data = {"text/markdown": markdown}
+        if plain is not None:  # the whole answer's text, once, with the last output
+            data["text/plain"] = plain
+        self._sent += len(markdown) + len(plain or "") + MESSAGE_BYTES
+        if self._display_id is None:
+            self._display_id = uuid.uuid4().hex
+            display(data, raw=True, display_id=self._display_id, metadata=metadata or {})
+        else:
+            update_display(data, raw=True, display_id=self._display_id, metadata=metadata or {})
+
+
+class LivePlain:
+    """An answer streaming into a terminal: the text as it comes, tool calls as lines."""
+
+    def __init__(self) -> None:
+        self._last = 0.0
+        self._wrote = False
+
+    def text(self, delta: str) -> None:
+        self._write(delta)
+
+    def tool_call(self, call_id: str, name: str, arguments: dict[str, Any]) -> None:
+        self._write(f"\n[tool] {name}({', '.join(f'{k}={v!r}' for k, v in arguments.items())})\n")
+
+    def tool_result(self, call_id: str, content: str, is_error: bool) -> None:
+        first = content.splitlines()[0] if content else ""
+        self._write(f"[tool] {'error: ' if is_error else '-> '}{first[:200]}\n")
+
+    def finish(
+        self,
+        footer: str,
+        metadata: dict[str, Any] | None,
+        *,
+        markdown: str | None = None,
+        plain: str | None = None,
+        empty: str = "",
+    ) -> None:
+        if plain is not None and not self._wrote:
+            sys.stdout.write(plain)
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+
+    def _write(self, text: str) -> None:
+        sys.stdout.write(text)
+        self._wrote = True
+        now = time.monotonic()
+        if now - self._last >= UPDATE_INTERVAL:
+            sys.stdout.flush()
+            self._last = now
+
+
+def live_answer(*, rich: bool) -> LiveMarkdown | LivePlain:
+    """The live display for a kernel with a front end (`rich`) or a terminal."""
+    return LiveMarkdown() if rich else LivePlain()

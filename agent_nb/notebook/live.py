@@ -1,10 +1,10 @@
 """An answer shown as it streams: throttled Markdown in a kernel, plain text in a terminal.
 
-A display update replaces a whole output, so re-sending the growing answer costs time squared.
-Instead, finished blocks (cut only where Markdown allows: a blank line outside any fenced block,
-before a line that starts a new block) are frozen into outputs of their own, and only the tail
-is refreshed: at most every UPDATE_INTERVAL, and only while the bytes sent stay within
-BYTE_BUDGET times the answer received. The cell ends as a few Markdown outputs that together
+A display update replaces a whole output, so re-sending the growing answer costs bytes that
+grow with its square. Instead, finished blocks (cut only where Markdown allows: a blank line
+outside any fenced block, before a line that starts a new block) are frozen into outputs of
+their own, and only the tail is refreshed: at most every UPDATE_INTERVAL, and only while the
+bytes sent stay within the budget below. The cell ends as a few Markdown outputs that together
 render as the one answer; the last carries the footer, the turn's record and, as text/plain,
 the whole answer's text (so a plain-text reader sees it once).
 """

@@ -177,3 +177,43 @@ def _unprivileged_user() -> pwd.struct_passwd | None:
         except KeyError:
             continue
     raise ServerUnavailable("running as root, and there is no 'postgres' or 'nobody' user")
+
+
+class JupyterLabServer:
+    """JupyterLab serving `folder` on a free port, without a token, with its own state."""
+
+    def __init__(self, folder: Path) -> None:
+        import importlib.util
+        import sys
+
+        if importlib.util.find_spec("jupyterlab") is None:
+            raise ServerUnavailable("jupyterlab is not installed (pip install jupyterlab)")
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.root = folder / "notebooks"
+        self.data = folder / "data"  # where the notary keeps the secret that trusts notebooks
+        self.root.mkdir()
+        env = {
+            **os.environ,
+            "JUPYTER_DATA_DIR": str(self.data),
+            "JUPYTERLAB_SETTINGS_DIR": str(folder / "settings"),
+            "JUPYTERLAB_WORKSPACES_DIR": str(folder / "workspaces"),
+        }
+        command = [sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={self.port}"]
+        command += ["--ServerApp.ip=127.0.0.1", f"--ServerApp.root_dir={self.root}"]
+        command += ["--IdentityProvider.token=", "--ServerApp.password="]
+        if os.geteuid() == 0:
+            command.append("--allow-root")
+        self._log = open(folder / "lab.log", "wb")  # noqa: SIM115 - closed in stop()
+        self._process = subprocess.Popen(
+            command, env=env, stdout=self._log, stderr=subprocess.STDOUT
+        )
+        _wait_for_port(self.port, self._process, "jupyter lab", timeout=60)
+
+    def stop(self) -> None:
+        self._process.terminate()
+        try:
+            self._process.wait(10)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+        self._log.close()

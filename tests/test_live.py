@@ -87,7 +87,9 @@ class Screen:
 
     @property
     def markdown(self) -> str:
-        return "".join(o["data"]["text/markdown"] for o in self.outputs.values())
+        parts = [o["data"]["text/markdown"] for o in self.outputs.values()]
+        assert all(part.endswith(live.PART_END) for part in parts[:-1])
+        return "".join(parts).replace(live.PART_END, "")
 
     @property
     def sent(self) -> int:

@@ -10,6 +10,7 @@ import pytest
 from fake_openai import Reply
 from kernels import Kernel, run_notebook, text_of
 
+from agent_nb.notebook.live import PART_END
 from agent_nb.notebook.render import sanitize
 
 pytestmark = pytest.mark.timeout(180)
@@ -227,7 +228,7 @@ def test_a_long_answer_ends_as_a_few_outputs_that_render_as_one(server):
     )
     shown = displays(nb.cells[1])
     assert 1 < len(shown) <= 41
-    markdown = "".join(o.data["text/markdown"] for o in shown)
+    markdown = "".join(o.data["text/markdown"] for o in shown).replace(PART_END, "")
     body, _, footer = markdown.rpartition("\n\n")
     assert body == sanitize(text) and "<img" not in body and "javascript:" not in body
     assert footer.startswith("<sub>`m`")

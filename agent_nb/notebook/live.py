@@ -34,6 +34,10 @@ MIN_PART = 1_500
 PART_FRACTION = 10
 MAX_PARTS = 40
 
+#: Ends every frozen part: JupyterLab gives an output's last element half the usual bottom
+#: margin, so an empty last element keeps the gap between parts that between paragraphs.
+PART_END = "<div></div>\n"
+
 _FENCE_OPEN = re.compile(r" {0,3}(?:(`{3,})[^`]*|(~{3,}).*|(\$\$)[ \t]*)$")
 
 
@@ -180,7 +184,7 @@ class LiveMarkdown:
 
     def _freeze(self) -> None:
         """Give the finished blocks an output of their own; the tail moves to a new one."""
-        self._publish("".join(self._done), None, None)
+        self._publish("".join(self._done) + PART_END, None, None)
         self._done, self._done_size = [], 0
         self._display_id = None
         self._parts += 1

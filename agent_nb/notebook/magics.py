@@ -224,7 +224,7 @@ class ChatMagics(Magics):
                 interrupted=True,
             )
             live.finish(
-                footer(partial, time.monotonic() - started, interrupted=True),
+                footer(partial, time.monotonic() - started),
                 persist.record("turn", session, kept, **extra) if kept else None,
                 empty="*(stopped before any text arrived: nothing kept)*",
             )

@@ -48,14 +48,14 @@ def _sanitize_prose(text: str) -> str:
     return re.sub("\x00(\\d+)\x00", lambda m: spans[int(m.group(1))], text)
 
 
-def footer(response: Response, seconds: float | None, *, interrupted: bool = False) -> str:
+def footer(response: Response, seconds: float | None) -> str:
     facts = [f"`{response.model}`"] if response.model else []
     usage = response.usage
     if usage.input_tokens or usage.output_tokens:
         facts.append(f"{usage.input_tokens:,} in · {usage.output_tokens:,} out tokens")
     if seconds is not None:
         facts.append(f"{seconds:.1f} s")
-    if interrupted:
+    if response.interrupted:
         facts.append("**interrupted**: the partial answer is kept")
     if response.finish_reason == "length":
         facts.append("cut at max_tokens")

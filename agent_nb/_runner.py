@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
@@ -40,32 +40,44 @@ def _runner_loop() -> asyncio.AbstractEventLoop:
 
 
 class _Job(Generic[T]):
-    """A coroutine running as a task on the runner, with a way to cancel it and wait."""
+    """A coroutine to run as a task on the runner, with a way to cancel it and wait.
 
-    def __init__(self, coro: Coroutine[Any, Any, T]) -> None:
+    Made in two steps (`_Job(...)`, then `start()`) so that a caller can store the job before
+    it runs: an interrupt between the two then finds a job it can cancel, never a task that
+    runs on unowned. Cancelling a job that never started closes its coroutine.
+    """
+
+    def __init__(self, make_coro: Callable[[], Coroutine[Any, Any, T]]) -> None:
         self._loop = _runner_loop()
+        self._make_coro = make_coro
         self._done = threading.Event()
         self._task: asyncio.Task[T] | None = None
-        self._loop.call_soon_threadsafe(self._start, coro)
+        self._cancelled = False
 
-    def _start(self, coro: Coroutine[Any, Any, T]) -> None:
-        self._task = self._loop.create_task(coro)
+    def start(self) -> None:
+        self._loop.call_soon_threadsafe(self._start)
+
+    def _start(self) -> None:
+        if self._cancelled:
+            return
+        self._task = self._loop.create_task(self._make_coro())
         self._task.add_done_callback(lambda _: self._done.set())
 
-    def result(self) -> T:
-        """Wait for the task and return its result; an interrupt cancels it first."""
-        try:
-            self._done.wait()
-        except KeyboardInterrupt:
-            self.cancel()
-            raise
+    def wait(self) -> None:
+        self._done.wait()
+
+    def outcome(self) -> T:
+        """The finished task's result (or its exception, raised)."""
         assert self._task is not None
         return self._task.result()
 
-    def cancel(self) -> None:
-        """Cancel the task and wait until its cleanup has run (a second Ctrl-C waits too)."""
+    def cancel(self, *, wait: bool = True) -> None:
+        """Cancel the task and (with `wait`) return once its cleanup has run.
+
+        A second Ctrl-C while waiting waits on: the cleanup is what keeps history right.
+        """
         self._loop.call_soon_threadsafe(self._cancel)
-        while True:
+        while wait:
             try:
                 self._done.wait()
                 return
@@ -73,13 +85,29 @@ class _Job(Generic[T]):
                 continue
 
     def _cancel(self) -> None:
-        if self._task is not None:
+        if self._task is None:  # never started: it never will
+            self._cancelled = True
+            self._done.set()
+        else:
             self._task.cancel()
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
-    """Run `coro` on the runner and return its result."""
-    return _Job(coro).result()
+    """Run `coro` on the runner and return its result; an interrupt cancels it first."""
+    job = _Job(lambda: coro)
+    try:
+        job.start()
+        job.wait()
+    except BaseException:
+        job.cancel()
+        coro.close()  # if it never started
+        raise
+    return job.outcome()
+
+
+def on_runner() -> bool:
+    """Whether this is the runner's thread (where nothing may wait for the runner)."""
+    return threading.current_thread() is _thread
 
 
 _ITEMS, _END, _ERROR, _MARK = 0, 1, 2, 3
@@ -89,77 +117,118 @@ class SyncIterator(Generic[T]):
     """Iterates, from the calling thread, an async iterator of item lists running on the runner.
 
     A task on the runner drains the source into a queue, a list at a time, so items cross
-    threads without a round trip each. `make_source` receives two functions: `caught_up`,
-    async, returns once the consumer has taken every item queued so far (a source awaits it
-    before anything the consumer must not miss, such as a commit); `unseen` returns how many
-    of the items queued so far the consumer never took, as counted by `count` (a source
-    stopped midway calls it to keep only what was seen). Closing, or an interrupt, cancels the
-    task; the source sees the cancellation at its await point and cleans up before `close()`
-    returns.
+    threads without a round trip each. The source is built by `make_source(channel)` and may
+    call two methods of it: `caught_up()`, async, returns once the consumer has taken every
+    item queued so far (a source awaits it before anything the consumer must not miss, such
+    as running a tool or finishing the answer); `unseen()` says how many of the items queued
+    so far, as counted by `count`, the consumer never took (a source stopped midway keeps
+    only what was seen). Closing, an interrupt, or dropping the iterator cancels the task;
+    the source sees the cancellation at its await point and cleans up before `close()`
+    returns. The task holds only the channel, never the iterator, so dropping the iterator
+    is seen at once.
+
+    What was taken is counted exactly even under KeyboardInterrupt at any instant: Python
+    raises it only at calls and loop jumps, and none stands between taking an item (the
+    `pos` store) and returning it, nor between the stores that switch to a new batch.
     """
 
     def __init__(
         self,
-        make_source: Callable[
-            [Callable[[], Awaitable[None]], Callable[[], int]], AsyncIterator[list[T]]
-        ],
+        make_source: Callable[[_Channel[T]], AsyncIterator[list[T]]],
         count: Callable[[list[T]], int],
     ) -> None:
-        self._make_source = make_source
-        self._count = count
-        self._queue: queue.SimpleQueue[tuple[int, Any]] = queue.SimpleQueue()
+        self._channel = _Channel(make_source, count)
         self._job: _Job[None] | None = None
         self._finished = False
-        self._ready: list[T] = []  # items taken from the queue, not yet returned; last first
 
     def __iter__(self) -> SyncIterator[T]:
         return self
 
     def __next__(self) -> T:
-        if self._ready:
-            return self._ready.pop()
+        channel = self._channel
+        if channel.pos == len(channel.batch):
+            self._next_batch()
+        item = channel.batch[channel.pos]
+        channel.pos += 1
+        return item
+
+    def _next_batch(self) -> None:
+        """Wait for the next list of items; an interrupt while waiting closes the stream."""
         if self._finished:
             raise StopIteration
-        if self._job is None:
-            self._job = _Job(self._pump())
-        while True:
-            try:
-                kind, value = self._queue.get()
-            except KeyboardInterrupt:
-                self.close()
-                raise
-            if kind == _ITEMS:
-                value.reverse()
-                self._ready = value
-                return value.pop()
-            if kind == _MARK:
-                self._job._loop.call_soon_threadsafe(_resolve, value)
-                continue
-            self._finished = True
-            if kind == _ERROR:
-                raise value
-            raise StopIteration
+        channel = self._channel
+        try:
+            if self._job is None:
+                job = _Job(channel.pump)
+                self._job = job
+                job.start()
+            while True:
+                kind, value = channel.queue.get()
+                if kind == _ITEMS:
+                    self._arrived(value)
+                    taken = channel.taken + channel.count(channel.batch)
+                    channel.batch = value  # no call from here to the return
+                    channel.pos = 0
+                    channel.taken = taken
+                    return
+                if kind == _MARK:
+                    self._job._loop.call_soon_threadsafe(_resolve, value)
+                    continue
+                self._finished = True
+                if kind == _ERROR:
+                    raise value
+                raise StopIteration
+        except (KeyboardInterrupt, SystemExit):
+            self.close()
+            raise
 
-    async def _caught_up(self) -> None:
+    def _arrived(self, items: list[T]) -> None:
+        """A new list of items is about to be returned (for subclasses)."""
+
+    def close(self) -> None:
+        """Stop early; returns once the source has cleaned up."""
+        self._finished = True
+        if self._job is not None:
+            self._job.cancel(wait=not on_runner())
+
+    def __del__(self) -> None:
+        if not self._finished and self._job is not None:
+            self._finished = True
+            # From any thread but the runner's, wait for the cleanup, so that the next call
+            # on the session (right after a `break`) finds it idle.
+            self._job.cancel(wait=not on_runner() and _thread is not None and _thread.is_alive())
+
+
+class _Channel(Generic[T]):
+    """What the consumer and the runner's task share: the queue and the counts."""
+
+    def __init__(
+        self,
+        make_source: Callable[[_Channel[T]], AsyncIterator[list[T]]],
+        count: Callable[[list[T]], int],
+    ) -> None:
+        self.make_source = make_source
+        self.count = count
+        self.queue: queue.SimpleQueue[tuple[int, Any]] = queue.SimpleQueue()
+        self.batch: list[T] = []  # the list being returned, from `pos` on
+        self.pos = 0
+        self.taken = 0  # counted items in the lists before `batch`
+        self.queued = 0  # counted items put in the queue (by the task)
+
+    async def caught_up(self) -> None:
         future = asyncio.get_running_loop().create_future()
-        self._queue.put((_MARK, future))
+        self.queue.put((_MARK, future))
         await future
 
-    def _unseen(self) -> int:
-        """Called on the runner once the task is stopping: the consumer takes nothing more."""
-        unseen = self._count(self._ready)
-        while True:
-            try:
-                kind, value = self._queue.get_nowait()
-            except queue.Empty:
-                return unseen
-            if kind == _ITEMS:
-                unseen += self._count(value)
+    def unseen(self) -> int:
+        """On the runner, once the task is stopping: counted items queued, never taken."""
+        return self.queued - self.taken - self.count(self.batch[: self.pos])
 
-    async def _pump(self) -> None:
-        put = self._queue.put
+    async def pump(self) -> None:
+        put, count = self.queue.put, self.count
         try:
-            async for items in self._make_source(self._caught_up, self._unseen):
+            async for items in self.make_source(self):
+                self.queued += count(items)
                 put((_ITEMS, items))
         except asyncio.CancelledError:
             put((_END, None))
@@ -168,17 +237,6 @@ class SyncIterator(Generic[T]):
             put((_ERROR, exc))
         else:
             put((_END, None))
-
-    def close(self) -> None:
-        """Stop early; returns once the source has cleaned up."""
-        self._finished = True
-        if self._job is not None:
-            self._job.cancel()
-
-    def __del__(self) -> None:
-        if not self._finished and self._job is not None:
-            self._finished = True
-            self._job._loop.call_soon_threadsafe(self._job._cancel)
 
 
 def _resolve(future: asyncio.Future[None]) -> None:

@@ -6,11 +6,11 @@ import logging
 import os
 import threading
 import uuid
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pydantic
 
@@ -151,16 +151,12 @@ class Session:
 
     def stream(self, prompt: str, **settings: Any) -> Stream:
         """Send `prompt` and iterate the events of the answer as they arrive."""
-        return Stream(
-            lambda ready, unseen: self._turn(
-                prompt, settings, None, stream=True, ready=ready, unseen=unseen
-            )
-        )
+        return Stream(lambda reader: self._turn(prompt, settings, None, stream=True, reader=reader))
 
     def stream_async(self, prompt: str, **settings: Any) -> AsyncStream:
         """`async for e in session.stream_async(...)`; `await` first works as well."""
         return AsyncStream(
-            lambda unseen: self._turn(prompt, settings, None, stream=True, unseen=unseen)
+            lambda reader: self._turn(prompt, settings, None, stream=True, reader=reader)
         )
 
     def json(self, prompt: str, schema: Any, **settings: Any) -> Response:
@@ -177,93 +173,96 @@ class Session:
         output: OutputType | None,
         *,
         stream: bool,
-        ready: Callable[[], Awaitable[None]] | None = None,
-        unseen: Callable[[], int] | None = None,
+        reader: _Reader | None = None,
     ) -> AsyncGenerator[list[Event], None]:
         """One turn: request, stream, run tools, repeat; commit only a finished turn.
 
-        Events come in lists, one per piece of the answer that arrived. `ready`, if given,
-        is awaited just before the commit (the sync stream waits there until its reader has
-        taken every event). `unseen`, if given, says how many text deltas already yielded
-        the reader had not taken when the turn was stopped: they are not kept.
+        Events come in lists, one per piece of the answer that arrived. `reader` is the
+        stream's side: what it has taken decides what a stopped turn keeps, and before the
+        answer is finished and before a tool runs, the turn waits until the reader has taken
+        every event so far (so nothing it did not see is kept, and no tool it did not see
+        called runs).
         """
         if not isinstance(prompt, str):
             raise TypeError(f"the prompt must be a str, got {type(prompt).__name__}")
         if not self._lock.acquire(blocking=False):
             raise self._busy()
+        turn = _Turn(self, prompt)
+        caught_up = None
+        if reader is not None:
+            reader.turn = turn
+            caught_up = getattr(reader, "caught_up", None)
+        stopped = False
         try:
             agent = self.agent
             settings = {**agent.defaults, **settings}
             model = settings.pop("model", None) or agent.model
-            turn = _Turn([Message.user(prompt)])
-            try:
-                for round_number in range(agent.max_tool_rounds + 1):
-                    request = Request(
-                        model=model,
-                        messages=self._messages + turn.messages,
-                        system=self.system,
-                        tools=agent._tool_schemas,
-                        output=output.request if output else None,
-                        settings=settings,
-                        stream=stream,
+            for round_number in range(agent.max_tool_rounds + 1):
+                request = Request(
+                    model=model,
+                    messages=self._messages + turn.messages,
+                    system=self.system,
+                    tools=agent._tool_schemas,
+                    output=output.request if output else None,
+                    settings=settings,
+                    stream=stream,
+                )
+                completion = None
+                async with aclosing(agent.provider.complete(request)) as batches:
+                    async for batch in batches:
+                        if type(batch) is not list:
+                            raise TypeError(_NOT_A_BATCH.format(agent.provider, batch))
+                        shown: list[Event] = []
+                        for event in batch:
+                            kind = type(event)
+                            if kind is TextDelta:
+                                turn.pending.append(event.text)
+                                shown.append(event)
+                            elif kind is Completion:
+                                completion = event
+                            elif kind is ThinkingDelta:
+                                shown.append(event)
+                        if shown:
+                            yield shown
+                if completion is None:
+                    raise StreamError(
+                        "the provider's stream ended without a final message",
+                        provider=agent.provider.name,
                     )
-                    completion = None
-                    async with aclosing(agent.provider.complete(request)) as batches:
-                        async for batch in batches:
-                            if type(batch) is not list:
-                                raise TypeError(_NOT_A_BATCH.format(agent.provider, batch))
-                            shown: list[Event] = []
-                            for event in batch:
-                                kind = type(event)
-                                if kind is TextDelta:
-                                    turn.pending.append(event.text)
-                                    shown.append(event)
-                                elif kind is Completion:
-                                    completion = event
-                                elif kind is ThinkingDelta:
-                                    shown.append(event)
-                            if shown:
-                                yield shown
-                    if completion is None:
-                        raise StreamError(
-                            "the provider's stream ended without a final message",
-                            provider=agent.provider.name,
+                if caught_up is not None:
+                    await caught_up()
+                turn.finish(completion)
+                calls = turn.messages[-1].tool_calls
+                if not calls:
+                    break
+                if round_number == agent.max_tool_rounds:
+                    raise ToolError(
+                        f"the model kept calling tools for {agent.max_tool_rounds} rounds; "
+                        "raise Agent(max_tool_rounds=...) if that is expected"
+                    )
+                turn.calls = calls
+                for call in calls:
+                    yield [ToolCall(call.id, call.name, call.arguments_json())]
+                    if caught_up is not None:
+                        await caught_up()
+                    result = await self._call_tool(call)
+                    turn.results.append(result)
+                    yield [
+                        ToolResult(
+                            result.tool_call_id, result.name, result.content, result.is_error
                         )
-                    turn.finish(completion)
-                    calls = turn.messages[-1].tool_calls
-                    if not calls:
-                        break
-                    if round_number == agent.max_tool_rounds:
-                        raise ToolError(
-                            f"the model kept calling tools for {agent.max_tool_rounds} rounds; "
-                            "raise Agent(max_tool_rounds=...) if that is expected"
-                        )
-                    turn.calls = calls
-                    for call in calls:
-                        yield [ToolCall(call.id, call.name, call.arguments_json())]
-                        result = await self._call_tool(call)
-                        turn.results.append(result)
-                        yield [
-                            ToolResult(
-                                result.tool_call_id, result.name, result.content, result.is_error
-                            )
-                        ]
-                    turn.end_tool_round()
-                response = turn.response(output)
-                if ready is not None:
-                    await ready()
-            except Exception:
-                raise  # nothing of a failed turn reaches history
-            except BaseException:  # cancelled, closed early, interrupted
-                kept = turn.interrupted(unseen() if unseen is not None else 0)
-                if kept:
-                    self._commit(kept, turn.usage)
-                    self._autosave(quiet=True)
-                raise
-            self._commit(list(response.messages), response.usage)
+                    ]
+                turn.end_tool_round()
+            response = turn.response(output)
+            turn.commit(response)
             await self._autosave_async(response)
+        except Exception:
+            raise  # nothing of a failed turn reaches history
+        except BaseException:  # cancelled, closed early, interrupted
+            stopped = True
+            raise
         finally:
-            self._lock.release()
+            turn.end(reader.unseen if reader is not None else None, stopped=stopped)
         yield [Done(response)]
 
     async def _call_tool(self, call: ToolCallPart) -> ToolResultPart:
@@ -345,6 +344,9 @@ class Session:
                 await store.asave(self.session_id, self.to_dict())
         except Exception as exc:
             raise self._save_failed(exc, response) from exc
+        except BaseException:  # stopped midway: what reached the store is unknown
+            self._saved = None
+            raise
         self._mark_saved()
 
     def _save_failed(self, exc: Exception, response: Response | None = None) -> StoreError:
@@ -359,8 +361,10 @@ class Session:
 
     def _busy(self) -> SessionBusyError:
         return SessionBusyError(
-            f"session {self.session_id!r} is already running a turn; wait for it to finish, "
-            "or fork() the session to run another conversation at the same time"
+            f"session {self.session_id!r} is already running a turn; wait for it to finish "
+            "(a stream counts until it is read to the end or closed: stream.close(), or "
+            "`with session.stream(...) as stream:`), or fork() the session to run another "
+            "conversation at the same time"
         )
 
     def _idle(self) -> _Held:
@@ -439,14 +443,17 @@ class _Held:
 class _Turn:
     """The messages of a turn being built, kept aside until the turn completes."""
 
-    def __init__(self, messages: list[Message]) -> None:
-        self.messages = messages
+    def __init__(self, session: Session, prompt: str) -> None:
+        self.session = session
+        self.messages = [Message.user(prompt)]
         self.pending: list[str] = []  # text of the answer still streaming
         self.calls: list[ToolCallPart] = []  # tool calls of the round being run
         self.results: list[ToolResultPart] = []
         self.usage = Usage()
         self.saw_text = False
         self.last: Completion | None = None
+        self.committed = False
+        self.ended = False
 
     def finish(self, completion: Completion) -> None:
         self.saw_text = self.saw_text or bool(self.pending)
@@ -464,11 +471,30 @@ class _Turn:
         self.messages.append(
             Message(
                 role="assistant",
-                parts=source.parts,
+                parts=_unique_call_ids(source.parts),
                 metadata={**source.metadata, **facts},
                 id=source.id,
             )
         )
+
+    def commit(self, response: Response) -> None:
+        self.session._commit(list(response.messages), response.usage)
+        self.committed = True
+
+    def end(self, unseen: Callable[[], int] | None, *, stopped: bool) -> None:
+        """Once per turn: keep what was seen of a stopped turn, then free the session."""
+        if self.ended:
+            return
+        self.ended = True
+        session = self.session
+        try:
+            if stopped and not self.committed:
+                kept = self.interrupted(unseen() if unseen is not None else 0)
+                if kept:
+                    session._commit(kept, self.usage)
+                    session._autosave(quiet=True)
+        finally:
+            session._lock.release()
 
     def end_tool_round(self) -> None:
         self.messages.append(Message.tool(self.results))
@@ -498,7 +524,7 @@ class _Turn:
         `unseen`: how many of the last text deltas the reader never took.
         """
         if unseen:
-            del self.pending[-unseen:]
+            del self.pending[len(self.pending) - unseen :]
         if not (self.saw_text or self.pending):
             return []
         kept = list(self.messages)
@@ -516,7 +542,35 @@ class _Turn:
             )
         if self.pending:
             kept.append(Message.assistant("".join(self.pending), interrupted=True))
+        last = kept[-1]
+        if not last.metadata.get("interrupted"):  # stopped between rounds
+            kept[-1] = last.model_copy(update={"metadata": {**last.metadata, "interrupted": True}})
         return kept
+
+
+def _unique_call_ids(parts: tuple[Any, ...]) -> tuple[Any, ...]:
+    """`parts` with every tool call's id unique (servers repeat ids: each call runs once)."""
+    seen: set[str] = set()
+    out = []
+    for part in parts:
+        if isinstance(part, ToolCallPart):
+            new_id, number = part.id, 1
+            while new_id in seen:
+                number += 1
+                new_id = f"{part.id}_{number}"
+            seen.add(new_id)
+            if new_id != part.id:
+                part = part.model_copy(update={"id": new_id})
+        out.append(part)
+    return tuple(out)
+
+
+class _Reader(Protocol):
+    """The reading side of a streamed turn, as the turn sees it."""
+
+    turn: _Turn | None
+
+    def unseen(self) -> int: ...
 
 
 async def _final(batches: AsyncGenerator[list[Event], None]) -> Response:
@@ -527,26 +581,20 @@ async def _final(batches: AsyncGenerator[list[Event], None]) -> Response:
     raise AssertionError("a turn ended without a Done event")  # pragma: no cover
 
 
-class Stream:
-    """The events of one streamed turn; `.response` is set once it has finished."""
+class Stream(_runner.SyncIterator[Event]):
+    """The events of one streamed turn; `.response` is set once it has finished.
 
-    def __init__(
-        self,
-        make_turn: Callable[
-            [Callable[[], Awaitable[None]], Callable[[], int]], AsyncGenerator[list[Event], None]
-        ],
-    ) -> None:
-        self._events = _runner.SyncIterator(make_turn, _count_text)
+    Leaving the loop early in any way (`break`, an exception, `close()`, `with`, dropping
+    the stream, Ctrl-C) ends the turn at once, keeping the text read so far.
+    """
+
+    def __init__(self, make_turn: Callable[[Any], AsyncGenerator[list[Event], None]]) -> None:
+        super().__init__(make_turn, _count_text)
         self.response: Response | None = None
 
-    def __iter__(self) -> Stream:
-        return self
-
-    def __next__(self) -> Event:
-        event = next(self._events)
-        if type(event) is Done:
-            self.response = event.response
-        return event
+    def _arrived(self, events: list[Event]) -> None:
+        if type(events[-1]) is Done:
+            self.response = events[-1].response
 
     def __enter__(self) -> Stream:
         return self
@@ -555,18 +603,20 @@ class Stream:
         self.close()
 
     def close(self) -> None:
-        """Stop the turn; text that has arrived is kept in history, marked interrupted."""
-        self._events.close()
+        """Stop the turn; text that has been read is kept in history, marked interrupted."""
+        super().close()
 
 
 class AsyncStream:
-    """The events of one streamed turn, for `async for`; awaiting it returns itself."""
+    """The events of one streamed turn, for `async for`; awaiting it returns itself.
 
-    def __init__(
-        self, make_turn: Callable[[Callable[[], int]], AsyncGenerator[list[Event], None]]
-    ) -> None:
-        self._turn = make_turn(self._unseen)
-        self._ready: list[Event] = []  # the rest of the current batch, last event first
+    Leaving the loop early (`break`, an exception, dropping the stream) ends the turn at
+    once, keeping the text read so far; so does `aclose()` or cancelling the reading task.
+    """
+
+    def __init__(self, make_turn: Callable[[Any], AsyncGenerator[list[Event], None]]) -> None:
+        self._reader = _PullReader()  # shared with the turn, which must not hold `self`
+        self._turn = make_turn(self._reader)
         self.response: Response | None = None
 
     def __await__(self):  # type: ignore[no-untyped-def]
@@ -579,17 +629,15 @@ class AsyncStream:
         return self
 
     async def __anext__(self) -> Event:
-        if not self._ready:
+        reader = self._reader
+        if reader.pos == len(reader.batch):
             batch = await self._turn.__anext__()
-            batch.reverse()
-            self._ready = batch
-        event = self._ready.pop()
-        if type(event) is Done:
-            self.response = event.response
+            if type(batch[-1]) is Done:
+                self.response = batch[-1].response
+            reader.batch, reader.pos = batch, 0
+        event = reader.batch[reader.pos]
+        reader.pos += 1
         return event
-
-    def _unseen(self) -> int:
-        return _count_text(self._ready)
 
     async def __aenter__(self) -> AsyncStream:
         return self
@@ -598,8 +646,27 @@ class AsyncStream:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Stop the turn; text that has arrived is kept in history, marked interrupted."""
+        """Stop the turn; text that has been read is kept in history, marked interrupted."""
         await self._turn.aclose()
+
+    def __del__(self) -> None:
+        # Dropped while its turn waits at a `yield` (a `break`): end the turn now, not when
+        # the event loop gets round to closing the generator, so the session is free at once.
+        turn = self._reader.turn
+        if turn is not None and not turn.ended:
+            turn.end(self._reader.unseen, stopped=True)
+
+
+class _PullReader:
+    """What an AsyncStream shares with its turn: the batch being read and how far."""
+
+    def __init__(self) -> None:
+        self.turn: _Turn | None = None
+        self.batch: list[Event] = []
+        self.pos = 0
+
+    def unseen(self) -> int:
+        return _count_text(self.batch[self.pos :])
 
 
 def _count_text(events: Iterable[Event]) -> int:

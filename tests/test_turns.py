@@ -442,3 +442,32 @@ def test_read_timeout_on_a_stalled_stream(server, monkeypatch):
     with pytest.raises(APITimeoutError, match="stalled"):
         list(session.stream("hi"))
     assert session.messages == []
+
+
+def test_tool_calls_with_one_id_get_unique_ids_and_run_once_each():
+    runs = []
+
+    @tool
+    def add(a: int, b: int) -> int:
+        """Add two numbers."""
+        runs.append((a, b))
+        return a + b
+
+    calls = Message(
+        role="assistant",
+        parts=(
+            ToolCallPart(id="0", name="add", arguments={"a": 1, "b": 2}),
+            ToolCallPart(id="0", name="add", arguments={"a": 3, "b": 4}),
+            ToolCallPart(id="0_2", name="add", arguments={"a": 5, "b": 6}),
+        ),
+    )
+    agent = Agent(provider=TestProvider([calls, "Done."]), model="t", tools=[add])
+    session = agent.session()
+    events = list(session.stream("add"))
+    assert runs == [(1, 2), (3, 4), (5, 6)]
+    ids = [e.id for e in events if e.type == "tool_call"]
+    assert len(set(ids)) == 3 and ids[0] == "0"
+    results = {e.tool_call_id: e.content for e in events if e.type == "tool_result"}
+    assert results == dict(zip(ids, ["3", "7", "11"], strict=True))
+    assert_paired(session.messages)
+    assert [r.content for r in session.messages[2].tool_results] == ["3", "7", "11"]

@@ -7,13 +7,14 @@ from .errors import AgentError
 from .events import Usage
 from .messages import Message
 from .session import AsyncStream, Response, Session, Stream
-from .tools import Tool, tool
+from .tools import ModelRetry, Tool, tool
 
 __all__ = [
     "Agent",
     "AgentError",
     "AsyncStream",
     "Message",
+    "ModelRetry",
     "Response",
     "Session",
     "Stream",

@@ -6,12 +6,13 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from . import providers
+from ._loop import Toolset
 from .errors import ConfigurationError, InvalidSessionData, SessionNotFoundError
 from .messages import Message
 from .providers.base import Provider
 from .session import Session
 from .stores.base import SessionStore
-from .tools import Tool, as_tool
+from .tools import Tool
 
 if TYPE_CHECKING:
     import httpx
@@ -38,6 +39,7 @@ class Agent:
         timeout: float | httpx.Timeout | None = None,
         max_retries: int | None = None,
         max_tool_rounds: int = 10,
+        max_concurrency: int = 8,
         store: SessionStore | None = None,
         **defaults: Any,
     ) -> None:
@@ -54,20 +56,20 @@ class Agent:
         #: The store sessions of this agent save themselves to, unless given another.
         self.store = _check_store(store)
         self.defaults = defaults
-        self._tools: dict[str, Tool] = {}
-        for item in tools or ():
-            t = as_tool(item)
-            if t.name in self._tools:
-                raise ConfigurationError(f"two tools are named {t.name!r}; tool names must differ")
-            self._tools[t.name] = t
-        self._tool_schemas = [t.schema() for t in self._tools.values()]
+        if not isinstance(max_concurrency, int) or max_concurrency < 1:
+            raise ConfigurationError(
+                f"max_concurrency must be an int >= 1, got {max_concurrency!r}"
+            )
+        #: At most this many tool calls of one round run at the same time.
+        self.max_concurrency = max_concurrency
+        self._toolset = Toolset(tools or ())
 
     @property
     def tools(self) -> list[Tool]:
-        return list(self._tools.values())
+        return list(self._toolset.tools.values())
 
     def __repr__(self) -> str:
-        tools = f", tools={list(self._tools)}" if self._tools else ""
+        tools = f", tools={list(self._toolset.tools)}" if self._toolset else ""
         return f"Agent(provider={self.provider.name!r}, model={self.model!r}{tools})"
 
     def session(
@@ -77,8 +79,9 @@ class Agent:
         messages: Iterable[Message] | None = None,
         *,
         store: SessionStore | None = None,
+        tools: Iterable[Tool | Callable[..., Any]] | None = None,
     ) -> Session:
-        """A conversation; `system` defaults to the agent's.
+        """A conversation; `system` defaults to the agent's, `tools` to the agent's.
 
         With a store (`store=` or the agent's), the session saves itself after every change,
         and a `session_id` the store has resumes that session (`system`, if given, replaces
@@ -94,6 +97,8 @@ class Agent:
             session = self.load_session(session_id, store=store)
             if system is not None:
                 session.system = system
+            if tools is not None:
+                session._tools = Toolset(tools)
             return session
         return Session(
             self,
@@ -101,6 +106,7 @@ class Agent:
             system=system if system is not None else self.system,
             messages=messages,
             store=store,
+            tools=tools,
         )
 
     def load_session(self, session_id: str, *, store: SessionStore | None = None) -> Session:

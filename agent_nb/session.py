@@ -1,4 +1,4 @@
-"""Session: a conversation's history and the turn loop that extends it; Response."""
+"""Session: a conversation's history and its turns (run, stream, json); Response; streams."""
 
 from __future__ import annotations
 
@@ -7,40 +7,31 @@ import os
 import threading
 import uuid
 from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
-from contextlib import aclosing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import pydantic
 
-from . import _runner
+from . import _loop, _runner
 from ._output import OutputType
 from .errors import (
     InvalidSessionData,
-    OutputValidationError,
     SessionBusyError,
     StoreError,
-    StreamError,
-    ToolError,
 )
 from .events import (
-    Completion,
     Done,
     Event,
     TextDelta,
-    ThinkingDelta,
-    ToolCall,
-    ToolResult,
     Usage,
 )
-from .messages import Message, ToolCallPart, ToolResultPart
-from .providers.base import Request
-from .tools import format_validation_error
+from .messages import Message
 
 if TYPE_CHECKING:
     from .agent import Agent
     from .stores.base import SessionStore
+    from .tools import Tool
 
 _log = logging.getLogger("agent_nb")
 
@@ -48,7 +39,6 @@ __all__ = ["AsyncStream", "Response", "Session", "Stream"]
 
 #: The version of `Session.to_dict()`'s format; `from_dict` refuses newer data.
 FORMAT_VERSION = 1
-_INTERRUPTED = "interrupted before the tool finished"
 
 
 @dataclass(frozen=True)
@@ -82,8 +72,11 @@ class Session:
         messages: Iterable[Message] | None = None,
         *,
         store: SessionStore | None = None,
+        tools: Iterable[Tool | Callable[..., Any]] | None = None,
     ) -> None:
         self.agent = agent
+        #: This session's own tools (None: the agent's).
+        self._tools = None if tools is None else _loop.Toolset(tools)
         self.session_id = _check_id(session_id) if session_id is not None else _new_id()
         self.system = system
         self._messages: list[Message] = _check_messages(messages) if messages else []
@@ -99,6 +92,15 @@ class Session:
             f"Session(session_id={self.session_id!r}, messages={len(self._messages)}, "
             f"model={self.agent.model!r})"
         )
+
+    @property
+    def tools(self) -> list[Tool]:
+        """The tools the model may call in this session (the agent's unless given others)."""
+        return list(self._toolset.tools.values())
+
+    @property
+    def _toolset(self) -> _loop.Toolset:
+        return self.agent._toolset if self._tools is None else self._tools
 
     # -- history ---------------------------------------------------------------------------
 
@@ -137,6 +139,7 @@ class Session:
         """A new session with this one's history so far; the two then diverge."""
         with self._idle():
             twin = Session(self.agent, session_id=session_id, system=self.system, store=self.store)
+            twin._tools = self._tools
             twin._messages = list(self._messages)  # messages are immutable: share them
         return twin
 
@@ -147,16 +150,18 @@ class Session:
         return _runner.run(self.run_async(prompt, **settings))
 
     async def run_async(self, prompt: str, **settings: Any) -> Response:
-        return await _final(self._turn(prompt, settings, None, stream=False))
+        return await _loop.final(_loop.turn(self, prompt, settings, None, stream=False))
 
     def stream(self, prompt: str, **settings: Any) -> Stream:
         """Send `prompt` and iterate the events of the answer as they arrive."""
-        return Stream(lambda reader: self._turn(prompt, settings, None, stream=True, reader=reader))
+        return Stream(
+            lambda reader: _loop.turn(self, prompt, settings, None, stream=True, reader=reader)
+        )
 
     def stream_async(self, prompt: str, **settings: Any) -> AsyncStream:
         """`async for e in session.stream_async(...)`; `await` first works as well."""
         return AsyncStream(
-            lambda reader: self._turn(prompt, settings, None, stream=True, reader=reader)
+            lambda reader: _loop.turn(self, prompt, settings, None, stream=True, reader=reader)
         )
 
     def json(self, prompt: str, schema: Any, **settings: Any) -> Response:
@@ -164,132 +169,8 @@ class Session:
         return _runner.run(self.json_async(prompt, schema, **settings))
 
     async def json_async(self, prompt: str, schema: Any, **settings: Any) -> Response:
-        return await _final(self._turn(prompt, settings, OutputType(schema), stream=False))
-
-    async def _turn(
-        self,
-        prompt: str,
-        settings: dict[str, Any],
-        output: OutputType | None,
-        *,
-        stream: bool,
-        reader: _Reader | None = None,
-    ) -> AsyncGenerator[list[Event], None]:
-        """One turn: request, stream, run tools, repeat; commit only a finished turn.
-
-        Events come in lists, one per piece of the answer that arrived. `reader` is the
-        stream's side: what it has taken decides what a stopped turn keeps, and before the
-        answer is finished and before a tool runs, the turn waits until the reader has taken
-        every event so far (so nothing it did not see is kept, and no tool it did not see
-        called runs).
-        """
-        if not isinstance(prompt, str):
-            raise TypeError(f"the prompt must be a str, got {type(prompt).__name__}")
-        if not self._lock.acquire(blocking=False):
-            raise self._busy()
-        turn = _Turn(self, prompt)
-        caught_up = None
-        if reader is not None:
-            reader.turn = turn
-            caught_up = getattr(reader, "caught_up", None)
-        stopped = False
-        try:
-            agent = self.agent
-            settings = {**agent.defaults, **settings}
-            model = settings.pop("model", None) or agent.model
-            for round_number in range(agent.max_tool_rounds + 1):
-                request = Request(
-                    model=model,
-                    messages=self._messages + turn.messages,
-                    system=self.system,
-                    tools=agent._tool_schemas,
-                    output=output.request if output else None,
-                    settings=settings,
-                    stream=stream,
-                )
-                completion = None
-                async with aclosing(agent.provider.complete(request)) as batches:
-                    async for batch in batches:
-                        if type(batch) is not list:
-                            raise TypeError(_NOT_A_BATCH.format(agent.provider, batch))
-                        shown: list[Event] = []
-                        for event in batch:
-                            kind = type(event)
-                            if kind is TextDelta:
-                                turn.pending.append(event.text)
-                                shown.append(event)
-                            elif kind is Completion:
-                                completion = event
-                            elif kind is ThinkingDelta:
-                                shown.append(event)
-                        if shown:
-                            yield shown
-                if completion is None:
-                    raise StreamError(
-                        "the provider's stream ended without a final message",
-                        provider=agent.provider.name,
-                    )
-                if caught_up is not None:
-                    await caught_up()
-                turn.finish(completion)
-                calls = turn.messages[-1].tool_calls
-                if not calls:
-                    break
-                if round_number == agent.max_tool_rounds:
-                    raise ToolError(
-                        f"the model kept calling tools for {agent.max_tool_rounds} rounds; "
-                        "raise Agent(max_tool_rounds=...) if that is expected"
-                    )
-                turn.calls = calls
-                for call in calls:
-                    yield [ToolCall(call.id, call.name, call.arguments_json())]
-                    if caught_up is not None:
-                        await caught_up()
-                    result = await self._call_tool(call)
-                    turn.results.append(result)
-                    yield [
-                        ToolResult(
-                            result.tool_call_id, result.name, result.content, result.is_error
-                        )
-                    ]
-                turn.end_tool_round()
-            response = turn.response(output)
-            turn.commit(response)
-            await self._autosave_async(response)
-        except Exception:
-            raise  # nothing of a failed turn reaches history
-        except BaseException:  # cancelled, closed early, interrupted
-            stopped = True
-            raise
-        finally:
-            turn.end(reader.unseen if reader is not None else None, stopped=stopped)
-        yield [Done(response)]
-
-    async def _call_tool(self, call: ToolCallPart) -> ToolResultPart:
-        tool = self.agent._tools.get(call.name)
-        if tool is None:
-            known = ", ".join(self.agent._tools) or "none"
-            return ToolResultPart(
-                tool_call_id=call.id,
-                name=call.name,
-                is_error=True,
-                content=f"There is no tool named {call.name!r}. Available tools: {known}.",
-            )
-        try:
-            content = await tool.invoke(call.arguments_json())
-        except pydantic.ValidationError as exc:
-            return ToolResultPart(
-                tool_call_id=call.id,
-                name=call.name,
-                is_error=True,
-                content=f"Invalid arguments: {format_validation_error(exc)}",
-            )
-        except Exception as exc:
-            raise ToolError(
-                f"tool {call.name!r} raised {type(exc).__name__}: {exc}; the turn was not saved",
-                tool=call.name,
-            ) from exc
-        return ToolResultPart(tool_call_id=call.id, name=call.name, content=content)
+        output = OutputType(schema)
+        return await _loop.final(_loop.turn(self, prompt, settings, output, stream=False))
 
     def _commit(self, messages: list[Message], usage: Usage) -> None:
         self._messages = self._messages + messages
@@ -440,147 +321,6 @@ class _Held:
         self._lock.release()
 
 
-class _Turn:
-    """The messages of a turn being built, kept aside until the turn completes."""
-
-    def __init__(self, session: Session, prompt: str) -> None:
-        self.session = session
-        self.messages = [Message.user(prompt)]
-        self.pending: list[str] = []  # text of the answer still streaming
-        self.calls: list[ToolCallPart] = []  # tool calls of the round being run
-        self.results: list[ToolResultPart] = []
-        self.usage = Usage()
-        self.saw_text = False
-        self.last: Completion | None = None
-        self.committed = False
-        self.ended = False
-
-    def finish(self, completion: Completion) -> None:
-        self.saw_text = self.saw_text or bool(self.pending)
-        self.pending = []
-        self.usage = self.usage + completion.usage
-        self.last = completion
-        facts: dict[str, Any] = {
-            "model": completion.model,
-            "finish_reason": completion.finish_reason,
-            "usage": completion.usage.to_dict(),
-        }
-        if completion.refusal:
-            facts["refusal"] = completion.refusal
-        source = completion.message
-        self.messages.append(
-            Message(
-                role="assistant",
-                parts=_unique_call_ids(source.parts),
-                metadata={**source.metadata, **facts},
-                id=source.id,
-            )
-        )
-
-    def commit(self, response: Response) -> None:
-        self.session._commit(list(response.messages), response.usage)
-        self.committed = True
-
-    def end(self, unseen: Callable[[], int] | None, *, stopped: bool) -> None:
-        """Once per turn: keep what was seen of a stopped turn, then free the session."""
-        if self.ended:
-            return
-        self.ended = True
-        session = self.session
-        try:
-            if stopped and not self.committed:
-                kept = self.interrupted(unseen() if unseen is not None else 0)
-                if kept:
-                    session._commit(kept, self.usage)
-                    session._autosave(quiet=True)
-        finally:
-            session._lock.release()
-
-    def end_tool_round(self) -> None:
-        self.messages.append(Message.tool(self.results))
-        self.calls, self.results = [], []
-
-    def response(self, output: OutputType | None) -> Response:
-        assert self.last is not None
-        final = self.messages[-1]
-        value = None
-        if output is not None:
-            if self.last.refusal:
-                raise OutputValidationError(f"the model refused: {self.last.refusal}")
-            value = output.parse(final.text)
-        return Response(
-            text=final.text,
-            messages=tuple(self.messages),
-            usage=self.usage,
-            model=self.last.model,
-            finish_reason=self.last.finish_reason,
-            output=value,
-            refusal=self.last.refusal,
-        )
-
-    def interrupted(self, unseen: int) -> list[Message]:
-        """What to keep of a turn stopped midway: nothing unless text had been seen.
-
-        `unseen`: how many of the last text deltas the reader never took.
-        """
-        if unseen:
-            del self.pending[len(self.pending) - unseen :]
-        if not (self.saw_text or self.pending):
-            return []
-        kept = list(self.messages)
-        if self.calls:  # every tool call gets exactly one result
-            done = {r.tool_call_id for r in self.results}
-            missing = [
-                ToolResultPart(tool_call_id=c.id, name=c.name, content=_INTERRUPTED, is_error=True)
-                for c in self.calls
-                if c.id not in done
-            ]
-            kept.append(
-                Message(
-                    role="tool", parts=(*self.results, *missing), metadata={"interrupted": True}
-                )
-            )
-        if self.pending:
-            kept.append(Message.assistant("".join(self.pending), interrupted=True))
-        last = kept[-1]
-        if not last.metadata.get("interrupted"):  # stopped between rounds
-            kept[-1] = last.model_copy(update={"metadata": {**last.metadata, "interrupted": True}})
-        return kept
-
-
-def _unique_call_ids(parts: tuple[Any, ...]) -> tuple[Any, ...]:
-    """`parts` with every tool call's id unique (servers repeat ids: each call runs once)."""
-    seen: set[str] = set()
-    out = []
-    for part in parts:
-        if isinstance(part, ToolCallPart):
-            new_id, number = part.id, 1
-            while new_id in seen:
-                number += 1
-                new_id = f"{part.id}_{number}"
-            seen.add(new_id)
-            if new_id != part.id:
-                part = part.model_copy(update={"id": new_id})
-        out.append(part)
-    return tuple(out)
-
-
-class _Reader(Protocol):
-    """The reading side of a streamed turn, as the turn sees it."""
-
-    turn: _Turn | None
-
-    def unseen(self) -> int: ...
-
-
-async def _final(batches: AsyncGenerator[list[Event], None]) -> Response:
-    async with aclosing(batches):
-        async for batch in batches:
-            if type(batch[-1]) is Done:
-                return batch[-1].response
-    raise AssertionError("a turn ended without a Done event")  # pragma: no cover
-
-
 class Stream(_runner.SyncIterator[Event]):
     """The events of one streamed turn; `.response` is set once it has finished.
 
@@ -661,7 +401,7 @@ class _PullReader:
     """What an AsyncStream shares with its turn: the batch being read and how far."""
 
     def __init__(self) -> None:
-        self.turn: _Turn | None = None
+        self.turn: _loop._Turn | None = None
         self.batch: list[Event] = []
         self.pos = 0
 
@@ -671,11 +411,6 @@ class _PullReader:
 
 def _count_text(events: Iterable[Event]) -> int:
     return sum(type(event) is TextDelta for event in events)
-
-
-_NOT_A_BATCH = (
-    "{0!r}.complete() must yield lists of events (one list per piece of the answer), got {1!r}"
-)
 
 
 # -- helpers -------------------------------------------------------------------------------

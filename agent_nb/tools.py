@@ -1,4 +1,8 @@
-"""Python functions as tools: a JSON schema from the signature and docstring, validated calls."""
+"""Python functions as tools: a JSON schema from the signature and docstring, validated calls.
+
+Also tools described by a JSON schema of their own (`Tool.from_schema`, e.g. from MCP), and
+`ModelRetry`, which a tool raises to ask the model to call it again differently.
+"""
 
 from __future__ import annotations
 
@@ -13,15 +17,36 @@ from typing import Any, overload
 import pydantic
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-__all__ = ["Tool", "tool"]
+__all__ = ["ModelRetry", "Tool", "tool"]
 
-_SECTION = re.compile(r"^\s*(Args|Arguments|Parameters|Params)\s*:\s*$", re.IGNORECASE)
-_OTHER_SECTION = re.compile(r"^\s*(Returns?|Raises|Yields|Examples?|Notes?)\s*:\s*$", re.IGNORECASE)
+#: A tool's result longer than this many characters is cut, with a note to the model.
+MAX_RESULT_CHARS = 100_000
+_ON_ERROR = ("return", "raise")
+
+_ARG_NAMES = r"(Args|Arguments|Parameters|Params|Keyword Args|Keyword Arguments|Other Parameters)"
+_OTHER_NAMES = r"(Returns?|Raises|Yields?|Examples?|Notes?|See Also|References|Warns?|Attributes)"
+_SECTION = re.compile(rf"^\s*{_ARG_NAMES}\s*:\s*$", re.IGNORECASE)  # Google
+_OTHER_SECTION = re.compile(rf"^\s*{_OTHER_NAMES}\s*:\s*$", re.IGNORECASE)
+_NUMPY_SECTION = re.compile(rf"^\s*(?:{_ARG_NAMES}|{_OTHER_NAMES})\s*$", re.IGNORECASE)
+_UNDERLINE = re.compile(r"^\s*-{3,}\s*$")
 _ARG_LINE = re.compile(r"^\s*(\*{0,2}\w+)\s*(?:\([^)]*\))?\s*:\s*(.*)$")
+_NUMPY_ARG = re.compile(r"^(\s*)(\*{0,2}\w+)\s*(?::.*)?$")
+_SPHINX_FIELD = re.compile(r"^\s*:(\w+)((?:\s+[^\s:]+)*)\s*:\s*(.*)$")  # :param int x: ...
+
+
+class ModelRetry(Exception):
+    """Raised by a tool: its message goes back to the model, which may call the tool again."""
 
 
 class Tool:
-    """A function the model may call, with the JSON schema of its arguments."""
+    """A function the model may call, with the JSON schema of its arguments.
+
+    `requires_approval`: the call runs only once approved. `on_error`: "return" (the
+    default) sends an exception back to the model as an error result, "raise" ends the turn
+    with ToolError. `retries`: how many times in one turn the model may send arguments that
+    fail validation, or be told ModelRetry, before the turn ends with ToolError.
+    `sequential`: the call runs alone, never beside another call of its round.
+    """
 
     def __init__(
         self,
@@ -29,21 +54,61 @@ class Tool:
         *,
         name: str | None = None,
         description: str | None = None,
+        requires_approval: bool = False,
+        on_error: str = "return",
+        retries: int = 2,
+        sequential: bool = False,
+        max_result_chars: int = MAX_RESULT_CHARS,
     ) -> None:
         if not callable(fn):
             raise TypeError(f"a tool must be callable, got {type(fn).__name__}")
         self.fn = fn
-        self.name = name or fn.__name__
-        if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", self.name):
-            raise ValueError(
-                f"tool name {self.name!r} must be 1-64 letters, digits, '_' or '-' "
-                "(pass name=... to @tool)"
-            )
+        self.name = _check_name(name or getattr(fn, "__name__", ""))
+        self.requires_approval = bool(requires_approval)
+        if on_error not in _ON_ERROR:
+            raise ValueError(f"on_error must be 'return' or 'raise', got {on_error!r}")
+        self.on_error = on_error
+        if not isinstance(retries, int) or retries < 0:
+            raise ValueError(f"retries must be an int >= 0, got {retries!r}")
+        self.retries = retries
+        self.sequential = bool(sequential)
+        self.max_result_chars = max_result_chars
+        self._is_async = _is_async(fn)
+        self._args_model: type[BaseModel] | None = None
+        self._json_schema: dict[str, Any] | None = None
+        if isinstance(fn, _SchemaHandler):
+            self.description = description or ""
+            self.parameters = fn.parameters
+            return
         summary, arg_docs = _parse_docstring(inspect.getdoc(fn) or "")
         self.description = description if description is not None else summary
         self._args_model = _arguments_model(fn, self.name, arg_docs)
         self.parameters = _clean_schema(self._args_model.model_json_schema())
-        self._is_async = inspect.iscoroutinefunction(fn)
+
+    @classmethod
+    def from_schema(
+        cls,
+        name: str,
+        description: str,
+        parameters: dict[str, Any],
+        handler: Callable[[dict[str, Any]], Any],
+        **options: Any,
+    ) -> Tool:
+        """A tool described by a JSON schema (from MCP, say); `handler(arguments)` runs it.
+
+        The arguments are checked against `parameters` before `handler` is called (sync or
+        async) with them as one dict.
+        """
+        if not isinstance(parameters, dict) or parameters.get("type", "object") != "object":
+            raise ValueError(
+                f"tool {name!r}: parameters must be a JSON schema of an object "
+                f'({{"type": "object", "properties": {{...}}}}), got {parameters!r}'
+            )
+        from jsonschema.validators import validator_for
+
+        validator_for(parameters).check_schema(parameters)  # SchemaError names the fault
+        schema = {"type": "object", "properties": {}, **parameters}
+        return cls(_SchemaHandler(handler, schema), name=name, description=description, **options)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.fn(*args, **kwargs)
@@ -55,40 +120,99 @@ class Tool:
         """The provider-neutral description: name, description, parameters."""
         return {"name": self.name, "description": self.description, "parameters": self.parameters}
 
-    def validate(self, arguments: dict[str, Any]) -> BaseModel:
-        """Check the model's arguments; raises pydantic.ValidationError."""
+    def validate(self, arguments: dict[str, Any]) -> Any:
+        """Check the model's arguments; raises pydantic.ValidationError or ArgumentError."""
+        if self._args_model is None:
+            return self.fn.validate(arguments)
         return self._args_model.model_validate(arguments)
 
     async def invoke(self, arguments: dict[str, Any]) -> str:
-        """Validate and call; sync functions run in a worker thread so streams keep flowing."""
+        """Validate and call; sync functions run in a worker thread so streams keep flowing.
+
+        Returns the result as text for the model, cut to `max_result_chars` with a note.
+        """
         values = self.validate(arguments)
-        kwargs = {name: getattr(values, name) for name in type(values).model_fields}
-        if self._is_async:
-            result = await self.fn(**kwargs)
+        if self._args_model is None:
+            args: tuple[Any, ...] = (values,)
+            kwargs: dict[str, Any] = {}
         else:
-            result = await asyncio.to_thread(self.fn, **kwargs)
-        return _to_text(result)
+            args, kwargs = (), {name: getattr(values, name) for name in type(values).model_fields}
+        if self._is_async:
+            result = await self.fn(*args, **kwargs)
+        else:
+            result = await asyncio.to_thread(self.fn, *args, **kwargs)
+        if inspect.isawaitable(result):  # a sync callable that returned a coroutine
+            result = await result
+        return _cap(_to_text(result), self.max_result_chars)
+
+
+class ArgumentError(ValueError):
+    """Arguments that do not match a `Tool.from_schema` tool's JSON schema."""
+
+
+class _SchemaHandler:
+    """A `from_schema` handler with the schema its arguments are checked against."""
+
+    def __init__(self, handler: Callable[[dict[str, Any]], Any], parameters: dict[str, Any]):
+        if not callable(handler):
+            raise TypeError(f"handler must be callable, got {type(handler).__name__}")
+        self.handler = handler
+        self.parameters = parameters
+        self.__name__ = getattr(handler, "__name__", "tool")
+        from jsonschema.validators import validator_for
+
+        self._validator = validator_for(parameters)(parameters)
+
+    def validate(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        problems = [
+            f"{'.'.join(map(str, e.absolute_path)) or 'arguments'}: {e.message}"
+            for e in sorted(self._validator.iter_errors(arguments), key=lambda e: e.path)
+        ]
+        if problems:
+            raise ArgumentError("; ".join(problems[:5]))
+        return arguments
+
+    def __call__(self, arguments: dict[str, Any]) -> Any:
+        return self.handler(arguments)
+
+
+def _is_async(fn: Callable[..., Any]) -> bool:
+    target = fn.handler if isinstance(fn, _SchemaHandler) else fn
+    return inspect.iscoroutinefunction(target) or inspect.iscoroutinefunction(
+        getattr(target, "__call__", None)  # noqa: B004 - an object with an async __call__
+    )
+
+
+def _check_name(name: str) -> str:
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", name):
+        raise ValueError(
+            f"tool name {name!r} must be 1-64 letters, digits, '_' or '-' (pass name=... to @tool)"
+        )
+    return name
 
 
 @overload
 def tool(fn: Callable[..., Any], /) -> Tool: ...
 @overload
 def tool(
-    *, name: str | None = None, description: str | None = None
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    requires_approval: bool = False,
+    on_error: str = "return",
+    retries: int = 2,
+    sequential: bool = False,
+    max_result_chars: int = MAX_RESULT_CHARS,
 ) -> Callable[[Callable[..., Any]], Tool]: ...
 
 
 def tool(
-    fn: Callable[..., Any] | None = None,
-    /,
-    *,
-    name: str | None = None,
-    description: str | None = None,
+    fn: Callable[..., Any] | None = None, /, **options: Any
 ) -> Tool | Callable[[Callable[..., Any]], Tool]:
-    """Make a function a tool: `@tool` or `@tool(name=..., description=...)`."""
+    """Make a function a tool: `@tool`, or `@tool(name=..., requires_approval=True, ...)`."""
     if fn is not None:
-        return Tool(fn, name=name, description=description)
-    return lambda f: Tool(f, name=name, description=description)
+        return Tool(fn, **options)
+    return lambda f: Tool(f, **options)
 
 
 def as_tool(obj: Tool | Callable[..., Any]) -> Tool:
@@ -111,23 +235,55 @@ def _to_text(result: Any) -> str:
     if isinstance(result, BaseModel):
         return result.model_dump_json()
     try:
-        return json.dumps(pydantic.TypeAdapter(Any).dump_python(result, mode="json"))
+        return json.dumps(
+            pydantic.TypeAdapter(Any).dump_python(result, mode="json"), ensure_ascii=False
+        )
     except (TypeError, ValueError, pydantic.PydanticSerializationError):
         return str(result)
 
 
+def _cap(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    return (
+        text[:limit] + f"\n[agent_nb: the result was cut to its first {limit:,} of "
+        f"{len(text):,} characters]"
+    )
+
+
 def _parse_docstring(doc: str) -> tuple[str, dict[str, str]]:
-    """The description (text before any section) and each argument's description."""
+    """The description (text before any section) and each argument's description.
+
+    Reads Google (`Args:`), NumPy (`Parameters` over a line of dashes) and Sphinx
+    (`:param name:`) styles.
+    """
     summary: list[str] = []
     args: dict[str, str] = {}
-    section = None
+    section = None  # None, "args", "numpy-args", "other"
     current = None
-    for line in doc.splitlines():
+    lines = doc.splitlines()
+    for index, line in enumerate(lines):
+        underlined = index + 1 < len(lines) and _UNDERLINE.match(lines[index + 1])
+        if underlined and _NUMPY_SECTION.match(line):
+            section = "numpy-args" if re.match(rf"\s*{_ARG_NAMES}", line, re.I) else "other"
+            current = None
+            continue
+        if section in ("numpy-args", "other") and _UNDERLINE.match(line):
+            continue
         if _SECTION.match(line):
             section, current = "args", None
             continue
         if _OTHER_SECTION.match(line):
             section, current = "other", None
+            continue
+        field = _SPHINX_FIELD.match(line)
+        if field:
+            kind, words, text = field.groups()
+            if kind in ("param", "parameter", "arg", "argument", "key", "keyword") and words:
+                section, current = "sphinx", words.split()[-1].lstrip("*")
+                args[current] = text.strip()
+            else:
+                section, current = "sphinx-other", None
             continue
         if section is None:
             summary.append(line)
@@ -138,6 +294,15 @@ def _parse_docstring(doc: str) -> tuple[str, dict[str, str]]:
                 args[current] = match.group(2).strip()
             elif current and line.strip():
                 args[current] = f"{args[current]} {line.strip()}".strip()
+        elif section == "numpy-args":
+            match = _NUMPY_ARG.match(line)
+            if match and not match.group(1) and line.strip():
+                current = match.group(2).lstrip("*")
+                args[current] = ""
+            elif current and line.strip():
+                args[current] = f"{args[current]} {line.strip()}".strip()
+        elif section == "sphinx" and current and line.strip():
+            args[current] = f"{args[current]} {line.strip()}".strip()
     return "\n".join(summary).strip(), args
 
 
@@ -151,9 +316,12 @@ def _arguments_model(
             raise TypeError(f"tool {name!r}: *args and **kwargs cannot be described to a model")
         annotation = hints.get(param.name, Any)
         default = ... if param.default is param.empty else param.default
+        described = param.name in arg_docs  # else keep an Annotated[..., Field(description=)]
         fields[param.name] = (
             annotation,
-            pydantic.Field(default, description=arg_docs.get(param.name)),
+            pydantic.Field(default, description=arg_docs[param.name])
+            if described
+            else pydantic.Field(default),
         )
     config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
     return pydantic.create_model(f"{name}_arguments", __config__=config, **fields)
@@ -161,7 +329,7 @@ def _arguments_model(
 
 def _type_hints(fn: Callable[..., Any]) -> dict[str, Any]:
     try:
-        return typing.get_type_hints(fn)
+        return typing.get_type_hints(fn, include_extras=True)
     except Exception:  # an annotation that names something not importable here
         annotations = getattr(fn, "__annotations__", {})
         return {k: v for k, v in annotations.items() if not isinstance(v, str)}

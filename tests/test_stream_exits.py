@@ -9,6 +9,7 @@ reader took (marked interrupted), and no tool ran that the reader had not seen c
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import random
 import signal
@@ -228,7 +229,7 @@ def test_async_tool_not_run_until_the_reader_takes_its_call():
 
     taken = asyncio.run(main())
     assert runs == []
-    user, said, result = session.messages
+    _, said, result = session.messages
     assert said.text == "".join(taken) and said.tool_calls[0].name == "lookup"
     assert result.tool_results[0].is_error and result.metadata["interrupted"] is True
 
@@ -308,8 +309,9 @@ def test_fuzz_keyboard_interrupts_during_run():
         agent, _, runs = two_rounds_with_a_tool()
         session = agent.session()
         fired = threading.Event()
+        delay = rng.random() * 0.002
 
-        def fire(delay=rng.random() * 0.002, fired=fired):
+        def fire(delay=delay, fired=fired):
             time.sleep(delay)
             signal.pthread_kill(main, signal.SIGINT)
             fired.set()
@@ -347,10 +349,8 @@ def test_fuzz_cancellations_at_random_instants():
         for _ in range(steps):
             await asyncio.sleep(0)
         task.cancel()
-        try:
+        with contextlib.suppress(asyncio.CancelledError):
             await task
-        except asyncio.CancelledError:
-            pass
         _check_turn(session, 0, events, runs)
 
     async def main():

@@ -113,7 +113,7 @@ def test_tool_that_raises_leaves_history_unchanged(provider, request):
     if provider == "openai":
         request.getfixturevalue("openai_env")
 
-    @tool
+    @tool(on_error="raise")
     def get_weather(city: str) -> str:
         """Weather for a city."""
         raise RuntimeError("weather service down")
@@ -318,7 +318,7 @@ def test_a_provider_that_yields_single_events_gets_a_clear_error():
 def test_interrupt_while_a_tool_runs_pairs_every_call_with_a_result():
     started = threading.Event()
 
-    @tool
+    @tool(sequential=True)  # runs alone, after the quick one has finished
     async def slow_lookup(query: str) -> str:
         """Look something up, slowly."""
         started.set()

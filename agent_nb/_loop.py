@@ -1,0 +1,405 @@
+"""The turn loop: ask the provider, stream its answer, run the tools it calls, repeat.
+
+A turn is built aside (`_Turn`) and committed to the session only once it completes; a turn
+stopped midway keeps what its reader saw (see `_Turn.interrupted`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
+from contextlib import aclosing
+from typing import TYPE_CHECKING, Any, Protocol
+
+import pydantic
+
+from .errors import OutputValidationError, StreamError, ToolError
+from .events import Completion, Done, Event, TextDelta, ThinkingDelta, ToolCall, ToolResult, Usage
+from .messages import Message, ToolCallPart, ToolResultPart
+from .providers.base import Request
+from .tools import ArgumentError, ModelRetry, Tool, format_validation_error
+
+if TYPE_CHECKING:
+    from ._output import OutputType
+    from .session import Response, Session
+
+_INTERRUPTED = "interrupted before the tool finished"
+_NOT_A_BATCH = (
+    "{0!r}.complete() must yield lists of events (one list per piece of the answer), got {1!r}"
+)
+
+
+class Reader(Protocol):
+    """The reading side of a streamed turn, as the turn sees it.
+
+    A reader that reads ahead of its consumer (the sync stream) also has `caught_up()`,
+    awaited before the answer is finished and before tools run.
+    """
+
+    turn: _Turn | None
+
+    def unseen(self) -> int: ...
+
+
+class Toolset:
+    """The tools a turn may call, by name, and their schemas for the provider."""
+
+    def __init__(self, tools: Iterable[Tool | Callable[..., Any]] = ()) -> None:
+        from .errors import ConfigurationError
+        from .tools import as_tool
+
+        self.tools: dict[str, Tool] = {}
+        for item in tools:
+            t = as_tool(item)
+            if t.name in self.tools:
+                raise ConfigurationError(f"two tools are named {t.name!r}; tool names must differ")
+            self.tools[t.name] = t
+        self.schemas = [t.schema() for t in self.tools.values()]
+
+    def __bool__(self) -> bool:
+        return bool(self.tools)
+
+
+async def turn(
+    session: Session,
+    prompt: str,
+    settings: dict[str, Any],
+    output: OutputType | None,
+    *,
+    stream: bool,
+    reader: Reader | None = None,
+) -> AsyncGenerator[list[Event], None]:
+    """One turn: request, stream, run tools, repeat; commit only a finished turn.
+
+    Events come in lists, one per piece of the answer that arrived. `reader` is the stream's
+    side: what it has taken decides what a stopped turn keeps, and before the answer is
+    finished and before tools run, the turn waits until the reader has taken every event so
+    far (so nothing it did not see is kept, and no tool it did not see called runs).
+    `settings` may hold `tools`: this call's tools instead of the session's.
+    """
+    if not isinstance(prompt, str):
+        raise TypeError(f"the prompt must be a str, got {type(prompt).__name__}")
+    agent = session.agent
+    settings = {**agent.defaults, **settings}
+    tools = settings.pop("tools", None)
+    toolset = session._toolset if tools is None else _call_tools(tools)
+    model = settings.pop("model", None) or agent.model
+    if not session._lock.acquire(blocking=False):
+        raise session._busy()
+    state = _Turn(session, prompt)
+    caught_up = None
+    if reader is not None:
+        reader.turn = state
+        caught_up = getattr(reader, "caught_up", None)
+    stopped = False
+    try:
+        for round_number in range(agent.max_tool_rounds + 1):
+            request = Request(
+                model=model,
+                messages=session._messages + state.messages,
+                system=session.system,
+                tools=toolset.schemas,
+                output=output.request if output else None,
+                settings=settings,
+                stream=stream,
+            )
+            completion = None
+            async with aclosing(agent.provider.complete(request)) as batches:
+                async for batch in batches:
+                    if type(batch) is not list:
+                        raise TypeError(_NOT_A_BATCH.format(agent.provider, batch))
+                    shown: list[Event] = []
+                    for event in batch:
+                        kind = type(event)
+                        if kind is TextDelta:
+                            state.pending.append(event.text)
+                            shown.append(event)
+                        elif kind is Completion:
+                            completion = event
+                        elif kind is ThinkingDelta:
+                            shown.append(event)
+                    if shown:
+                        yield shown
+            if completion is None:
+                raise StreamError(
+                    "the provider's stream ended without a final message",
+                    provider=agent.provider.name,
+                )
+            if caught_up is not None:
+                await caught_up()
+            state.finish(completion)
+            calls = state.messages[-1].tool_calls
+            if not calls:
+                break
+            if round_number == agent.max_tool_rounds:
+                raise ToolError(
+                    f"the model kept calling tools for {agent.max_tool_rounds} rounds; "
+                    "raise Agent(max_tool_rounds=...) if that is expected"
+                )
+            state.calls = calls
+            yield [ToolCall(c.id, c.name, c.arguments_json()) for c in calls]
+            if caught_up is not None:
+                await caught_up()
+            async with aclosing(
+                _run_calls(calls, toolset, state, agent.max_concurrency)
+            ) as results:
+                async for result in results:
+                    state.results.append(result)
+                    yield [
+                        ToolResult(
+                            result.tool_call_id, result.name, result.content, result.is_error
+                        )
+                    ]
+            state.end_tool_round()
+        response = state.response(output)
+        state.commit(response)
+        await session._autosave_async(response)
+    except Exception:
+        raise  # nothing of a failed turn reaches history
+    except BaseException:  # cancelled, closed early, interrupted
+        stopped = True
+        raise
+    finally:
+        state.end(reader.unseen if reader is not None else None, stopped=stopped)
+    yield [Done(response)]
+
+
+async def final(batches: AsyncGenerator[list[Event], None]) -> Response:
+    """The Response of a turn run to its end without a reader."""
+    async with aclosing(batches):
+        async for batch in batches:
+            if type(batch[-1]) is Done:
+                return batch[-1].response
+    raise AssertionError("a turn ended without a Done event")  # pragma: no cover
+
+
+def _call_tools(tools: Any) -> Toolset:
+    if isinstance(tools, Toolset):
+        return tools
+    if isinstance(tools, str | bytes) or not isinstance(tools, Iterable):
+        raise TypeError(
+            f"tools= takes a list of tools (functions or @tool), or [] for none; got {tools!r}"
+        )
+    return Toolset(tools)
+
+
+# -- tools ----------------------------------------------------------------------------------
+
+
+async def _run_calls(
+    calls: list[ToolCallPart], toolset: Toolset, state: _Turn, max_concurrency: int
+) -> AsyncIterator[ToolResultPart]:
+    """Run a round's calls, concurrently but for `sequential` tools; yield results as they end.
+
+    Calls run in groups, in the model's order: each `sequential` call alone, the calls
+    between them together (at most `max_concurrency` at once). A stopped round cancels what
+    is still running (a sync tool's thread runs on; its result is dropped).
+    """
+    limit = asyncio.Semaphore(max(1, max_concurrency))
+
+    async def one(call: ToolCallPart) -> ToolResultPart:
+        async with limit:
+            return await _call(call, toolset, state)
+
+    for group in _groups(calls, toolset):
+        running = {asyncio.ensure_future(one(call)): call for call in group}
+        try:
+            while running:
+                done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                for task in sorted(done, key=lambda t: calls.index(running[t])):
+                    del running[task]
+                    yield task.result()
+        finally:
+            for task in running:
+                task.cancel()
+            if running:
+                await asyncio.wait(running)
+
+
+def _groups(calls: list[ToolCallPart], toolset: Toolset) -> list[list[ToolCallPart]]:
+    groups: list[list[ToolCallPart]] = [[]]
+    for call in calls:
+        tool = toolset.tools.get(call.name)
+        if tool is not None and tool.sequential:
+            groups += [[call], []]
+        else:
+            groups[-1].append(call)
+    return [group for group in groups if group]
+
+
+async def _call(call: ToolCallPart, toolset: Toolset, state: _Turn) -> ToolResultPart:
+    """One call's result; what went wrong goes back to the model unless it must end the turn."""
+    tool = toolset.tools.get(call.name)
+    if tool is None:
+        known = ", ".join(toolset.tools) or "none"
+        return _error(call, f"There is no tool named {call.name!r}. Available tools: {known}.")
+    try:
+        content = await tool.invoke(call.arguments_json())
+    except pydantic.ValidationError as exc:
+        return _error(call, state.retry(tool, f"Invalid arguments: {format_validation_error(exc)}"))
+    except ArgumentError as exc:
+        return _error(call, state.retry(tool, f"Invalid arguments: {exc}"))
+    except ModelRetry as exc:
+        return _error(call, state.retry(tool, str(exc) or "Try again."))
+    except Exception as exc:
+        if tool.on_error == "raise":
+            raise ToolError(
+                f"tool {call.name!r} raised {type(exc).__name__}: {exc}; the turn was not saved",
+                tool=call.name,
+            ) from exc
+        return _error(call, f"The tool raised {type(exc).__name__}: {exc}")
+    return ToolResultPart(tool_call_id=call.id, name=call.name, content=content)
+
+
+def _error(call: ToolCallPart, content: str) -> ToolResultPart:
+    return ToolResultPart(tool_call_id=call.id, name=call.name, content=content, is_error=True)
+
+
+# -- the turn being built ---------------------------------------------------------------------
+
+
+class _Turn:
+    """The messages of a turn being built, kept aside until the turn completes."""
+
+    def __init__(self, session: Session, prompt: str) -> None:
+        self.session = session
+        self.messages = [Message.user(prompt)]
+        self.pending: list[str] = []  # text of the answer still streaming
+        self.calls: list[ToolCallPart] = []  # tool calls of the round being run
+        self.results: list[ToolResultPart] = []
+        self.retries: dict[str, int] = {}  # tool name -> retries asked of the model
+        self.usage = Usage()
+        self.saw_text = False
+        self.last: Completion | None = None
+        self.committed = False
+        self.ended = False
+
+    def finish(self, completion: Completion) -> None:
+        self.saw_text = self.saw_text or bool(self.pending)
+        self.pending = []
+        self.usage = self.usage + completion.usage
+        self.last = completion
+        facts: dict[str, Any] = {
+            "model": completion.model,
+            "finish_reason": completion.finish_reason,
+            "usage": completion.usage.to_dict(),
+        }
+        if completion.refusal:
+            facts["refusal"] = completion.refusal
+        source = completion.message
+        self.messages.append(
+            Message(
+                role="assistant",
+                parts=_unique_call_ids(source.parts),
+                metadata={**source.metadata, **facts},
+                id=source.id,
+            )
+        )
+
+    def retry(self, tool: Tool, problem: str) -> str:
+        """Count one retry asked of the model for `tool`; past its budget, end the turn."""
+        used = self.retries.get(tool.name, 0) + 1
+        self.retries[tool.name] = used
+        if used > tool.retries:
+            raise ToolError(
+                f"tool {tool.name!r}: the model's call failed {used} times in this turn "
+                f"(last: {problem}); the turn was not saved. Allow more with "
+                f"@tool(retries=...) (now {tool.retries})",
+                tool=tool.name,
+            )
+        return problem
+
+    def end_tool_round(self) -> None:
+        self.messages.append(Message.tool(self._in_call_order(self.results)))
+        self.calls, self.results = [], []
+
+    def _in_call_order(self, results: list[ToolResultPart]) -> list[ToolResultPart]:
+        order = {call.id: index for index, call in enumerate(self.calls)}
+        return sorted(results, key=lambda r: order.get(r.tool_call_id, len(order)))
+
+    def response(self, output: OutputType | None) -> Response:
+        from .session import Response
+
+        assert self.last is not None
+        final_message = self.messages[-1]
+        value = None
+        if output is not None:
+            if self.last.refusal:
+                raise OutputValidationError(f"the model refused: {self.last.refusal}")
+            value = output.parse(final_message.text)
+        return Response(
+            text=final_message.text,
+            messages=tuple(self.messages),
+            usage=self.usage,
+            model=self.last.model,
+            finish_reason=self.last.finish_reason,
+            output=value,
+            refusal=self.last.refusal,
+        )
+
+    def commit(self, response: Response) -> None:
+        self.session._commit(list(response.messages), response.usage)
+        self.committed = True
+
+    def end(self, unseen: Callable[[], int] | None, *, stopped: bool) -> None:
+        """Once per turn: keep what was seen of a stopped turn, then free the session."""
+        if self.ended:
+            return
+        self.ended = True
+        session = self.session
+        try:
+            if stopped and not self.committed:
+                kept = self.interrupted(unseen() if unseen is not None else 0)
+                if kept:
+                    session._commit(kept, self.usage)
+                    session._autosave(quiet=True)
+        finally:
+            session._lock.release()
+
+    def interrupted(self, unseen: int) -> list[Message]:
+        """What to keep of a turn stopped midway: nothing unless text had been seen.
+
+        `unseen`: how many of the last text deltas the reader never took.
+        """
+        if unseen:
+            del self.pending[len(self.pending) - unseen :]
+        if not (self.saw_text or self.pending):
+            return []
+        kept = list(self.messages)
+        if self.calls:  # every tool call gets exactly one result
+            done = {r.tool_call_id for r in self.results}
+            missing = [
+                ToolResultPart(tool_call_id=c.id, name=c.name, content=_INTERRUPTED, is_error=True)
+                for c in self.calls
+                if c.id not in done
+            ]
+            kept.append(
+                Message(
+                    role="tool",
+                    parts=tuple(self._in_call_order([*self.results, *missing])),
+                    metadata={"interrupted": True},
+                )
+            )
+        if self.pending:
+            kept.append(Message.assistant("".join(self.pending), interrupted=True))
+        last = kept[-1]
+        if not last.metadata.get("interrupted"):  # stopped between rounds
+            kept[-1] = last.model_copy(update={"metadata": {**last.metadata, "interrupted": True}})
+        return kept
+
+
+def _unique_call_ids(parts: tuple[Any, ...]) -> tuple[Any, ...]:
+    """`parts` with every tool call's id unique (servers repeat ids: each call runs once)."""
+    seen: set[str] = set()
+    out = []
+    for part in parts:
+        if isinstance(part, ToolCallPart):
+            new_id, number = part.id, 1
+            while new_id in seen:
+                number += 1
+                new_id = f"{part.id}_{number}"
+            seen.add(new_id)
+            if new_id != part.id:
+                part = part.model_copy(update={"id": new_id})
+        out.append(part)
+    return tuple(out)

@@ -7,13 +7,14 @@ stopped midway keeps what its reader saw (see `_Turn.interrupted`).
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Any, Protocol
 
 import pydantic
 
-from .errors import OutputValidationError, StreamError, ToolError
+from .errors import ApprovalPendingError, OutputValidationError, StreamError, ToolError
 from .events import Completion, Done, Event, TextDelta, ThinkingDelta, ToolCall, ToolResult, Usage
 from .messages import Message, ToolCallPart, ToolResultPart
 from .providers.base import Request
@@ -62,7 +63,7 @@ class Toolset:
 
 async def turn(
     session: Session,
-    prompt: str,
+    prompt: str | None,
     settings: dict[str, Any],
     output: OutputType | None,
     *,
@@ -75,28 +76,52 @@ async def turn(
     side: what it has taken decides what a stopped turn keeps, and before the answer is
     finished and before tools run, the turn waits until the reader has taken every event so
     far (so nothing it did not see is kept, and no tool it did not see called runs).
-    `settings` may hold `tools`: this call's tools instead of the session's.
+    `settings` may hold `tools` (this call's tools instead of the session's) and `approve`
+    (the approval callback). With `prompt` None, the turn resumes the round that waits for
+    approvals: it runs the decided calls, then asks the model again.
     """
-    if not isinstance(prompt, str):
+    if prompt is not None and not isinstance(prompt, str):
         raise TypeError(f"the prompt must be a str, got {type(prompt).__name__}")
     agent = session.agent
     settings = {**agent.defaults, **settings}
     tools = settings.pop("tools", None)
     toolset = session._toolset if tools is None else _call_tools(tools)
+    approve = settings.pop("approve", None) or agent.approve
+    if approve is not None and not callable(approve):
+        raise TypeError(f"approve= takes a function of the tool call, got {approve!r}")
     model = settings.pop("model", None) or agent.model
     if not session._lock.acquire(blocking=False):
         raise session._busy()
-    state = _Turn(session, prompt)
+    try:
+        waiting = session.pending_approvals
+        if prompt is not None and waiting:
+            raise ApprovalPendingError(_waiting_text(session, waiting))
+        if prompt is None and not waiting:
+            raise ApprovalPendingError(
+                f"session {session.session_id!r} has no tool calls waiting for approval: "
+                "there is nothing to resume"
+            )
+        state = _Turn(session, prompt)
+    except BaseException:
+        session._lock.release()
+        raise
     caught_up = None
     if reader is not None:
         reader.turn = state
         caught_up = getattr(reader, "caught_up", None)
     stopped = False
     try:
+        if prompt is None:  # finish the round that waited
+            state.resume_round()
+            async for events in _tool_round(state, toolset, agent, approve, caught_up):
+                yield events
+            state.end_tool_round()
         for round_number in range(agent.max_tool_rounds + 1):
+            if state.awaiting:
+                break
             request = Request(
                 model=model,
-                messages=session._messages + state.messages,
+                messages=state.base + state.messages,
                 system=session.system,
                 tools=toolset.schemas,
                 output=output.request if output else None,
@@ -140,16 +165,8 @@ async def turn(
             yield [ToolCall(c.id, c.name, c.arguments_json()) for c in calls]
             if caught_up is not None:
                 await caught_up()
-            async with aclosing(
-                _run_calls(calls, toolset, state, agent.max_concurrency)
-            ) as results:
-                async for result in results:
-                    state.results.append(result)
-                    yield [
-                        ToolResult(
-                            result.tool_call_id, result.name, result.content, result.is_error
-                        )
-                    ]
+            async for events in _tool_round(state, toolset, agent, approve, caught_up):
+                yield events
             state.end_tool_round()
         response = state.response(output)
         state.commit(response)
@@ -173,6 +190,14 @@ async def final(batches: AsyncGenerator[list[Event], None]) -> Response:
     raise AssertionError("a turn ended without a Done event")  # pragma: no cover
 
 
+def _waiting_text(session: Session, waiting: list[ToolCallPart]) -> str:
+    calls = ", ".join(f"{c.id!r} ({c.name})" for c in waiting)
+    return (
+        f"session {session.session_id!r} has tool calls waiting for approval: {calls}; "
+        "decide with session.approve(id) or session.deny(id, reason), then session.resume()"
+    )
+
+
 def _call_tools(tools: Any) -> Toolset:
     if isinstance(tools, Toolset):
         return tools
@@ -184,6 +209,84 @@ def _call_tools(tools: Any) -> Toolset:
 
 
 # -- tools ----------------------------------------------------------------------------------
+
+
+async def _tool_round(
+    state: _Turn,
+    toolset: Toolset,
+    agent: Any,
+    approve: Callable[..., Any] | None,
+    caught_up: Callable[[], Any] | None,
+) -> AsyncIterator[list[Event]]:
+    """Decide the round's calls that need approval, then run the approved and the rest.
+
+    A call with no decision and no callback to ask waits: `state.awaiting` says which.
+    """
+    decisions = state.session._decisions
+    runnable = []
+    for call in state.calls:
+        if call.id in state.done:
+            continue
+        tool = toolset.tools.get(call.name)
+        if tool is None or not tool.requires_approval:
+            runnable.append(call)
+            continue
+        decision = decisions.pop(call.id, None)
+        if decision is None and approve is not None:
+            decision = await _ask(approve, call)
+        if decision is None:
+            state.awaiting.append(call.id)
+        elif decision[0]:
+            runnable.append(call)
+        else:
+            result = _denied(call, decision[1])
+            state.results.append(result)
+            yield [_result_event(result)]
+    if runnable and caught_up is not None:
+        await caught_up()
+    if runnable:
+        state.started = True  # from here a stop keeps the round: no call may run twice
+    async with aclosing(_run_calls(runnable, toolset, state, agent.max_concurrency)) as results:
+        async for result in results:
+            state.results.append(result)
+            yield [_result_event(result)]
+
+
+async def _ask(approve: Callable[..., Any], call: ToolCallPart) -> tuple[bool, str | None]:
+    """The approval callback's decision on `call`: (approved, reason)."""
+    event = ToolCall(call.id, call.name, call.arguments_json())
+    if inspect.iscoroutinefunction(approve):
+        answer = await approve(event)
+    else:
+        answer = await asyncio.to_thread(approve, event)
+        if inspect.isawaitable(answer):
+            answer = await answer
+    return decision(answer)
+
+
+def decision(answer: Any) -> tuple[bool, str | None]:
+    """(approved, reason) from True / False or (False, "reason")."""
+    if isinstance(answer, bool):
+        return answer, None
+    if (
+        isinstance(answer, tuple)
+        and len(answer) == 2
+        and isinstance(answer[0], bool)
+        and (answer[1] is None or isinstance(answer[1], str))
+    ):
+        return answer[0], answer[1]
+    raise TypeError(
+        f"an approval callback returns True, False or (False, 'reason'); got {answer!r}"
+    )
+
+
+def _denied(call: ToolCallPart, reason: str | None) -> ToolResultPart:
+    said = f": {reason}" if reason else ""
+    return _error(call, f"The user did not approve this call{said}.")
+
+
+def _result_event(result: ToolResultPart) -> ToolResult:
+    return ToolResult(result.tool_call_id, result.name, result.content, result.is_error)
 
 
 async def _run_calls(
@@ -261,9 +364,13 @@ def _error(call: ToolCallPart, content: str) -> ToolResultPart:
 class _Turn:
     """The messages of a turn being built, kept aside until the turn completes."""
 
-    def __init__(self, session: Session, prompt: str) -> None:
+    def __init__(self, session: Session, prompt: str | None) -> None:
         self.session = session
-        self.messages = [Message.user(prompt)]
+        self.base = session._messages  # the history this turn extends
+        self.messages = [] if prompt is None else [Message.user(prompt)]
+        self.done: set[str] = set()  # calls of the round resumed that already have results
+        self.awaiting: list[str] = []  # calls of this round that wait for approval
+        self.started = False  # tool calls have started
         self.pending: list[str] = []  # text of the answer still streaming
         self.calls: list[ToolCallPart] = []  # tool calls of the round being run
         self.results: list[ToolResultPart] = []
@@ -309,9 +416,22 @@ class _Turn:
             )
         return problem
 
+    def resume_round(self) -> None:
+        """Take up the round that waits for approval: its calls, and the results it has."""
+        history = self.base
+        self.base = history[:-1]  # the waiting tool message is replaced when this turn ends
+        self.calls = history[-2].tool_calls
+        self.results = list(history[-1].tool_results)
+        self.done = {r.tool_call_id for r in self.results}
+
     def end_tool_round(self) -> None:
-        self.messages.append(Message.tool(self._in_call_order(self.results)))
-        self.calls, self.results = [], []
+        results = self._in_call_order(self.results)
+        if self.awaiting:
+            metadata = {"awaiting_approval": list(self.awaiting)}
+            self.messages.append(Message(role="tool", parts=tuple(results), metadata=metadata))
+        else:
+            self.messages.append(Message.tool(results))
+        self.calls, self.results, self.done = [], [], set()
 
     def _in_call_order(self, results: list[ToolResultPart]) -> list[ToolResultPart]:
         order = {call.id: index for index, call in enumerate(self.calls)}
@@ -320,25 +440,33 @@ class _Turn:
     def response(self, output: OutputType | None) -> Response:
         from .session import Response
 
-        assert self.last is not None
-        final_message = self.messages[-1]
+        last = self.last
+        said = [m for m in self.messages if m.role == "assistant"]
+        text = said[-1].text if said else ""
         value = None
-        if output is not None:
-            if self.last.refusal:
-                raise OutputValidationError(f"the model refused: {self.last.refusal}")
-            value = output.parse(final_message.text)
+        if output is not None and not self.awaiting:
+            if last is not None and last.refusal:
+                raise OutputValidationError(f"the model refused: {last.refusal}")
+            value = output.parse(text)
         return Response(
-            text=final_message.text,
+            text=text,
             messages=tuple(self.messages),
             usage=self.usage,
-            model=self.last.model,
-            finish_reason=self.last.finish_reason,
+            model=last.model if last else None,
+            finish_reason=last.finish_reason if last else None,
             output=value,
-            refusal=self.last.refusal,
+            refusal=last.refusal if last else None,
+            pending_approvals=tuple(c for c in self._round_calls() if c.id in self.awaiting),
         )
 
+    def _round_calls(self) -> list[ToolCallPart]:
+        for message in reversed([*self.base, *self.messages]):
+            if message.tool_calls:
+                return message.tool_calls
+        return []
+
     def commit(self, response: Response) -> None:
-        self.session._commit(list(response.messages), response.usage)
+        self.session._commit(list(response.messages), response.usage, base=self.base)
         self.committed = True
 
     def end(self, unseen: Callable[[], int] | None, *, stopped: bool) -> None:
@@ -351,19 +479,21 @@ class _Turn:
             if stopped and not self.committed:
                 kept = self.interrupted(unseen() if unseen is not None else 0)
                 if kept:
-                    session._commit(kept, self.usage)
+                    session._commit(kept, self.usage, base=self.base)
                     session._autosave(quiet=True)
         finally:
             session._lock.release()
 
     def interrupted(self, unseen: int) -> list[Message]:
-        """What to keep of a turn stopped midway: nothing unless text had been seen.
+        """What to keep of a turn stopped midway: nothing unless text was seen or tools ran.
 
-        `unseen`: how many of the last text deltas the reader never took.
+        `unseen`: how many of the last text deltas the reader never took. Once a tool call
+        has started, the round is kept (an unfinished call with an "interrupted" result), so
+        that the model learns of it and no call ever runs twice.
         """
         if unseen:
             del self.pending[len(self.pending) - unseen :]
-        if not (self.saw_text or self.pending):
+        if not (self.saw_text or self.pending or self.started):
             return []
         kept = list(self.messages)
         if self.calls:  # every tool call gets exactly one result

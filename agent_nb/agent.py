@@ -40,6 +40,7 @@ class Agent:
         max_retries: int | None = None,
         max_tool_rounds: int = 10,
         max_concurrency: int = 8,
+        approve: Callable[[Any], Any] | None = None,
         store: SessionStore | None = None,
         **defaults: Any,
     ) -> None:
@@ -62,6 +63,8 @@ class Agent:
             )
         #: At most this many tool calls of one round run at the same time.
         self.max_concurrency = max_concurrency
+        #: Asked before a requires_approval tool runs: True, False or (False, "reason").
+        self.approve = approve
         self._toolset = Toolset(tools or ())
 
     @property

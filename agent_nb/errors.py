@@ -8,6 +8,7 @@ __all__ = [
     "APIConnectionError",
     "APITimeoutError",
     "AgentError",
+    "ApprovalPendingError",
     "AuthenticationError",
     "BadRequestError",
     "ConfigurationError",
@@ -126,6 +127,10 @@ class ToolError(AgentError):
     def __init__(self, message: str, *, tool: str | None = None) -> None:
         self.tool = tool
         super().__init__(message)
+
+
+class ApprovalPendingError(ToolError):
+    """Tool calls wait for approval: decide with approve()/deny(), then resume()."""
 
 
 class OutputValidationError(AgentError):

@@ -16,6 +16,7 @@ import pydantic
 from . import _loop, _runner
 from ._output import OutputType
 from .errors import (
+    ApprovalPendingError,
     InvalidSessionData,
     SessionBusyError,
     StoreError,
@@ -26,7 +27,7 @@ from .events import (
     TextDelta,
     Usage,
 )
-from .messages import Message
+from .messages import Message, ToolCallPart
 
 if TYPE_CHECKING:
     from .agent import Agent
@@ -53,6 +54,8 @@ class Response:
     output: Any = None
     refusal: str | None = None
     interrupted: bool = False
+    #: Tool calls this turn stopped at, waiting for approval (see Session.resume).
+    pending_approvals: tuple[ToolCallPart, ...] = ()
 
     def __str__(self) -> str:
         return self.text
@@ -77,6 +80,8 @@ class Session:
         self.agent = agent
         #: This session's own tools (None: the agent's).
         self._tools = None if tools is None else _loop.Toolset(tools)
+        #: approve()/deny() decisions on waiting calls: id -> (approved, reason)
+        self._decisions: dict[str, tuple[bool, str | None]] = {}
         self.session_id = _check_id(session_id) if session_id is not None else _new_id()
         self.system = system
         self._messages: list[Message] = _check_messages(messages) if messages else []
@@ -164,6 +169,48 @@ class Session:
             lambda reader: _loop.turn(self, prompt, settings, None, stream=True, reader=reader)
         )
 
+    # -- approvals -------------------------------------------------------------------------
+
+    @property
+    def pending_approvals(self) -> list[ToolCallPart]:
+        """The tool calls the last turn stopped at, waiting for approve()/deny(), then resume()."""
+        messages = self._messages
+        if len(messages) < 2 or not messages[-1].metadata.get("awaiting_approval"):
+            return []
+        waiting = set(messages[-1].metadata["awaiting_approval"])
+        return [call for call in messages[-2].tool_calls if call.id in waiting]
+
+    def approve(self, call_id: str) -> None:
+        """Let a waiting tool call run when the turn resumes."""
+        self._decide(call_id, True, None)
+
+    def deny(self, call_id: str, reason: str | None = None) -> None:
+        """Refuse a waiting tool call; the model is told so (with `reason`, if given)."""
+        self._decide(call_id, False, reason)
+
+    def _decide(self, call_id: str, approved: bool, reason: str | None) -> None:
+        waiting = [call.id for call in self.pending_approvals]
+        if call_id not in waiting:
+            known = ", ".join(map(repr, waiting)) or "none"
+            raise ApprovalPendingError(
+                f"no tool call {call_id!r} waits for approval in session "
+                f"{self.session_id!r} (waiting: {known})"
+            )
+        self._decisions[call_id] = (approved, reason)
+
+    def resume(self, **settings: Any) -> Response:
+        """Run the decided tool calls of the waiting round, then let the model answer."""
+        return _runner.run(self.resume_async(**settings))
+
+    async def resume_async(self, **settings: Any) -> Response:
+        return await _loop.final(_loop.turn(self, None, settings, None, stream=False))
+
+    def stream_resume(self, **settings: Any) -> Stream:
+        """`resume()`, streamed: the results of the decided calls, then the answer."""
+        return Stream(
+            lambda reader: _loop.turn(self, None, settings, None, stream=True, reader=reader)
+        )
+
     def json(self, prompt: str, schema: Any, **settings: Any) -> Response:
         """Ask for an answer shaped as `schema`; `response.output` is the validated instance."""
         return _runner.run(self.json_async(prompt, schema, **settings))
@@ -172,8 +219,11 @@ class Session:
         output = OutputType(schema)
         return await _loop.final(_loop.turn(self, prompt, settings, output, stream=False))
 
-    def _commit(self, messages: list[Message], usage: Usage) -> None:
-        self._messages = self._messages + messages
+    def _commit(
+        self, messages: list[Message], usage: Usage, base: list[Message] | None = None
+    ) -> None:
+        """Add a turn's messages to `base` (the history it started from, by default all)."""
+        self._messages = (self._messages if base is None else base) + messages
         self.usage = self.usage + usage
         self._touch()
 

@@ -1,0 +1,255 @@
+"""Approval: a requires_approval tool runs only once approved, also across a process restart."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import pytest
+
+from agent_nb import Agent, Message, tool
+from agent_nb.errors import ApprovalPendingError, ServerError
+from agent_nb.messages import ToolCallPart
+from agent_nb.providers.testing import TestProvider
+from agent_nb.stores import SQLiteStore
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tools(ran: list[str]):
+    @tool(requires_approval=True)
+    def transfer(amount: int, to: str) -> str:
+        """Send money."""
+        ran.append(f"transfer {amount} {to}")
+        return f"sent {amount} to {to}"
+
+    @tool
+    def balance() -> str:
+        """The balance."""
+        ran.append("balance")
+        return "1000"
+
+    return [transfer, balance]
+
+
+def round_(*specs):
+    return Message(
+        role="assistant",
+        parts=(*(ToolCallPart(id=i, name=n, arguments=a) for i, n, a in specs),),
+    )
+
+
+PAY = round_(("b", "balance", {}), ("t", "transfer", {"amount": 5, "to": "Bob"}))
+
+
+def assert_paired(messages):
+    for index, message in enumerate(messages):
+        if message.tool_calls:
+            results = messages[index + 1].tool_results
+            assert [r.tool_call_id for r in results] == [c.id for c in message.tool_calls]
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_callback_approves_or_denies_with_a_reason(kind):
+    ran: list[str] = []
+    asked = []
+
+    def decide(call):
+        asked.append((call.name, call.arguments))
+        return call.arguments["amount"] < 100 or (False, "over the limit")
+
+    async def decide_async(call):
+        await asyncio.sleep(0)
+        return decide(call)
+
+    big = round_(("t2", "transfer", {"amount": 500, "to": "Eve"}))
+    provider = TestProvider([PAY, "Sent.", big, "Not sent."])
+    agent = Agent(
+        provider=provider,
+        model="t",
+        tools=tools(ran),
+        approve=decide if kind == "sync" else decide_async,
+    )
+    session = agent.session()
+    assert session.run("pay Bob").text == "Sent."
+    assert ran == ["balance", "transfer 5 Bob"]
+    assert session.run("pay Eve").text == "Not sent."
+    denied = session.messages[-2].tool_results[0]
+    assert (
+        denied.is_error and denied.content == "The user did not approve this call: over the limit."
+    )
+    assert asked == [
+        ("transfer", {"amount": 5, "to": "Bob"}),
+        ("transfer", {"amount": 500, "to": "Eve"}),
+    ]
+    assert ran == ["balance", "transfer 5 Bob"]  # balance was never asked about
+    assert_paired(session.messages)
+
+
+def test_without_a_callback_the_turn_stops_cleanly_and_resumes():
+    ran: list[str] = []
+    provider = TestProvider([PAY, "Done: sent."])
+    session = Agent(provider=provider, model="t", tools=tools(ran)).session()
+    events = list(session.stream("pay Bob"))
+    assert [e.type for e in events] == ["tool_call", "tool_call", "tool_result", "done"]
+    response = events[-1].response
+    assert [c.id for c in response.pending_approvals] == ["t"]
+    assert [c.id for c in session.pending_approvals] == ["t"]
+    assert ran == ["balance"]  # the call that needs no approval ran
+    with pytest.raises(ApprovalPendingError, match=r"'t' \(transfer\).*session.approve\(id\)"):
+        session.run("something else")
+    with pytest.raises(ApprovalPendingError, match="no tool call 'x' waits.*waiting: 't'"):
+        session.approve("x")
+    session.approve("t")
+    resumed = session.resume()
+    assert resumed.text == "Done: sent." and ran == ["balance", "transfer 5 Bob"]
+    assert session.pending_approvals == []
+    roles = [m.role for m in session.messages]
+    assert roles == ["user", "assistant", "tool", "assistant"]
+    assert [r.content for r in session.messages[2].tool_results] == ["1000", "sent 5 to Bob"]
+    assert_paired(session.messages)
+    with pytest.raises(ApprovalPendingError, match="nothing to resume"):
+        session.resume()
+
+
+def test_a_denied_call_goes_back_to_the_model():
+    ran: list[str] = []
+    provider = TestProvider([PAY, "OK, I won't."])
+    session = Agent(provider=provider, model="t", tools=tools(ran)).session()
+    session.run("pay Bob")
+    session.deny("t", "not today")
+    assert session.resume().text == "OK, I won't."
+    assert "transfer 5 Bob" not in ran
+    sent = provider.requests[-1].messages[-1].tool_results
+    assert [r.content for r in sent] == ["1000", "The user did not approve this call: not today."]
+
+
+def test_a_failed_resume_leaves_the_calls_waiting():
+    ran: list[str] = []
+
+    class Failing(TestProvider):
+        fail = False
+
+        async def complete(self, request):
+            if self.fail:
+                raise ServerError("the server is down", provider="test", status=503)
+            async for batch in super().complete(request):
+                yield batch
+
+    provider = Failing([PAY, "Sent."])
+    session = Agent(provider=provider, model="t", tools=tools(ran)).session()
+    session.run("pay Bob")
+    before = session.to_dict()["messages"]
+    session.approve("t")
+    provider.fail = True
+    with pytest.raises(ServerError):
+        session.resume()
+    assert session.to_dict()["messages"] == before  # the tool ran, but the turn did not finish
+    assert [c.id for c in session.pending_approvals] == ["t"]
+
+
+def test_an_approval_callback_that_answers_nonsense_is_a_clear_error():
+    ran: list[str] = []
+    agent = Agent(
+        provider=TestProvider([PAY]), model="t", tools=tools(ran), approve=lambda call: "yes"
+    )
+    session = agent.session()
+    with pytest.raises(TypeError, match=r"returns True, False or \(False, 'reason'\); got 'yes'"):
+        session.run("pay")
+    assert session.messages == []
+
+
+def test_a_stopped_resume_keeps_a_started_call_done_never_to_run_twice():
+    ran: list[str] = []
+    started = threading.Event()
+
+    @tool(requires_approval=True)
+    async def transfer(amount: int, to: str) -> str:
+        """Send money, slowly."""
+        ran.append("transfer")
+        started.set()
+        await asyncio.sleep(10)
+        return "sent"
+
+    provider = TestProvider([round_(("t", "transfer", {"amount": 5, "to": "Bob"})), "ok"])
+    session = Agent(provider=provider, model="t", tools=[transfer]).session()
+    session.run("pay Bob")
+    session.approve("t")
+    with session.stream_resume():
+        pass  # never read: the turn never started
+    assert [c.id for c in session.pending_approvals] == ["t"] and ran == []
+
+    stream = session.stream_resume()
+    threading.Thread(target=lambda: (started.wait(5), stream.close()), daemon=True).start()
+    assert list(stream) == []
+    assert ran == ["transfer"] and session.pending_approvals == []
+    result = session.messages[-1].tool_results[0]
+    assert result.is_error and "interrupted" in result.content
+    assert session.messages[-1].metadata["interrupted"] is True
+    with pytest.raises(ApprovalPendingError, match="nothing to resume"):
+        session.resume()
+    assert_paired(session.messages)
+
+
+def test_a_tool_that_started_is_kept_even_when_no_text_was_seen():
+    started = threading.Event()
+
+    @tool
+    async def launch() -> str:
+        """Launch, slowly."""
+        started.set()
+        await asyncio.sleep(10)
+        return "launched"
+
+    provider = TestProvider([round_(("l", "launch", {}))])
+    session = Agent(provider=provider, model="t", tools=[launch]).session()
+    stream = session.stream("launch")
+    threading.Thread(target=lambda: (started.wait(5), stream.close()), daemon=True).start()
+    assert [e.type for e in stream] == ["tool_call"]
+    _, call, result = session.messages
+    assert call.tool_calls[0].id == "l" and "interrupted" in result.tool_results[0].content
+
+
+def test_waiting_calls_survive_a_process_restart(tmp_path):
+    db = tmp_path / "team.db"
+    ran: list[str] = []
+    store = SQLiteStore(db)
+    session = Agent(provider=TestProvider([PAY]), model="t", tools=tools(ran), store=store).session(
+        session_id="pay-1"
+    )
+    session.run("pay Bob")
+    assert [c.id for c in session.pending_approvals] == ["t"]
+    store.close()
+
+    script = textwrap.dedent(
+        f"""
+        import json, sys
+        sys.path.insert(0, {str(ROOT / "tests")!r})
+        from test_approvals import tools
+        from agent_nb import Agent
+        from agent_nb.stores import SQLiteStore
+        ran = []
+        store = SQLiteStore({str(db)!r})
+        agent = Agent(provider="test", tools=tools(ran), store=store)
+        session = agent.session(session_id="pay-1")
+        waiting = [c.id for c in session.pending_approvals]
+        session.approve("t")
+        response = session.resume()
+        print(json.dumps({{"waiting": waiting, "ran": ran, "text": response.text,
+                          "roles": [m.role for m in session.messages]}}))
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["waiting"] == ["t"] and result["ran"] == ["transfer 5 Bob"]
+    assert "sent 5 to Bob" in result["text"]
+    assert result["roles"] == ["user", "assistant", "tool", "assistant"]
+    reloaded = SQLiteStore(db).load("pay-1")
+    assert [m["role"] for m in reloaded["messages"]] == result["roles"]

@@ -6,13 +6,15 @@ from .agent import Agent
 from .errors import AgentError
 from .events import Usage
 from .messages import Message
-from .session import AsyncStream, Response, Session, Stream
+from .session import AsyncJsonStream, AsyncStream, JsonStream, Response, Session, Stream
 from .tools import ModelRetry, Tool, tool
 
 __all__ = [
     "Agent",
     "AgentError",
+    "AsyncJsonStream",
     "AsyncStream",
+    "JsonStream",
     "Message",
     "ModelRetry",
     "Response",

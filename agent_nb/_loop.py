@@ -90,6 +90,13 @@ async def turn(
     if approve is not None and not callable(approve):
         raise TypeError(f"approve= takes a function of the tool call, got {approve!r}")
     model = settings.pop("model", None) or agent.model
+    output_retries = settings.pop("output_retries", 1)
+    if (
+        not isinstance(output_retries, int)
+        or isinstance(output_retries, bool)
+        or output_retries < 0
+    ):
+        raise TypeError(f"output_retries must be an int >= 0, got {output_retries!r}")
     if not session._lock.acquire(blocking=False):
         raise session._busy()
     try:
@@ -116,9 +123,8 @@ async def turn(
             async for events in _tool_round(state, toolset, agent, approve, caught_up):
                 yield events
             state.end_tool_round()
-        for round_number in range(agent.max_tool_rounds + 1):
-            if state.awaiting:
-                break
+        rounds = 0  # tool rounds run
+        while not state.awaiting:
             request = Request(
                 model=model,
                 messages=state.base + state.messages,
@@ -155,12 +161,15 @@ async def turn(
             state.finish(completion)
             calls = state.messages[-1].tool_calls
             if not calls:
-                break
-            if round_number == agent.max_tool_rounds:
+                if output is None or state.output_ok(output, output_retries):
+                    break
+                continue  # the model was told what is wrong with its answer
+            if rounds == agent.max_tool_rounds:
                 raise ToolError(
                     f"the model kept calling tools for {agent.max_tool_rounds} rounds; "
                     "raise Agent(max_tool_rounds=...) if that is expected"
                 )
+            rounds += 1
             state.calls = calls
             yield [ToolCall(c.id, c.name, c.arguments_json()) for c in calls]
             if caught_up is not None:
@@ -371,6 +380,9 @@ class _Turn:
         self.done: set[str] = set()  # calls of the round resumed that already have results
         self.awaiting: list[str] = []  # calls of this round that wait for approval
         self.started = False  # tool calls have started
+        self.answers: list[str] = []  # each answer given for structured output
+        self.output: Any = None  # the validated structured output
+        self.discarded: set[str] = set()  # ids of failed answers and their corrections
         self.pending: list[str] = []  # text of the answer still streaming
         self.calls: list[ToolCallPart] = []  # tool calls of the round being run
         self.results: list[ToolResultPart] = []
@@ -402,6 +414,31 @@ class _Turn:
                 id=source.id,
             )
         )
+
+    def output_ok(self, output: OutputType, retries: int) -> bool:
+        """Whether the answer validates; if not, tell the model, within `retries` tries.
+
+        A failed answer and the correction stay out of history: it keeps the valid answer.
+        """
+        answer = self.messages[-1]
+        self.answers.append(answer.text)
+        if self.last is not None and self.last.refusal:
+            return True  # response() says so
+        try:
+            self.output = output.parse(answer.text)
+            return True
+        except OutputValidationError as error:
+            if len(self.answers) > retries:
+                raise OutputValidationError(
+                    f"{error} ({len(self.answers)} answers, each in error.attempts; allow "
+                    "more with output_retries=...)",
+                    text=answer.text,
+                    attempts=tuple(self.answers),
+                ) from None
+            correction = Message.user(output.correction(error))
+            self.messages.append(correction)
+            self.discarded |= {answer.id, correction.id}
+            return False
 
     def retry(self, tool: Tool, problem: str) -> str:
         """Count one retry asked of the model for `tool`; past its budget, end the turn."""
@@ -441,21 +478,20 @@ class _Turn:
         from .session import Response
 
         last = self.last
-        said = [m for m in self.messages if m.role == "assistant"]
+        messages = [m for m in self.messages if m.id not in self.discarded]
+        said = [m for m in messages if m.role == "assistant"]
         text = said[-1].text if said else ""
-        value = None
-        if output is not None and not self.awaiting:
-            if last is not None and last.refusal:
-                raise OutputValidationError(f"the model refused: {last.refusal}")
-            value = output.parse(text)
+        if output is not None and not self.awaiting and last is not None and last.refusal:
+            raise OutputValidationError(f"the model refused: {last.refusal}", text=text)
         return Response(
             text=text,
-            messages=tuple(self.messages),
+            messages=tuple(messages),
             usage=self.usage,
             model=last.model if last else None,
             finish_reason=last.finish_reason if last else None,
-            output=value,
+            output=self.output,
             refusal=last.refusal if last else None,
+            attempts=len(self.answers),
             pending_approvals=tuple(c for c in self._round_calls() if c.id in self.awaiting),
         )
 

@@ -1,4 +1,12 @@
-"""Structured output: a Python type to a strict JSON schema, and the model's JSON back."""
+"""Structured output: a Python type to a JSON schema a provider enforces, and its JSON back.
+
+OpenAI's strict mode wants every object closed and every property required, and drops
+constraints such as lengths, patterns and formats. So an optional field is sent required but
+nullable (a null the model sends for it is dropped before validation, so the field's default
+applies, instead of the model inventing a value), a dropped constraint is said in the
+field's description, and our validation enforces everything the type says. A type strict
+mode cannot express at all (a free-form dict) is sent as a plain, non-strict schema.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +14,29 @@ import json
 from typing import Any
 
 import pydantic
+import pydantic_core
 
 from .errors import OutputValidationError
 from .providers.base import OutputSchema
 
-_DROP_IN_STRICT = {"title", "default", "format", "examples"}
+_DROP = {"title", "default", "examples"}
+#: Constraints strict mode does not take: said in the description instead.
+_CONSTRAINTS = {
+    "minLength": "at least {} characters",
+    "maxLength": "at most {} characters",
+    "pattern": "matching the regular expression {}",
+    "format": "in {} format",
+    "minimum": "at least {}",
+    "maximum": "at most {}",
+    "exclusiveMinimum": "more than {}",
+    "exclusiveMaximum": "less than {}",
+    "multipleOf": "a multiple of {}",
+    "minItems": "at least {} items",
+    "maxItems": "at most {} items",
+    "uniqueItems": "items all different",
+    "minProperties": "at least {} keys",
+    "maxProperties": "at most {} keys",
+}
 
 
 class OutputType:
@@ -41,8 +67,13 @@ class OutputType:
             }
             if defs:
                 json_schema["$defs"] = defs
+        self._schema = json_schema  # as pydantic wrote it: what "optional" means
+        strict = _expressible(json_schema)
         self.request = OutputSchema(
-            name=self.name, schema=_strict(json_schema), description=json_schema.get("description")
+            name=self.name,
+            schema=_strict(json_schema) if strict else _plain(json_schema),
+            strict=strict,
+            description=json_schema.get("description"),
         )
 
     def parse(self, text: str) -> Any:
@@ -55,12 +86,7 @@ class OutputType:
                 f"{text[:200]!r}",
                 text=text,
             ) from None
-        if self._wrapped:
-            if not isinstance(data, dict) or "value" not in data:
-                raise OutputValidationError(
-                    f"the model's answer lacks the 'value' field: {text[:200]!r}", text=text
-                )
-            data = data["value"]
+        data = self._unwrap(data, text)
         try:
             return self._adapter.validate_python(data)
         except pydantic.ValidationError as exc:
@@ -72,6 +98,39 @@ class OutputType:
                 f"the model's answer does not match {self.name}: {problems}", text=text
             ) from None
 
+    def partial(self, text: str) -> Any:
+        """What the JSON so far validates as (lists and strings cut short), or None."""
+        try:
+            data = pydantic_core.from_json(text, allow_partial="trailing-strings")
+            if self._wrapped:
+                if not isinstance(data, dict) or "value" not in data:
+                    return None
+                data = data["value"]
+            data = _drop_nulls(data, self._inner_schema(), self._schema.get("$defs", {}))
+            return self._adapter.validate_python(data, experimental_allow_partial=True)
+        except (ValueError, pydantic.ValidationError):
+            return None
+
+    @staticmethod
+    def correction(error: OutputValidationError) -> str:
+        """What the model is told after an answer that does not validate."""
+        return (
+            f"Your answer cannot be used: {error}. Answer again with only the JSON that "
+            "matches the schema, with these problems fixed."
+        )
+
+    def _unwrap(self, data: Any, text: str) -> Any:
+        if self._wrapped:
+            if not isinstance(data, dict) or "value" not in data:
+                raise OutputValidationError(
+                    f"the model's answer lacks the 'value' field: {text[:200]!r}", text=text
+                )
+            data = data["value"]
+        return _drop_nulls(data, self._inner_schema(), self._schema.get("$defs", {}))
+
+    def _inner_schema(self) -> dict[str, Any]:
+        return self._schema["properties"]["value"] if self._wrapped else self._schema
+
 
 def _schema_name(schema: Any) -> str:
     name = getattr(schema, "__name__", None) or type(schema).__name__
@@ -79,20 +138,107 @@ def _schema_name(schema: Any) -> str:
     return cleaned[:64] or "output"
 
 
+def _expressible(schema: Any) -> bool:
+    """Whether strict mode can say what `schema` says (it has no open-ended objects)."""
+    if isinstance(schema, list):
+        return all(_expressible(item) for item in schema)
+    if not isinstance(schema, dict):
+        return True
+    extra = schema.get("additionalProperties")
+    if extra not in (None, False) or (
+        schema.get("type") == "object" and "properties" not in schema
+    ):
+        return False
+    return all(_expressible(value) for key, value in schema.items() if key != "enum")
+
+
+def _plain(schema: Any) -> Any:
+    """`schema` without the keys providers need not see."""
+    if isinstance(schema, list):
+        return [_plain(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    return {
+        key: _plain(value)
+        if key not in ("properties", "$defs")
+        else {k: _plain(v) for k, v in value.items()}
+        for key, value in schema.items()
+        if key not in _DROP or key == "properties"
+    }
+
+
 def _strict(schema: Any) -> Any:
-    """Every object closed and every property required, as OpenAI's strict mode asks."""
+    """Every object closed, every property required (optional ones nullable)."""
     if isinstance(schema, list):
         return [_strict(item) for item in schema]
     if not isinstance(schema, dict):
         return schema
-    result = {
-        key: _strict(value)
-        for key, value in schema.items()
-        if key not in _DROP_IN_STRICT or key == "properties"
-    }
-    if "properties" in schema:
-        result["properties"] = {k: _strict(v) for k, v in schema["properties"].items()}
+    result: dict[str, Any] = {}
+    notes = []
+    for key, value in schema.items():
+        if key in _CONSTRAINTS:
+            notes.append(_CONSTRAINTS[key].format(json.dumps(value) if key == "pattern" else value))
+        elif key in ("properties", "$defs"):
+            result[key] = {k: _strict(v) for k, v in value.items()}
+        elif key not in _DROP:
+            result[key] = _strict(value)
+    if notes:
+        said = "; ".join(notes)
+        result["description"] = (
+            f"{result['description']} ({said})" if "description" in result else said
+        )
     if result.get("type") == "object" or "properties" in result:
+        required = set(schema.get("required", ()))
+        properties = result.setdefault("properties", {})
+        for name, prop in properties.items():
+            if name not in required and not _allows_null(prop):
+                properties[name] = {"anyOf": [prop, {"type": "null"}]}
         result["additionalProperties"] = False
-        result["required"] = list(result.get("properties", {}))
+        result["required"] = list(properties)
     return result
+
+
+def _allows_null(schema: dict[str, Any]) -> bool:
+    kind = schema.get("type")
+    if kind == "null" or (isinstance(kind, list) and "null" in kind):
+        return True
+    return any(
+        _allows_null(branch) for branch in schema.get("anyOf", ()) if isinstance(branch, dict)
+    )
+
+
+def _drop_nulls(data: Any, schema: dict[str, Any], defs: dict[str, Any]) -> Any:
+    """`data` without the nulls strict mode made the model send for optional fields."""
+    while "$ref" in schema:
+        schema = defs.get(schema["$ref"].rsplit("/", 1)[-1], {})
+    if isinstance(data, dict):
+        properties = schema.get("properties")
+        if properties:
+            required = set(schema.get("required", ()))
+            return {
+                key: _drop_nulls(value, properties.get(key, {}), defs)
+                for key, value in data.items()
+                if not (
+                    value is None
+                    and key not in required
+                    and not _allows_null(_resolve(properties.get(key, {}), defs))
+                )
+            }
+        for branch in schema.get("anyOf", ()):
+            if isinstance(branch, dict) and _resolve(branch, defs).get("properties"):
+                return _drop_nulls(data, branch, defs)
+        return data
+    if isinstance(data, list):
+        items = schema.get("items")
+        if isinstance(items, dict):
+            return [_drop_nulls(item, items, defs) for item in data]
+        for branch in schema.get("anyOf", ()):
+            if isinstance(branch, dict) and "items" in branch:
+                return _drop_nulls(data, branch, defs)
+    return data
+
+
+def _resolve(schema: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
+    while "$ref" in schema:
+        schema = defs.get(schema["$ref"].rsplit("/", 1)[-1], {})
+    return schema

@@ -134,10 +134,14 @@ class ApprovalPendingError(ToolError):
 
 
 class OutputValidationError(AgentError):
-    """The model's structured output does not match the requested schema."""
+    """The model's structured output does not match the requested schema.
 
-    def __init__(self, message: str, *, text: str = "") -> None:
+    `text` is the last answer; `attempts` every answer of the turn, retries included.
+    """
+
+    def __init__(self, message: str, *, text: str = "", attempts: tuple[str, ...] = ()) -> None:
         self.text = text
+        self.attempts = attempts or (text,)
         super().__init__(message)
 
 

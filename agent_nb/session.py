@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -21,12 +22,7 @@ from .errors import (
     SessionBusyError,
     StoreError,
 )
-from .events import (
-    Done,
-    Event,
-    TextDelta,
-    Usage,
-)
+from .events import Done, Event, TextDelta, ToolCall, Usage
 from .messages import Message, ToolCallPart
 
 if TYPE_CHECKING:
@@ -36,7 +32,7 @@ if TYPE_CHECKING:
 
 _log = logging.getLogger("agent_nb")
 
-__all__ = ["AsyncStream", "Response", "Session", "Stream"]
+__all__ = ["AsyncJsonStream", "AsyncStream", "JsonStream", "Response", "Session", "Stream"]
 
 #: The version of `Session.to_dict()`'s format; `from_dict` refuses newer data.
 FORMAT_VERSION = 1
@@ -56,6 +52,8 @@ class Response:
     interrupted: bool = False
     #: Tool calls this turn stopped at, waiting for approval (see Session.resume).
     pending_approvals: tuple[ToolCallPart, ...] = ()
+    #: Answers the model gave for structured output (more than 1: retries; `usage` counts all).
+    attempts: int = 0
 
     def __str__(self) -> str:
         return self.text
@@ -214,6 +212,35 @@ class Session:
     def json(self, prompt: str, schema: Any, **settings: Any) -> Response:
         """Ask for an answer shaped as `schema`; `response.output` is the validated instance."""
         return _runner.run(self.json_async(prompt, schema, **settings))
+
+    def stream_json(self, prompt: str, schema: Any, **settings: Any) -> JsonStream:
+        """`json()`, streamed: iterate the answer as it grows, validated so far (partial).
+
+        Each item is an instance of `schema` with what has arrived (lists and strings may be
+        cut short, later fields missing); the last is the whole validated answer, also in
+        `.response.output` once finished.
+        """
+        output = OutputType(schema)
+        return JsonStream(
+            Stream(
+                lambda reader: _loop.turn(
+                    self, prompt, settings, output, stream=True, reader=reader
+                )
+            ),
+            output,
+        )
+
+    def stream_json_async(self, prompt: str, schema: Any, **settings: Any) -> AsyncJsonStream:
+        """`stream_json()` for `async for`."""
+        output = OutputType(schema)
+        return AsyncJsonStream(
+            AsyncStream(
+                lambda reader: _loop.turn(
+                    self, prompt, settings, output, stream=True, reader=reader
+                )
+            ),
+            output,
+        )
 
     async def json_async(self, prompt: str, schema: Any, **settings: Any) -> Response:
         output = OutputType(schema)
@@ -445,6 +472,105 @@ class AsyncStream:
         turn = self._reader.turn
         if turn is not None and not turn.ended:
             turn.end(self._reader.unseen, stopped=True)
+
+
+class _Partials:
+    """Structured output as it grows: each new value the JSON so far validates as."""
+
+    def __init__(self, output: OutputType) -> None:
+        self._output = output
+        self._text = ""
+        self._last: Any = None
+
+    def add(self, event: Event) -> Any:
+        """The new partial value `event` makes, or None if nothing new."""
+        kind = type(event)
+        if kind is Done:
+            final = event.response.output
+            return None if final == self._last else final
+        if kind is not TextDelta:
+            if kind is ToolCall:  # the JSON comes after the tools
+                self._text = ""
+            return None
+        before = self._text
+        self._text += event.text
+        value = self._output.partial(self._text)
+        if value is None and before and _complete_json(before):  # a retry: a new answer
+            self._text = event.text
+            value = self._output.partial(self._text)
+        if value is None or value == self._last:
+            return None
+        self._last = value
+        return value
+
+
+def _complete_json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True
+
+
+class JsonStream:
+    """The structured answer of one streamed turn, validated so far, as it grows."""
+
+    def __init__(self, stream: Stream, output: OutputType) -> None:
+        self._stream = stream
+        self._partials = _Partials(output)
+
+    @property
+    def response(self) -> Response | None:
+        return self._stream.response
+
+    def __iter__(self) -> JsonStream:
+        return self
+
+    def __next__(self) -> Any:
+        while True:
+            value = self._partials.add(next(self._stream))
+            if value is not None:
+                return value
+
+    def __enter__(self) -> JsonStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the turn (what was read is kept, as for `stream()`)."""
+        self._stream.close()
+
+
+class AsyncJsonStream:
+    """`JsonStream` for `async for`."""
+
+    def __init__(self, stream: AsyncStream, output: OutputType) -> None:
+        self._stream = stream
+        self._partials = _Partials(output)
+
+    @property
+    def response(self) -> Response | None:
+        return self._stream.response
+
+    def __aiter__(self) -> AsyncJsonStream:
+        return self
+
+    async def __anext__(self) -> Any:
+        while True:
+            value = self._partials.add(await self._stream.__anext__())
+            if value is not None:
+                return value
+
+    async def __aenter__(self) -> AsyncJsonStream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
 
 
 class _PullReader:

@@ -36,8 +36,12 @@ def run_page(path: Path) -> None:
     for code, expected, line in blocks(path):
         out = io.StringIO()
         with contextlib.redirect_stdout(out):
-            compiled = compile(
-                code, f"{path.name}:{line}", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
+            compiled = compile(  # dont_inherit: not this module's `from __future__` import
+                code,
+                f"{path.name}:{line}",
+                "exec",
+                flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT,
+                dont_inherit=True,
             )
             result = eval(compiled, namespace)
             if asyncio.iscoroutine(result):

@@ -136,9 +136,9 @@ def test_invalid_structured_output_leaves_history_unchanged():
     agent = Agent(provider=TestProvider(['{"x": 1, "y": "north"}', "not json"]), model="t")
     session = agent.session()
     with pytest.raises(OutputValidationError, match="y: Input should be a valid integer"):
-        session.json("Where?", schema=Point)
+        session.json("Where?", schema=Point, output_retries=0)
     with pytest.raises(OutputValidationError, match="not valid JSON"):
-        session.json("Where?", schema=Point)
+        session.json("Where?", schema=Point, output_retries=0)
     assert session.messages == []
 
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import providers
 from ._loop import Toolset
-from .errors import ConfigurationError, InvalidSessionData, SessionNotFoundError
+from .errors import ConfigurationError, SessionNotFoundError
 from .messages import Message
 from .providers.base import Provider
 from .session import Session
@@ -113,7 +113,10 @@ class Agent:
         )
 
     def load_session(self, session_id: str, *, store: SessionStore | None = None) -> Session:
-        """The session `session_id` from `store` (or the agent's), saving itself there."""
+        """The session `session_id` from `store` (or the agent's), saving itself there.
+
+        Its `session_id` is the key it is stored under, even if the data names another id.
+        """
         store = _check_store(store) or self.store
         if store is None:
             raise ConfigurationError(
@@ -128,10 +131,11 @@ class Agent:
                 f"no session {session_id!r} in {store!r} ({contents}); "
                 "start one with agent.session(session_id=..., store=...)"
             )
-        try:
-            session = Session.from_dict(data, self)
-        except InvalidSessionData as exc:
-            raise InvalidSessionData(f"session {session_id!r} in {store!r}: {exc}") from None
+        # The key is the session's id, whatever id the data carries (data saved by hand under
+        # another key, a copy): its saves then go to that key, never to a second entry.
+        session = Session._from_data(
+            data, self, session_id=session_id, where=f"session {session_id!r} in {store!r}"
+        )
         session.store = store
         session._mark_saved()
         return session

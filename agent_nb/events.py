@@ -21,6 +21,10 @@ __all__ = [
 ]
 
 
+#: The fields of `Usage`, as `Usage.to_dict()` names them.
+USAGE_FIELDS = ("input_tokens", "output_tokens", "cached_tokens", "reasoning_tokens")
+
+
 @dataclass(frozen=True, slots=True)
 class Usage:
     """Tokens spent; `cached_tokens` and `reasoning_tokens` are parts of input and output."""
@@ -29,6 +33,17 @@ class Usage:
     output_tokens: int = 0
     cached_tokens: int = 0
     reasoning_tokens: int = 0
+
+    def __post_init__(self) -> None:
+        for name in USAGE_FIELDS:
+            value = getattr(self, name)
+            if type(value) is not int:  # not a bool, a float, a str or an int subclass
+                if isinstance(value, int) and not isinstance(value, bool):
+                    object.__setattr__(self, name, int(value))
+                    continue
+                raise TypeError(f"Usage.{name} must be an int, got {value!r:.60}")
+            if value < 0:
+                raise ValueError(f"Usage.{name} must be >= 0, got {value}")
 
     @property
     def total_tokens(self) -> int:
@@ -43,12 +58,7 @@ class Usage:
         )
 
     def to_dict(self) -> dict[str, int]:
-        return {
-            "input_tokens": self.input_tokens,
-            "output_tokens": self.output_tokens,
-            "cached_tokens": self.cached_tokens,
-            "reasoning_tokens": self.reasoning_tokens,
-        }
+        return {name: getattr(self, name) for name in USAGE_FIELDS}
 
 
 @dataclass(frozen=True, slots=True)

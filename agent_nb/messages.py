@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Iterable, Mapping
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    StrictBool,
+    StrictStr,
+    field_validator,
+)
 
 __all__ = [
     "Message",
@@ -19,6 +28,10 @@ __all__ = [
 ]
 
 Role = Literal["system", "user", "assistant", "tool"]
+
+#: How deeply message metadata and tool arguments may nest (the dict itself is level 1).
+#: Deeper data is refused where it enters, so that everything kept can be saved and read back.
+MAX_DEPTH = 100
 
 
 class _FrozenDict(dict):
@@ -34,12 +47,64 @@ class _FrozenDict(dict):
         return (_FrozenDict, (dict(self),))
 
 
-def _freeze(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return _FrozenDict({k: _freeze(v) for k, v in value.items()})
-    if isinstance(value, list | tuple):
-        return tuple(_freeze(v) for v in value)
-    return value
+class _NotJSON(ValueError):
+    """A value that is not plain JSON; `path` says where, innermost key last."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.path: list[str] = []
+
+
+def _freeze(value: Any, depth: int = 1) -> Any:
+    """`value` made immutable; _NotJSON unless it is JSON nested at most MAX_DEPTH deep."""
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None:
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise _NotJSON(f"{value} is not a JSON number")
+        return value
+    if isinstance(value, str | int):
+        return value
+    if not isinstance(value, Mapping | list | tuple):
+        raise _NotJSON(f"a {kind.__name__} is not a JSON value")
+    if depth > MAX_DEPTH:
+        raise _NotJSON(f"it is nested more than {MAX_DEPTH} levels deep")
+    is_map = isinstance(value, Mapping)
+    frozen = {}
+    for key, item in value.items() if is_map else enumerate(value):
+        if is_map and not isinstance(key, str):
+            raise _NotJSON(f"the key {_short(key)} is not a str")
+        try:
+            frozen[key] = _freeze(item, depth + 1)
+        except _NotJSON as problem:
+            problem.path.append(f"[{key!r}]")
+            raise
+    return _FrozenDict(frozen) if is_map else tuple(frozen.values())
+
+
+def _frozen_json(value: Any, what: str) -> Any:
+    """`_freeze(value)`, with an error that says where in `what` the problem is."""
+    try:
+        return _freeze(value)
+    except _NotJSON as problem:
+        path = problem.path[::-1]
+        where = "".join(path[:4]) + ("[...]" if len(path) > 4 else "")
+        at = f"at {where}: " if where else ""
+        raise ValueError(
+            f"{at}{problem.reason}; {what} must be plain JSON (str, int, finite float, bool, "
+            f"None, lists, dicts with str keys), at most {MAX_DEPTH} levels deep"
+        ) from None
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    """`repr(value)`, cut to about `limit` characters."""
+    import reprlib
+
+    shortener = reprlib.Repr()
+    shortener.maxstring = shortener.maxother = limit
+    return shortener.repr(value)
 
 
 def _thaw(value: Any) -> Any:
@@ -50,7 +115,7 @@ def _thaw(value: Any) -> Any:
     return value
 
 
-_Frozen = Annotated[dict[str, Any], PlainSerializer(_thaw)]
+_Frozen = Annotated[dict[StrictStr, Any], PlainSerializer(_thaw)]
 
 
 class _Part(BaseModel):
@@ -61,29 +126,29 @@ class TextPart(_Part):
     """Plain text."""
 
     type: Literal["text"] = "text"
-    text: str
+    text: StrictStr
 
 
 class ThinkingPart(_Part):
     """The model's reasoning; `signature` is what the provider needs to accept it back."""
 
     type: Literal["thinking"] = "thinking"
-    text: str
-    signature: str | None = None
+    text: StrictStr
+    signature: StrictStr | None = None
 
 
 class ToolCallPart(_Part):
     """The model asks for a tool to be called with these arguments."""
 
     type: Literal["tool_call"] = "tool_call"
-    id: str
-    name: str
+    id: StrictStr
+    name: StrictStr
     arguments: _Frozen = Field(default_factory=dict)
 
     @field_validator("arguments", mode="after")
     @classmethod
     def _freeze_arguments(cls, value: dict[str, Any]) -> dict[str, Any]:
-        return _freeze(value)
+        return _frozen_json(value, "tool arguments")
 
     def arguments_json(self) -> dict[str, Any]:
         """The arguments as plain, mutable JSON values (lists, dicts)."""
@@ -94,10 +159,10 @@ class ToolResultPart(_Part):
     """What a tool returned (or the error it raised), answering one tool call."""
 
     type: Literal["tool_result"] = "tool_result"
-    tool_call_id: str
-    name: str
-    content: str
-    is_error: bool = False
+    tool_call_id: StrictStr
+    name: StrictStr
+    content: StrictStr
+    is_error: StrictBool = False
 
 
 Part = Annotated[
@@ -117,12 +182,12 @@ class Message(BaseModel):
     role: Role
     parts: tuple[Part, ...] = ()
     metadata: _Frozen = Field(default_factory=dict)
-    id: str = Field(default_factory=_new_id)
+    id: StrictStr = Field(default_factory=_new_id)
 
     @field_validator("metadata", mode="after")
     @classmethod
     def _freeze_metadata(cls, value: dict[str, Any]) -> dict[str, Any]:
-        return _freeze(value)
+        return _frozen_json(value, "metadata")
 
     @classmethod
     def user(cls, text: str, **metadata: Any) -> Message:
@@ -158,7 +223,12 @@ class Message(BaseModel):
         return [p for p in self.parts if isinstance(p, ToolResultPart)]
 
     def to_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
+        try:
+            return self.model_dump(mode="json")
+        except UnicodeEncodeError:  # a lone surrogate in a key, which JSON mode cannot hold
+            data = self.model_dump()
+            data["parts"] = list(data["parts"])
+            return data
 
     def __repr__(self) -> str:
         kinds = [p.type for p in self.parts if p.type != "text"]

@@ -10,7 +10,7 @@ import uuid
 from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import pydantic
 
@@ -23,7 +23,7 @@ from .errors import (
     StoreError,
 )
 from .events import Done, Event, TextDelta, ToolCall, Usage
-from .messages import Message, ToolCallPart
+from .messages import Message, ToolCallPart, _short
 
 if TYPE_CHECKING:
     from .agent import Agent
@@ -376,10 +376,17 @@ class Session:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], agent: Agent) -> Session:
         """Rebuild a session from `to_dict()` data; InvalidSessionData names what is wrong."""
-        parsed = _parse_session_data(data)
-        session = cls(agent, session_id=parsed.session_id, system=parsed.system)
+        return cls._from_data(data, agent)
+
+    @classmethod
+    def _from_data(
+        cls, data: Any, agent: Agent, *, session_id: str | None = None, where: str | None = None
+    ) -> Session:
+        """`from_dict`; `session_id` (a store's key) replaces the data's, errors start `where`."""
+        parsed = _parse_session_data(data, where)
+        session = cls(agent, session_id=session_id or parsed.session_id, system=parsed.system)
         session._messages = list(parsed.messages)
-        session.usage = Usage(**parsed.usage) if parsed.usage else Usage()
+        session.usage = Usage(**parsed.usage.model_dump()) if parsed.usage else Usage()
         session.created_at = parsed.created_at or session.created_at
         session.updated_at = parsed.updated_at or session.updated_at
         return session
@@ -602,7 +609,7 @@ def _new_id() -> str:
 
 def _check_id(session_id: Any) -> str:
     if not isinstance(session_id, str) or not session_id.strip():
-        raise TypeError(f"session_id must be a non-empty str, got {session_id!r}")
+        raise TypeError(f"session_id must be a non-empty str, got {_short(session_id)}")
     return session_id
 
 
@@ -615,7 +622,7 @@ def _check_messages(messages: Iterable[Any]) -> list[Message]:
             try:
                 checked.append(Message.model_validate(message))
             except pydantic.ValidationError as exc:
-                raise InvalidSessionData(_describe(exc, f"messages[{index}]")) from None
+                raise InvalidSessionData(_INVALID + _describe(exc, f"messages[{index}]")) from None
         else:
             raise TypeError(
                 f"messages[{index}] must be a Message (Message.user(...)), "
@@ -624,39 +631,71 @@ def _check_messages(messages: Iterable[Any]) -> list[Message]:
     return checked
 
 
+_Count = Annotated[pydantic.StrictInt, pydantic.Field(ge=0)]
+
+
+class _UsageData(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid", defer_build=True)
+
+    input_tokens: _Count = 0
+    output_tokens: _Count = 0
+    cached_tokens: _Count = 0
+    reasoning_tokens: _Count = 0
+
+
+def _session_id(value: str) -> str:
+    if not value.strip():
+        raise ValueError("a session id must not be empty or blank")
+    return value
+
+
 class _SessionData(pydantic.BaseModel):
-    model_config = pydantic.ConfigDict(extra="ignore", defer_build=True)
+    """What `Session.to_dict()` makes, exactly: every field of the right JSON type, no others."""
 
-    version: int
-    session_id: str
-    system: str | None = None
+    model_config = pydantic.ConfigDict(extra="forbid", defer_build=True)
+
+    version: Annotated[pydantic.StrictInt, pydantic.Field(ge=1)]
+    session_id: Annotated[pydantic.StrictStr, pydantic.AfterValidator(_session_id)]
+    system: pydantic.StrictStr | None = None
+    model: pydantic.StrictStr | None = None
     messages: list[Message]
-    created_at: str | None = None
-    updated_at: str | None = None
-    usage: dict[str, int] | None = None
+    created_at: pydantic.StrictStr | None = None
+    updated_at: pydantic.StrictStr | None = None
+    usage: _UsageData | None = None
 
 
-def _parse_session_data(data: Any) -> _SessionData:
+def _parse_session_data(data: Any, where: str | None = None) -> _SessionData:
+    """`data` checked against the format; errors start with `where` (default: the data's id)."""
     if not isinstance(data, Mapping):
         raise InvalidSessionData(
-            f"session data must be a dict from Session.to_dict(), got {type(data).__name__}"
+            _named(where, f"session data must be a dict from Session.to_dict(), got {_short(data)}")
         )
+    if where is None and isinstance(data.get("session_id"), str) and data["session_id"]:
+        where = f"session {_short(data['session_id'])}"
     version = data.get("version")
-    if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION:
+    if type(version) is int and version > FORMAT_VERSION:
         raise InvalidSessionData(
-            f"version: session data is format version {version}, newer than this agent_nb "
-            f"reads ({FORMAT_VERSION}); upgrade agent_nb (pip install -U agent-nb)"
+            _named(
+                where,
+                f"version: session data is format version {version}, newer than this agent_nb "
+                f"reads ({FORMAT_VERSION}); upgrade agent_nb (pip install -U agent-nb)",
+            )
         )
     try:
-        parsed = _SessionData.model_validate(data)
+        return _SessionData.model_validate(data)
     except pydantic.ValidationError as exc:
-        raise InvalidSessionData(_describe(exc)) from None
-    if parsed.version < 1:
-        raise InvalidSessionData(f"version: {parsed.version} is not a session format version")
-    return parsed
+        raise InvalidSessionData(_named(where, _INVALID + _describe(exc))) from None
+
+
+def _named(where: str | None, problem: str) -> str:
+    return f"{where}: {problem}" if where else problem
+
+
+_INVALID = "invalid session data: "
 
 
 def _describe(error: pydantic.ValidationError, prefix: str = "") -> str:
+    """What is wrong, field by field (the first five): `messages[3].role: ...; ...`."""
     problems = []
     for item in error.errors(include_url=False)[:5]:
         path = prefix
@@ -667,9 +706,33 @@ def _describe(error: pydantic.ValidationError, prefix: str = "") -> str:
             elif index >= 2 and loc[index - 2] == "parts" and isinstance(loc[index - 1], int):
                 continue  # the part's type tag that pydantic puts in the path, not a field
             else:
-                path += f".{part}" if path else str(part)
-        reason = "missing" if item["type"] == "missing" else item["msg"]
-        problems.append(f"{path}: {reason}")
-    more = len(error.errors()) - len(problems)
+                name = part if part.isidentifier() and len(part) <= 60 else _short(part)
+                path += f".{name}" if path else name
+        problems.append(f"{path}: {_reason(item)}")
+    more = error.error_count() - len(problems)
     tail = f" (and {more} more)" if more > 0 else ""
-    return "invalid session data: " + "; ".join(problems) + tail
+    return "; ".join(problems) + tail
+
+
+def _reason(item: Any) -> str:
+    kind = item["type"]
+    if kind == "missing":
+        return "missing"
+    if kind == "extra_forbidden":
+        return "an unknown key (agent_nb writes no such field)"
+    if kind == "value_error":
+        return str(item["ctx"]["error"])
+    if kind.endswith("_type") or kind == "int_from_float":
+        return f"{item['msg']}, got {_JSON_TYPES.get(type(item['input']), 'a Python object')}"
+    return item["msg"]
+
+
+_JSON_TYPES = {
+    str: "a string",
+    bool: "a boolean",
+    int: "an integer",
+    float: "a number",
+    type(None): "null",
+    list: "a list",
+    dict: "an object",
+}

@@ -5,9 +5,13 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import re
+from datetime import datetime
 
 import pytest
 from fake_openai import Reply
+from generated import SETTINGS, sessions
+from hypothesis import given, settings
 
 from agent_nb import Agent, Message, Session
 from agent_nb.errors import (
@@ -16,7 +20,8 @@ from agent_nb.errors import (
     MissingAPIKeyError,
     UnknownProviderError,
 )
-from agent_nb.messages import ThinkingPart, ToolCallPart, ToolResultPart
+from agent_nb.events import Usage
+from agent_nb.messages import MAX_DEPTH, TextPart, ThinkingPart, ToolCallPart, ToolResultPart
 
 SECRET = "secret-value-7f3a9c"
 
@@ -164,3 +169,184 @@ def test_session_and_agent_arguments_are_checked():
         agent.session().add_message("hi")
     with pytest.raises(TypeError, match="prompt must be a str"):
         agent.session().run(["hi"])
+
+
+# -- data the library writes, it reads; any other data is InvalidSessionData -----------------
+
+
+def deep(depth: int, inner=None):
+    """A dict nested `depth` levels deep, built without recursion."""
+    value = {} if inner is None else inner
+    for _ in range(depth - 1):
+        value = {"a": value}
+    return value
+
+
+def deep_list(depth: int):
+    value: list = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+def hostile(data):
+    """(what is changed, the field the error names) for each way stored data can be wrong."""
+    message = data["messages"][0]
+    huge = "x" * 5_000_000
+    return [
+        ({"usage": {**data["usage"], "bogus_tokens": 1}}, "usage.bogus_tokens"),
+        ({"usage": {"input_tokens": True}}, "usage.input_tokens: .*boolean"),
+        ({"usage": {"input_tokens": -1}}, "usage.input_tokens: .*greater than or equal to 0"),
+        ({"usage": {"output_tokens": 1.5}}, "usage.output_tokens: .*integer"),
+        ({"usage": {"output_tokens": 2.0}}, "usage.output_tokens: .*integer"),
+        ({"usage": {"cached_tokens": "3"}}, "usage.cached_tokens: .*string"),
+        ({"usage": [1, 2]}, "usage: "),
+        ({"session_id": ""}, "session_id: .*empty"),
+        ({"session_id": "   "}, "session_id: .*empty"),
+        ({"session_id": 7}, "session_id: .*string"),
+        ({"version": True}, "version: .*boolean"),
+        ({"version": "1"}, "version: .*string"),
+        ({"version": 0}, "version: "),
+        ({"version": 1.0}, "version: "),
+        ({"system": 3}, "system: "),
+        ({"model": ["m"]}, "model: "),
+        ({"created_at": 5}, "created_at: "),
+        ({"surprise": 1}, "surprise: an unknown key"),
+        ({huge: 1}, "an unknown key"),
+        ({"messages": {"0": message}}, "messages: .*list"),
+        ({"messages": deep_list(100_000)}, r"messages\[0\]: "),
+        ({"messages": [{**message, "parts": deep_list(100_000)}]}, r"messages\[0\]\.parts\[0\]"),
+        ({"system": deep(100_000)}, "system: .*got an object"),
+        ({"usage": deep(100_000)}, "usage.a: an unknown key"),
+        ({"messages": [message, None]}, r"messages\[1\]: "),
+        ({"messages": [{**message, "id": 3}]}, r"messages\[0\]\.id: "),
+        ({"messages": [{**message, "role": huge}]}, r"messages\[0\]\.role: "),
+        ({"messages": [{**message, "metadata": []}]}, r"messages\[0\]\.metadata: "),
+        ({"messages": [{**message, "extra": 1}]}, r"messages\[0\]\.extra: "),
+        ({"messages": [{**message, "parts": [{"type": "text", "text": b"x"}]}]}, "text: "),
+        (
+            {
+                "messages": [
+                    {
+                        **message,
+                        "parts": [
+                            {
+                                "type": "tool_result",
+                                "tool_call_id": "c",
+                                "name": "f",
+                                "content": "ok",
+                                "is_error": "yes",
+                            }
+                        ],
+                    }
+                ]
+            },
+            r"messages\[0\]\.parts\[0\]\.is_error: .*boolean",
+        ),
+        (
+            {
+                "messages": [
+                    {
+                        **message,
+                        "parts": [
+                            {
+                                "type": "tool_call",
+                                "id": "c",
+                                "name": "f",
+                                "arguments": deep(100_000),
+                            }
+                        ],
+                    }
+                ]
+            },
+            r"messages\[0\]\.parts\[0\]\.arguments: .*nested more than 100 levels",
+        ),
+        (
+            {"messages": [{**message, "metadata": deep(100_000)}]},
+            r"messages\[0\]\.metadata: .*nested more than 100 levels",
+        ),
+        (
+            {"messages": [{**message, "metadata": {"k": deep_list(100_000)}}]},
+            r"messages\[0\]\.metadata: .*nested more than 100 levels",
+        ),
+        (
+            {"messages": [{**message, "metadata": {"k": float("nan")}}]},
+            r"messages\[0\]\.metadata: .*nan is not a JSON number",
+        ),
+    ]
+
+
+def test_every_way_data_can_be_wrong_is_invalid_session_data_naming_session_and_field(data):
+    agent = Agent(provider="test")
+    for change, field in hostile(data):
+        broken = {**data, **change}
+        with pytest.raises(InvalidSessionData) as caught:
+            Session.from_dict(broken, agent)
+        text = str(caught.value)
+        assert re.search(field, text), (field, text[:300])
+        named = broken.get("session_id")
+        if isinstance(named, str) and named.strip():
+            assert text.startswith(f"session {named!r}: ")
+        assert len(text) < 1_000  # a huge value is never copied into the message
+
+
+def test_usage_refuses_what_is_not_a_count():
+    for value in (True, 1.5, 2.0, "3", None):
+        with pytest.raises(TypeError, match="Usage.input_tokens must be an int"):
+            Usage(input_tokens=value)
+    with pytest.raises(ValueError, match="Usage.output_tokens must be >= 0"):
+        Usage(output_tokens=-1)
+    assert Usage(1, 2, 3, 4) + Usage(1) == Usage(2, 2, 3, 4)
+
+
+def test_what_enters_a_message_is_json_nested_at_most_max_depth():
+    assert Message.user("a", k=deep(MAX_DEPTH - 1)).metadata["k"] == deep(MAX_DEPTH - 1)
+    ToolCallPart(id="c", name="f", arguments=deep(MAX_DEPTH))
+    for build in (
+        lambda: Message.user("a", k=deep(MAX_DEPTH)),
+        lambda: ToolCallPart(id="c", name="f", arguments=deep(MAX_DEPTH + 1)),
+        lambda: Message.user("a", k=deep_list(100_000)),
+    ):
+        with pytest.raises(ValueError, match=f"nested more than {MAX_DEPTH} levels deep"):
+            build()
+    for value, problem in [
+        (datetime.now(), "a datetime is not a JSON value"),
+        (float("inf"), "inf is not a JSON number"),
+        ({1: "x"}, "the key 1 is not a str"),
+        ({"ok": [1, {b"k": 2}]}, r"at \['k'\]\['ok'\]\[1\]: the key b'k' is not a str"),
+        (object(), "a object is not a JSON value"),
+        (b"\xff", "a bytes is not a JSON value"),
+    ]:
+        with pytest.raises(ValueError, match=problem):
+            Message.user("a", k=value)
+
+
+@given(session=sessions())
+@settings(SETTINGS, max_examples=300)
+def test_any_session_the_api_makes_round_trips_through_to_dict_and_json(session):
+    data = session.to_dict()
+    for again in (data, json.loads(json.dumps(data))):
+        restored = Session.from_dict(again, session.agent)
+        assert restored.to_dict() == data
+        assert restored.messages == session.messages
+        assert (restored.session_id, restored.system, restored.usage) == (
+            session.session_id,
+            session.system,
+            session.usage,
+        )
+
+
+def test_lone_surrogates_anywhere_round_trip():
+    lone = "\ud800"
+    message = Message(
+        role="assistant",
+        parts=(
+            TextPart(text=lone),
+            ToolCallPart(id=lone, name="f", arguments={lone: [lone, {"\udc00": 1}]}),
+        ),
+        metadata={lone: {"\udfff": [lone]}},
+    )
+    agent = Agent(provider="test")
+    session = agent.session(session_id=f"s{lone}", system=lone, messages=[message])
+    data = json.loads(json.dumps(session.to_dict()))
+    assert Session.from_dict(data, agent).messages == [message]

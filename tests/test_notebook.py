@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from contextlib import contextmanager
 
 import nbformat
@@ -340,3 +341,171 @@ def test_terminal_ipython_streams_plain_text():
     first = next(t for t, so_far in arrivals if "You said" in so_far)
     last = next(t for t, so_far in arrivals if "zeta" in so_far.split("You said", 1)[-1])
     assert last - first > 0.5  # the words came one by one, not in one print at the end
+
+
+# -- %session retry is atomic ------------------------------------------------------------------
+
+
+def records_in(cell) -> list[dict]:
+    return [o.metadata["agent_nb"] for o in cell.outputs if "agent_nb" in o.get("metadata", {})]
+
+
+def test_a_failed_retry_keeps_the_last_turn_and_every_record(server, tmp_path, monkeypatch):
+    db = tmp_path / "retry.db"
+    server.script(
+        Reply(text="The first answer"),
+        Reply(status=500, error={"error": {"message": "upstream exploded"}}),
+        Reply(text="A better answer"),
+    )
+    nb = run_notebook(
+        "%load_ext agent_nb",
+        "from agent_nb import Agent\nfrom agent_nb.stores import SQLiteStore\n"
+        f"bot = Agent(provider='openai', model='m', base_url='{server.url}', api_key='k', "
+        f"max_retries=0, store=SQLiteStore(r'{db}'))",
+        "%agent bot",
+        "%%chat\nMy name is Alice",
+        "%session retry",  # the provider fails
+        "%session info\n%session history\n"
+        "print('stored:', [m['parts'][0]['text'] for m in bot.store.load('main')['messages']])",
+        "%session retry",  # now it answers
+        "%session info\n%session history",
+    )
+    assert records_in(nb.cells[4]) == []  # no undo record, no turn record
+    assert "messages: 2" in text_of(nb.cells[5]) and "The first answer" in text_of(nb.cells[5])
+    assert "stored: ['My name is Alice', 'The first answer']" in text_of(nb.cells[5])
+    failed = next(o for o in nb.cells[4].outputs if o.output_type == "error")
+    assert (
+        "upstream exploded" in failed.evalue and "unchanged: its last turn is kept" in failed.evalue
+    )
+    from agent_nb.stores import SQLiteStore
+
+    # then a retry that works replaces the turn, in the session, the store and the records
+    [retried] = records_in(nb.cells[6])
+    assert retried["op"] == "retry"
+    assert [m["role"] for m in retried["messages"]] == ["user", "assistant"]
+    after = text_of(nb.cells[7])
+    assert "messages: 2" in after and "A better answer" in after and "first answer" not in after
+    stored = SQLiteStore(db).load("main")["messages"]
+    assert [m["parts"][0]["text"] for m in stored] == ["My name is Alice", "A better answer"]
+
+    path = tmp_path / "retried.ipynb"
+    nbformat.write(nb, str(path))
+    monkeypatch.setenv("JPY_SESSION_NAME", str(path))
+    with Kernel() as kernel:
+        loaded = kernel.execute("%load_ext agent_nb")
+        assert "restored 2 turns in 1 session" in loaded.stdout and "skipped" not in loaded.stderr
+        history = kernel.execute("%session history").stdout
+        assert history.count("[user]") == 1 and "A better answer" in history
+
+
+def test_an_interrupted_retry_keeps_the_last_turn(server):
+    server.script(Reply(text="The first answer"))
+    with chat_kernel(server) as kernel:
+        assert kernel.execute("%%chat\nhello").error is None
+        server.chunk_delay = 0.1
+        server.script(Reply(text=" ".join(f"word{i}" for i in range(60))))
+        stopped = kernel.execute("%session retry", interrupt_after=1.5)
+        history = kernel.execute("%session info\n%session history").stdout
+        assert "messages: 2" in history and "The first answer" in history
+        assert "word0" not in history
+        shown = stopped.of_type("display_data") + stopped.of_type("update_display_data")
+        assert shown and not [m for m in shown if "agent_nb" in m["content"]["metadata"]]
+        assert stopped.error["ename"] == "Interrupted"
+        assert "unchanged: its last turn is kept" in stopped.error["evalue"]
+
+
+# -- restoring a notebook record by record ---------------------------------------------------
+
+
+def turn_record(session_id: str, prompt: str, answer: str, **changes) -> dict:
+    from agent_nb import Message
+
+    return {
+        "version": 1,
+        "op": "turn",
+        "session_id": session_id,
+        "system": None,
+        "messages": [Message.user(prompt).to_dict(), Message.assistant(answer).to_dict()],
+        **changes,
+    }
+
+
+def crafted_notebook(path) -> None:
+    """A notebook of %%chat outputs: good records, and bad ones of every kind."""
+    alice = turn_record("main", "My name is Alice", "Hello Alice")
+    cells = [
+        alice,
+        turn_record("main", "x", "y", version="1"),
+        turn_record("", "x", "y"),
+        turn_record("main", "x", "y", messages="hello"),
+        {**turn_record("main", "x", "y"), "messages": [{"role": "wizard", "parts": []}]},
+        turn_record("main", "x", "y", op="frobnicate"),
+        alice,  # the cell copied, output and all
+        turn_record("main", "I live in Lyon", "Noted"),
+        "garbage",
+        turn_record("main", "x", "y", version=2),
+        turn_record("main", "x", "y", marker="DEEP"),
+        turn_record("main", "x", "y", marker="BROKEN"),
+        {"version": 1, "op": "fork", "session_id": "side", "system": None, "fork_of": "main"},
+        turn_record("side", "I also like tea", "Tea it is"),
+        {"version": 1, "op": "turn", "session_id": "main", "system": None},
+        turn_record("main", "x", "y", messages=[{"role": "user", "metadata": "M150"}]),
+        {"version": 1, "op": "undo", "session_id": "side", "system": None, "record_id": "u1"},
+        {"version": 1, "op": "undo", "session_id": "side", "system": None, "record_id": "u1"},
+    ]
+    notebook = nbformat.v4.new_notebook()
+    for count, entry in enumerate(cells, start=1):
+        output = nbformat.v4.new_output(
+            "display_data", {"text/plain": "answer"}, metadata={"agent_nb": entry}
+        )
+        notebook.cells.append(
+            nbformat.v4.new_code_cell("%%chat\n...", execution_count=count, outputs=[output])
+        )
+    text = nbformat.writes(notebook)
+    text = text.replace('"marker": "DEEP"', '"deep": ' + "[" * 100_000 + "]" * 100_000)
+    text = text.replace('"marker": "BROKEN"', '"broken": {"a": ')
+    text = text.replace('"M150"', '{"a":' * 150 + "1" + "}" * 150)
+    path.write_text(text)
+
+
+def test_restore_skips_each_bad_record_with_a_line_and_restores_the_rest(tmp_path, monkeypatch):
+    path = tmp_path / "crafted.ipynb"
+    crafted_notebook(path)
+    monkeypatch.setenv("JPY_SESSION_NAME", str(path))
+    with Kernel() as kernel:
+        loaded = kernel.execute("%load_ext agent_nb")
+        assert loaded.error is None
+        assert f"restored 3 turns in 2 sessions from {path} (13 records skipped)" in loaded.stdout
+        lines = [line for line in loaded.stderr.splitlines() if "skipped" in line]
+        expected = {
+            2: "version: Input should be a valid integer, got a string",
+            3: "session_id: a session id must not be empty",
+            4: "messages: Input should be a valid list",
+            5: r"messages\[0\]\.role: Input should be",
+            6: "op 'frobnicate' is not one this agent_nb knows",
+            7: "a turn already restored \\(a copied cell\\)",
+            9: "the record is 'garbage', not an object",
+            10: "format version 2, newer than this agent_nb reads",
+            11: "the cell cannot be read: it is nested more than 200 levels deep",
+            12: "the cell cannot be read: it is not valid JSON",
+            15: "the record of a turn has no messages",
+            16: r"messages\[0\]\.metadata: .*nested more than 100 levels",
+            18: "a copy of an earlier record",
+        }
+        assert len(lines) == len(expected), loaded.stderr
+        for line, (cell, problem) in zip(lines, expected.items(), strict=True):
+            assert line.startswith(f"agent_nb: skipped the record in cell {cell} (In [{cell}], ")
+            assert re.search(problem, line), line
+        assert "Traceback" not in loaded.stderr + loaded.stdout
+        assert "not supported between" not in loaded.stderr + loaded.stdout
+        listed = kernel.execute("%session list").stdout
+        assert "  main  (4 messages)" in listed and "* side  (4 messages)" in listed
+        history = kernel.execute("%session use main\n%session history").stdout
+        assert history.count("My name is Alice") == 1 and "I live in Lyon" in history
+        restore = kernel.execute(f"%session restore {tmp_path / 'nowhere.ipynb'}")
+        assert restore.error["ename"] == "ChatError"
+        assert "No such file or directory; nothing was restored" in restore.error["evalue"]
+        (tmp_path / "junk.ipynb").write_text('{"cells": [')
+        junk = kernel.execute(f"%session restore {tmp_path / 'junk.ipynb'}")
+        assert "it is not valid JSON" in junk.error["evalue"]
+        assert len(junk.error["traceback"]) == 1

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from generated import nested
 
 from agent_nb import Agent, Message
 from agent_nb.errors import ConfigurationError, InvalidSessionData, StoreError
@@ -233,3 +234,60 @@ def test_postgres_reconnects_after_losing_its_connection(postgres_dsn):
     store._connection.close()  # as after a server restart or a network cut
     session.run("after")
     assert len(store.load(session.session_id)["messages"]) == 4
+
+
+def test_one_damaged_session_does_not_hide_the_others_in_a_notebook(tmp_path):
+    path = tmp_path / "shared.ipynb"
+    notebook_file(path)
+    store = NotebookStore(path)
+    for session_id in ("alpha", "deep", "broken", "omega"):
+        session = bot(store).session(session_id=session_id)
+        session.add_message(Message.user(f"I am {session_id}", raw=f"RAW-{session_id}"))
+    text = path.read_text()
+    text = text.replace('"RAW-deep"', nested(100_000))  # valid JSON, too deep for Python
+    text = text.replace('"RAW-broken"', '{"a": ')  # a bad hand edit
+    path.write_text(text)
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(text)  # as a whole, the file is not JSON any more
+
+    assert bot(store).load_session("alpha").messages[0].text == "I am alpha"
+    assert bot(store).load_session("omega").messages[0].text == "I am omega"
+    with pytest.raises(InvalidSessionData, match="'deep'.*nested more than 200 levels"):
+        store.load("deep")
+    with pytest.raises(InvalidSessionData, match="'broken'.*not valid JSON .*line"):
+        bot(store).load_session("broken")
+    assert sorted(store.list_sessions()) == ["alpha", "broken", "deep", "omega"]
+    titles = {info.session_id: info.title for info in store.sessions()}
+    assert titles["alpha"] == "I am alpha" and titles["deep"] == "(corrupt: cannot be read)"
+    assert "deep" in store and "nope" not in store
+
+    # a write keeps the damaged sessions as they are in the file, byte for byte
+    alpha = bot(store).load_session("alpha")
+    alpha.run("hello")
+    written = path.read_text()
+    assert nested(100_000) in written and '{"a": ' in written
+    assert len(bot(store).load_session("alpha").messages) == 3
+    with pytest.raises(InvalidSessionData, match="'deep'.*nested"):
+        store.load("deep")
+    assert store.delete("deep") is True
+    store.save("broken", bot(None).session(session_id="broken").to_dict())  # replaced
+    alpha.run("hello again")
+    after = nbformat.read(path, as_version=4)  # whole again
+    nbformat.validate(after)
+    assert after.metadata["custom"] == {"keep": ["me", "ünïcode"]}  # the rest of the file
+    assert [c.cell_type for c in after.cells] == ["markdown", "code"]
+    assert sorted(store.list_sessions()) == ["alpha", "broken", "omega"]
+    assert len(store.load("alpha")["messages"]) == 5
+
+
+def test_a_notebook_with_a_damaged_cell_is_read_but_never_written(tmp_path):
+    path = tmp_path / "cells.ipynb"
+    notebook_file(path)
+    store = NotebookStore(path)
+    bot(store).session(session_id="s").run("hello")
+    text = path.read_text().replace('"x = 1\\n"', '"x = 1\\n')  # an unterminated string
+    path.write_text(text)
+    assert bot(store).load_session("s").messages[0].text == "hello"
+    with pytest.raises(InvalidSessionData, match="cell 2 of .*cannot be read.*not changed"):
+        store.save("t", bot(None).session().to_dict())
+    assert path.read_text() == text

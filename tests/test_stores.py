@@ -7,13 +7,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import open_store
+from generated import KEYS, SETTINGS, has_surrogate, sessions
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agent_nb import Agent, Message
 from agent_nb.errors import InvalidSessionData, SessionNotFoundError, StoreError
@@ -383,3 +388,164 @@ def test_secrets_never_reach_a_store(store_where, store, openai_env):
     if "path" in where:
         assert TEST_KEY.encode() not in Path(where["path"]).read_bytes()
     assert TEST_KEY not in repr(store)
+
+
+def inject(kind: str, store: Any, session_id: str, raw: str) -> None:
+    """Put `raw` JSON text in place of the string "RAW" in the stored first message."""
+    marker = '"RAW"'
+    if kind == "memory":
+        stored = store._data[session_id]
+        stored.messages[0] = stored.messages[0].replace(marker, raw)
+    elif kind == "sqlite":
+        text = store._db.execute(
+            "SELECT data FROM agent_nb_message WHERE session_id = ? AND position = 0",
+            (session_id,),
+        ).fetchone()[0]
+        store._db.execute(
+            "UPDATE agent_nb_message SET data = ? WHERE session_id = ? AND position = 0",
+            (text.replace(marker, raw), session_id),
+        )
+    elif kind == "postgres":
+        with store._write() as cursor:
+            select = "SELECT data FROM {message} WHERE session_id = ? AND position = 0"
+            cursor.execute(store._sql(select), (session_id,))
+            text = cursor.fetchone()[0]
+            update = "UPDATE {message} SET data = ? WHERE session_id = ? AND position = 0"
+            cursor.execute(store._sql(update), (text.replace(marker, raw), session_id))
+    elif kind == "redis":
+        key = store._keys(session_id)[1]
+        store._redis.lset(key, 0, store._redis.lindex(key, 0).decode().replace(marker, raw))
+    elif kind == "notebook":
+        path = Path(store.path)
+        path.write_text(path.read_text().replace(marker, raw))
+
+
+HOSTILE_MESSAGES = [
+    ('{"a":' * 100_000 + "1" + "}" * 100_000, "nested"),
+    ("[" * 100_000 + "]" * 100_000, "nested"),
+    ('{"a":' * 150 + "1" + "}" * 150, r"messages\[0\]\.metadata: .*nested more than 100"),
+    ('{"a": ', "not (valid )?JSON"),
+    ('"x"}, "role": "wizard", "extra": {"q": 1', r"messages\[0\]\.(role|extra): "),
+]
+
+
+def test_hostile_stored_messages_load_as_invalid_session_data(store_where, store):
+    kind, _ = store_where
+    bot = agent(store)
+    bot.session(session_id="good").run("fine")
+    for number, (raw, problem) in enumerate(HOSTILE_MESSAGES):
+        session_id = f"bad-{number}"
+        session = bot.session(session_id=session_id)
+        session.add_message(Message.user("soon broken", raw="RAW"))
+        inject(kind, store, session_id, raw)
+        with pytest.raises(InvalidSessionData) as caught:
+            bot.load_session(session_id)
+        assert f"session {session_id!r}" in str(caught.value)
+        assert re.search(problem, str(caught.value)), str(caught.value)[:300]
+        assert len(str(caught.value)) < 1_000
+        assert bot.load_session("good").messages[0].text == "fine"  # the others still load
+        listed = {i.session_id: i for i in store.sessions()}
+        assert set(listed) >= {"good", session_id}
+        assert store.delete(session_id) is True
+    bot.session(session_id="after").run("a new start")
+    assert sorted(store.list_sessions()) == ["after", "good"]
+
+
+def test_hostile_stored_headers_load_as_invalid_session_data(store):
+    good = every_part_session().to_dict()
+    cases = {
+        "empty-id": ({"session_id": ""}, "session_id: .*empty"),
+        "usage-key": ({"usage": {**good["usage"], "surprise_tokens": 1}}, "usage.surprise_tokens"),
+        "usage-bool": ({"usage": {"input_tokens": False}}, "usage.input_tokens: .*boolean"),
+        "usage-fraction": ({"usage": {"output_tokens": 0.5}}, "usage.output_tokens"),
+        "usage-negative": ({"usage": {"output_tokens": -4}}, "usage.output_tokens"),
+        "version-text": ({"version": "1"}, "version: .*string"),
+        "newer": ({"version": 2}, "version: .*newer"),
+        "system-list": ({"system": ["x"]}, "system: "),
+        "unknown-key": ({"surprise": True}, "surprise: an unknown key"),
+    }
+    for session_id, (change, problem) in cases.items():
+        store.save(session_id, {**good, **change})  # a store keeps whatever dict it is given
+        with pytest.raises(InvalidSessionData) as caught:
+            agent().load_session(session_id, store=store)
+        message = str(caught.value)
+        assert message.startswith(f"session {session_id!r} in {store!r}: ")
+        assert re.search(problem, message), message
+
+
+def test_data_too_deep_to_store_is_refused_and_changes_nothing(store):
+    data = every_part_session().to_dict()
+    store.save("parts", data)
+    value: list = []
+    for _ in range(100_000):
+        value = [value]
+    hostile = {**data, "messages": [{**data["messages"][0], "metadata": {"k": value}}]}
+    with pytest.raises(ValueError, match="nested too deeply"):
+        store.save("parts", hostile)
+    with pytest.raises(ValueError, match="nested too deeply"):
+        store.save("other", hostile)
+    assert store.load("parts") == data
+    assert "other" not in store.list_sessions()
+
+
+# -- resuming by store key -------------------------------------------------------------------
+
+
+def test_resuming_by_store_key_gives_that_key_as_the_session_id(store):
+    original = agent().session()  # a random id
+    original.run("hello")
+    store.save("session-1", original.to_dict())  # the docs' own pattern
+
+    resumed = agent().session(session_id="session-1", store=store)
+    assert resumed.session_id == "session-1"
+    assert resumed.messages == original.messages and resumed.usage == original.usage
+    resumed.run("and again")
+    assert store.list_sessions() == ["session-1"]  # no second entry under the old id
+    stored = store.load("session-1")
+    assert stored["session_id"] == "session-1" and len(stored["messages"]) == 4
+    assert stored == resumed.to_dict()
+    loaded = agent().load_session("session-1", store=store)
+    assert loaded.session_id == "session-1" and loaded.messages == resumed.messages
+    twin = loaded.fork("branch")
+    twin.run("only in the branch")
+    assert sorted(store.list_sessions()) == ["branch", "session-1"]
+
+
+# -- any session the public API makes, through every store -----------------------------------
+
+
+@given(session=sessions(KEYS), data=st.data())
+@settings(SETTINGS, max_examples=40)
+def test_any_session_round_trips_through_every_store(store_where, store, session, data):
+    kind, _ = store_where
+    key = f"{session.session_id}-{uuid.uuid4().hex[:6]}"
+    data_before = session.to_dict()
+    if kind == "notebook" and has_surrogate(session):  # UTF-8 cannot hold it: refused, clearly
+        before = Path(store.path).read_bytes() if Path(store.path).exists() else None
+        with pytest.raises(InvalidSessionData, match="surrogate"):
+            store.save(key, data_before)
+        assert (Path(store.path).read_bytes() if Path(store.path).exists() else None) == before
+        return
+    store.save(key, data_before)
+    loaded = agent().load_session(key, store=store)
+    assert loaded.messages == session.messages and loaded.system == session.system
+    assert loaded.usage == session.usage
+    assert loaded.to_dict() == {**data_before, "session_id": key, "model": "test-model"}
+    # and saved as autosave does it: message by message, appended
+    grown = agent(store).session(session_id=f"{key}-grown", system=session.system)
+    for message in session.messages:
+        grown.add_message(message)
+    if session.messages:
+        assert agent().load_session(grown.session_id, store=store).messages == session.messages
+    store.delete(key)
+    store.delete(grown.session_id)
+
+
+def test_huge_strings_round_trip(store):
+    huge = "x" * 1_000_000 + UNICODE
+    session = agent(store).session(session_id="huge", system=huge)
+    session.add_message(Message.user(huge, note=huge))
+    session.add_message(Message.assistant("short"))
+    resumed = agent().load_session("huge", store=store)
+    assert resumed.messages == session.messages and resumed.system == huge
+    assert store.sessions()[0].title.startswith("xxx") and len(store.sessions()[0].title) <= 80

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 _loaded: dict[int, Any] = {}
@@ -11,7 +12,7 @@ _COMPLETED = ("%session", "%%chat")  # the commands whose arguments tab-complete
 def load_ipython_extension(ipython: Any) -> None:
     """`%load_ext agent_nb`: register the magics and restore this notebook's sessions."""
     from . import persist
-    from .magics import ChatMagics
+    from .magics import ChatError, ChatMagics
 
     if id(ipython) in _loaded:
         return
@@ -23,8 +24,14 @@ def load_ipython_extension(ipython: Any) -> None:
     if persist.notebook_path(ipython.user_ns) is not None:
         try:
             magics._session_restore([])
-        except Exception as exc:  # a notebook we cannot read must not break loading
-            print(f"agent_nb: could not restore sessions from the notebook: {exc}")
+        except ChatError as exc:  # a notebook we cannot read must not break loading
+            print(f"agent_nb: {exc}", file=sys.stderr)
+        except Exception as exc:  # nor must a fault of ours; say what it was, in a line
+            print(
+                f"agent_nb: restoring this notebook's sessions failed ({type(exc).__name__}: "
+                f"{exc}); nothing was restored (a bug in agent_nb: please report it)",
+                file=sys.stderr,
+            )
 
 
 def unload_ipython_extension(ipython: Any) -> None:

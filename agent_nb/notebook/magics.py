@@ -7,13 +7,15 @@ import shlex
 import string
 import sys
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
 from ..agent import Agent
-from ..errors import AgentError, InvalidSessionData, SessionNotFoundError
+from ..errors import AgentError, InvalidSessionData, SessionNotFoundError, StoreError
 from ..session import Response, Session
 from ..stores.base import SessionStore
 from . import export, persist
@@ -192,7 +194,11 @@ class ChatMagics(Magics):
         *,
         stream: bool,
         fork_of: str | None,
+        replace: Callable[[Response], None] | None = None,
     ) -> Response:
+        """One turn shown live and recorded; with `replace`, a retry made on a copy of the
+        session: `replace(response)` puts the finished answer in place of the last turn, and
+        an answer that does not finish changes nothing, its record included."""
         live = live_answer(rich=self._rich())
         before = len(session.messages)
         started = time.monotonic()
@@ -225,20 +231,29 @@ class ChatMagics(Magics):
             )
             live.finish(
                 footer(partial, time.monotonic() - started),
-                persist.record("turn", session, kept, **extra) if kept else None,
+                persist.record("turn", session, kept, **extra) if kept and not replace else None,
                 empty="*(stopped before any text arrived: nothing kept)*",
             )
+            if replace is not None:  # the copy keeps what was shown; the session, nothing
+                raise Interrupted(
+                    f"stopped; session {session.session_id!r} is unchanged: its last turn is kept"
+                ) from None
             raise Interrupted(
                 f"stopped; {'the partial answer is kept' if kept else 'nothing was kept'} in "
                 f"session {session.session_id!r}"
             ) from None
         except AgentError as exc:
-            raise ChatError(f"{exc} (session {session.session_id!r} is unchanged)") from None
+            note = ": its last turn is kept" if replace is not None else ""
+            raise ChatError(f"{exc} (session {session.session_id!r} is unchanged{note})") from None
         assert response is not None
+        if replace is not None:
+            replace(response)
         streamed = stream and schema is None  # if not, nothing is shown yet: show it whole
         live.finish(
             footer(response, time.monotonic() - started),
-            persist.record("turn", session, list(response.messages), **extra),
+            persist.record(
+                "turn" if replace is None else "retry", session, list(response.messages), **extra
+            ),
             markdown=None if streamed else turn_markdown(response.messages),
             plain=None if streamed else response.text,
         )
@@ -363,11 +378,33 @@ class ChatMagics(Magics):
 
     def _session_retry(self, rest: list[str]) -> Response:
         session = self.session()
-        removed = persist.drop_last_turn(session)
-        if not removed:
+        history = session.messages
+        cut = persist.last_turn(history)
+        if cut is None:
             raise ChatError("nothing to retry")
-        self._publish("retrying the last prompt", persist.record("undo", session))
-        return self._turn(session, removed[0].text, {}, None, stream=True, fork_of=None)
+        # The new answer is made on a copy that lacks the last turn: until it has finished,
+        # the session, its store and the notebook's records are as they were.
+        trial = Session(session.agent, session.session_id, session.system, history[:cut])
+
+        def replace(response: Response) -> None:
+            if [m.id for m in session.messages] != [m.id for m in history]:
+                raise ChatError(
+                    f"session {session.session_id!r} changed while its last prompt was answered "
+                    "again; it was left as it is"
+                )
+            session.usage = session.usage + response.usage
+            try:
+                session._set_history([*history[:cut], *response.messages])
+            except StoreError as exc:
+                unsaved.append(exc)
+
+        unsaved: list[StoreError] = []
+        response = self._turn(
+            trial, history[cut].text, {}, None, stream=True, fork_of=None, replace=replace
+        )
+        if unsaved:
+            raise ChatError(f"answered again, but {unsaved[0]}")
+        return response
 
     def _session_history(self, rest: list[str]) -> None:
         count = int(rest[rest.index("-n") + 1]) if "-n" in rest else 10
@@ -442,20 +479,31 @@ class ChatMagics(Magics):
             print(f"{info.session_id}  {when}  {info.message_count:>4} messages  {info.title}")
 
     def _session_restore(self, rest: list[str]) -> None:
-        import nbformat
+        from ..stores import _ipynb
 
         path = rest[0] if rest else persist.notebook_path(self.shell.user_ns)
         if path is None:
             raise ChatError(
                 "cannot tell which notebook this is; give its path: %session restore PATH.ipynb"
             )
-        notebook = nbformat.read(str(path), as_version=4)
-        sessions, current, turns = persist.replay(persist.records(notebook), self._get_agent())
+        try:
+            notebook = _ipynb.read(Path(path).read_text(encoding="utf-8"), 4)
+        except (OSError, UnicodeDecodeError, _ipynb.UnreadableNotebook) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            raise ChatError(f"cannot restore from {path}: {reason}; nothing was restored") from None
+        skipped: list[str] = []
+
+        def report(line: str) -> None:
+            skipped.append(line)
+            print(line, file=sys.stderr)
+
+        found = persist.records(notebook.node, notebook.damaged_cells)
+        sessions, current, turns = persist.replay(found, self._get_agent(), report)
         self.sessions.update(sessions)
         self.current = current or self.current
         print(
-            f"agent_nb: restored {turns} turn{'s' if turns != 1 else ''} in "
-            f"{len(sessions)} session{'s' if len(sessions) != 1 else ''} from {path}"
+            f"agent_nb: restored {_count(turns, 'turn')} in {_count(len(sessions), 'session')} "
+            f"from {path}" + (f" ({_count(len(skipped), 'record')} skipped)" if skipped else "")
         )
 
     def _publish(self, markdown: str, metadata: dict[str, Any] | None) -> None:
@@ -512,6 +560,10 @@ def _store_at(path: str | None) -> SessionStore:
     if path.endswith(".ipynb"):
         return NotebookStore(path)
     return SQLiteStore(path)
+
+
+def _count(number: int, thing: str) -> str:
+    return f"{number} {thing}{'s' if number != 1 else ''}"
 
 
 def _described(session: Session) -> str:

@@ -1,18 +1,31 @@
-"""Conversations saved in the notebook itself: a record per output, replayed in cell order."""
+"""Conversations saved in the notebook itself: a record per output, replayed in cell order.
+
+Each record is checked on its own: a bad one (damaged, of a newer format, or not what
+`record()` writes) is skipped with a line that names its cell, and the others replay.
+A record copied along with its cell is replayed once: a turn whose messages were already
+replayed (the same message ids) is a copy, and so is a record whose `record_id` was seen.
+"""
 
 from __future__ import annotations
 
 import os
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+import pydantic
 
 from ..agent import Agent
-from ..errors import InvalidSessionData
-from ..messages import Message
-from ..session import FORMAT_VERSION, Session
+from ..messages import Message, _short
+from ..session import FORMAT_VERSION, Session, _describe, _session_id
 
 #: The key of agent_nb's records in output metadata.
 KEY = "agent_nb"
+#: What a record can say happened: `retry` replaces the last turn with the record's messages.
+OPS = ("turn", "retry", "load", "clear", "undo", "system", "fork")
+_WITH_MESSAGES = ("turn", "retry", "load")
 
 
 def record(
@@ -24,6 +37,7 @@ def record(
         "op": op,
         "session_id": session.session_id,
         "system": session.system,
+        "record_id": uuid.uuid4().hex,
     }
     if messages is not None:
         entry["messages"] = [m.to_dict() for m in messages]
@@ -43,73 +57,179 @@ def notebook_path(user_ns: dict[str, Any]) -> Path | None:
     return None
 
 
-def records(notebook: Any) -> list[dict[str, Any]]:
-    """agent_nb's records in a notebook, in cell order."""
+@dataclass(frozen=True)
+class Found:
+    """A record as found in a notebook: where it is, and what it holds (anything at all)."""
+
+    where: str
+    entry: Any
+    problem: str | None = None  # set when the cell itself could not be read
+
+
+def records(notebook: Any, damaged: Mapping[int, str] | None = None) -> list[Found]:
+    """agent_nb's records in a notebook, in cell order; `damaged`: unreadable cells by index."""
     found = []
-    for cell in notebook.get("cells", []):
-        for output in cell.get("outputs", []) or []:
-            entry = (output.get("metadata") or {}).get(KEY)
-            if isinstance(entry, dict) and "op" in entry:
-                found.append(entry)
+    cells = notebook.get("cells") if isinstance(notebook, Mapping) else None
+    for index, cell in enumerate(cells if isinstance(cells, list) else []):
+        where = _cell_name(index, cell)
+        if damaged and index in damaged:
+            found.append(Found(where, None, damaged[index]))
+            continue
+        outputs = cell.get("outputs") if isinstance(cell, Mapping) else None
+        for output in outputs if isinstance(outputs, list) else []:
+            metadata = output.get("metadata") if isinstance(output, Mapping) else None
+            if isinstance(metadata, Mapping) and KEY in metadata:
+                found.append(Found(where, metadata[KEY]))
     return found
 
 
-def replay(
-    entries: list[dict[str, Any]], agent: Agent
-) -> tuple[dict[str, Session], str | None, int]:
-    """Sessions rebuilt from records: (sessions by id, the last one used, turns restored)."""
-    sessions: dict[str, Session] = {}
-    current = None
-    turns = 0
-    for index, entry in enumerate(entries):
-        if entry.get("version", 0) > FORMAT_VERSION:
-            raise InvalidSessionData(
-                f"record {index} in the notebook is format version {entry['version']}, newer than "
-                "this agent_nb reads; upgrade agent_nb (pip install -U agent-nb)"
-            )
-        session_id = entry.get("session_id")
-        if not isinstance(session_id, str):
-            raise InvalidSessionData(f"record {index} in the notebook has no session_id")
-        base = entry.get("fork_of")
-        if session_id not in sessions:
-            if base in sessions:
-                sessions[session_id] = sessions[base].fork(session_id)
+def _cell_name(index: int, cell: Any) -> str:
+    """`cell 3 (In [5], id 'a1b2')`: the cell's position, execution count and id."""
+    details = []
+    if isinstance(cell, Mapping):
+        count = cell.get("execution_count")
+        if type(count) is int:
+            details.append(f"In [{count}]")
+        if isinstance(cell.get("id"), str):
+            details.append(f"id {_short(cell['id'], 40)}")
+    return f"cell {index + 1}" + (f" ({', '.join(details)})" if details else "")
+
+
+_SessionId = Annotated[pydantic.StrictStr, pydantic.AfterValidator(_session_id)]
+
+
+class _Record(pydantic.BaseModel):
+    """A record as `record()` writes it; keys it does not know are ignored, not refused, so
+    that a record with one key too many still restores its turn."""
+
+    model_config = pydantic.ConfigDict(extra="ignore", defer_build=True)
+
+    version: Annotated[pydantic.StrictInt, pydantic.Field(ge=1)]
+    op: Literal[OPS]  # type: ignore[valid-type]
+    session_id: _SessionId
+    system: pydantic.StrictStr | None = None
+    messages: list[Message] | None = None
+    fork_of: _SessionId | None = None
+    record_id: Annotated[pydantic.StrictStr, pydantic.Field(min_length=1)] | None = None
+
+
+class _Skip(Exception):
+    """A record that is not replayed; the message says why."""
+
+
+def _checked(found: Found) -> _Record:
+    if found.problem is not None:
+        raise _Skip(f"the cell cannot be read: {found.problem}")
+    entry = found.entry
+    if not isinstance(entry, Mapping):
+        raise _Skip(f"the record is {_short(entry)}, not an object from %%chat or %session")
+    version, op = entry.get("version"), entry.get("op")
+    if type(version) is int and version > FORMAT_VERSION:
+        raise _Skip(
+            f"the record is format version {version}, newer than this agent_nb reads "
+            f"({FORMAT_VERSION}); upgrade agent_nb (pip install -U agent-nb)"
+        )
+    if isinstance(op, str) and op not in OPS:
+        raise _Skip(
+            f"the record's op {_short(op)} is not one this agent_nb knows ({', '.join(OPS)}); "
+            "a newer agent_nb may have written it (pip install -U agent-nb)"
+        )
+    try:
+        checked = _Record.model_validate(entry)
+    except pydantic.ValidationError as exc:
+        raise _Skip(f"the record is malformed: {_describe(exc)}") from None
+    if checked.op in _WITH_MESSAGES and checked.messages is None:
+        raise _Skip(f"the record of a {checked.op} has no messages")
+    return checked
+
+
+class _Replay:
+    """Sessions rebuilt record by record."""
+
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+        self.sessions: dict[str, Session] = {}
+        self.seen: dict[str, set[str]] = {}  # message ids replayed, by session
+        self.records: set[str] = set()  # record ids replayed
+        self.current: str | None = None
+        self.turns = 0
+
+    def apply(self, entry: _Record) -> None:
+        if entry.record_id is not None and entry.record_id in self.records:
+            raise _Skip("it is a copy of an earlier record (a copied cell); replayed once")
+        session = self._session(entry)
+        messages = entry.messages or []
+        ids = {m.id for m in messages}
+        seen = self.seen[entry.session_id]
+        if entry.op in ("turn", "retry") and ids & seen:
+            raise _Skip("it holds a turn already restored (a copied cell); replayed once")
+        if entry.op == "load":  # a session loaded from a store replaces what was there
+            session._set_history(messages)
+        elif entry.op in ("turn", "retry"):
+            if entry.op == "retry":
+                drop_last_turn(session)
+            session._set_history(session.messages + messages)
+            self.turns += 1
+        elif entry.op == "clear":
+            session.clear()
+        elif entry.op == "undo":
+            drop_last_turn(session)
+        elif entry.op == "system":
+            session.system = entry.system
+        seen |= ids
+        if entry.record_id is not None:
+            self.records.add(entry.record_id)
+        self.current = entry.session_id
+
+    def _session(self, entry: _Record) -> Session:
+        session_id = entry.session_id
+        if session_id not in self.sessions:
+            base = self.sessions.get(entry.fork_of) if entry.fork_of else None
+            if base is not None:
+                made = base.fork(session_id)
             else:
                 # not agent.session(): a store of the agent's must not resume or record this
-                sessions[session_id] = Session(agent, session_id, entry.get("system"))
-        session = sessions[session_id]
-        op = entry["op"]
-        if op in ("turn", "load"):
-            messages = []
-            for raw in entry.get("messages", []):
-                try:
-                    messages.append(Message.model_validate(raw))
-                except ValueError as exc:
-                    raise InvalidSessionData(
-                        f"record {index} (session {session_id!r}) holds a malformed message: {exc}"
-                    ) from None
-            if op == "load":  # a session loaded from a store replaces what was there
-                session._set_history(messages)
-            else:
-                for message in messages:
-                    session.add_message(message)
-                turns += 1
-        elif op == "clear":
-            session.clear()
-        elif op == "undo":
-            drop_last_turn(session)
-        elif op == "system":
-            session.system = entry.get("system")
-        current = session_id
-    return sessions, current, turns
+                made = Session(self.agent, session_id, entry.system)
+            self.sessions[session_id] = made
+            self.seen[session_id] = {m.id for m in made.messages}
+        return self.sessions[session_id]
+
+
+def replay(
+    found: list[Found], agent: Agent, report: Callable[[str], None] | None = None
+) -> tuple[dict[str, Session], str | None, int]:
+    """Sessions rebuilt from records: (sessions by id, the last one used, turns restored).
+
+    `report` is given one line for each record skipped, naming its cell and the problem.
+    """
+    state = _Replay(agent)
+    for item in found:
+        try:
+            state.apply(_checked(item))
+        except _Skip as skip:
+            problem = str(skip)
+        except Exception as exc:  # a record no check foresaw must not stop the others
+            problem = f"it could not be replayed ({type(exc).__name__}: {exc})"
+        else:
+            continue
+        if report is not None:
+            report(f"agent_nb: skipped the record in {item.where}: {problem}")
+    return state.sessions, state.current, state.turns
 
 
 def drop_last_turn(session: Session) -> list[Message]:
     """Remove the last turn (from the last user message on); returns what was removed."""
     messages = session.messages
-    starts = [i for i, m in enumerate(messages) if m.role == "user"]
-    if not starts:
+    cut = last_turn(messages)
+    if cut is None:
         return []
-    cut = starts[-1]
     session._set_history(messages[:cut])
     return messages[cut:]
+
+
+def last_turn(messages: list[Message]) -> int | None:
+    """Where the last turn starts (its user message), or None if there is none."""
+    for index in range(len(messages) - 1, -1, -1):
+        if messages[index].role == "user":
+            return index
+    return None

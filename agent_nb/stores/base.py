@@ -13,6 +13,8 @@ from ..errors import InvalidSessionData
 
 #: Longest title `SessionInfo` takes from a first user message.
 TITLE_LENGTH = 80
+#: Why data nested beyond what JSON can be written with is refused (to_dict() never is).
+TOO_DEEP = "the session data is nested too deeply to be stored; Session.to_dict() never is"
 _UNSTORABLE = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
 
 
@@ -201,16 +203,21 @@ def check_page(limit: int | None, offset: int) -> None:
 
 def dumps(value: Any) -> str:
     """Compact JSON, all ASCII: text with lone surrogates (which UTF-8 cannot encode) is safe."""
-    return json.dumps(value, separators=(",", ":"))
+    try:
+        return json.dumps(value, separators=(",", ":"))
+    except RecursionError:
+        raise ValueError(TOO_DEEP) from None
 
 
 def parse(text: str | bytes, session_id: str, where: str, what: str = "data") -> Any:
     """JSON read back from a store; InvalidSessionData names the session if it is not JSON."""
     try:
         return json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        deep = isinstance(exc, RecursionError)
+        problem = "is nested too deeply to read" if deep else f"is not JSON ({exc})"
         raise InvalidSessionData(
-            f"session {session_id!r} in {where} is corrupt: its {what} is not JSON ({exc}); "
+            f"session {session_id!r} in {where} is corrupt: its {what} {problem}; "
             f"delete it with store.delete({session_id!r}) or restore it from a backup"
         ) from None
 
@@ -223,7 +230,7 @@ def parse_messages(texts: list[Any], session_id: str, where: str) -> list[Any]:
         texts = [t.decode("utf-8", "replace") if isinstance(t, bytes) else t for t in texts]
     try:
         messages = json.loads("[" + ",".join(texts) + "]")
-    except (json.JSONDecodeError, TypeError):
+    except (json.JSONDecodeError, TypeError, RecursionError):
         messages = None
     if type(messages) is not list or len(messages) != len(texts):  # a row held 0 or 2 values
         messages = [parse(t, session_id, where, f"messages[{i}]") for i, t in enumerate(texts)]

@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidSessionData
+from . import _ipynb
 from .base import (
+    TOO_DEEP,
     SessionInfo,
     SessionStore,
     assemble,
@@ -51,35 +53,46 @@ class NotebookStore(SessionStore):
         check_data(data)
         with self._locked():
             notebook = self._read(create=True)
-            self._sessions(notebook, create=True)[session_id] = data  # a NotebookNode copy
+            sessions = self._sessions(notebook, create=True)
+            try:
+                sessions[session_id] = data  # a NotebookNode copy
+            except RecursionError:
+                raise ValueError(TOO_DEEP) from None
             self._write(notebook)
 
     def load(self, session_id: str) -> dict[str, Any] | None:
         check_key(session_id)
         with self._lock:
             notebook = self._read()
-        return self._checked(session_id, self._sessions(notebook).get(session_id))
+        return self._checked(notebook, session_id)
 
     def sessions(self, limit: int | None = None, offset: int = 0) -> list[SessionInfo]:
         check_page(limit, offset)
         with self._lock:
             notebook = self._read()
         infos = []
-        for session_id, data in self._sessions(notebook).items():
+        for session_id in self._sessions(notebook):
             try:
-                infos.append(info_of(session_id, self._checked(session_id, data)))
+                infos.append(info_of(session_id, self._checked(notebook, session_id)))
             except InvalidSessionData:
                 infos.append(unreadable(session_id))
         return newest_first(infos, limit, offset)
 
-    def _checked(self, session_id: str, data: Any) -> dict[str, Any] | None:
-        if data is None:
+    def _checked(self, notebook: _ipynb.Notebook | None, session_id: str) -> dict[str, Any] | None:
+        sessions = self._sessions(notebook)
+        if session_id not in sessions:
             return None
+        assert notebook is not None
+        damaged = notebook.damaged_sessions.get(session_id)
+        problem = damaged.problem if damaged else None
+        data = sessions[session_id]
         messages = data.get("messages", []) if isinstance(data, dict) else None
-        if not isinstance(messages, list):
+        if problem is None and not isinstance(messages, list):
+            problem = "it is not session data with a list of messages"
+        if problem is not None:
             raise InvalidSessionData(
-                f"session {session_id!r} in {self!r} is corrupt: it is not session data "
-                f"with a list of messages; delete it with store.delete({session_id!r})"
+                f"session {session_id!r} in {self!r} is corrupt: {problem}; "
+                f"delete it with store.delete({session_id!r})"
             )
         return assemble(session_id, repr(self), data, messages)
 
@@ -99,25 +112,32 @@ class NotebookStore(SessionStore):
             notebook = self._read()
         return list(self._sessions(notebook))
 
+    def __contains__(self, session_id: str) -> bool:
+        check_key(session_id)
+        with self._lock:
+            notebook = self._read()
+        return session_id in self._sessions(notebook)
+
     # -- the file --------------------------------------------------------------------------
 
-    def _read(self, *, create: bool = False) -> Any:
+    def _read(self, *, create: bool = False) -> _ipynb.Notebook | None:
+        """The notebook (read part by part if need be); None if there is none to read."""
         import nbformat
 
         if not self.path.exists():
-            return nbformat.v4.new_notebook() if create else None
+            return _ipynb.Notebook(nbformat.v4.new_notebook()) if create else None
         try:
-            return nbformat.read(self.path, as_version=nbformat.NO_CONVERT)
-        except Exception as exc:  # nbformat raises JSON, encoding and schema errors alike
+            return _ipynb.read(self.path.read_text(encoding="utf-8"), nbformat.NO_CONVERT)
+        except (_ipynb.UnreadableNotebook, UnicodeDecodeError) as exc:
             raise InvalidSessionData(
-                f"{self.path} cannot be read as a notebook ({type(exc).__name__}: {exc}); "
-                "it was left as it is"
+                f"{self.path} cannot be read as a notebook ({exc}); it was left as it is"
             ) from None
 
-    def _sessions(self, notebook: Any, *, create: bool = False) -> dict[str, Any]:
+    def _sessions(self, notebook: _ipynb.Notebook | None, *, create: bool = False) -> Any:
         if notebook is None:
             return {}
-        metadata = notebook.setdefault("metadata", {}) if create else notebook.get("metadata")
+        node = notebook.node
+        metadata = node.setdefault("metadata", {}) if create else node.get("metadata")
         if not isinstance(metadata, dict):
             return {}
         ours = metadata.get(KEY)
@@ -134,17 +154,22 @@ class NotebookStore(SessionStore):
             sessions = ours["sessions"]
         return sessions
 
-    def _write(self, notebook: Any) -> None:
+    def _write(self, notebook: _ipynb.Notebook) -> None:
         import nbformat
 
+        self._check_whole(notebook)
+        node = notebook.node
         try:
-            nbformat.validate(notebook)
+            nbformat.validate(node)
         except nbformat.ValidationError as exc:
             raise InvalidSessionData(
                 f"saving would leave {self.path} an invalid notebook ({exc.message}); "
                 "the file was not changed"
             ) from None
-        text = nbformat.writes(notebook)
+        try:
+            text = _ipynb.writes(notebook)
+        except RecursionError:
+            raise ValueError(TOO_DEEP) from None
         text += "" if text.endswith("\n") else "\n"  # as nbformat.write and Jupyter end it
         try:
             encoded = text.encode("utf-8")
@@ -170,6 +195,15 @@ class NotebookStore(SessionStore):
             with contextlib.suppress(OSError):
                 os.unlink(temporary)
             raise
+
+    def _check_whole(self, notebook: _ipynb.Notebook) -> None:
+        """Refuse to write a file with a cell that could not be read: it would be lost."""
+        if notebook.damaged_cells:
+            index, problem = next(iter(notebook.damaged_cells.items()))
+            raise InvalidSessionData(
+                f"cell {index + 1} of {self.path} cannot be read ({problem}), and writing the "
+                "file would lose it; repair the file first. The file was not changed"
+            )
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:

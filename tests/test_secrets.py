@@ -388,6 +388,9 @@ def test_a_redirect_loop_is_an_error(server):
     [
         ('{"Authorization": "Bearer abcdefghijkl"}', '{"Authorization": "[redacted]"}'),
         ("authorization: Bearer abcdefghijkl", "authorization: [redacted]"),
+        ('"authorization": "bearer abcdefghijkl"', '"authorization": "[redacted]"'),
+        ("proxy-authorization: Basic dXNlcjpwYXNz", "proxy-authorization: [redacted]"),
+        ("BEARER abcdefghijkl", "BEARER [redacted]"),
         ("x-api-key: abc, next", "x-api-key: [redacted], next"),
         (
             "https://h/v1?key=abc&api_key=def&x=1",

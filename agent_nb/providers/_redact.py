@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import threading
 import weakref
 from collections.abc import Iterable, Mapping
 from urllib.parse import parse_qsl, quote, urlsplit
@@ -29,9 +30,9 @@ _SHAPES = re.compile(
             r"(?P<named>[\"']?\b(?i:x-api-key|x-goog-api-key|api[-_]?key|apikey|"
             r"(?:proxy-)?authorization|access[-_]?token|refresh[-_]?token|auth[-_]?token|"
             r"id[-_]?token|client[-_]?secret|secret|password|passwd)[\"']?\s*[:=]\s*[\"']?)"
-            r"(?>(?:(?:Bearer|Basic)\s+)?)[^\s\"',;&<>{}\[\]\\]+",
+            r"(?>(?:(?i:bearer|basic|token)\s+)?)[^\s\"',;&<>{}\[\]\\]+",
             r"(?P<query>[?&](?i:key|token|sig|signature)=)[^\s\"'&#<>\\]+",
-            r"(?P<scheme>\b[Bb]earer\s+)" + _TOKEN + r"{6,}",
+            r"(?P<scheme>\b(?i:bearer)\s+)" + _TOKEN + r"{6,}",
             # user:password@ in a URL
             r"(?P<userinfo>://[^/\s:@\"']*:)[^/\s@\"']+(?=@)",
             # the shapes of the usual providers' keys, and JWTs
@@ -68,7 +69,9 @@ def secrets_of(headers: Mapping[str, str], url: str = "") -> list[str]:
 class Redactor:
     """Replaces known credentials, and anything shaped like a key or a bearer token."""
 
+    #: The redactors with credentials to look for, for the log filter (a lock: any thread logs).
     _live: weakref.WeakSet[Redactor] = weakref.WeakSet()
+    _live_lock = threading.Lock()
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         variants = set()
@@ -82,7 +85,8 @@ class Redactor:
             else None
         )
         if self._exact is not None:
-            Redactor._live.add(self)
+            with Redactor._live_lock:
+                Redactor._live.add(self)
 
     def __call__(self, text: str) -> str:
         if self._exact is not None:
@@ -102,7 +106,9 @@ class _LogRedaction(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
         redacted = _SHAPES.sub(_keep_prefix, message)
-        for redact in list(Redactor._live):
+        with Redactor._live_lock:
+            live = list(Redactor._live)
+        for redact in live:
             redacted = redact(redacted)
         if redacted != message:
             record.msg, record.args = redacted, ()

@@ -98,7 +98,8 @@ class FakeOpenAI:
             self.request_headers.append(headers)
             self._ids += 1
             reply = self._script.popleft() if self._script else Reply()
-        if reply.text is None and not reply.tool_calls and reply.raw is None and reply.status < 400:
+        answers = reply.status < 300
+        if reply.text is None and not reply.tool_calls and reply.raw is None and answers:
             _answer(PROTOCOLS[protocol].read(body), reply)
         return reply
 
@@ -212,7 +213,9 @@ def _handler(server: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
                 self._json(404, {"error": error})
                 return
             reply = server._next(body, dict(self.headers.items()), protocol)
-            if reply.status >= 400:
+            if 300 <= reply.status < 400:  # a redirect: `headers` says where
+                self._json(reply.status, {}, reply.headers)
+            elif reply.status >= 400:
                 error = reply.error or {
                     "error": {"message": f"error {reply.status}", "type": "api_error"}
                 }

@@ -11,6 +11,7 @@ from fake_openai import Reply
 from agent_nb import Agent
 from agent_nb.errors import (
     APIConnectionError,
+    ProviderError,
     RateLimitError,
     ServerError,
     StreamError,
@@ -314,3 +315,39 @@ def test_session_keeps_running_usage_totals(server):
     assert session.usage.input_tokens == first.usage.input_tokens + second.usage.input_tokens
     assert session.usage.output_tokens == first.usage.output_tokens + second.usage.output_tokens
     assert session.usage.total_tokens > 0
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic", "openai-responses"])
+@pytest.mark.parametrize("payload", ['"Overloaded, try later"', "[1]", "7"])
+def test_an_error_event_of_any_shape_is_the_providers_error(server, provider, payload):
+    """What an `event: error` says is the error, whatever JSON it is, never a parse failure."""
+    server.script(Reply(raw=f"event: error\ndata: {payload}\n\n"))
+    base = server.url.removesuffix("/v1") if provider == "anthropic" else server.url
+    session = Agent(provider=provider, model="m", base_url=base, api_key="k").session()
+    with pytest.raises(ProviderError) as caught:
+        list(session.stream("hi"))
+    expected = json.loads(payload) if payload.startswith('"') else payload
+    assert caught.value.message == expected
+    assert "malformed" not in str(caught.value) and session.messages == []
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic", "openai-responses"])
+def test_a_429_with_an_http_date_retry_after_waits_until_then(server, monkeypatch, provider):
+    import email.utils
+
+    waits = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    monkeypatch.setattr("agent_nb.providers._http.asyncio.sleep", sleep)
+    when = email.utils.formatdate(time.time() + 30, usegmt=True)
+    limited = Reply(status=429, headers={"retry-after": when}, error={"error": {"message": "slow"}})
+    server.script(limited, Reply(status=500, error={"error": {"message": "then this"}}))
+    base = server.url.removesuffix("/v1") if provider == "anthropic" else server.url
+    session = Agent(
+        provider=provider, model="m", base_url=base, api_key="k", max_retries=1
+    ).session()
+    with pytest.raises(ServerError, match="then this"):
+        session.run("hi")
+    assert len(waits) == 1 and 8 < waits[0] <= 30  # longer than any backoff step

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import json
+import math
 import os
 import random
 import time
@@ -18,14 +19,31 @@ from httpx_sse import ServerSentEvent
 from httpx_sse._decoders import SSEDecoder, SSELineDecoder  # the decoders aiter_sse runs
 
 from .. import errors
+from ..events import Completion
+from ._redact import Redactor, redact_http_logs, secrets_of
+from ._shape import Malformed, wrong
 from .base import Provider, ProviderBatch, Request
 
 T = TypeVar("T")
-_decode_json = json.JSONDecoder().decode  # json.loads, minus its per-call checks
+E = TypeVar("E", bound=errors.ProviderError)
+redact_http_logs()
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+#: json.loads, minus its per-call checks, refusing NaN and Infinity: what is kept in the
+#: history (tool arguments) must still be JSON when it is stored.
+_decode_json = json.JSONDecoder(parse_constant=_refuse_constant).decode
+#: What reading a body of an unexpected shape can raise, when no check named the field first.
+_SHAPE_ERRORS = (AttributeError, TypeError, ValueError, KeyError, IndexError, RecursionError)
 
 DEFAULT_TIMEOUT = httpx.Timeout(connect=10.0, read=120.0, write=30.0, pool=30.0)
 _RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504, 529}
 _MAX_RETRY_AFTER = 60.0
+_MAX_REDIRECTS = 5
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 _STATUS_ERRORS: dict[int, type[errors.ProviderError]] = {
     400: errors.BadRequestError,
@@ -69,6 +87,7 @@ class HTTPClient:
         self.max_retries = max_retries
         self._transport = transport
         self._key_hint = key_hint
+        self._redact = Redactor(secrets_of(self._headers, self.base_url))
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient]
         self._clients = weakref.WeakKeyDictionary()
 
@@ -81,10 +100,13 @@ class HTTPClient:
                 headers=self._headers,
                 timeout=self.timeout,
                 transport=self._transport,
-                follow_redirects=True,
+                follow_redirects=False,  # `_follow` follows them, within the origin only
             )
             self._clients[loop] = client
         return client
+
+    def __repr__(self) -> str:
+        return f"HTTPClient(provider={self.provider!r}, base_url={self._redact(self.base_url)!r})"
 
     async def aclose(self) -> None:
         loop = asyncio.get_running_loop()
@@ -92,64 +114,90 @@ class HTTPClient:
         if client is not None:
             await client.aclose()
 
-    async def post_json(self, path: str, body: dict[str, Any]) -> Any:
-        """POST and return the decoded JSON answer."""
+    async def post_json(
+        self, path: str, body: dict[str, Any], parse: Callable[[Any], ProviderBatch]
+    ) -> ProviderBatch:
+        """POST, and return what `parse` makes of the decoded JSON answer."""
         async with self._send(path, body, stream=False) as response:
             try:
                 text = (await response.aread()).decode("utf-8", errors="replace")
             except httpx.HTTPError as exc:
-                raise _broken(self.provider, exc, response.headers, self.timeout) from exc
+                raise self._broken(exc, response.headers) from None
         try:
-            return json.loads(text)
-        except json.JSONDecodeError:
-            raise errors.StreamError(
-                f"the answer is not JSON: {_snippet(text)!r}",
-                provider=self.provider,
+            payload = _loads(text)
+        except ValueError:
+            raise self.error(
+                errors.StreamError,
+                "the answer is not JSON",
+                excerpt=text,
                 status=response.status_code,
                 request_id=_request_id(response.headers),
             ) from None
+        try:
+            return parse(payload)
+        except errors.AgentError:
+            raise
+        except (Malformed, *_SHAPE_ERRORS) as exc:
+            raise self._unreadable(exc, "the answer", text) from None
 
     async def post_sse(
-        self, path: str, body: dict[str, Any], read: Callable[[ServerSentEvent, list[T]], bool]
-    ) -> AsyncIterator[list[T]]:
+        self,
+        path: str,
+        body: dict[str, Any],
+        read: Callable[[ServerSentEvent, ProviderBatch], bool],
+        finish: Callable[[], Completion],
+    ) -> AsyncIterator[ProviderBatch]:
         """POST, and yield what `read` makes of the server-sent events, a list per network read.
 
         `read(sse, events)` appends the events one server-sent event stands for to `events`
-        and returns True after the stream's last one. Events read before a failure are
-        yielded before it is raised, so a failure after output has started is never retried,
-        wherever the network happened to split the stream.
+        and returns True after the stream's last one; `finish()` then makes the Completion,
+        the last event (or raises if the stream carried no answer). Events read before a
+        failure are yielded before it is raised, so a failure after output has started is
+        never retried, wherever the network happened to split the stream.
         """
         async with self._send(path, body, stream=True) as response:
             content_type = response.headers.get("content-type", "")
             if "text/event-stream" not in content_type:
                 text = (await response.aread()).decode("utf-8", errors="replace")
-                raise errors.StreamError(
-                    f"expected an event stream, got {content_type or 'no content type'}: "
-                    f"{_snippet(text)!r}",
-                    provider=self.provider,
+                raise self.error(
+                    errors.StreamError,
+                    f"expected an event stream, got {content_type or 'no content type'}",
+                    excerpt=text,
                     status=response.status_code,
                     request_id=_request_id(response.headers),
                 )
-            events: list[T] = []
+            events: ProviderBatch = []
             last = False
             try:
                 # httpx errors while reading (a drop, a stall) become typed errors in `retrying`
                 async for batch in _event_batches(response):
                     for sse in batch:
-                        if read(sse, events):
-                            last = True
+                        try:
+                            last = read(sse, events)
+                        except errors.AgentError:
+                            raise
+                        except (Malformed, *_SHAPE_ERRORS) as exc:
+                            named = sse.event not in ("", "message")  # httpx-sse's default
+                            what = f"the {sse.event} event" if named else "a stream event"
+                            raise self._unreadable(exc, what, sse.data) from None
+                        if last:
                             break
                     if last:
                         break
                     if events:
                         yield events
                         events = []
+                try:
+                    events.append(finish())
+                except errors.AgentError:
+                    raise
+                except (Malformed, *_SHAPE_ERRORS) as exc:
+                    raise self._unreadable(exc, "the answer", "") from None
             except Exception:
                 if events:
                     yield events
                 raise
-            if events:
-                yield events
+            yield events
 
     async def retrying(self, attempt: Callable[[], AsyncIterator[T]]) -> AsyncIterator[T]:
         """Run `attempt` again after a retryable failure, but never once it has yielded."""
@@ -163,15 +211,11 @@ class HTTPClient:
                         yield event
                 return
             except (errors.ProviderError, httpx.HTTPError) as exc:
-                error = (
-                    exc
-                    if isinstance(exc, errors.ProviderError)
-                    else _broken(self.provider, exc, None, self.timeout)
-                )
+                error = exc if isinstance(exc, errors.ProviderError) else self._broken(exc, None)
                 if started or not error.retryable or tries >= self.max_retries:
                     if error is exc:
                         raise
-                    raise error from exc
+                    raise error from None
                 delay = _backoff(tries, error.retry_after)
             await asyncio.sleep(delay)
             tries += 1
@@ -192,18 +236,18 @@ class HTTPClient:
             )
         try:
             request = client.build_request("POST", path, json=body, timeout=timeout)
-            response = await client.send(request, stream=True)
+            response = await self._follow(client, request)
         except httpx.TimeoutException as exc:
-            raise errors.APITimeoutError(
+            raise self.error(
+                errors.APITimeoutError,
                 f"no answer within the timeout ({type(exc).__name__}); raise timeout=... "
                 "if the server is slow",
-                provider=self.provider,
-            ) from exc
+            ) from None
         except httpx.HTTPError as exc:
-            raise errors.APIConnectionError(
+            raise self.error(
+                errors.APIConnectionError,
                 f"cannot reach {self.base_url} ({type(exc).__name__}: {exc})",
-                provider=self.provider,
-            ) from exc
+            ) from None
         try:
             if response.status_code >= 400:
                 text = (await response.aread()).decode("utf-8", errors="replace")
@@ -212,15 +256,61 @@ class HTTPClient:
         finally:
             await response.aclose()
 
+    async def _follow(self, client: httpx.AsyncClient, request: httpx.Request) -> httpx.Response:
+        """Send `request`, following redirects within its origin, refusing any to another.
+
+        Another origin would receive the conversation (a 307 or 308 sends the body again),
+        and httpx keeps every credential header but Authorization: nothing is sent there.
+        """
+        origin = _origin(request.url)
+        for _ in range(_MAX_REDIRECTS + 1):
+            response = await client.send(request, stream=True)
+            target = response.next_request  # httpx's next hop: method and body as RFC 9110
+            if target is None:
+                return response
+            await response.aclose()
+            url = target.url
+            if _origin(url) != origin:
+                raise self.error(
+                    errors.ProviderError,
+                    f"the server redirected to another origin, {url.scheme}://"
+                    f"{url.netloc.decode('ascii', 'replace')}{url.path}; agent_nb sends neither "
+                    "the key nor the conversation there: if the service has moved and you trust "
+                    "the new address, set base_url to it",
+                    status=response.status_code,
+                )
+            request = target
+        raise self.error(
+            errors.ProviderError,
+            f"more than {_MAX_REDIRECTS} redirects from {self.base_url}; check base_url",
+            status=response.status_code,
+        )
+
+    def error(self, cls: type[E], message: str, *, excerpt: str | None = None, **fields: Any) -> E:
+        """An error about this provider's answer: every one is made here, redacted.
+
+        `message`, `code` and `request_id` lose this client's credentials and anything shaped
+        like a key or a bearer token; `excerpt`, raw text from the server, is redacted, then
+        shortened (so no cut leaves part of a key), then quoted after the message.
+        """
+        redact = self._redact
+        message = _snippet(redact(message), 2000)
+        if excerpt:
+            message = f"{message}: {_snippet(redact(excerpt))!r}"
+        for name in ("code", "request_id"):
+            if fields.get(name) is not None:
+                fields[name] = redact(str(fields[name]))
+        return cls(message, provider=self.provider, **fields)
+
     def _status_error(self, response: httpx.Response, text: str) -> errors.ProviderError:
         status = response.status_code
         cls = _STATUS_ERRORS.get(status) or (
             errors.ServerError if status >= 500 else errors.ProviderError
         )
-        message, code, body_request_id = _error_message(text)
-        error = cls(
+        message, code, body_request_id = _error_message(self._redact(text))
+        error = self.error(
+            cls,
             message,
-            provider=self.provider,
             status=status,
             request_id=_request_id(response.headers) or body_request_id,
             code=code,
@@ -235,7 +325,7 @@ class HTTPClient:
         self, payload: Any, headers: httpx.Headers | None = None
     ) -> errors.ProviderError:
         """The typed error for an error object sent inside a stream (an `event: error`)."""
-        message, code, request_id = _error_message(json.dumps(payload))
+        message, code, request_id = _error_message(self._redact(json.dumps(payload)))
         kind = str(code or "")
         if "overloaded" in kind or "rate_limit" in kind or kind in {"429", "529", "503"}:
             cls: type[errors.ProviderError] = (
@@ -247,35 +337,71 @@ class HTTPClient:
             cls = errors.ServerError
         else:
             cls = errors.ProviderError
-        return cls(
+        return self.error(
+            cls,
             message,
-            provider=self.provider,
             code=code,
             request_id=(_request_id(headers) if headers is not None else None) or request_id,
         )
 
-    def event_json(self, data: str, what: str = "a stream event") -> Any:
-        """The JSON of one server-sent event's data; StreamError names the provider if not JSON."""
+    def event_object(self, sse: ServerSentEvent, what: str = "a stream event") -> dict[str, Any]:
+        """The JSON object of one server-sent event; an `event: error` raises what it carries."""
         try:
-            return _decode_json(data)
-        except json.JSONDecodeError:
-            raise self.malformed(f"{what} is not valid JSON", data) from None
+            data = _decode_json(sse.data)
+        except (ValueError, RecursionError):
+            raise self.malformed(f"{what} is not valid JSON", sse.data) from None
+        if type(data) is not dict or sse.event == "error":
+            if sse.event == "error":
+                raise self.error_event(data)
+            raise wrong("it", "an object", data)
+        return data
 
     def malformed(self, what: str, data: str) -> errors.StreamError:
-        return errors.StreamError(f"{what}: {_snippet(data)!r}", provider=self.provider)
+        return self.error(errors.StreamError, what, excerpt=data)
+
+    def _unreadable(self, exc: Exception, what: str, data: str) -> errors.StreamError:
+        """The StreamError for a body or event whose fields are not what the API sends."""
+        if isinstance(exc, Malformed):
+            detail = str(exc)
+        else:  # no check named the field: say what Python found
+            detail = f"of an unexpected shape, {type(exc).__name__}: {exc}"
+        return self.error(errors.StreamError, f"{what} is malformed: {detail}", excerpt=data)
 
     def ended_early(self, terminator: str) -> errors.StreamError:
         """The error for a stream that stopped before `terminator`: never a short answer."""
-        return errors.StreamError(
+        return self.error(
+            errors.StreamError,
             f"the stream ended before {terminator}; the turn was not saved, try again",
-            provider=self.provider,
+        )
+
+    def no_answer(self, missing: str) -> errors.StreamError:
+        """The error for an answer that carried nothing: no content and no `missing`."""
+        return self.error(
+            errors.StreamError,
+            f"the answer carried nothing: no content and no {missing}; the turn was not saved, "
+            "try again",
+        )
+
+    def _broken(self, exc: httpx.HTTPError, headers: httpx.Headers | None) -> errors.ProviderError:
+        """The error for an answer that stalled or broke off after its headers arrived."""
+        if isinstance(exc, httpx.TimeoutException):
+            return self.error(
+                errors.APITimeoutError,
+                f"the stream stalled: nothing arrived for {self.timeout.read} s "
+                "(raise the read timeout with timeout=...)",
+                request_id=_request_id(headers),
+            )
+        return self.error(
+            errors.APIConnectionError,
+            f"the connection dropped mid-stream ({type(exc).__name__}: {exc})",
+            request_id=_request_id(headers),
         )
 
     def tool_arguments(self, name: str, raw: str) -> dict[str, Any]:
         """A tool call's arguments from the JSON text the model wrote ("" means none)."""
         try:
-            arguments = json.loads(raw) if raw.strip() else {}
-        except json.JSONDecodeError:
+            arguments = _loads(raw) if raw.strip() else {}
+        except ValueError:
             raise self.malformed(
                 f"the arguments of tool call {name!r} are not valid JSON", raw
             ) from None
@@ -305,31 +431,27 @@ async def _event_batches(response: httpx.Response) -> AsyncIterator[list[ServerS
         yield batch
 
 
-def _broken(
-    provider: str, exc: httpx.HTTPError, headers: httpx.Headers | None, timeout: httpx.Timeout
-) -> errors.ProviderError:
-    """The error for an answer that stalled or broke off after its headers arrived."""
-    if isinstance(exc, httpx.TimeoutException):
-        return errors.APITimeoutError(
-            f"the stream stalled: nothing arrived for {timeout.read} s "
-            "(raise the read timeout with timeout=...)",
-            provider=provider,
-            request_id=_request_id(headers),
-        )
-    return errors.APIConnectionError(
-        f"the connection dropped mid-stream ({type(exc).__name__}: {exc})",
-        provider=provider,
-        request_id=_request_id(headers),
-    )
+def _loads(text: str) -> Any:
+    """json.loads; ValueError for whatever is not JSON Python can hold (too deep, too long)."""
+    try:
+        return _decode_json(text)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
+def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
+    return url.scheme, url.host, url.port or _DEFAULT_PORTS.get(url.scheme)
 
 
 def _error_message(text: str) -> tuple[str, str | None, str | None]:
     """The provider's own message, code and request id, from any of the usual error shapes."""
     try:
-        payload = json.loads(text)
-    except (json.JSONDecodeError, ValueError):
+        payload = _loads(text)
+    except ValueError:
         return (_snippet(text) or "no error message in the answer"), None, None
     request_id = payload.get("request_id") if isinstance(payload, dict) else None
+    if not isinstance(request_id, str):
+        request_id = None
     error = payload.get("error", payload) if isinstance(payload, dict) else payload
     if isinstance(error, str):
         return error, None, request_id
@@ -338,7 +460,7 @@ def _error_message(text: str) -> tuple[str, str | None, str | None]:
     message = error.get("message") or error.get("detail") or _snippet(text)
     code = error.get("code") or error.get("type")
     if isinstance(error.get("metadata"), dict) and error["metadata"].get("raw"):
-        message = f"{message}: {_snippet(str(error['metadata']['raw']))}"
+        message = f"{message}: {error['metadata']['raw']}"  # shortened once redacted
     return str(message), (str(code) if code is not None else None), request_id
 
 
@@ -359,19 +481,27 @@ def _request_id(headers: httpx.Headers | None) -> str | None:
 
 
 def _retry_after(headers: httpx.Headers) -> float | None:
-    if value := headers.get("retry-after-ms"):
-        try:
-            return float(value) / 1000
-        except ValueError:
-            pass
-    if value := headers.get("retry-after"):
-        try:
-            return float(value)
-        except ValueError:
-            parsed = email.utils.parsedate_to_datetime(value)
-            if parsed is not None:
-                return max(0.0, parsed.timestamp() - time.time())
-    return None
+    """The wait the server asks for, in seconds; None (so: backoff) when it says none we read."""
+    if (value := _seconds(headers.get("retry-after-ms"))) is not None:
+        return value / 1000
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    if (seconds := _seconds(value)) is not None:
+        return seconds
+    try:  # an HTTP date
+        when = email.utils.parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError, OverflowError, OSError):
+        return None
+    return max(0.0, when - time.time())
+
+
+def _seconds(value: str | None) -> float | None:
+    try:
+        seconds = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
 
 
 def _backoff(attempt: int, retry_after: float | None) -> float:
@@ -428,7 +558,7 @@ class HTTPProvider(Provider):
         )
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(base_url={self.base_url!r})"
+        return f"{type(self).__name__}(base_url={self._http._redact(self.base_url)!r})"
 
     def auth_headers(self, api_key: str | None) -> dict[str, str]:
         """The headers that carry the key (and any the API always wants)."""

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from httpx_sse import ServerSentEvent
 
+from .. import errors
 from ..events import Completion, TextDelta, ThinkingDelta, Usage
 from ..messages import Message, TextPart, ThinkingPart, ToolCallPart
 from ._http import HTTPClient, HTTPProvider
+from ._shape import index, obj, string, text, tokens, wrong
 from .base import ProviderBatch, Request
 
 ANTHROPIC_BASE_URL = "https://api.anthropic.com"
@@ -45,35 +46,52 @@ class AnthropicProvider(HTTPProvider):
 
     async def _attempt(self, body: dict[str, Any], stream: bool) -> AsyncIterator[ProviderBatch]:
         state = _State()
-        events: ProviderBatch = []
-        if not stream:
-            payload = await self._http.post_json("/v1/messages", body)
-            if not isinstance(payload, dict) or not isinstance(payload.get("content"), list):
-                raise self._http.malformed("the answer has no content list", json.dumps(payload))
-            state.read_message(payload)
-            if state.thinking_text():
-                events.append(ThinkingDelta(state.thinking_text()))
-            if state.text():
-                events.append(TextDelta(state.text()))
-            events.append(state.completion(self._http))
-            yield events
-            return
         http = self._http
+        if not stream:
+
+            def parse(payload: Any) -> ProviderBatch:
+                if type(payload) is not dict:
+                    raise wrong("it", "an object", payload)
+                if type(payload.get("content")) is not list:
+                    raise wrong("content", "a list", payload.get("content"))
+                state.read_message(payload)
+                if state.stop_reason is None and not state.blocks:
+                    raise http.no_answer("stop reason")
+                events: ProviderBatch = []
+                if state.thinking_text():
+                    events.append(ThinkingDelta(state.thinking_text()))
+                if state.text():
+                    events.append(TextDelta(state.text()))
+                events.append(state.completion(http))
+                return events
+
+            yield await http.post_json("/v1/messages", body, parse)
+            return
 
         def read(sse: ServerSentEvent, events: ProviderBatch) -> bool:
             if sse.event == "ping" or not sse.data:
                 return False
-            data = http.event_json(sse.data)
-            if sse.event == "error" or data.get("type") == "error":
+            data = http.event_object(sse)
+            if data.get("type") == "error":
                 raise http.error_event(data)
             state.feed(data, events)
             return state.stopped
 
-        async for events in http.post_sse("/v1/messages", body, read):
+        def finish() -> Completion:
+            if not state.stopped:
+                raise http.ended_early("message_stop")
+            if not state.started:
+                raise http.error(  # the SDK refuses such a stream too
+                    errors.StreamError,
+                    "the stream did not start with message_start; the turn was not saved, "
+                    "try again",
+                )
+            if state.stop_reason is None and not state.blocks:
+                raise http.no_answer("stop reason")
+            return state.completion(http)
+
+        async for events in http.post_sse("/v1/messages", body, read, finish):
             yield events
-        if not state.stopped:
-            raise http.ended_early("message_stop")
-        yield [state.completion(http)]
 
     def build_body(self, request: Request) -> dict[str, Any]:
         """The JSON body of a /v1/messages request."""
@@ -163,6 +181,22 @@ class _Block:
     input: Any = None
 
 
+def _block(block: dict[str, Any], where: str) -> _Block:
+    """A content block as it starts (stream) or as it is (whole answer)."""
+    kind = text(block.get("type"), f"{where}.type") or "unknown"
+    first = text(block.get("text"), f"{where}.text") or text(
+        block.get("thinking"), f"{where}.thinking"
+    )
+    return _Block(
+        kind=kind,
+        text=[first or ""],
+        signature=string(block.get("signature"), f"{where}.signature"),
+        id=string(block.get("id"), f"{where}.id"),
+        name=string(block.get("name"), f"{where}.name"),
+        input=obj(block.get("input"), f"{where}.input") if kind == "tool_use" else None,
+    )
+
+
 @dataclass
 class _State:
     blocks: dict[int, _Block] = field(default_factory=dict)
@@ -171,76 +205,75 @@ class _State:
     output_tokens: int = 0
     stop_reason: str | None = None
     model: str | None = None
+    started: bool = False
     stopped: bool = False
 
     def feed(self, data: dict[str, Any], events: ProviderBatch) -> None:
         """Read one stream event; text and thinking deltas are added to `events`."""
         kind = data.get("type")
-        if kind == "message_start":
-            message = data.get("message") or {}
-            self.model = message.get("model")
-            self._usage(message.get("usage"))
-        elif kind == "content_block_start":
-            block = data.get("content_block") or {}
-            self.blocks[data.get("index", len(self.blocks))] = _Block(
-                kind=block.get("type", "unknown"),
-                text=[block.get("text") or block.get("thinking") or ""],
-                signature=block.get("signature") or "",
-                id=block.get("id") or "",
-                name=block.get("name") or "",
-                input=block.get("input"),
-            )
-        elif kind == "content_block_delta":
-            target = self.blocks.get(data.get("index", -1))
-            delta = data.get("delta") or {}
+        if kind == "content_block_delta":
+            number = data.get("index")
+            if type(number) is not int and number is not None:
+                raise wrong("index", "an integer", number)
+            delta = data.get("delta")
+            if type(delta) is not dict:
+                delta = obj(delta, "delta")
+            target = self.blocks.get(number)  # type: ignore[arg-type]
             if target is None:
                 return
             dtype = delta.get("type")
             if dtype == "text_delta" and target.kind == "text":
-                target.text.append(delta.get("text", ""))
-                events.append(TextDelta(delta.get("text", "")))
+                piece = string(delta.get("text"), "delta.text")
+                target.text.append(piece)
+                events.append(TextDelta(piece))
             elif dtype == "thinking_delta":
-                target.text.append(delta.get("thinking", ""))
-                events.append(ThinkingDelta(delta.get("thinking", "")))
+                piece = string(delta.get("thinking"), "delta.thinking")
+                target.text.append(piece)
+                events.append(ThinkingDelta(piece))
             elif dtype == "signature_delta":
-                target.signature += delta.get("signature", "")
+                target.signature += string(delta.get("signature"), "delta.signature")
             elif dtype == "input_json_delta":
-                target.text.append(delta.get("partial_json", ""))
+                target.text.append(string(delta.get("partial_json"), "delta.partial_json"))
+        elif kind == "message_start":
+            self.started = True
+            message = obj(data.get("message"), "message")
+            self.model = text(message.get("model"), "message.model")
+            self._usage(message.get("usage"), "message.usage")
+        elif kind == "content_block_start":
+            position = index(data.get("index"), "index", len(self.blocks))
+            self.blocks[position] = _block(
+                obj(data.get("content_block"), "content_block"), "content_block"
+            )
         elif kind == "message_delta":
-            delta = data.get("delta") or {}
-            self.stop_reason = delta.get("stop_reason") or self.stop_reason
-            self._usage(data.get("usage"))
+            delta = obj(data.get("delta"), "delta")
+            self.stop_reason = (
+                text(delta.get("stop_reason"), "delta.stop_reason") or self.stop_reason
+            )
+            self._usage(data.get("usage"), "usage")
         elif kind == "message_stop":
             self.stopped = True
 
     def read_message(self, payload: dict[str, Any]) -> None:
-        self.model = payload.get("model")
-        self.stop_reason = payload.get("stop_reason")
-        self._usage(payload.get("usage"))
-        for index, block in enumerate(payload["content"]):
-            text = block.get("text") if block.get("type") == "text" else block.get("thinking")
-            self.blocks[index] = _Block(
-                kind=block.get("type", "unknown"),
-                text=[text or ""],
-                signature=block.get("signature") or "",
-                id=block.get("id") or "",
-                name=block.get("name") or "",
-                input=block.get("input"),
-            )
-        self.stopped = True
+        self.model = text(payload.get("model"), "model")
+        self.stop_reason = text(payload.get("stop_reason"), "stop_reason")
+        self._usage(payload.get("usage"), "usage")
+        for position, block in enumerate(payload["content"]):
+            where = f"content[{position}]"
+            self.blocks[position] = _block(obj(block, where), where)
+        self.started = self.stopped = True
 
-    def _usage(self, usage: Any) -> None:
-        if not isinstance(usage, dict):
-            return
+    def _usage(self, raw: Any, where: str) -> None:
+        usage = obj(raw, where)
         if "input_tokens" in usage:
-            self.cached_tokens = usage.get("cache_read_input_tokens") or 0
+            self.cached_tokens = tokens(usage, "cache_read_input_tokens", where) or 0
             self.input_tokens = (
-                (usage.get("input_tokens") or 0)
+                (tokens(usage, "input_tokens", where) or 0)
                 + self.cached_tokens
-                + (usage.get("cache_creation_input_tokens") or 0)
+                + (tokens(usage, "cache_creation_input_tokens", where) or 0)
             )
-        if usage.get("output_tokens") is not None:
-            self.output_tokens = usage["output_tokens"]  # cumulative in message_delta
+        output = tokens(usage, "output_tokens", where)
+        if output is not None:
+            self.output_tokens = output  # cumulative in message_delta
 
     def text(self) -> str:
         return "".join("".join(b.text) for b in self._ordered() if b.kind == "text")
@@ -266,9 +299,7 @@ class _State:
                 )
             elif block.kind == "tool_use":
                 raw = "".join(block.text)
-                arguments = (
-                    http.tool_arguments(block.name, raw) if raw.strip() else dict(block.input or {})
-                )
+                arguments = http.tool_arguments(block.name, raw) if raw.strip() else block.input
                 parts.append(ToolCallPart(id=block.id, name=block.name, arguments=arguments))
             # other block kinds (server tools and their results) are skipped
         refusal = None

@@ -12,6 +12,7 @@ from httpx_sse import ServerSentEvent
 from ..events import Completion, TextDelta, ThinkingDelta, Usage
 from ..messages import Message, TextPart, ThinkingPart, ToolCallPart
 from ._http import HTTPClient, HTTPProvider
+from ._shape import Malformed, index, items, obj, string, text, tokens, wrong
 from .base import ProviderBatch, Request
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
@@ -38,11 +39,12 @@ class OpenAIProvider(HTTPProvider):
     default_base_url = keyed_base_url = OPENAI_BASE_URL
 
     async def _attempt(self, body: dict[str, Any], stream: bool) -> AsyncIterator[ProviderBatch]:
+        http = self._http
         if not stream:
-            yield self._parse_body(await self._http.post_json("/chat/completions", body))
+            yield await http.post_json("/chat/completions", body, self._parse_body)
             return
         state = _StreamState()
-        feed, decode, http = state.feed, self._http.event_json, self._http
+        feed, decode = state.feed, http.event_object
 
         def read(sse: ServerSentEvent, events: ProviderBatch) -> bool:
             data = sse.data
@@ -50,17 +52,23 @@ class OpenAIProvider(HTTPProvider):
                 state.done = True
                 return True
             if data:
-                chunk = decode(data, "a stream chunk")
-                if type(chunk) is not dict or "error" in chunk or sse.event == "error":
+                chunk = decode(sse, "a stream chunk")
+                if "error" in chunk:
                     raise http.error_event(chunk)
                 feed(chunk, events)
             return False
 
-        async for events in http.post_sse("/chat/completions", body, read):
+        def finish() -> Completion:
+            if state.finish_reason is None:
+                if not state.done:
+                    raise http.ended_early("[DONE] or a finish reason")
+                if state.empty():
+                    # only `[DONE]`: a server that failed quietly, not an empty answer
+                    raise http.no_answer("finish reason")
+            return state.completion(http)
+
+        async for events in http.post_sse("/chat/completions", body, read, finish):
             yield events
-        if not state.done and state.finish_reason is None:
-            raise http.ended_early("[DONE] or a finish reason")
-        yield [state.completion(http)]
 
     def build_body(self, request: Request) -> dict[str, Any]:
         """The JSON body of a /chat/completions request."""
@@ -98,18 +106,19 @@ class OpenAIProvider(HTTPProvider):
         return body
 
     def _parse_body(self, payload: Any) -> ProviderBatch:
-        try:
-            choice = payload["choices"][0]
-            message = choice["message"]
-        except (KeyError, IndexError, TypeError):
-            raise self._http.malformed(
-                "the answer has no choices[0].message", json.dumps(payload)
-            ) from None
+        if type(payload) is not dict:
+            raise wrong("it", "an object", payload)
+        choices = items(payload.get("choices"), "choices")
+        choice = obj(choices[0] if choices else None, "choices[0]")
+        if choice.get("message") is None:
+            raise Malformed("it has no choices[0].message")
         state = _StreamState()
-        state.model = payload.get("model")
-        state.feed_message(message)
-        state.finish_reason = choice.get("finish_reason")
+        state.model = text(payload.get("model"), "model")
+        state.feed_message(obj(choice["message"], "choices[0].message"))
+        state.finish_reason = text(choice.get("finish_reason"), "choices[0].finish_reason") or None
         state.usage = _usage(payload.get("usage"))
+        if state.finish_reason is None and state.empty():
+            raise self._http.no_answer("finish reason")
         events: ProviderBatch = []
         if state.thinking:
             events.append(ThinkingDelta("".join(state.thinking)))
@@ -142,59 +151,84 @@ class _StreamState:
     def feed(self, chunk: dict[str, Any], events: ProviderBatch) -> None:
         """Add the events of one chunk to `events`; a plain `{"content": ...}` delta is fast."""
         if self.model is None:
-            self.model = chunk.get("model")
+            self.model = text(chunk.get("model"), "model")
         usage = chunk.get("usage")
-        if usage:
+        if usage is not None:
             self.usage = _usage(usage)
-        for choice in chunk.get("choices") or ():
-            if choice.get("index", 0) != 0:
-                continue
+        choices = chunk.get("choices")
+        if type(choices) is not list:
+            choices = items(choices, "choices")
+        for choice in choices:
+            if type(choice) is not dict:
+                raise wrong(_at(choices, choice), "an object", choice)
+            number = choice.get("index", 0)
+            if number != 0 and number is not None:
+                index(number, f"{_at(choices, choice)}.index", 0)
+                continue  # another choice than the first (n > 1)
             delta = choice.get("delta")
-            if delta:
+            if type(delta) is dict:
                 content = delta.get("content")
                 if len(delta) > 1 or content is None:
-                    self._feed_rare(delta, events)
-                if content:
-                    self.text.append(content)
-                    events.append(TextDelta(content))
-            if choice.get("finish_reason"):
-                self.finish_reason = choice["finish_reason"]
+                    self._feed_rare(delta, events, f"{_at(choices, choice)}.delta")
+                if type(content) is str:
+                    if content:
+                        self.text.append(content)
+                        events.append(TextDelta(content))
+                elif content is not None:
+                    raise wrong(f"{_at(choices, choice)}.delta.content", "a string", content)
+            elif delta is not None:
+                raise wrong(f"{_at(choices, choice)}.delta", "an object", delta)
+            finish = choice.get("finish_reason")
+            if finish is not None and (
+                finish := text(finish, f"{_at(choices, choice)}.finish_reason")
+            ):
+                self.finish_reason = finish
 
-    def _feed_rare(self, delta: dict[str, Any], events: ProviderBatch) -> None:
+    def _feed_rare(self, delta: dict[str, Any], events: ProviderBatch, where: str) -> None:
         """Reasoning, refusals and tool calls."""
         thinking = delta.get("reasoning_content") or delta.get("reasoning")
-        if isinstance(thinking, str) and thinking:
+        if isinstance(thinking, str) and thinking:  # some servers put an object there: not ours
             self.thinking.append(thinking)
             events.append(ThinkingDelta(thinking))
-        if delta.get("refusal"):
-            self.refusal.append(delta["refusal"])
-        if delta.get("tool_calls"):
-            for position, call in enumerate(delta["tool_calls"]):
-                index = call.get("index", position)
-                buffer = self.calls.setdefault(index, _ToolCallBuffer())
-                if call.get("id"):
-                    buffer.id = call["id"]
-                function = call.get("function") or {}
-                if function.get("name") and not buffer.name:
-                    buffer.name = function["name"]  # some servers repeat it on every chunk
-                if function.get("arguments"):
-                    buffer.arguments.append(function["arguments"])
+        if refusal := text(delta.get("refusal"), f"{where}.refusal"):
+            self.refusal.append(refusal)
+        for position, call in enumerate(items(delta.get("tool_calls"), f"{where}.tool_calls")):
+            at = f"{where}.tool_calls[{position}]"
+            call = obj(call, at)
+            buffer = self.calls.setdefault(
+                index(call.get("index"), f"{at}.index", position), _ToolCallBuffer()
+            )
+            if call_id := text(call.get("id"), f"{at}.id"):
+                buffer.id = call_id
+            function = obj(call.get("function"), f"{at}.function")
+            name = text(function.get("name"), f"{at}.function.name")
+            if name and not buffer.name:
+                buffer.name = name  # some servers repeat it on every chunk
+            if arguments := text(function.get("arguments"), f"{at}.function.arguments"):
+                buffer.arguments.append(arguments)
 
     def feed_message(self, message: dict[str, Any]) -> None:
+        where = "choices[0].message"
         thinking = message.get("reasoning_content") or message.get("reasoning")
         if isinstance(thinking, str) and thinking:
             self.thinking.append(thinking)
-        if message.get("content"):
-            self.text.append(message["content"])
-        if message.get("refusal"):
-            self.refusal.append(message["refusal"])
-        for index, call in enumerate(message.get("tool_calls") or ()):
-            function = call.get("function") or {}
-            self.calls[index] = _ToolCallBuffer(
-                id=call.get("id") or "",
-                name=function.get("name") or "",
-                arguments=[function.get("arguments") or ""],
+        if content := text(message.get("content"), f"{where}.content"):
+            self.text.append(content)
+        if refusal := text(message.get("refusal"), f"{where}.refusal"):
+            self.refusal.append(refusal)
+        for position, call in enumerate(items(message.get("tool_calls"), f"{where}.tool_calls")):
+            at = f"{where}.tool_calls[{position}]"
+            call = obj(call, at)
+            function = obj(call.get("function"), f"{at}.function")
+            self.calls[position] = _ToolCallBuffer(
+                id=string(call.get("id"), f"{at}.id"),
+                name=string(function.get("name"), f"{at}.function.name"),
+                arguments=[string(function.get("arguments"), f"{at}.function.arguments")],
             )
+
+    def empty(self) -> bool:
+        """Whether nothing of an answer arrived: no text, reasoning, refusal or tool call."""
+        return not (self.text or self.thinking or self.refusal or self.calls)
 
     def completion(self, http: HTTPClient) -> Completion:
         parts: list[Any] = []
@@ -202,11 +236,13 @@ class _StreamState:
             parts.append(ThinkingPart(text="".join(self.thinking)))
         if self.text:
             parts.append(TextPart(text="".join(self.text)))
-        for index in sorted(self.calls):
-            buffer = self.calls[index]
+        for position in sorted(self.calls):
+            buffer = self.calls[position]
             arguments = http.tool_arguments(buffer.name, "".join(buffer.arguments))
             parts.append(
-                ToolCallPart(id=buffer.id or f"call_{index}", name=buffer.name, arguments=arguments)
+                ToolCallPart(
+                    id=buffer.id or f"call_{position}", name=buffer.name, arguments=arguments
+                )
             )
         refusal = "".join(self.refusal) or None
         return Completion(
@@ -218,16 +254,18 @@ class _StreamState:
         )
 
 
+def _at(choices: list[Any], choice: Any) -> str:
+    """Where `choice` is, for an error (found when needed: the loop does not count)."""
+    return f"choices[{choices.index(choice)}]"
+
+
 def _usage(raw: Any) -> Usage:
-    if not isinstance(raw, dict):
-        return Usage()
-    prompt_details = raw.get("prompt_tokens_details") or {}
-    completion_details = raw.get("completion_tokens_details") or {}
+    usage = obj(raw, "usage")
     return Usage(
-        input_tokens=raw.get("prompt_tokens") or 0,
-        output_tokens=raw.get("completion_tokens") or 0,
-        cached_tokens=prompt_details.get("cached_tokens") or 0,
-        reasoning_tokens=completion_details.get("reasoning_tokens") or 0,
+        input_tokens=tokens(usage, "prompt_tokens", "usage") or 0,
+        output_tokens=tokens(usage, "completion_tokens", "usage") or 0,
+        cached_tokens=tokens(usage, "prompt_tokens_details.cached_tokens", "usage") or 0,
+        reasoning_tokens=tokens(usage, "completion_tokens_details.reasoning_tokens", "usage") or 0,
     )
 
 

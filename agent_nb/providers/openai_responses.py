@@ -12,6 +12,8 @@ from httpx_sse import ServerSentEvent
 from .. import errors
 from ..events import Completion, TextDelta, ThinkingDelta, Usage
 from ..messages import Message, TextPart, ThinkingPart, ToolCallPart
+from ._http import HTTPClient
+from ._shape import items, obj, string, text, tokens, wrong
 from .base import ProviderBatch, Request
 from .openai import OpenAIProvider, reasoning_model
 
@@ -25,46 +27,55 @@ class OpenAIResponsesProvider(OpenAIProvider):
 
     async def _attempt(self, body: dict[str, Any], stream: bool) -> AsyncIterator[ProviderBatch]:
         state = _State()
-        events: ProviderBatch = []
-        if not stream:
-            payload = await self._http.post_json("/responses", body)
-            if not isinstance(payload, dict) or not isinstance(payload.get("output"), list):
-                raise self._http.malformed("the answer has no output list", json.dumps(payload))
-            state.finish(payload, self._http)
-            if state.thinking:
-                events.append(ThinkingDelta("".join(state.thinking)))
-            if state.text:
-                events.append(TextDelta("".join(state.text)))
-            events.append(state.completion(self._http))
-            yield events
-            return
         http = self._http
+        if not stream:
+
+            def parse(payload: Any) -> ProviderBatch:
+                if type(payload) is not dict:
+                    raise wrong("it", "an object", payload)
+                if type(payload.get("output")) is not list:
+                    raise wrong("output", "a list", payload.get("output"))
+                state.finish(payload, http, "")
+                events: ProviderBatch = []
+                if state.thinking:
+                    events.append(ThinkingDelta("".join(state.thinking)))
+                if state.text:
+                    events.append(TextDelta("".join(state.text)))
+                events.append(state.completion())
+                return events
+
+            yield await http.post_json("/responses", body, parse)
+            return
 
         def read(sse: ServerSentEvent, events: ProviderBatch) -> bool:
             if not sse.data or sse.data == "[DONE]":
                 return False
-            data = http.event_json(sse.data)
-            kind = data.get("type") or sse.event
-            if kind == "error" or sse.event == "error":
+            data = http.event_object(sse)
+            event = text(data.get("type"), "type") or sse.event
+            if event == "error":
                 raise http.error_event(data)
-            if kind == "response.output_text.delta":
-                state.text.append(data.get("delta", ""))
-                events.append(TextDelta(data.get("delta", "")))
-            elif kind == "response.reasoning_summary_text.delta":
-                state.thinking.append(data.get("delta", ""))
-                events.append(ThinkingDelta(data.get("delta", "")))
-            elif kind == "response.refusal.delta":
-                state.refusal.append(data.get("delta", ""))
-            elif kind in _TERMINAL:
-                state.finish(data.get("response") or {}, http)
+            if event == "response.output_text.delta":
+                piece = string(data.get("delta"), "delta")
+                state.text.append(piece)
+                events.append(TextDelta(piece))
+            elif event == "response.reasoning_summary_text.delta":
+                piece = string(data.get("delta"), "delta")
+                state.thinking.append(piece)
+                events.append(ThinkingDelta(piece))
+            elif event == "response.refusal.delta":
+                state.refusal.append(string(data.get("delta"), "delta"))
+            elif event in _TERMINAL:
+                state.finish(obj(data.get("response"), "response"), http, "response.")
                 return True
             return False
 
-        async for events in http.post_sse("/responses", body, read):
+        def finish() -> Completion:
+            if not state.finished:
+                raise http.ended_early("response.completed")
+            return state.completion()
+
+        async for events in http.post_sse("/responses", body, read, finish):
             yield events
-        if not state.finished:
-            raise http.ended_early("response.completed")
-        yield [state.completion(http)]
 
     def build_body(self, request: Request) -> dict[str, Any]:
         """The JSON body of a /v1/responses request."""
@@ -141,46 +152,58 @@ class _State:
     model: str | None = None
     finished: bool = False
 
-    def finish(self, response: dict[str, Any], http: Any) -> None:
-        """Read the final response object: its output items, status and usage."""
+    def finish(self, response: dict[str, Any], http: HTTPClient, where: str) -> None:
+        """Read the final response object (at `where`): its output items, status and usage."""
         self.finished = True
-        self.model = response.get("model")
+        self.model = text(response.get("model"), f"{where}model")
         streamed_text = bool(self.text)
-        for item in response.get("output") or ():
-            kind = item.get("type")
+        for position, item in enumerate(items(response.get("output"), f"{where}output")):
+            at = f"{where}output[{position}]"
+            item = obj(item, at)
+            kind = text(item.get("type"), f"{at}.type")
             if kind == "function_call":
-                arguments = http.tool_arguments(item.get("name") or "", item.get("arguments") or "")
+                name = string(item.get("name"), f"{at}.name")
+                call_id = text(item.get("call_id"), f"{at}.call_id")
+                arguments = string(item.get("arguments"), f"{at}.arguments")
                 self.calls.append(
                     ToolCallPart(
-                        id=item.get("call_id") or item.get("id") or "",
-                        name=item.get("name") or "",
-                        arguments=arguments,
+                        id=call_id or string(item.get("id"), f"{at}.id"),
+                        name=name,
+                        arguments=http.tool_arguments(name, arguments),
                     )
                 )
             elif kind == "message" and not streamed_text:
-                for content in item.get("content") or ():
-                    if content.get("type") == "output_text":
-                        self.text.append(content.get("text", ""))
-                    elif content.get("type") == "refusal" and not self.refusal:
-                        self.refusal.append(content.get("refusal", ""))
+                for number, content in enumerate(items(item.get("content"), f"{at}.content")):
+                    part = f"{at}.content[{number}]"
+                    content = obj(content, part)
+                    ctype = content.get("type")
+                    if ctype == "output_text":
+                        self.text.append(string(content.get("text"), f"{part}.text"))
+                    elif ctype == "refusal" and not self.refusal:
+                        self.refusal.append(string(content.get("refusal"), f"{part}.refusal"))
             elif kind == "reasoning" and not self.thinking:
-                self.thinking.extend(s.get("text", "") for s in item.get("summary") or ())
-        raw_usage = response.get("usage") or {}
+                for number, summary in enumerate(items(item.get("summary"), f"{at}.summary")):
+                    part = f"{at}.summary[{number}]"
+                    self.thinking.append(string(obj(summary, part).get("text"), f"{part}.text"))
+        usage = obj(response.get("usage"), f"{where}usage")
         self.usage = Usage(
-            input_tokens=raw_usage.get("input_tokens") or 0,
-            output_tokens=raw_usage.get("output_tokens") or 0,
-            cached_tokens=(raw_usage.get("input_tokens_details") or {}).get("cached_tokens") or 0,
-            reasoning_tokens=(raw_usage.get("output_tokens_details") or {}).get("reasoning_tokens")
+            input_tokens=tokens(usage, "input_tokens", f"{where}usage") or 0,
+            output_tokens=tokens(usage, "output_tokens", f"{where}usage") or 0,
+            cached_tokens=tokens(usage, "input_tokens_details.cached_tokens", f"{where}usage") or 0,
+            reasoning_tokens=tokens(
+                usage, "output_tokens_details.reasoning_tokens", f"{where}usage"
+            )
             or 0,
         )
-        status = response.get("status")
-        reason = (response.get("incomplete_details") or {}).get("reason")
+        status = text(response.get("status"), f"{where}status")
+        details = obj(response.get("incomplete_details"), f"{where}incomplete_details")
+        reason = text(details.get("reason"), f"{where}incomplete_details.reason")
         if status == "failed":
-            error = response.get("error") or {}
-            raise errors.ServerError(
-                error.get("message") or "the response failed",
-                provider="openai-responses",
-                code=error.get("code"),
+            error = obj(response.get("error"), f"{where}error")
+            raise http.error(
+                errors.ServerError,
+                text(error.get("message"), f"{where}error.message") or "the response failed",
+                code=text(error.get("code"), f"{where}error.code"),
             )
         if status == "incomplete":
             self.finish_reason = "length" if reason == "max_output_tokens" else (reason or "length")
@@ -189,7 +212,7 @@ class _State:
         else:
             self.finish_reason = "tool_calls" if self.calls else "stop"
 
-    def completion(self, http: Any) -> Completion:
+    def completion(self) -> Completion:
         parts: list[Any] = []
         if self.thinking:
             parts.append(ThinkingPart(text="".join(self.thinking)))

@@ -1,0 +1,94 @@
+"""Type checks on the JSON a provider sent: a wrong type is a Malformed naming the field.
+
+A null counts as absent, as the official SDKs read it. HTTPClient turns a Malformed into a
+StreamError that names the provider and shows the event or body it came from.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: The largest token count taken: JSON's exact integers, which every store reads back.
+MAX_TOKENS = 2**53 - 1
+
+_KINDS = {
+    str: "a string",
+    bool: "a boolean",
+    int: "an integer",
+    float: "a number",
+    list: "a list",
+    dict: "an object",
+    type(None): "null",
+}
+
+
+class Malformed(Exception):
+    """A field of a provider's answer has the wrong type or an impossible value."""
+
+
+def json_type(value: Any) -> str:
+    """What a JSON value is, in words."""
+    return _KINDS.get(type(value), type(value).__name__)
+
+
+def wrong(where: str, expected: str, value: Any) -> Malformed:
+    return Malformed(f"{where} is {json_type(value)}, expected {expected}")
+
+
+def obj(value: Any, where: str) -> dict[str, Any]:
+    """`value` as an object; null is an empty one."""
+    if type(value) is dict:
+        return value
+    if value is None:
+        return {}
+    raise wrong(where, "an object", value)
+
+
+def items(value: Any, where: str) -> list[Any]:
+    """`value` as a list; null is an empty one."""
+    if type(value) is list:
+        return value
+    if value is None:
+        return []
+    raise wrong(where, "a list", value)
+
+
+def text(value: Any, where: str) -> str | None:
+    """`value` as a string, or None when absent."""
+    if value is None or type(value) is str:
+        return value
+    raise wrong(where, "a string", value)
+
+
+def string(value: Any, where: str) -> str:
+    """`value` as a string; null is an empty one."""
+    if type(value) is str:
+        return value
+    if value is None:
+        return ""
+    raise wrong(where, "a string", value)
+
+
+def index(value: Any, where: str, default: int) -> int:
+    """A position in a list the provider numbers (a choice, a content block, a tool call)."""
+    if value is None:
+        return default
+    if type(value) is int and 0 <= value <= MAX_TOKENS:
+        return value
+    raise wrong(where, "a non-negative integer", value)
+
+
+def tokens(usage: dict[str, Any], name: str, where: str) -> int | None:
+    """A token count of a usage object (`name` may be dotted: "details.cached_tokens")."""
+    value: Any = usage
+    path = where
+    for key in name.split("."):
+        value = obj(value, path).get(key)
+        path = f"{path}.{key}"
+    if value is None:
+        return None
+    if type(value) is int and 0 <= value <= MAX_TOKENS:
+        return value
+    if type(value) is int:
+        raise Malformed(f"{path} is {value}, expected a token count from 0 to {MAX_TOKENS}")
+    raise wrong(path, "a non-negative integer", value)

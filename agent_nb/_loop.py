@@ -345,6 +345,11 @@ async def _call(call: ToolCallPart, toolset: Toolset, state: _Turn) -> ToolResul
     if tool is None:
         known = ", ".join(toolset.tools) or "none"
         return _error(call, f"There is no tool named {call.name!r}. Available tools: {known}.")
+    if call.invalid_arguments is not None:
+        raw = call.invalid_arguments
+        shown = raw if len(raw) <= 200 else raw[:200] + "..."
+        problem = f"Invalid arguments: they must be a JSON object, got {shown!r}"
+        return _error(call, state.retry(tool, problem))
     try:
         content = await tool.invoke(call.arguments_json())
     except pydantic.ValidationError as exc:

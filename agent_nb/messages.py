@@ -144,6 +144,9 @@ class ToolCallPart(_Part):
     id: StrictStr
     name: StrictStr
     arguments: _Frozen = Field(default_factory=dict)
+    #: The model's arguments text when it was not a JSON object (`arguments` is then empty):
+    #: the turn tells the model so, and it is sent back as written.
+    invalid_arguments: StrictStr | None = Field(default=None, exclude_if=lambda v: v is None)
 
     @field_validator("arguments", mode="after")
     @classmethod

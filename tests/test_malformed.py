@@ -282,11 +282,9 @@ HOSTILE = [
         "anthropic", sse(f"data: {DEEP}\n\n"), "not valid JSON", id="deep-event-anthropic"
     ),
     pytest.param("openai", whole(DEEP), "not JSON", id="deep-body"),
-    pytest.param("openai", tool_call_stream(DEEP), "not valid JSON", id="deep-tool-arguments"),
     pytest.param(
         "openai", sse('data: {"n": ' + "1" * 5000 + "}\n\n"), "not valid JSON", id="5000-digits"
     ),
-    pytest.param("openai", tool_call_stream('{"x": NaN}'), "not valid JSON", id="nan-arguments"),
     pytest.param(
         "openai",
         sse(
@@ -305,6 +303,36 @@ HOSTILE = [
 def test_json_python_cannot_hold_is_a_stream_error(server, provider, reply, match):
     """Nesting past the recursion limit, numbers past int's digit limit, NaN and Infinity."""
     fails(server, provider, reply, reply.content_type.startswith("text/event-stream"), match)
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [DEEP, '{"x": NaN}', '{"x": 1', "[1, 2]", '"text"'],
+    ids=["deep", "nan", "cut", "list", "string"],
+)
+def test_tool_arguments_that_are_no_json_object_go_back_to_the_model(server, arguments):
+    """The model wrote bad arguments: it is told so, and sees them as it wrote them."""
+    from agent_nb import tool
+
+    @tool
+    def f(x: int = 0) -> str:
+        """A tool."""
+        return "ran"
+
+    server.script(tool_call_stream(arguments), Reply(text="Sorry, fixed."))
+    session = agent(server, "openai", tools=[f]).session()
+    events = list(session.stream("hi"))
+    assert events[-1].response.text == "Sorry, fixed."
+    call = session.messages[1].tool_calls[0]
+    assert call.invalid_arguments == arguments and call.arguments_json() == {}
+    result = session.messages[2].tool_results[0]
+    assert result.is_error and result.content.startswith(
+        "Invalid arguments: they must be a JSON object"
+    )
+    sent = server.requests[-1]["messages"][1]["tool_calls"][0]["function"]["arguments"]
+    assert sent == arguments
+    again = type(session).from_dict(session.to_dict(), session.agent)
+    assert again.messages[1].tool_calls[0].invalid_arguments == arguments
 
 
 BAD_COUNTS = [

@@ -15,11 +15,13 @@ from contextlib import aclosing, asynccontextmanager
 from typing import Any, TypeVar
 
 import httpx
+import pydantic
 from httpx_sse import ServerSentEvent
 from httpx_sse._decoders import SSEDecoder, SSELineDecoder  # the decoders aiter_sse runs
 
 from .. import errors
 from ..events import Completion
+from ..messages import ToolCallPart
 from ._redact import Redactor, redact_http_logs, secrets_of
 from ._shape import Malformed, wrong
 from .base import Provider, ProviderBatch, Request
@@ -397,17 +399,19 @@ class HTTPClient:
             request_id=_request_id(headers),
         )
 
-    def tool_arguments(self, name: str, raw: str) -> dict[str, Any]:
-        """A tool call's arguments from the JSON text the model wrote ("" means none)."""
+    def tool_call(self, call_id: str, name: str, raw: str) -> ToolCallPart:
+        """A tool call from the JSON text of its arguments the model wrote ("" means none).
+
+        Text that is not a JSON object is kept as `invalid_arguments`: the turn sends it back
+        to the model as an error result to correct, instead of failing.
+        """
         try:
             arguments = _loads(raw) if raw.strip() else {}
-        except ValueError:
-            raise self.malformed(
-                f"the arguments of tool call {name!r} are not valid JSON", raw
-            ) from None
-        if not isinstance(arguments, dict):
-            raise self.malformed(f"the arguments of tool call {name!r} are not an object", raw)
-        return arguments
+            if isinstance(arguments, dict):
+                return ToolCallPart(id=call_id, name=name, arguments=arguments)
+        except (ValueError, pydantic.ValidationError):  # not JSON, or not JSON we keep
+            pass
+        return ToolCallPart(id=call_id, name=name, invalid_arguments=raw)
 
 
 async def _event_batches(response: httpx.Response) -> AsyncIterator[list[ServerSentEvent]]:

@@ -299,8 +299,10 @@ class _State:
                 )
             elif block.kind == "tool_use":
                 raw = "".join(block.text)
-                arguments = http.tool_arguments(block.name, raw) if raw.strip() else block.input
-                parts.append(ToolCallPart(id=block.id, name=block.name, arguments=arguments))
+                if raw.strip():
+                    parts.append(http.tool_call(block.id, block.name, raw))
+                else:
+                    parts.append(ToolCallPart(id=block.id, name=block.name, arguments=block.input))
             # other block kinds (server tools and their results) are skipped
         refusal = None
         if self.stop_reason == "refusal":

@@ -238,10 +238,9 @@ class _StreamState:
             parts.append(TextPart(text="".join(self.text)))
         for position in sorted(self.calls):
             buffer = self.calls[position]
-            arguments = http.tool_arguments(buffer.name, "".join(buffer.arguments))
             parts.append(
-                ToolCallPart(
-                    id=buffer.id or f"call_{position}", name=buffer.name, arguments=arguments
+                http.tool_call(
+                    buffer.id or f"call_{position}", buffer.name, "".join(buffer.arguments)
                 )
             )
         refusal = "".join(self.refusal) or None
@@ -290,7 +289,7 @@ def _wire_messages(message: Message) -> list[dict[str, Any]]:
             {
                 "id": call.id,
                 "type": "function",
-                "function": {"name": call.name, "arguments": json.dumps(call.arguments_json())},
+                "function": {"name": call.name, "arguments": _arguments_text(call)},
             }
             for call in calls
         ]
@@ -316,3 +315,10 @@ class OpenAICompatibleProvider(OpenAIProvider):
     key_env = "OPENAI_COMPATIBLE_API_KEY"
     base_url_env = "OPENAI_COMPATIBLE_BASE_URL"
     default_base_url = keyed_base_url = None
+
+
+def _arguments_text(call: ToolCallPart) -> str:
+    """The arguments as the model wrote them (also when they were not valid JSON)."""
+    if call.invalid_arguments is not None:
+        return call.invalid_arguments
+    return json.dumps(call.arguments_json())

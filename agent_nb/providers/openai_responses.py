@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,7 +14,7 @@ from ..messages import Message, TextPart, ThinkingPart, ToolCallPart
 from ._http import HTTPClient
 from ._shape import items, obj, string, text, tokens, wrong
 from .base import ProviderBatch, Request
-from .openai import OpenAIProvider, reasoning_model
+from .openai import OpenAIProvider, _arguments_text, reasoning_model
 
 _TERMINAL = {"response.completed", "response.incomplete", "response.failed"}
 
@@ -135,7 +134,7 @@ def _items(message: Message) -> list[dict[str, Any]]:
                 "type": "function_call",
                 "call_id": call.id,
                 "name": call.name,
-                "arguments": json.dumps(call.arguments_json()),
+                "arguments": _arguments_text(call),
             }
         )
     return items
@@ -165,13 +164,8 @@ class _State:
                 name = string(item.get("name"), f"{at}.name")
                 call_id = text(item.get("call_id"), f"{at}.call_id")
                 arguments = string(item.get("arguments"), f"{at}.arguments")
-                self.calls.append(
-                    ToolCallPart(
-                        id=call_id or string(item.get("id"), f"{at}.id"),
-                        name=name,
-                        arguments=http.tool_arguments(name, arguments),
-                    )
-                )
+                call_id = call_id or string(item.get("id"), f"{at}.id")
+                self.calls.append(http.tool_call(call_id, name, arguments))
             elif kind == "message" and not streamed_text:
                 for number, content in enumerate(items(item.get("content"), f"{at}.content")):
                     part = f"{at}.content[{number}]"

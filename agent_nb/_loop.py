@@ -14,7 +14,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import pydantic
 
-from .errors import ApprovalPendingError, OutputValidationError, StreamError, ToolError
+from ._output import OutputPlan
+from .errors import (
+    ApprovalPendingError,
+    OutputValidationError,
+    ProviderError,
+    StreamError,
+    ToolError,
+)
 from .events import Completion, Done, Event, TextDelta, ThinkingDelta, ToolCall, ToolResult, Usage
 from .messages import Message, ToolCallPart, ToolResultPart
 from .providers.base import Request
@@ -90,6 +97,10 @@ async def turn(
     if approve is not None and not callable(approve):
         raise TypeError(f"approve= takes a function of the tool call, got {approve!r}")
     model = settings.pop("model", None) or agent.model
+    plan = None
+    output_mode = settings.pop("output_mode", "auto")
+    if output is not None:
+        plan = OutputPlan(output, output_mode, agent.provider, model)
     output_retries = settings.pop("output_retries", 1)
     if (
         not isinstance(output_retries, int)
@@ -125,32 +136,45 @@ async def turn(
             state.end_tool_round()
         rounds = 0  # tool rounds run
         while not state.awaiting:
+            system, tool_specs, schema, choice = (
+                plan.shape(session.system, toolset.schemas)
+                if plan is not None
+                else (session.system, toolset.schemas, None, None)
+            )
             request = Request(
                 model=model,
                 messages=state.base + state.messages,
-                system=session.system,
-                tools=toolset.schemas,
-                output=output.request if output else None,
+                system=system,
+                tools=tool_specs,
+                output=schema,
                 settings=settings,
                 stream=stream,
+                tool_choice=choice,
             )
             completion = None
-            async with aclosing(agent.provider.complete(request)) as batches:
-                async for batch in batches:
-                    if type(batch) is not list:
-                        raise TypeError(_NOT_A_BATCH.format(agent.provider, batch))
-                    shown: list[Event] = []
-                    for event in batch:
-                        kind = type(event)
-                        if kind is TextDelta:
-                            state.pending.append(event.text)
-                            shown.append(event)
-                        elif kind is Completion:
-                            completion = event
-                        elif kind is ThinkingDelta:
-                            shown.append(event)
-                    if shown:
-                        yield shown
+            shown_any = False
+            try:
+                async with aclosing(agent.provider.complete(request)) as batches:
+                    async for batch in batches:
+                        if type(batch) is not list:
+                            raise TypeError(_NOT_A_BATCH.format(agent.provider, batch))
+                        shown: list[Event] = []
+                        for event in batch:
+                            kind = type(event)
+                            if kind is TextDelta:
+                                state.pending.append(event.text)
+                                shown.append(event)
+                            elif kind is Completion:
+                                completion = event
+                            elif kind is ThinkingDelta:
+                                shown.append(event)
+                        if shown:
+                            shown_any = True
+                            yield shown
+            except ProviderError as error:
+                if not shown_any and plan is not None and plan.fallback(error):
+                    continue  # the same request, asked in the other mode
+                raise
             if completion is None:
                 raise StreamError(
                     "the provider's stream ended without a final message",
@@ -159,6 +183,8 @@ async def turn(
             if caught_up is not None:
                 await caught_up()
             state.finish(completion)
+            if plan is not None:
+                state.messages[-1] = plan.answer(state.messages[-1])
             calls = state.messages[-1].tool_calls
             if not calls:
                 if output is None or state.output_ok(output, output_retries):
@@ -178,6 +204,8 @@ async def turn(
                 yield events
             state.end_tool_round()
         response = state.response(output)
+        if plan is not None:
+            plan.worked()
         state.commit(response)
         await session._autosave_async(response)
     except Exception:

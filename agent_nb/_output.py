@@ -11,12 +11,14 @@ mode cannot express at all (a free-form dict) is sent as a plain, non-strict sch
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pydantic
 import pydantic_core
 
 from .errors import OutputValidationError
+from .messages import Message, TextPart
 from .providers.base import OutputSchema
 
 _DROP = {"title", "default", "examples"}
@@ -37,6 +39,92 @@ _CONSTRAINTS = {
     "minProperties": "at least {} keys",
     "maxProperties": "at most {} keys",
 }
+
+
+MODES = ("auto", "native", "tool", "prompted")
+#: The tool a "tool" mode answer is given through.
+FINAL_TOOL = "final_result"
+_INSTRUCTIONS = (
+    "Answer with only a JSON value that matches the JSON schema below: no prose before or "
+    "after it.\n```json\n{schema}\n```"
+)
+_FENCED = re.compile(r"^\s*```[\w-]*\s*\n(.*?)\n?```\s*$", re.DOTALL)
+#: What a server says when it does not take a way of asking for structured output.
+_UNSUPPORTED = re.compile(
+    r"response_format|json_schema|output_config|output_format|structured|tool_choice|"
+    r"not supported|unsupported|does not support|Input should be",
+    re.IGNORECASE,
+)
+
+
+class OutputPlan:
+    """How one turn asks for its structured output: the mode, and what it changes in requests.
+
+    `auto` takes the mode that worked before for this provider and model, else the
+    provider's first; on an error that says the server does not take it, it falls back
+    once, to the provider's second mode.
+    """
+
+    def __init__(self, output: OutputType, mode: str, provider: Any, model: str) -> None:
+        if mode not in MODES:
+            raise ValueError(f"output_mode must be one of {', '.join(MODES)}; got {mode!r}")
+        self.output = output
+        self.provider = provider
+        self.model = model
+        self.auto = mode == "auto"
+        modes = getattr(provider, "output_modes", ("native",))
+        known = _worked(provider).get(model)
+        self.mode = (known or modes[0]) if self.auto else mode
+        self._fallback = modes[1] if self.auto and not known and len(modes) > 1 else None
+
+    def shape(
+        self, system: str | None, tools: list[dict[str, Any]]
+    ) -> tuple[str | None, list[dict[str, Any]], OutputSchema | None, str | None]:
+        """(system, tools, output schema, tool_choice) of a request in this mode."""
+        request = self.output.request
+        if self.mode == "native":
+            return system, tools, request, None
+        if self.mode == "tool":
+            final = {
+                "name": FINAL_TOOL,
+                "description": "Give the final answer, as these arguments.",
+                "parameters": request.schema,
+            }
+            return system, [*tools, final], None, "required" if tools else FINAL_TOOL
+        said = _INSTRUCTIONS.format(schema=json.dumps(request.schema, ensure_ascii=False))
+        return (f"{system}\n\n{said}" if system else said), tools, None, None
+
+    def fallback(self, error: Exception) -> bool:
+        """Switch to the fallback mode if `error` says the server does not take this one."""
+        if self._fallback is None or not _UNSUPPORTED.search(str(error)):
+            return False
+        self.mode, self._fallback = self._fallback, None
+        return True
+
+    def answer(self, message: Message) -> Message:
+        """In tool mode, a call to the final tool made a plain answer: its arguments as JSON."""
+        if self.mode != "tool":
+            return message
+        final = next((c for c in message.tool_calls if c.name == FINAL_TOOL), None)
+        if final is None:
+            return message
+        text = final.invalid_arguments
+        if text is None:
+            text = json.dumps(final.arguments_json(), ensure_ascii=False)
+        thinking = [p for p in message.parts if p.type == "thinking"]
+        return message.model_copy(update={"parts": (*thinking, TextPart(text=text))})
+
+    def worked(self) -> None:
+        if self.auto:
+            _worked(self.provider)[self.model] = self.mode
+
+
+def _worked(provider: Any) -> dict[str, str]:
+    """The mode that worked, per model, remembered on the provider instance."""
+    try:
+        return provider.__dict__.setdefault("_output_modes_worked", {})
+    except AttributeError:  # a provider without a __dict__: nothing remembered
+        return {}
 
 
 class OutputType:
@@ -77,9 +165,13 @@ class OutputType:
         )
 
     def parse(self, text: str) -> Any:
-        """The validated instance; OutputValidationError names what does not match."""
+        """The validated instance; OutputValidationError names what does not match.
+
+        JSON inside a Markdown code fence (as models write it when asked in words) is read.
+        """
+        fenced = _FENCED.match(text)
         try:
-            data = json.loads(text)
+            data = json.loads(fenced.group(1) if fenced else text)
         except json.JSONDecodeError as exc:
             raise OutputValidationError(
                 f"the model's answer is not valid JSON ({exc.msg} at position {exc.pos}): "

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import random
+import re
 import socket
 import threading
 import time
@@ -115,10 +116,31 @@ class Conversation:
     tool_outputs: list[str]  # of the last round, when the request ends with tool results
     tools: list[dict[str, Any]]  # {"name", "parameters"}
     schema: dict[str, Any] | None
+    forced: str | None = None  # the tool tool_choice names; "required": some tool
+    system: str = ""
 
 
 def _answer(conversation: Conversation, reply: Reply) -> None:
     """Fill `reply` the way the offline test provider would answer."""
+    forced = conversation.forced
+    if forced == "required" and not conversation.tool_outputs:
+        forced = None if tool_calls_for(conversation.tools, conversation.users) else "last"
+    elif forced == "required":
+        forced = "last"
+    if forced is not None:
+        spec = (
+            conversation.tools[-1]
+            if forced == "last"
+            else next(t for t in conversation.tools if t["name"] == forced)
+        )
+        args = example(spec["parameters"], conversation.users, spec["name"])
+        reply.tool_calls = [{"name": spec["name"], "arguments": args}]
+        return
+    asked = re.search(r"```json\n(.*?)\n```", conversation.system, re.DOTALL)
+    if asked and not conversation.tool_outputs:  # json(output_mode="prompted")
+        value = example(json.loads(asked.group(1)), conversation.users)
+        reply.text = f"```json\n{json.dumps(value)}\n```"
+        return
     if conversation.tool_outputs:
         reply.text = "Here is what I found: " + "; ".join(conversation.tool_outputs) + "."
     elif conversation.tools and (calls := tool_calls_for(conversation.tools, conversation.users)):
@@ -137,12 +159,19 @@ def _read_chat(body: dict[str, Any]) -> Conversation:
             break
         outputs.insert(0, message["content"])
     format_ = body.get("response_format") or {}
+    choice = body.get("tool_choice")
     return Conversation(
         users=[m["content"] for m in messages if m.get("role") == "user" and m.get("content")],
         tool_outputs=outputs,
         tools=[t["function"] for t in body.get("tools", [])],
         schema=format_["json_schema"]["schema"] if format_.get("type") == "json_schema" else None,
+        forced=choice["function"]["name"] if isinstance(choice, dict) else _required(choice),
+        system="".join(m["content"] for m in messages if m.get("role") in ("system", "developer")),
     )
+
+
+def _required(choice: Any) -> str | None:
+    return "required" if choice in ("required", "any") else None
 
 
 def _read_anthropic(body: dict[str, Any]) -> Conversation:
@@ -156,11 +185,16 @@ def _read_anthropic(body: dict[str, Any]) -> Conversation:
             if any(b["type"] == "text" for b in blocks):
                 outputs = []
     schema = ((body.get("output_config") or {}).get("format") or {}).get("schema")
+    choice = body.get("tool_choice") or {}
     return Conversation(
         users=users,
         tool_outputs=outputs,
         schema=schema,
         tools=[{"name": t["name"], "parameters": t["input_schema"]} for t in body.get("tools", [])],
+        forced=choice.get("name")
+        if choice.get("type") == "tool"
+        else _required(choice.get("type")),
+        system=body.get("system") or "",
     )
 
 
@@ -172,11 +206,14 @@ def _read_responses(body: dict[str, Any]) -> Conversation:
             break
         outputs.insert(0, item["output"])
     format_ = (body.get("text") or {}).get("format") or {}
+    choice = body.get("tool_choice")
     return Conversation(
         users=[i["content"] for i in items if i.get("role") == "user" and i.get("content")],
         tool_outputs=outputs,
         tools=[{"name": t["name"], "parameters": t["parameters"]} for t in body.get("tools", [])],
         schema=format_.get("schema") if format_.get("type") == "json_schema" else None,
+        forced=choice["name"] if isinstance(choice, dict) else _required(choice),
+        system=body.get("instructions") or "",
     )
 
 

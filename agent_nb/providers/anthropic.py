@@ -34,6 +34,7 @@ class AnthropicProvider(HTTPProvider):
 
     name = "anthropic"
     default_model = "claude-sonnet-4-5"
+    output_modes = ("native", "tool", "prompted")  # older models lack output_config
     key_env = "ANTHROPIC_API_KEY"
     base_url_env = "ANTHROPIC_BASE_URL"
     default_base_url = keyed_base_url = ANTHROPIC_BASE_URL
@@ -129,6 +130,12 @@ class AnthropicProvider(HTTPProvider):
                 }
                 for t in request.tools
             ]
+        if request.tool_choice is not None:
+            body["tool_choice"] = (
+                {"type": "any"}
+                if request.tool_choice == "required"
+                else {"type": "tool", "name": request.tool_choice}
+            )
         if request.output is not None:
             body["output_config"] = {
                 "format": {"type": "json_schema", "schema": request.output.schema}

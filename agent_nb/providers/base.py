@@ -37,6 +37,8 @@ class Request:
     output: OutputSchema | None = None
     settings: dict[str, Any] = field(default_factory=dict)
     stream: bool = True
+    #: None (the model decides), "required" (some tool), or the name of the tool to call.
+    tool_choice: str | None = None
 
 
 class Provider(abc.ABC):
@@ -51,6 +53,10 @@ class Provider(abc.ABC):
     name: str = "provider"
     #: The model used when the agent names none.
     default_model: str | None = None
+    #: How json() asks for structured output here, in the order `auto` tries them: "native"
+    #: (the API's own JSON schema), "tool" (a forced tool call), "prompted" (the schema in
+    #: the instructions). `auto` falls back once, to the second, on an "unsupported" error.
+    output_modes: tuple[str, ...] = ("native", "prompted")
 
     @abc.abstractmethod
     def complete(self, request: Request) -> AsyncIterator[ProviderBatch]:

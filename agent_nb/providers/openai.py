@@ -85,6 +85,12 @@ class OpenAIProvider(HTTPProvider):
             body["tools"] = [
                 {"type": "function", "function": _function(spec)} for spec in request.tools
             ]
+        if request.tool_choice is not None:
+            body["tool_choice"] = (
+                "required"
+                if request.tool_choice == "required"
+                else {"type": "function", "function": {"name": request.tool_choice}}
+            )
         if request.output is not None:
             json_schema: dict[str, Any] = {
                 "name": request.output.name,

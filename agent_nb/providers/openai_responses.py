@@ -95,6 +95,12 @@ class OpenAIResponsesProvider(OpenAIProvider):
                 }
                 for t in request.tools
             ]
+        if request.tool_choice is not None:
+            body["tool_choice"] = (
+                "required"
+                if request.tool_choice == "required"
+                else {"type": "function", "name": request.tool_choice}
+            )
         if request.output is not None:
             fmt: dict[str, Any] = {
                 "type": "json_schema",

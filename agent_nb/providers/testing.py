@@ -40,6 +40,7 @@ _VERBS = {
     "call",
 }
 _WORD = re.compile(r"\S+\s*")
+_PROMPTED_SCHEMA = re.compile(r"```json\n(.*?)\n```", re.DOTALL)  # json(output_mode="prompted")
 _TOKEN = re.compile(r"[A-Za-z0-9][\w.@-]*[A-Za-z0-9]|[A-Za-z0-9]")
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 
@@ -56,6 +57,7 @@ class TestProvider(Provider):
     __test__ = False  # not a pytest test class
     name = "test"
     default_model = "test"
+    output_modes = ("native", "tool", "prompted")
 
     def __init__(
         self,
@@ -114,6 +116,13 @@ class TestProvider(Provider):
         if request.output is not None:
             value = example(request.output.schema, _user_texts(request))
             return Message.assistant(json.dumps(value))
+        forced = self._forced_call(request, last)
+        if forced is not None:
+            return forced
+        asked = _PROMPTED_SCHEMA.search(request.system or "")
+        if asked and not (last is not None and last.role == "tool"):
+            value = example(json.loads(asked.group(1)), _user_texts(request))
+            return Message.assistant(f"```json\n{json.dumps(value)}\n```")
         if last is not None and last.role == "tool":
             said = "; ".join(f"{r.name} returned {r.content}" for r in last.tool_results)
             return Message.assistant(f"Here is what I found: {said}.")
@@ -121,6 +130,22 @@ class TestProvider(Provider):
         if calls:
             return Message(role="assistant", parts=tuple(calls))
         return Message.assistant(echo(_user_texts(request)))
+
+    def _forced_call(self, request: Request, last: Message | None) -> Message | None:
+        """A call to the tool `tool_choice` names (or, if "required", the last tool)."""
+        choice = request.tool_choice
+        if choice is None or not request.tools:
+            return None
+        if choice == "required":
+            if self._tool_calls(request) and not (last is not None and last.role == "tool"):
+                return None  # the tools the prompt asks for come first
+            choice = request.tools[-1]["name"]
+        spec = next((t for t in request.tools if t["name"] == choice), None)
+        if spec is None:
+            return None
+        arguments = example(spec["parameters"], _user_texts(request), spec["name"])
+        call = ToolCallPart(id=f"call_{next(self._ids)}", name=choice, arguments=arguments)
+        return Message(role="assistant", parts=(call,))
 
     def _tool_calls(self, request: Request) -> list[ToolCallPart]:
         users = _user_texts(request)

@@ -140,7 +140,9 @@ def test_session_subcommands():
     listed = text_of(nb.cells[4])
     assert "  main  (2 messages)" in listed and "* plan-b  (4 messages)" in listed
     assert "Osaka" not in displays(nb.cells[6])[-1].data["text/html"]
-    assert text_of(nb.cells[8]).count("[user]") == 1  # the undo dropped "Which cities?"
+    history = displays(nb.cells[8])[-1].data
+    assert history["text/plain"].count("[user]") == 1  # the undo dropped "Which cities?"
+    assert history["text/html"].count("[user]") == 1
     assert "* scratch  (0 messages)" in text_of(nb.cells[10])
     assert "messages: 0" in text_of(nb.cells[12])
     retry = next(o for o in nb.cells[13].outputs if o.output_type == "error")

@@ -122,7 +122,8 @@ def test_persistence_and_a_restore_in_a_new_kernel(provider, tmp_path):
     ]
     NotebookClient(again, timeout=60, kernel_name="python3").execute()
     assert "restored 2 turns in 1 session" in stdout(again.cells[1])
-    assert stdout(again.cells[2]).count("[user]") == 2
+    (history,) = again.cells[2].outputs
+    assert history["data"]["text/plain"].count("[user]") == 2
     session = Session.from_notebook(saved, Agent(provider="test"))
     assert [m.role for m in session.messages] == ["user", "assistant"] * 2
 

@@ -307,5 +307,6 @@ def test_split_surrogate_pairs_and_nul_reach_the_notebook_without_an_error(serve
     assert "<code>m\ufffd</code>" in streamed.data["text/html"]  # the model name, in the footer
     assert streamed.metadata["agent_nb"]["messages"][1]["parts"][0]["text"].startswith("Hi 😀")
     assert "a lone \ufffd" in nb.cells[3].outputs[0].data["text/html"]
-    assert "[assistant] Hi 😀, a lone \ufffd and \ufffd0\ufffd too" in text_of(nb.cells[4])
+    (history,) = nb.cells[4].outputs
+    assert "[assistant] Hi 😀, a lone \ufffd and \ufffd0\ufffd too" in history.data["text/plain"]
     assert text_of(nb.cells[5]) == "the next cell is fine\n"

@@ -370,9 +370,13 @@ class ChatMagics(Magics):
 
     def _session_history(self, rest: list[str]) -> None:
         count = int(rest[rest.index("-n") + 1]) if "-n" in rest else 10
+        lines = []
         for message in self.session().messages[-count:]:
             text = render.one_line(message.text)
-            print(f"[{message.role}] {text[:100]}{'...' if len(text) > 100 else ''}")
+            lines.append(f"[{message.role}] {text[:100]}{'...' if len(text) > 100 else ''}")
+        if lines:  # shown as HTML: JupyterLab makes live links of URLs in printed text
+            plain = "\n".join(lines)
+            self._display(f"<pre>{render.escaped(plain)}</pre>", plain, None)
 
     def _session_show(self, rest: list[str]) -> None:
         session = self.session()

@@ -32,8 +32,11 @@ if TYPE_CHECKING:
     from ..messages import Message
     from ..session import Response
 
-#: Wraps every output: MathJax skips it, except the formulas marked inside.
-OPEN = '<div class="agent-nb mathjax_ignore tex2jax_ignore">'
+#: Wraps every output: MathJax skips it, except the formulas marked inside, and JupyterLab
+#: (Notebook 7, nbconvert's HTML) styles it as it styles Markdown.
+OPEN = (
+    '<div class="agent-nb jp-RenderedHTMLCommon jp-RenderedMarkdown mathjax_ignore tex2jax_ignore">'
+)
 CLOSE = "</div>"
 
 _TAGS = {
@@ -43,10 +46,9 @@ _TAGS = {
 }
 _ATTRIBUTES = {"a": {"href"}, "ol": {"start"}, "th": {"style"}, "td": {"style"}, "span": {"style"}}
 _CLASSES = {
-    "div": {"agent-nb", "mathjax_ignore", "tex2jax_ignore", "math", "mathjax_process"},
+    "div": {"math", "mathjax_process", "tex2jax_process"},
     "span": {"math", "mathjax_process", "tex2jax_process"},
 }
-_CLASSES["div"] |= _CLASSES["span"]
 _STYLES = {"color", "font-style", "font-weight", "text-align"}
 _SCHEMES = {"http", "https", "mailto"}
 

@@ -310,3 +310,8 @@ def test_split_surrogate_pairs_and_nul_reach_the_notebook_without_an_error(serve
     (history,) = nb.cells[4].outputs
     assert "[assistant] Hi 😀, a lone \ufffd and \ufffd0\ufffd too" in history.data["text/plain"]
     assert text_of(nb.cells[5]) == "the next cell is fine\n"
+
+
+def test_a_transcript_shows_each_tool_call_with_its_result():
+    shown = render.transcript_html(conversation("the result"))
+    assert '["the result"]})</code></summary><pre><code>the result</code></pre>' in shown

@@ -18,7 +18,7 @@ import time
 import uuid
 from typing import Any
 
-from .render import clean, html, publishable, tool_block, wrap
+from .render import clean, display_data, html, publishable, tool_block, wrap
 
 #: The display is refreshed at most this often while an answer streams.
 UPDATE_INTERVAL = 0.05
@@ -203,9 +203,7 @@ class LiveHTML:
     def _publish(self, shown: str, plain: str | None, metadata: dict[str, Any] | None) -> None:
         from IPython.display import display, update_display
 
-        data = {"text/html": wrap(shown)}
-        if plain is not None:  # the whole answer's text, once, with the last output
-            data["text/plain"] = clean(plain)
+        data = display_data(shown, plain)  # plain: the whole answer, once, with the last output
         self._sent += sum(map(len, data.values())) + MESSAGE_BYTES
         metadata = publishable(metadata) if metadata else {}
         if self._display_id is None:

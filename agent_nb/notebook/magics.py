@@ -471,7 +471,7 @@ class ChatMagics(Magics):
             from IPython.display import display
 
             display(
-                {"text/html": render.wrap(shown), "text/plain": render.clean(plain)},
+                render.display_data(shown, plain),
                 raw=True,
                 metadata=render.publishable(metadata) if metadata else {},
             )

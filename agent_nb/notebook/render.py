@@ -12,7 +12,8 @@ route hands model text to another Markdown parser.
   reach HTML (`\\href`, `\\style`, ...) are shown as code instead.
 - Highlighting is inline `color` styles (they survive JupyterLab's sanitizer when a notebook
   is reopened untrusted, where classes would need a stylesheet it strips), in colours that
-  read on light and dark backgrounds (contrast >= 3.6:1 on white, #111 and #212121).
+  read on light and dark backgrounds (contrast >= 3.6:1 on white, #111 and #212121). The
+  wrapper carries JupyterLab's Markdown classes, so the rest looks as Markdown does there.
 - Lone surrogates (a server splitting a surrogate pair) and NUL become U+FFFD in everything
   published, data and metadata: the kernel could not send them.
 """
@@ -23,13 +24,13 @@ import html as _html
 import json
 import re
 from collections.abc import Iterable
-from functools import cache
+from functools import cache, lru_cache
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from markdown_it import MarkdownIt
 
-    from ..messages import Message
+    from ..messages import Message, ToolResultPart
     from ..session import Response
 
 #: Wraps every output: MathJax skips it, except the formulas marked inside, and JupyterLab
@@ -51,6 +52,8 @@ _CLASSES = {
 }
 _STYLES = {"color", "font-style", "font-weight", "text-align"}
 _SCHEMES = {"http", "https", "mailto"}
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_BLANK_LINE = re.compile(r"\n(?=[ \t]*(?:\n|$))")
 
 #: TeX macros that reach HTML: links, styles, classes, ids, attributes, extensions.
 _UNSAFE_TEX = re.compile(r"\\(?:href|url|style|class|cssId|data|bbox|mmlToken|require)(?![A-Za-z])")
@@ -115,9 +118,17 @@ def wrap(inner: str) -> str:
     return OPEN + inner + CLOSE
 
 
+def display_data(shown: str, plain: str | None = None) -> dict[str, str]:
+    """The MIME bundle of one output: the HTML `shown`, wrapped, and its plain-text twin."""
+    data = {"text/html": wrap(shown)}
+    if plain is not None:
+        data["text/plain"] = clean(plain)
+    return data
+
+
 def footer(response: Response, seconds: float | None) -> str:
     """The line under an answer: model, tokens, seconds, and how it ended (HTML)."""
-    facts = [f"<code>{escaped(response.model)}</code>"] if response.model else []
+    facts = [f"<code>{escaped(str(response.model))}</code>"] if response.model else []
     usage = response.usage
     if usage.input_tokens or usage.output_tokens:
         facts.append(f"{usage.input_tokens:,} in · {usage.output_tokens:,} out tokens")
@@ -139,10 +150,16 @@ def tool_block(name: str, arguments: dict[str, Any], result: str | None, is_erro
     return _safe(f"<details>{summary}{body}</details>\n")
 
 
-def turn_parts(messages: Iterable[Message]) -> list[tuple[str, str]]:
-    """One turn's answer in order: ("markdown", model text) and ("html", tool block) parts."""
+def turn_parts(
+    messages: Iterable[Message], results: dict[str, ToolResultPart] | None = None
+) -> list[tuple[str, str]]:
+    """One turn's answer in order: ("markdown", model text) and ("html", tool block) parts.
+
+    A call's result is looked up in `results` (by call id), or in `messages`.
+    """
     messages = list(messages)
-    results = {r.tool_call_id: r for m in messages for r in m.tool_results}
+    if results is None:
+        results = _results(messages)
     parts = []
     for message in messages:
         if message.role != "assistant":
@@ -161,17 +178,20 @@ def turn_parts(messages: Iterable[Message]) -> list[tuple[str, str]]:
     return parts
 
 
-def turn_html(messages: Iterable[Message]) -> str:
+def turn_html(messages: Iterable[Message], results: dict[str, ToolResultPart] | None = None) -> str:
     """One turn's answer as HTML: each message's text, then its tool calls."""
-    return "".join(html(p) if kind == "markdown" else p for kind, p in turn_parts(messages))
+    parts = turn_parts(messages, results)
+    return "".join(html(part) if kind == "markdown" else part for kind, part in parts)
 
 
 def transcript_html(messages: Iterable[Message], system: str | None = None) -> str:
     """A whole conversation as HTML."""
+    messages = list(messages)
+    results = _results(messages)
     out = [_said("system", html(system))] if system else []
     for message in messages:
         if message.role == "assistant":
-            answer = turn_html([message])
+            answer = turn_html([message], results)
             if answer:
                 out.append(_said("assistant", answer))
         elif message.role in ("user", "system"):
@@ -243,8 +263,8 @@ def markdown_cell(shown: str) -> str:
     return _BLANK_LINE.sub("&#10;", source)
 
 
-_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-_BLANK_LINE = re.compile(r"\n(?=[ \t]*(?:\n|$))")
+def _results(messages: list[Message]) -> dict[str, ToolResultPart]:
+    return {result.tool_call_id: result for m in messages for result in m.tool_results}
 
 
 def _said(who: str, body: str) -> str:
@@ -319,7 +339,7 @@ def _highlight(code: str, language: str, attributes: str) -> str:
     return f"<pre><code>{highlight(code, lexer, _formatter())}</code></pre>"
 
 
-@cache
+@lru_cache(maxsize=64)  # the model names the languages: keep the cache small
 def _lexer(language: str) -> Any:
     from pygments.lexers import get_lexer_by_name
     from pygments.util import ClassNotFound

@@ -58,8 +58,10 @@ class Response:
     def __str__(self) -> str:
         return self.text
 
-    def _repr_markdown_(self) -> str:
-        return self.text or (f"*(refused: {self.refusal})*" if self.refusal else "")
+    def _repr_html_(self) -> str | None:
+        from .notebook.render import response_html
+
+        return response_html(self)
 
 
 class Session:
@@ -367,11 +369,10 @@ class Session:
 
         return from_notebook(path, agent, session_id)
 
-    def _repr_markdown_(self) -> str:
-        from .notebook.render import transcript
+    def _repr_html_(self) -> str:
+        from .notebook.render import session_html
 
-        header = f"*session `{self.session_id}` · {len(self._messages)} messages*\n\n"
-        return header + transcript(self._messages, self.system)
+        return session_html(self.session_id, self._messages, self.system)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], agent: Agent) -> Session:

@@ -43,10 +43,12 @@ def test_to_notebook_is_valid_with_a_cell_per_prompt_and_answer():
         ("markdown", "user"),
         ("markdown", "assistant"),
     ]
-    assert "Be brief." in notebook.cells[0].source and "`trip`" in notebook.cells[0].source
-    assert notebook.cells[1].source == "**you**: How do I print pi?"
-    assert "```python\nimport math" in notebook.cells[2].source
-    assert "<script>" not in notebook.cells[2].source  # model output is sanitized
+    assert "Be brief." in notebook.cells[0].source
+    assert "<code>trip</code>" in notebook.cells[0].source
+    assert "<strong>you</strong>: How do I print pi?" in notebook.cells[1].source
+    assert ">import</span> math" in notebook.cells[2].source  # highlighted
+    assert "<script>" not in notebook.cells[2].source  # model output is inert HTML
+    assert "Done &lt;script&gt;alert(1)&lt;/script&gt;." in notebook.cells[2].source
     assert notebook.metadata["agent_nb"]["sessions"]["trip"] == session.to_dict()
 
 
@@ -61,8 +63,8 @@ def test_code_blocks_become_runnable_code_cells_when_asked():
         for c in notebook.cells
         if c.metadata.get("agent_nb", {}).get("role") == "assistant"
     ]
-    assert answer[0] == "Here is how:" and answer[1] == "import math\nprint(math.pi)"
-    assert "```bash\nls\n```" in answer[2]
+    assert "<p>Here is how:</p>" in answer[0] and answer[1] == "import math\nprint(math.pi)"
+    assert "<pre><code>ls\n</code></pre>" in answer[2]
 
 
 def test_tool_calls_are_shown_in_the_export():
@@ -70,10 +72,8 @@ def test_tool_calls_are_shown_in_the_export():
     session = agent.session()
     session.run("What is the weather in Paris?")
     cells = session.to_notebook().cells
-    assert (
-        '🔧 get_weather({"city": "Paris"})' in cells[2].source
-        and "sunny in Paris" in cells[2].source
-    )
+    assert '🔧 <code>get_weather({"city": "Paris"})</code>' in cells[2].source
+    assert "<pre><code>sunny in Paris</code></pre>" in cells[2].source
 
 
 def test_from_notebook_reads_an_export_back(tmp_path):
@@ -96,7 +96,7 @@ def test_from_notebook_reads_a_notebook_of_chat_cells(tmp_path):
     cell.outputs = [
         nbformat.v4.new_output(
             "display_data",
-            {"text/markdown": response.text},
+            {"text/html": response.text, "text/plain": response.text},
             metadata=persist.record("turn", session, list(response.messages)),
         )
     ]
@@ -116,8 +116,13 @@ def test_from_notebook_says_when_there_is_no_session(tmp_path):
         Session.from_notebook(path, Agent(provider="test"), session_id="other")
 
 
-def test_a_session_renders_as_a_sanitized_transcript():
+def test_a_session_and_a_response_render_as_inert_html():
     session = conversation()
-    markdown = session._repr_markdown_()
-    assert markdown.startswith("*session `trip` · 4 messages*")
-    assert "**you**: How do I print pi?" in markdown and "<script>" not in markdown
+    shown = session._repr_html_()
+    assert "<em>session <code>trip</code> · 4 messages</em>" in shown
+    assert "<strong>you</strong>: How do I print pi?" in shown
+    assert "<script>" not in shown and "&lt;script&gt;" in shown
+    assert not hasattr(session, "_repr_markdown_")
+    response = session.agent.session().run("Say <img src=x onerror=alert(1)>")
+    assert "&lt;img src=x onerror=alert(1)&gt;" in response._repr_html_()
+    assert not hasattr(response, "_repr_markdown_")

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import random
-import re
 
+import html5lib
 import IPython.display
 import pytest
+from xss_corpus import problems
 
 from agent_nb.notebook import live
-from agent_nb.notebook.live import LiveMarkdown, _Blocks
-from agent_nb.notebook.render import sanitize, tool_block
+from agent_nb.notebook.live import LiveHTML, _Blocks
+from agent_nb.notebook.render import CLOSE, OPEN, html, tool_block
 
 
 def cuts(text: str) -> list[str]:
@@ -69,32 +70,44 @@ class Screen:
     """What a front end holds: outputs by display id, and every message that came."""
 
     def __init__(self, monkeypatch):
-        self.outputs: dict[str, dict] = {}
-        self.messages: list[tuple[str, dict]] = []
+        self.reset()
         self.now = 0.0
         monkeypatch.setattr(IPython.display, "display", self._display)
         monkeypatch.setattr(IPython.display, "update_display", self._update)
         monkeypatch.setattr(live.time, "monotonic", lambda: self.now)
 
+    def reset(self) -> None:
+        self.outputs: dict[str, dict] = {}
+        self.messages: list[tuple[str, dict, dict]] = []  # (kind, data, metadata)
+
     def _display(self, data, *, raw, display_id, metadata):
         assert display_id not in self.outputs
         self.outputs[display_id] = {"data": data, "metadata": metadata}
-        self.messages.append(("display", data))
+        self.messages.append(("display", data, metadata))
 
     def _update(self, data, *, raw, display_id, metadata):
         self.outputs[display_id] = {"data": data, "metadata": metadata}
-        self.messages.append(("update", data))
+        self.messages.append(("update", data, metadata))
 
     @property
-    def markdown(self) -> str:
-        parts = [o["data"]["text/markdown"] for o in self.outputs.values()]
+    def shown(self) -> str:
+        """The HTML of all outputs, unwrapped and joined."""
+        parts = [o["data"]["text/html"] for o in self.outputs.values()]
+        assert all(p.startswith(OPEN) and p.endswith(CLOSE) for p in parts)
+        parts = [p.removeprefix(OPEN).removesuffix(CLOSE) for p in parts]
         assert all(part.endswith(live.PART_END) for part in parts[:-1])
         return "".join(parts).replace(live.PART_END, "")
 
     @property
     def sent(self) -> int:
-        size = sum(sum(len(v) for v in data.values()) for _, data in self.messages)
+        size = sum(sum(len(v) for v in data.values()) for _, data, _ in self.messages)
         return size + live.MESSAGE_BYTES * len(self.messages)
+
+
+def words(markup: str) -> list[str]:
+    """The text a reader sees in `markup`, word by word."""
+    tree = html5lib.parseFragment(markup, treebuilder="etree", namespaceHTMLElements=False)
+    return "".join(tree.itertext()).split()
 
 
 def answer(paragraphs: int, seed: int = 7) -> str:
@@ -111,8 +124,8 @@ def answer(paragraphs: int, seed: int = 7) -> str:
     return "\n\n".join(out)
 
 
-def stream(screen: Screen, text: str, *, per_token: float, size: int = 4) -> LiveMarkdown:
-    shown = LiveMarkdown()
+def stream(screen: Screen, text: str, *, per_token: float, size: int = 4) -> LiveHTML:
+    shown = LiveHTML()
     for start in range(0, len(text), size):
         screen.now += per_token
         shown.text(text[start : start + size])
@@ -123,11 +136,14 @@ def stream(screen: Screen, text: str, *, per_token: float, size: int = 4) -> Liv
 def test_the_outputs_end_as_the_whole_answer_at_a_linear_cost(monkeypatch, per_token):
     screen = Screen(monkeypatch)
     text = answer(300)
-    stream(screen, text, per_token=per_token).finish("<sub>footer</sub>", {"agent_nb": {}})
-    assert screen.markdown == sanitize(text) + "\n\n<sub>footer</sub>"
+    footer = "<p><sub>footer</sub></p>"
+    stream(screen, text, per_token=per_token).finish(footer, {"agent_nb": {}})
+    assert screen.shown.endswith(footer)
+    assert words(screen.shown) == words(html(text) + footer)
     finals = list(screen.outputs.values())
     assert [bool(o["metadata"]) for o in finals] == [False] * (len(finals) - 1) + [True]
     assert [o["data"].get("text/plain") for o in finals] == [None] * (len(finals) - 1) + [text]
+    assert all("text/markdown" not in o["data"] for o in finals)
     assert 1 < len(finals) <= live.MAX_PARTS + 1
     final = sum(len(v) for v in screen.messages[-1][1].values()) + live.MESSAGE_BYTES
     assert screen.sent - final <= live.BYTE_BUDGET * len(text) + live.BYTE_ALLOWANCE
@@ -135,37 +151,44 @@ def test_the_outputs_end_as_the_whole_answer_at_a_linear_cost(monkeypatch, per_t
     assert len(screen.messages) <= elapsed / live.UPDATE_INTERVAL + 2 * len(finals) + 1
 
 
-def test_every_update_is_sanitized(monkeypatch):
+def test_finished_blocks_are_rendered_once_and_only_the_tail_again(monkeypatch):
+    screen = Screen(monkeypatch)
+    rendered = []
+    monkeypatch.setattr(live, "html", lambda text: rendered.append(text) or html(text))
+    text = answer(300)
+    stream(screen, text, per_token=0.01).finish("", None)
+    longest = max(map(len, text.split("\n\n"))) + 2
+    assert sum(map(len, rendered)) <= len(text) + len(rendered) * longest
+    assert len(rendered) <= len(screen.messages) + text.count("\n\n") + 1
+
+
+def test_every_update_is_inert_html(monkeypatch):
     screen = Screen(monkeypatch)
     text = "Hi <script>alert(1)</script>\n\n" * 200 + "[x](javascript:alert(1))"
     stream(screen, text, per_token=0.01, size=3).finish("", None)
-    for _, data in screen.messages:  # a link still open is text, not a link
-        assert "<script>" not in data["text/markdown"]
-        assert not re.search(r"\]\(javascript:[^)]*\)", data["text/markdown"])
-    assert "javascript:" not in screen.markdown
-
-
-def test_a_code_span_cannot_hide_html_across_paragraphs():
-    assert "<img" not in sanitize("`open\n\n<img src=x onerror=alert(1)>\n\nclose`")
+    for _, data, _ in screen.messages:  # a link still open is text, not a link
+        assert not problems(data["text/html"]) and "<script" not in data["text/html"]
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in screen.shown
+    assert "javascript:" not in screen.shown.replace("[x](javascript:alert(1))", "")
 
 
 def test_tool_calls_show_in_place_and_complete(monkeypatch):
     screen = Screen(monkeypatch)
-    shown = LiveMarkdown()
+    shown = LiveHTML()
     shown.text("Let me look.")
     screen.now += 1
     shown.tool_call("c1", "weather", {"city": "Lyon"})
-    assert tool_block("weather", {"city": "Lyon"}, None, False) in screen.markdown
+    assert tool_block("weather", {"city": "Lyon"}, None, False) in screen.shown
     screen.now += 1
     shown.tool_result("c1", "sunny", False)
     screen.now += 1
     shown.text("It is sunny.")
     shown.finish("", None)
     block = tool_block("weather", {"city": "Lyon"}, "sunny", False)
-    assert screen.markdown == "Let me look.\n\n" + block + "It is sunny."
+    assert screen.shown == html("Let me look.") + block + html("It is sunny.")
 
 
 def test_nothing_arrived_shows_the_placeholder(monkeypatch):
     screen = Screen(monkeypatch)
-    LiveMarkdown().finish("<sub>f</sub>", None, empty="*(nothing)*")
-    assert screen.markdown == "*(nothing)*\n\n<sub>f</sub>"
+    LiveHTML().finish("<p><sub>f</sub></p>", None, empty="*(nothing)*")
+    assert screen.shown == "<p><em>(nothing)</em></p>\n<p><sub>f</sub></p>"

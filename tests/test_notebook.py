@@ -12,7 +12,7 @@ from fake_openai import Reply
 from kernels import Kernel, run_notebook, text_of
 
 from agent_nb.notebook.live import PART_END
-from agent_nb.notebook.render import sanitize
+from agent_nb.notebook.render import CLOSE, OPEN, html
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -37,9 +37,10 @@ def test_chat_answers_remembers_and_records_each_turn():
         o.get("text", "") for o in nb.cells[1].outputs if o.output_type == "stream"
     )
     answer = displays(nb.cells[2])[-1]
-    markdown = answer.data["text/markdown"]
-    assert "Earlier you told me: “My name is Alice”" in markdown
-    assert "<sub>`test`" in markdown and "out tokens" in markdown  # the footer
+    shown = answer.data["text/html"]
+    assert "text/markdown" not in answer.data
+    assert "Earlier you told me: “My name is Alice”" in shown
+    assert "<sub><code>test</code>" in shown and "out tokens" in shown  # the footer
     first, second = record(nb.cells[1]), record(nb.cells[2])
     assert first["op"] == second["op"] == "turn" and first["session_id"] == "main"
     assert [m["role"] for m in second["messages"]] == ["user", "assistant"]
@@ -70,10 +71,10 @@ def test_model_output_is_sanitized():
         "%%chat\nShow <script>alert(1)</script> <img src=x onerror=alert(2)> "
         "[x](javascript:alert(3)) and `<b>code</b>`",
     )
-    markdown = displays(nb.cells[1])[-1].data["text/markdown"]
-    assert "<script>" not in markdown and "&lt;script&gt;" in markdown
-    assert "<img" not in markdown and "javascript:" not in markdown
-    assert "`<b>code</b>`" in markdown  # code is shown literally by Markdown anyway
+    shown = displays(nb.cells[1])[-1].data["text/html"]
+    assert "<script>" not in shown and "&lt;script&gt;" in shown
+    assert "<img" not in shown and 'href="javascript:' not in shown
+    assert "<code>&lt;b&gt;code&lt;/b&gt;</code>" in shown
 
 
 def test_errors_are_short_and_leave_history_unchanged(server):
@@ -107,9 +108,9 @@ def test_tool_calls_show_as_collapsible_blocks():
         "%%chat\nWhat is the weather in Paris?",
     )
     assert "tools: get_weather" in text_of(nb.cells[2])
-    markdown = displays(nb.cells[3])[-1].data["text/markdown"]
-    assert '<details><summary>🔧 get_weather({"city": "Paris"})</summary>' in markdown
-    assert "sunny in Paris" in markdown
+    shown = displays(nb.cells[3])[-1].data["text/html"]
+    assert '<details><summary>🔧 <code>get_weather({"city": "Paris"})</code></summary>' in shown
+    assert "sunny in Paris" in shown
     assert [m["role"] for m in record(nb.cells[3])["messages"]] == [
         "user",
         "assistant",
@@ -139,8 +140,10 @@ def test_session_subcommands():
     )
     listed = text_of(nb.cells[4])
     assert "  main  (2 messages)" in listed and "* plan-b  (4 messages)" in listed
-    assert "Osaka" not in displays(nb.cells[6])[-1].data["text/markdown"]
-    assert text_of(nb.cells[8]).count("[user]") == 1  # the undo dropped "Which cities?"
+    assert "Osaka" not in displays(nb.cells[6])[-1].data["text/html"]
+    history = displays(nb.cells[8])[-1].data
+    assert history["text/plain"].count("[user]") == 1  # the undo dropped "Which cities?"
+    assert history["text/html"].count("[user]") == 1
     assert "* scratch  (0 messages)" in text_of(nb.cells[10])
     assert "messages: 0" in text_of(nb.cells[12])
     retry = next(o for o in nb.cells[13].outputs if o.output_type == "error")
@@ -168,9 +171,9 @@ def test_restore_after_a_real_kernel_restart(tmp_path, monkeypatch):
         listed = kernel.execute("%session list").stdout
         assert "* main  (6 messages)" in listed and "  side  (6 messages)" in listed
         answer = kernel.execute("%%chat\nWhat do you know?")
-        markdown = answer.last_display["data"]["text/markdown"]
-        assert "My name is Alice" in markdown and "engineer" in markdown
-        assert "tea" not in markdown
+        shown = answer.last_display["data"]["text/html"]
+        assert "My name is Alice" in shown and "engineer" in shown
+        assert "tea" not in shown
 
 
 @contextmanager
@@ -191,7 +194,7 @@ def test_the_stop_button_keeps_the_partial_answer(server):
         assert stopped.error["ename"] == "Interrupted"
         assert "partial answer is kept" in stopped.error["evalue"]
         final = stopped.last_display
-        assert "interrupted" in final["data"]["text/markdown"]
+        assert "<strong>interrupted</strong>" in final["data"]["text/html"]
         kept = final["metadata"]["agent_nb"]["messages"]
         assert kept[-1]["metadata"]["interrupted"] is True
         shown_text = final["data"]["text/plain"]
@@ -229,10 +232,13 @@ def test_a_long_answer_ends_as_a_few_outputs_that_render_as_one(server):
     )
     shown = displays(nb.cells[1])
     assert 1 < len(shown) <= 41
-    markdown = "".join(o.data["text/markdown"] for o in shown).replace(PART_END, "")
-    body, _, footer = markdown.rpartition("\n\n")
-    assert body == sanitize(text) and "<img" not in body and "javascript:" not in body
-    assert footer.startswith("<sub>`m`")
+    parts = [o.data["text/html"] for o in shown]
+    assert all(p.startswith(OPEN) and p.endswith(CLOSE) for p in parts)
+    joined = "".join(p.removeprefix(OPEN).removesuffix(CLOSE) for p in parts)
+    body, _, footer = joined.replace(PART_END, "").rpartition("<p><sub>")
+    assert body == "".join(html(paragraph) for paragraph in paragraphs)
+    assert "<img" not in body and 'href="javascript:' not in body
+    assert footer.startswith("<code>m</code>")
     assert [o.data.get("text/plain") for o in shown] == [None] * (len(shown) - 1) + [text]
     assert "agent_nb" in shown[-1].metadata and record(nb.cells[1])["op"] == "turn"
 
@@ -286,7 +292,7 @@ def test_session_save_load_stored_and_export(tmp_path):
     assert "main" in text_of(nb.cells[4]) and "The budget is 40k EUR" in text_of(nb.cells[4])
     loaded = record(nb.cells[6])
     assert loaded["op"] == "load" and len(loaded["messages"]) == 2
-    assert "40k EUR" in displays(nb.cells[7])[-1].data["text/markdown"]  # it remembered
+    assert "40k EUR" in displays(nb.cells[7])[-1].data["text/html"]  # it remembered
     assert "(4 messages)" in text_of(nb.cells[8])
     out = nbformat.read(exported, as_version=4)
     nbformat.validate(out)

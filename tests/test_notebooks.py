@@ -57,8 +57,7 @@ def test_quickstart(provider, tmp_path):
     assert len(chats) == 4
     for cell in chats:
         (record,) = chat_outputs(cell)
-        markdown = record["data"]["text/markdown"]
-        assert "<sub>" in markdown  # the final Markdown with its footer
+        assert "<sub>" in record["data"]["text/html"]  # the final answer with its footer
         entry = record["metadata"]["agent_nb"]
         assert entry["op"] == "turn" and entry["messages"][0]["role"] == "user"
     assert [chat_outputs(c)[0]["metadata"]["agent_nb"]["session_id"] for c in chats] == [
@@ -73,7 +72,8 @@ def test_quickstart(provider, tmp_path):
     assert "main  (6 messages)" in listing and "* experiment  (8 messages)" in listing
     transcript = next(c for c in nb.cells if c.source.endswith("session"))
     shown = next(o for o in transcript.outputs if o.output_type == "execute_result")
-    assert "**you**: Hello! My favourite colour is green." in shown["data"]["text/markdown"]
+    said = "<strong>you</strong>: Hello! My favourite colour is green."
+    assert said in shown["data"]["text/html"]
     assert stdout(nb.cells[-1]).strip().endswith("cells")
     if provider == "test":
         assert "Alice" in printed[0]  # the offline provider answers from the conversation
@@ -89,9 +89,9 @@ def test_tools(provider, tmp_path, request):
         )
     nb = execute("tools", tmp_path)
     (record,) = chat_outputs(nb.cells[3])
-    markdown = record["data"]["text/markdown"]
-    assert '<details><summary>🔧 get_weather({"city": "Paris"})</summary>' in markdown
-    assert "sunny and 21 °C in Paris" in markdown
+    shown = record["data"]["text/html"]
+    assert '<details><summary>🔧 <code>get_weather({"city": "Paris"})</code></summary>' in shown
+    assert "sunny and 21 °C in Paris" in shown
     assert "tool ['get_weather']" not in stdout(nb.cells[4])
     assert "tool [] ['sunny and 21 °C in Paris']" in stdout(nb.cells[4])
     assert stdout(nb.cells[5]).split() == ["tool_call", "get_weather", "tool_result", "get_weather"]
@@ -122,7 +122,8 @@ def test_persistence_and_a_restore_in_a_new_kernel(provider, tmp_path):
     ]
     NotebookClient(again, timeout=60, kernel_name="python3").execute()
     assert "restored 2 turns in 1 session" in stdout(again.cells[1])
-    assert stdout(again.cells[2]).count("[user]") == 2
+    (history,) = again.cells[2].outputs
+    assert history["data"]["text/plain"].count("[user]") == 2
     session = Session.from_notebook(saved, Agent(provider="test"))
     assert [m.role for m in session.messages] == ["user", "assistant"] * 2
 

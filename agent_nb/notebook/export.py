@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,28 +15,34 @@ if TYPE_CHECKING:
     from ..session import Session
 
 KEY = "agent_nb"
-_PYTHON_BLOCK = re.compile(r"^```(?:python|py|python3)[ \t]*\n(.*?)^```[ \t]*$", re.M | re.S)
+_PYTHON = {"python", "py", "python3"}
 
 
 def to_notebook(session: Session, *, code_cells: bool = False) -> Any:
     """The conversation as a notebook: a Markdown cell per prompt and per answer.
 
-    With `code_cells`, the Python code blocks of answers become code cells, ready to run.
-    The session itself rides along in `metadata["agent_nb"]`, as a NotebookStore keeps it.
+    Each Markdown cell holds the sanitized HTML the notebook shows (render.markdown_cell), so
+    it stays inert in JupyterLab, in nbconvert's HTML and on GitHub. With `code_cells`, the
+    Python code blocks of answers become code cells, ready to run. The session itself rides
+    along in `metadata["agent_nb"]`, as a NotebookStore keeps it.
     """
     import nbformat.v4 as v4
 
     notebook = v4.new_notebook()
-    title = f"# Conversation `{session.session_id}`\n\nmodel: `{session.agent.model}`"
+    title = (
+        f"<h1>Conversation <code>{render.escaped(session.session_id)}</code></h1>\n"
+        f"<p>model: <code>{render.escaped(str(session.agent.model))}</code></p>\n"
+    )
     if session.system:
-        title += f"\n\n**system**: {render.sanitize(session.system)}"
-    notebook.cells.append(v4.new_markdown_cell(title))
+        title += render.transcript_html([], session.system)
+    notebook.cells.append(v4.new_markdown_cell(render.markdown_cell(title)))
     for turn in _turns(session.messages):
         prompt, answer = turn[0], turn[1:]
         if prompt.role == "user":
             notebook.cells.append(
                 v4.new_markdown_cell(
-                    f"**you**: {render.sanitize(prompt.text)}", metadata=_cell_meta([prompt])
+                    render.markdown_cell(render.transcript_html([prompt])),
+                    metadata=_cell_meta([prompt]),
                 )
             )
         else:
@@ -112,23 +117,29 @@ def _turns(messages: list[Message]) -> list[list[Message]]:
 
 
 def _answer_cells(messages: list[Message], code_cells: bool) -> list[Any]:
+    """The answer's cells: its HTML in Markdown cells, cut around Python code cells if asked."""
     import nbformat.v4 as v4
 
-    markdown = render.turn_markdown(messages)
     meta = _cell_meta(messages)
-    if not code_cells:
-        return [v4.new_markdown_cell(markdown, metadata=meta)] if markdown else []
-    cells = []
-    at = 0
-    for block in _PYTHON_BLOCK.finditer(markdown):
-        prose = markdown[at : block.start()].strip()
-        if prose:
-            cells.append(v4.new_markdown_cell(prose, metadata=meta))
-        cells.append(v4.new_code_cell(block.group(1).rstrip("\n"), metadata=meta))
-        at = block.end()
-    rest = markdown[at:].strip()
-    if rest:
-        cells.append(v4.new_markdown_cell(rest, metadata=meta))
+    cells, shown = [], []
+
+    def flush() -> None:
+        if shown:
+            cells.append(v4.new_markdown_cell(render.markdown_cell("".join(shown)), metadata=meta))
+            shown.clear()
+
+    for kind, part in render.turn_parts(messages):
+        if kind == "html":
+            shown.append(part)
+            continue
+        pieces = render.code_blocks(part, _PYTHON) if code_cells else [("markdown", part)]
+        for piece, text in pieces:
+            if piece == "code":
+                flush()
+                cells.append(v4.new_code_cell(render.clean(text), metadata=meta))
+            else:
+                shown.append(render.html(text))
+    flush()
     return cells
 
 

@@ -1,12 +1,13 @@
-"""An answer shown as it streams: throttled Markdown in a kernel, plain text in a terminal.
+"""An answer shown as it streams: throttled HTML in a kernel, plain text in a terminal.
 
 A display update replaces a whole output, so re-sending the growing answer costs bytes that
 grow with its square. Instead, finished blocks (cut only where Markdown allows: a blank line
-outside any fenced block, before a line that starts a new block) are frozen into outputs of
-their own, and only the tail is refreshed: at most every UPDATE_INTERVAL, and only while the
-bytes sent stay within the budget below. The cell ends as a few Markdown outputs that together
-render as the one answer; the last carries the footer, the turn's record and, as text/plain,
-the whole answer's text (so a plain-text reader sees it once).
+outside any fenced block, before a line that starts a new block) are rendered once (render.py)
+and frozen into outputs of their own, and only the tail is re-rendered and refreshed: at most
+every UPDATE_INTERVAL, and only while the bytes sent stay within the budget below. The cell
+ends as a few HTML outputs that together read as the one answer; the last carries the footer,
+the turn's record and, as text/plain, the whole answer's text (so a plain-text reader sees it
+once).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import time
 import uuid
 from typing import Any
 
-from .render import sanitize, tool_block
+from .render import clean, display_data, html, publishable, tool_block, wrap
 
 #: The display is refreshed at most this often while an answer streams.
 UPDATE_INTERVAL = 0.05
@@ -37,6 +38,9 @@ MAX_PARTS = 40
 #: Ends every frozen part: JupyterLab gives an output's last element half the usual bottom
 #: margin, so an empty last element keeps the gap between parts that between paragraphs.
 PART_END = "<div></div>\n"
+
+#: What each message costs besides the HTML of the answer: Jupyter's wrapping and ours.
+_ENVELOPE = MESSAGE_BYTES + len(wrap(""))
 
 _FENCE_OPEN = re.compile(r" {0,3}(?:(`{3,})[^`]*|(~{3,}).*|(\$\$)[ \t]*)$")
 
@@ -81,12 +85,12 @@ class _Blocks:
         self.scanned -= cut
 
 
-class LiveMarkdown:
+class LiveHTML:
     """An answer streaming into a notebook cell through display ids."""
 
     def __init__(self) -> None:
         self._text: list[str] = []  # all the text, for the plain-text version at the end
-        self._done: list[str] = []  # the Markdown of finished blocks not yet in an output
+        self._done: list[str] = []  # the HTML of finished blocks not yet in an output
         self._done_size = 0
         self._tools: dict[str, list[Any]] = {}  # call id -> [name, arguments, result, error]
         self._tail: list[str] = []  # the text of the current message since the last cut
@@ -123,20 +127,20 @@ class LiveMarkdown:
         footer: str,
         metadata: dict[str, Any] | None,
         *,
-        markdown: str | None = None,
+        shown: str | None = None,
         plain: str | None = None,
         empty: str = "",
     ) -> None:
-        """The last update: what is left, the footer and the record (or `markdown` instead).
+        """The last update: what is left, the footer and the record (or the HTML `shown`).
 
-        `empty` stands in for an answer of which nothing arrived.
+        `footer` and `shown` are HTML; `empty` (Markdown) stands in for an answer of which
+        nothing arrived.
         """
-        if markdown is None:
-            markdown, plain = self._live(), "".join(self._text)
-            if not markdown and not self._parts:
-                markdown = empty
-        body = f"{markdown}\n\n{footer}" if markdown and footer else markdown or footer
-        self._publish(body, plain, metadata)
+        if shown is None:
+            shown, plain = self._live(), "".join(self._text)
+            if not shown and not self._parts:
+                shown = html(empty) if empty else ""
+        self._publish(shown + footer, plain, metadata)
 
     # -- how it is shown ----------------------------------------------------------------------
 
@@ -154,10 +158,12 @@ class LiveMarkdown:
         ):
             self._freeze()  # one message per refresh: the tail shows at the next
             return
-        markdown = self._live()
-        allowed = BYTE_BUDGET * self._received + BYTE_ALLOWANCE
-        if markdown.strip() and self._sent + len(markdown) + MESSAGE_BYTES <= allowed:
-            self._publish(markdown, None, None)
+        room = BYTE_BUDGET * self._received + BYTE_ALLOWANCE - self._sent - _ENVELOPE
+        if self._done_size + sum(map(len, self._tail)) > room:
+            return  # it cannot fit (HTML is no shorter than its text, give or take): no render
+        shown = self._live()
+        if shown.strip() and len(shown) <= room:
+            self._publish(shown, None, None)
 
     def _cut(self) -> None:
         if not self._tail:
@@ -165,7 +171,7 @@ class LiveMarkdown:
         text = "".join(self._tail)
         cut = self._blocks.last_cut(text)
         if cut:
-            self._add_done(sanitize(text[:cut]))
+            self._add_done(html(text[:cut]))
             self._blocks.shift(cut)
             text = text[cut:]
         self._tail = [text] if text else []
@@ -174,13 +180,13 @@ class LiveMarkdown:
         """The message's text is complete: all of it is a finished block."""
         text = "".join(self._tail)
         if text:
-            self._add_done(sanitize(text) + "\n\n")
+            self._add_done(html(text))
         self._tail = []
         self._blocks = _Blocks()
 
-    def _add_done(self, markdown: str) -> None:
-        self._done.append(markdown)
-        self._done_size += len(markdown)
+    def _add_done(self, rendered: str) -> None:
+        self._done.append(rendered)
+        self._done_size += len(rendered)
 
     def _freeze(self) -> None:
         """Give the finished blocks an output of their own; the tail moves to a new one."""
@@ -191,20 +197,20 @@ class LiveMarkdown:
 
     def _live(self) -> str:
         pending = "".join(tool_block(*tool) for tool in self._tools.values())
-        return "".join(self._done) + pending + sanitize("".join(self._tail))
+        tail = "".join(self._tail)
+        return "".join(self._done) + pending + (html(tail) if tail else "")
 
-    def _publish(self, markdown: str, plain: str | None, metadata: dict[str, Any] | None) -> None:
+    def _publish(self, shown: str, plain: str | None, metadata: dict[str, Any] | None) -> None:
         from IPython.display import display, update_display
 
-        data = {"text/markdown": markdown}
-        if plain is not None:  # the whole answer's text, once, with the last output
-            data["text/plain"] = plain
-        self._sent += len(markdown) + len(plain or "") + MESSAGE_BYTES
+        data = display_data(shown, plain)  # plain: the whole answer, once, with the last output
+        self._sent += sum(map(len, data.values())) + MESSAGE_BYTES
+        metadata = publishable(metadata) if metadata else {}
         if self._display_id is None:
             self._display_id = uuid.uuid4().hex
-            display(data, raw=True, display_id=self._display_id, metadata=metadata or {})
+            display(data, raw=True, display_id=self._display_id, metadata=metadata)
         else:
-            update_display(data, raw=True, display_id=self._display_id, metadata=metadata or {})
+            update_display(data, raw=True, display_id=self._display_id, metadata=metadata)
 
 
 class LivePlain:
@@ -229,17 +235,17 @@ class LivePlain:
         footer: str,
         metadata: dict[str, Any] | None,
         *,
-        markdown: str | None = None,
+        shown: str | None = None,
         plain: str | None = None,
         empty: str = "",
     ) -> None:
         if plain is not None and not self._wrote:
-            sys.stdout.write(plain)
+            sys.stdout.write(clean(plain))
         sys.stdout.write("\n")
         sys.stdout.flush()
 
     def _write(self, text: str) -> None:
-        sys.stdout.write(text)
+        sys.stdout.write(clean(text))
         self._wrote = True
         now = time.monotonic()
         if now - self._last >= UPDATE_INTERVAL:
@@ -247,6 +253,6 @@ class LivePlain:
             self._last = now
 
 
-def live_answer(*, rich: bool) -> LiveMarkdown | LivePlain:
+def live_answer(*, rich: bool) -> LiveHTML | LivePlain:
     """The live display for a kernel with a front end (`rich`) or a terminal."""
-    return LiveMarkdown() if rich else LivePlain()
+    return LiveHTML() if rich else LivePlain()

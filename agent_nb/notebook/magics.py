@@ -18,16 +18,15 @@ from ..agent import Agent
 from ..errors import AgentError, InvalidSessionData, SessionNotFoundError, StoreError
 from ..session import Response, Session
 from ..stores.base import SessionStore
-from . import export, persist
+from . import export, persist, render
 from .live import live_answer
-from .render import footer, transcript, turn_markdown
 
 
 class ChatError(Exception):
     """A short, clear message in place of a traceback; stops "Run all" like any error."""
 
     def _render_traceback_(self) -> list[str]:
-        return [f"\x1b[31m{type(self).__name__}: {self}\x1b[0m"]
+        return [f"\x1b[31m{type(self).__name__}: {render.clean(str(self))}\x1b[0m"]
 
 
 class Interrupted(ChatError):
@@ -230,7 +229,7 @@ class ChatMagics(Magics):
                 interrupted=True,
             )
             live.finish(
-                footer(partial, time.monotonic() - started),
+                render.footer(partial, time.monotonic() - started),
                 persist.record("turn", session, kept, **extra) if kept and not replace else None,
                 empty="*(stopped before any text arrived: nothing kept)*",
             )
@@ -250,11 +249,11 @@ class ChatMagics(Magics):
             replace(response)
         streamed = stream and schema is None  # if not, nothing is shown yet: show it whole
         live.finish(
-            footer(response, time.monotonic() - started),
+            render.footer(response, time.monotonic() - started),
             persist.record(
                 "turn" if replace is None else "retry", session, list(response.messages), **extra
             ),
-            markdown=None if streamed else turn_markdown(response.messages),
+            shown=None if streamed else render.turn_html(response.messages),
             plain=None if streamed else response.text,
         )
         return response
@@ -408,13 +407,18 @@ class ChatMagics(Magics):
 
     def _session_history(self, rest: list[str]) -> None:
         count = int(rest[rest.index("-n") + 1]) if "-n" in rest else 10
+        lines = []
         for message in self.session().messages[-count:]:
-            text = message.text.replace("\n", " ")
-            print(f"[{message.role}] {text[:100]}{'...' if len(text) > 100 else ''}")
+            text = render.one_line(message.text)
+            lines.append(f"[{message.role}] {text[:100]}{'...' if len(text) > 100 else ''}")
+        if lines:  # shown as HTML: JupyterLab makes live links of URLs in printed text
+            plain = "\n".join(lines)
+            self._display(f"<pre>{render.escaped(plain)}</pre>", plain, None)
 
     def _session_show(self, rest: list[str]) -> None:
         session = self.session()
-        self._publish(transcript(session.messages, session.system), None)
+        shown = render.transcript_html(session.messages, session.system)
+        self._display(shown, render.transcript_text(session.messages, session.system), None)
 
     def _session_info(self, rest: list[str]) -> None:
         session = self.session()
@@ -507,16 +511,20 @@ class ChatMagics(Magics):
         )
 
     def _publish(self, markdown: str, metadata: dict[str, Any] | None) -> None:
+        """A short message of ours (Markdown, with ids in it) and its record."""
+        self._display(render.html(markdown), markdown, metadata)
+
+    def _display(self, shown: str, plain: str, metadata: dict[str, Any] | None) -> None:
         if self._rich():
             from IPython.display import display
 
             display(
-                {"text/markdown": markdown, "text/plain": markdown},
+                render.display_data(shown, plain),
                 raw=True,
-                metadata=metadata or {},
+                metadata=render.publishable(metadata) if metadata else {},
             )
         else:
-            print(markdown)
+            print(render.clean(plain))
 
     def complete(self, shell: Any, event: Any) -> list[str]:
         """Tab completion: %session's subcommands, then session ids where one is expected."""

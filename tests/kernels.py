@@ -27,6 +27,18 @@ class Execution:
         )
 
     @property
+    def shown(self) -> str:
+        """stdout and the text/plain of what was displayed, in order (HTML outputs too)."""
+        return "".join(
+            m["content"]["text"]
+            if m["msg_type"] == "stream"
+            else m["content"]["data"].get("text/plain", "")
+            for m in self.messages
+            if (m["msg_type"] == "stream" and m["content"]["name"] == "stdout")
+            or m["msg_type"] == "display_data"
+        )
+
+    @property
     def stderr(self) -> str:
         return "".join(
             m["content"]["text"]

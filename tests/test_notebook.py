@@ -352,6 +352,14 @@ def test_terminal_ipython_streams_plain_text():
 # -- %session retry is atomic ------------------------------------------------------------------
 
 
+def shown_text(cell) -> str:
+    """What a cell printed and displayed, as plain text (%session history is HTML + text)."""
+    return "".join(
+        o.get("text", "") if o.output_type == "stream" else o.get("data", {}).get("text/plain", "")
+        for o in cell.outputs
+    )
+
+
 def records_in(cell) -> list[dict]:
     return [o.metadata["agent_nb"] for o in cell.outputs if "agent_nb" in o.get("metadata", {})]
 
@@ -377,7 +385,7 @@ def test_a_failed_retry_keeps_the_last_turn_and_every_record(server, tmp_path, m
         "%session info\n%session history",
     )
     assert records_in(nb.cells[4]) == []  # no undo record, no turn record
-    assert "messages: 2" in text_of(nb.cells[5]) and "The first answer" in text_of(nb.cells[5])
+    assert "messages: 2" in text_of(nb.cells[5]) and "The first answer" in shown_text(nb.cells[5])
     assert "stored: ['My name is Alice', 'The first answer']" in text_of(nb.cells[5])
     failed = next(o for o in nb.cells[4].outputs if o.output_type == "error")
     assert (
@@ -389,7 +397,7 @@ def test_a_failed_retry_keeps_the_last_turn_and_every_record(server, tmp_path, m
     [retried] = records_in(nb.cells[6])
     assert retried["op"] == "retry"
     assert [m["role"] for m in retried["messages"]] == ["user", "assistant"]
-    after = text_of(nb.cells[7])
+    after = shown_text(nb.cells[7])
     assert "messages: 2" in after and "A better answer" in after and "first answer" not in after
     stored = SQLiteStore(db).load("main")["messages"]
     assert [m["parts"][0]["text"] for m in stored] == ["My name is Alice", "A better answer"]
@@ -400,7 +408,7 @@ def test_a_failed_retry_keeps_the_last_turn_and_every_record(server, tmp_path, m
     with Kernel() as kernel:
         loaded = kernel.execute("%load_ext agent_nb")
         assert "restored 2 turns in 1 session" in loaded.stdout and "skipped" not in loaded.stderr
-        history = kernel.execute("%session history").stdout
+        history = kernel.execute("%session history").shown
         assert history.count("[user]") == 1 and "A better answer" in history
 
 
@@ -411,7 +419,7 @@ def test_an_interrupted_retry_keeps_the_last_turn(server):
         server.chunk_delay = 0.1
         server.script(Reply(text=" ".join(f"word{i}" for i in range(60))))
         stopped = kernel.execute("%session retry", interrupt_after=1.5)
-        history = kernel.execute("%session info\n%session history").stdout
+        history = kernel.execute("%session info\n%session history").shown
         assert "messages: 2" in history and "The first answer" in history
         assert "word0" not in history
         shown = stopped.of_type("display_data") + stopped.of_type("update_display_data")
@@ -506,7 +514,7 @@ def test_restore_skips_each_bad_record_with_a_line_and_restores_the_rest(tmp_pat
         assert "not supported between" not in loaded.stderr + loaded.stdout
         listed = kernel.execute("%session list").stdout
         assert "  main  (4 messages)" in listed and "* side  (4 messages)" in listed
-        history = kernel.execute("%session use main\n%session history").stdout
+        history = kernel.execute("%session use main\n%session history").shown
         assert history.count("My name is Alice") == 1 and "I live in Lyon" in history
         restore = kernel.execute(f"%session restore {tmp_path / 'nowhere.ipynb'}")
         assert restore.error["ename"] == "ChatError"

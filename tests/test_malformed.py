@@ -710,3 +710,19 @@ def test_fuzzed_recordings_raise_only_agent_errors():
     # every error named what was wrong: none came from the last-resort net
     assert outcome["unnamed"] == 0, outcome
     print(f"{replayed} replays in {time.monotonic() - started:.1f} s: {outcome}")
+
+
+def test_a_surrogate_pair_split_across_deltas_is_sent_back_whole(server):
+    """A server that splits a pair across two chunks leaves two halves in the history."""
+    split = sse(
+        chat_stream(
+            chunk({"content": "smile \ud83d"}), chunk({"content": "\ude00 and \udfff"}, "stop")
+        )
+    )
+    server.script(split, Reply(text="ok"))
+    session = agent(server, "openai").session()
+    list(session.stream("hi"))
+    assert session.messages[-1].text == "smile \ud83d\ude00 and \udfff"  # kept as it came
+    list(session.stream("again"))  # the next request carries it: no UnicodeEncodeError
+    sent = server.requests[-1]["messages"][1]["content"]
+    assert sent == "smile \U0001f600 and \ufffd"

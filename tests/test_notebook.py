@@ -523,3 +523,120 @@ def test_restore_skips_each_bad_record_with_a_line_and_restores_the_rest(tmp_pat
         junk = kernel.execute(f"%session restore {tmp_path / 'junk.ipynb'}")
         assert "it is not valid JSON" in junk.error["evalue"]
         assert len(junk.error["traceback"]) == 1
+
+
+# -- tool calls that wait for approval ---------------------------------------------------------
+
+BANK = (
+    "from agent_nb import Agent, tool\n"
+    "@tool(requires_approval=True)\n"
+    "def transfer(amount: int, to: str) -> str:\n"
+    "    '''Send money.'''\n"
+    "    print('TRANSFERRED', amount, to)\n"
+    "    return f'sent {amount} to {to}'\n"
+    "bot = Agent(provider='openai', model='m', base_url='{url}', api_key='k', tools=[transfer])"
+)
+
+
+def test_a_waiting_call_is_shown_then_approved_after_a_kernel_restart(
+    server, tmp_path, monkeypatch
+):
+    server.script(
+        Reply(tool_calls=[{"name": "transfer", "arguments": {"amount": 5, "to": "Bob"}}]),
+        Reply(text="Sent 5 to Bob."),
+    )
+    nb = run_notebook(
+        "%load_ext agent_nb",
+        BANK.replace("{url}", server.url),
+        "%agent bot",
+        "%%chat\nPay Bob 5",
+        "%session info",
+    )
+    waiting = shown_text(nb.cells[3])
+    assert "waiting for approval: transfer(amount=5, to='Bob')" in waiting
+    assert "TRANSFERRED" not in waiting
+    info = text_of(nb.cells[4])
+    call_id = re.search(r"waiting for approval: (\S+) \(transfer\)", info).group(1)
+    assert f"%session approve {call_id}" in waiting
+
+    path = tmp_path / "bank.ipynb"
+    nbformat.write(nb, str(path))
+    monkeypatch.setenv("JPY_SESSION_NAME", str(path))
+    with Kernel() as kernel:  # a new kernel: the waiting call comes back from the notebook
+        assert "restored 1 turn" in kernel.execute("%load_ext agent_nb").stdout
+        kernel.execute(BANK.replace("{url}", server.url) + "\n%agent bot")
+        assert f"waiting for approval: {call_id}" in kernel.execute("%session info").stdout
+        refused = kernel.execute("%%chat\nsomething else")  # refused while the call waits
+        assert refused.error["ename"] == "ChatError"
+        assert f"{call_id!r} (transfer)" in refused.error["evalue"]
+        resumed = kernel.execute(f"%session approve {call_id}")
+        assert resumed.error is None, resumed.error
+        assert "TRANSFERRED 5 Bob" in resumed.stdout
+        final = resumed.last_display
+        assert "Sent 5 to Bob." in final["data"]["text/plain"]
+        record = final["metadata"]["agent_nb"]
+        assert record["op"] == "resume"
+        assert [m["role"] for m in record["messages"]] == ["tool", "assistant"]
+        info = kernel.execute("%session info").stdout
+        assert "messages: 4" in info and "waiting" not in info
+        # the resume's record replays on top of the waiting turn after another restart
+        cell = nbformat.v4.new_code_cell(f"%session approve {call_id}")
+        cell.outputs = [
+            nbformat.v4.new_output("display_data", data=final["data"], metadata=final["metadata"])
+        ]
+        nb.cells.append(cell)
+        nbformat.write(nb, str(path))
+    with Kernel() as kernel:
+        loaded = kernel.execute("%load_ext agent_nb")
+        assert "restored 2 turns" in loaded.stdout and "skipped" not in loaded.stderr
+        history = kernel.execute("%session history").shown
+        assert history.count("[tool]") == 1 and "Sent 5 to Bob." in history
+        assert "waiting" not in kernel.execute("%session info").stdout
+
+
+def test_denying_a_waiting_call_tells_the_model_why(server):
+    server.script(
+        Reply(tool_calls=[{"name": "transfer", "arguments": {"amount": 500, "to": "Eve"}}]),
+        Reply(text="I did not send it."),
+    )
+    with Kernel() as kernel:
+        kernel.execute("%load_ext agent_nb\n" + BANK.replace("{url}", server.url) + "\n%agent bot")
+        kernel.execute("%%chat\nPay Eve 500")
+        call_id = re.search(
+            r"waiting for approval: (\S+)", kernel.execute("%session info").stdout
+        ).group(1)
+        unknown = kernel.execute("%session deny nope")
+        assert (
+            unknown.error["ename"] == "ChatError"
+            and "no tool call 'nope'" in unknown.error["evalue"]
+        )
+        denied = kernel.execute(f"%session deny {call_id} too much money")
+        assert denied.error is None and "TRANSFERRED" not in denied.stdout
+        assert "I did not send it." in denied.last_display["data"]["text/plain"]
+        sent = server.requests[-1]["messages"][-1]
+        assert sent["role"] == "tool"
+        assert sent["content"] == "The user did not approve this call: too much money."
+
+
+def test_a_turn_whose_store_fails_is_kept_shown_and_recorded(server):
+    server.script(Reply(text="The answer you see."))
+    with Kernel() as kernel:
+        kernel.execute(
+            "%load_ext agent_nb\n"
+            "from agent_nb import Agent\nfrom agent_nb.stores import MemoryStore\n"
+            "class Broken(MemoryStore):\n"
+            "    def save(self, session_id, data):\n"
+            "        raise OSError('disk full')\n"
+            "    def append(self, *args, **kwargs):\n"
+            "        raise OSError('disk full')\n"
+            f"bot = Agent(provider='openai', model='m', base_url='{server.url}', api_key='k', "
+            "store=Broken())\n%agent bot"
+        )
+        turn = kernel.execute("%%chat\nhello")
+        assert turn.error["ename"] == "ChatError"
+        assert "kept in this notebook, but" in turn.error["evalue"]
+        assert "disk full" in turn.error["evalue"] and "unchanged" not in turn.error["evalue"]
+        final = turn.last_display
+        assert "The answer you see." in final["data"]["text/plain"]
+        assert final["metadata"]["agent_nb"]["op"] == "turn"
+        assert "messages: 2" in kernel.execute("%session info").stdout

@@ -187,7 +187,7 @@ class ChatMagics(Magics):
     def _turn(
         self,
         session: Session,
-        prompt: str,
+        prompt: str | None,
         settings: dict[str, Any],
         schema: Any,
         *,
@@ -197,18 +197,27 @@ class ChatMagics(Magics):
     ) -> Response:
         """One turn shown live and recorded; with `replace`, a retry made on a copy of the
         session: `replace(response)` puts the finished answer in place of the last turn, and
-        an answer that does not finish changes nothing, its record included."""
+        an answer that does not finish changes nothing, its record included. With `prompt`
+        None, the turn resumes the calls that waited for approval."""
         live = live_answer(rich=self._rich())
         before = len(session.messages)
+        waiting = session.messages[-1].id if prompt is None else None
         started = time.monotonic()
         extra = {"fork_of": fork_of} if fork_of else {}
+        op = "resume" if prompt is None else "turn" if replace is None else "retry"
+        unsaved: StoreError | None = None
         try:
-            if schema is not None:
+            if prompt is None:
+                for call in session.pending_approvals:  # called in an earlier cell
+                    live.tool_call(call.id, call.name, call.arguments_json())
+                events = session.stream_resume(**settings)
+            elif schema is not None:
                 response = session.json(prompt, schema=schema, **settings)
             elif not stream:
                 response = session.run(prompt, **settings)
             else:
                 events = session.stream(prompt, **settings)
+            if prompt is None or (stream and schema is None):
                 try:
                     for event in events:
                         if event.type == "text_delta":
@@ -222,6 +231,9 @@ class ChatMagics(Magics):
                 response = events.response
         except KeyboardInterrupt:
             kept = session.messages[before:]
+            if prompt is None:  # a resume replaces the waiting round, once anything ran
+                changed = session.messages[before - 1].id != waiting
+                kept = session.messages[before - 1 :] if changed else []
             partial = Response(
                 text="".join(m.text for m in kept if m.role == "assistant"),
                 messages=tuple(kept),
@@ -230,7 +242,7 @@ class ChatMagics(Magics):
             )
             live.finish(
                 render.footer(partial, time.monotonic() - started),
-                persist.record("turn", session, kept, **extra) if kept and not replace else None,
+                persist.record(op, session, kept, **extra) if kept and not replace else None,
                 empty="*(stopped before any text arrived: nothing kept)*",
             )
             if replace is not None:  # the copy keeps what was shown; the session, nothing
@@ -241,22 +253,70 @@ class ChatMagics(Magics):
                 f"stopped; {'the partial answer is kept' if kept else 'nothing was kept'} in "
                 f"session {session.session_id!r}"
             ) from None
+        except StoreError as exc:  # the turn is in the session; only its store missed it
+            if exc.response is None:
+                raise ChatError(str(exc)) from None
+            response, unsaved = exc.response, exc
         except AgentError as exc:
             note = ": its last turn is kept" if replace is not None else ""
             raise ChatError(f"{exc} (session {session.session_id!r} is unchanged{note})") from None
         assert response is not None
         if replace is not None:
             replace(response)
-        streamed = stream and schema is None  # if not, nothing is shown yet: show it whole
+        streamed = prompt is None or (stream and schema is None)  # else show it now, whole
         live.finish(
             render.footer(response, time.monotonic() - started),
-            persist.record(
-                "turn" if replace is None else "retry", session, list(response.messages), **extra
-            ),
+            persist.record(op, session, list(response.messages), **extra),
             shown=None if streamed else render.turn_html(response.messages),
             plain=None if streamed else response.text,
         )
+        if response.pending_approvals:
+            self._show_waiting(session, list(response.pending_approvals))
+        if unsaved is not None:
+            raise ChatError(f"answered, and kept in this notebook, but {unsaved}") from None
         return response
+
+    def _show_waiting(self, session: Session, calls: list[Any]) -> None:
+        """The calls a turn stopped at, with the commands that decide them."""
+        rows, lines = [], []
+        for call in calls:
+            args = ", ".join(f"{k}={v!r}" for k, v in call.arguments_json().items())
+            what = f"{call.name}({args})"
+            approve, deny = f"%session approve {call.id}", f"%session deny {call.id} [reason]"
+            lines.append(f"waiting for approval: {what}\n  run: {approve}  or: {deny}")
+            rows.append(
+                f"<li>⏸ <code>{render.escaped(what)}</code> waits for your approval: run "
+                f"<code>{render.escaped(approve)}</code> or <code>{render.escaped(deny)}</code>"
+                "</li>"
+            )
+        self._display(f"<ul>{''.join(rows)}</ul>", "\n".join(lines), None)
+
+    def _session_approve(self, rest: list[str]) -> Response | None:
+        """%session approve ID [ID ...]: let waiting calls run; the last decision resumes."""
+        return self._decide(rest, approved=True)
+
+    def _session_deny(self, rest: list[str]) -> Response | None:
+        """%session deny ID [REASON ...]: refuse a waiting call (the model is told why)."""
+        return self._decide(rest, approved=False)
+
+    def _decide(self, rest: list[str], *, approved: bool) -> Response | None:
+        session = self.session()
+        verb = "approve" if approved else "deny"
+        if not rest:
+            raise ChatError(f"%session {verb} ID: name the call (see %session info)")
+        try:
+            if approved:
+                for call_id in rest:
+                    session.approve(call_id)
+            else:
+                session.deny(rest[0], " ".join(rest[1:]) or None)
+        except AgentError as exc:
+            raise ChatError(str(exc)) from None
+        undecided = [c.id for c in session.pending_approvals if c.id not in session._decisions]
+        if undecided:
+            print(f"agent_nb: {verb}d; still waiting: {', '.join(undecided)}")
+            return None
+        return self._turn(session, None, {}, None, stream=True, fork_of=None)
 
     def _interpolate(self, cell: str) -> str:
         try:
@@ -297,6 +357,8 @@ class ChatMagics(Magics):
         %session clear               forget the current session's messages
         %session undo                drop the last turn
         %session retry               answer the last prompt again
+        %session approve ID [ID ...] let tool calls that wait for approval run (then resume)
+        %session deny ID [REASON]    refuse one; the model is told, with REASON
         %session history [-n N]      the last N messages
         %session show                the whole transcript
         %session info                id, model, messages, tokens
@@ -429,6 +491,8 @@ class ChatMagics(Magics):
             f"tokens: {usage.input_tokens} in, {usage.output_tokens} out\n"
             f"sessions in this notebook: {len(self.sessions)}"
         )
+        for call in session.pending_approvals:
+            print(f"waiting for approval: {call.id} ({call.name}): %session approve|deny {call.id}")
 
     def _session_delete(self, rest: list[str]) -> None:
         if not rest or rest[0] not in self.sessions:

@@ -23,9 +23,10 @@ from ..session import FORMAT_VERSION, Session, _describe, _session_id
 
 #: The key of agent_nb's records in output metadata.
 KEY = "agent_nb"
-#: What a record can say happened: `retry` replaces the last turn with the record's messages.
-OPS = ("turn", "retry", "load", "clear", "undo", "system", "fork")
-_WITH_MESSAGES = ("turn", "retry", "load")
+#: What a record can say happened: `retry` replaces the last turn with the record's messages;
+#: `resume` replaces the round that waited for approval with them.
+OPS = ("turn", "retry", "resume", "load", "clear", "undo", "system", "fork")
+_WITH_MESSAGES = ("turn", "retry", "resume", "load")
 
 
 def record(
@@ -161,14 +162,19 @@ class _Replay:
         messages = entry.messages or []
         ids = {m.id for m in messages}
         seen = self.seen[entry.session_id]
-        if entry.op in ("turn", "retry") and ids & seen:
+        if entry.op in ("turn", "retry", "resume") and ids & seen:
             raise _Skip("it holds a turn already restored (a copied cell); replayed once")
         if entry.op == "load":  # a session loaded from a store replaces what was there
             session._set_history(messages)
-        elif entry.op in ("turn", "retry"):
+        elif entry.op in ("turn", "retry", "resume"):
+            history = session.messages
             if entry.op == "retry":
-                drop_last_turn(session)
-            session._set_history(session.messages + messages)
+                history = history[: last_turn(history) or 0]
+            elif entry.op == "resume":
+                if not (history and history[-1].metadata.get("awaiting_approval")):
+                    raise _Skip("it resumes tool calls that no earlier record left waiting")
+                history = history[:-1]
+            session._set_history(history + messages)
             self.turns += 1
         elif entry.op == "clear":
             session.clear()

@@ -237,7 +237,9 @@ class HTTPClient:
                 pool=timeout.pool,
             )
         try:
-            request = client.build_request("POST", path, json=body, timeout=timeout)
+            request = client.build_request(
+                "POST", path, content=_json_body(body), headers=_JSON, timeout=timeout
+            )
             response = await self._follow(client, request)
         except httpx.TimeoutException as exc:
             raise self.error(
@@ -433,6 +435,23 @@ async def _event_batches(response: httpx.Response) -> AsyncIterator[list[ServerS
     batch = [e for e in map(events.decode, lines.flush()) if e is not None]
     if batch:
         yield batch
+
+
+_JSON = {"content-type": "application/json"}
+
+
+def _json_body(body: dict[str, Any]) -> bytes:
+    """The request as UTF-8 JSON, as httpx's json= makes it, but never failing on text.
+
+    Text with a surrogate pair split in two (as a stream delivers it) is joined, and a lone
+    surrogate, which UTF-8 cannot hold, is sent as U+FFFD: the history keeps it as it came.
+    """
+    text = json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        joined = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+        return joined.encode("utf-8")
 
 
 def _loads(text: str) -> Any:

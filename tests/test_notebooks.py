@@ -86,6 +86,8 @@ def test_tools(provider, tmp_path, request):
             "It is sunny in Paris.",
             _tool_reply("get_weather", {"city": "Lyon"}),
             "Sunny in Lyon too.",
+            _tool_reply("book_flight", {"destination": "Oslo", "date": "2027-01-15"}),
+            "Booked: seat 12A.",
         )
     nb = execute("tools", tmp_path)
     (record,) = chat_outputs(nb.cells[3])
@@ -95,6 +97,17 @@ def test_tools(provider, tmp_path, request):
     assert "tool ['get_weather']" not in stdout(nb.cells[4])
     assert "tool [] ['sunny and 21 °C in Paris']" in stdout(nb.cells[4])
     assert stdout(nb.cells[5]).split() == ["tool_call", "get_weather", "tool_result", "get_weather"]
+    # approval: the call waits, with its commands; approving it runs it and the answer goes on
+    booking = next(c for c in nb.cells if c.source.startswith("%%chat -o booking"))
+    waiting = "".join(o.get("data", {}).get("text/plain", "") for o in booking.outputs)
+    assert "waiting for approval: book_flight(" in waiting and "%session approve" in waiting
+    assert "seat 12A" not in waiting
+    approved = next(c for c in nb.cells if c.source.startswith("call_id ="))
+    (resumed,) = chat_outputs(approved)
+    assert resumed["metadata"]["agent_nb"]["op"] == "resume"
+    assert "booked: Oslo on " in resumed["data"]["text/html"]  # the tool ran, once approved
+    # structured output
+    assert stdout(nb.cells[-1]).strip() == "Forecast True"
 
 
 def _tool_reply(name, arguments):

@@ -264,7 +264,18 @@ def _check_turn(session, before: int, events: list, runs: list[str]) -> None:
     session.clear()  # never busy
 
 
+@pytest.fixture
+def no_stray_finalizers():
+    """No garbage collection while SIGINTs fly: a signal landing in the `__del__` of another
+    test's leftovers would be swallowed there (and reported as unraisable), not ours to test."""
+    gc.collect()
+    gc.disable()
+    yield
+    gc.enable()
+
+
 @pytest.mark.timeout(60)
+@pytest.mark.usefixtures("no_stray_finalizers")
 def test_fuzz_keyboard_interrupts_at_random_instants():
     rng = random.Random(20261201)
     main = threading.main_thread().ident
@@ -298,6 +309,7 @@ def test_fuzz_keyboard_interrupts_at_random_instants():
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.usefixtures("no_stray_finalizers")
 def test_fuzz_keyboard_interrupts_during_run():
     """`run` interrupted anywhere: never busy; history unchanged, whole, or marked partial."""
     rng = random.Random(2026)

@@ -16,6 +16,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 
 class ServerUnavailable(Exception):
@@ -211,12 +212,18 @@ class JupyterLabServer:
         _wait_for_port(self.port, self._process, "jupyter lab", timeout=60)
 
     def stop(self) -> None:
-        self._process.terminate()
-        try:
-            self._process.wait(10)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-        self._log.close()
+        _stop(self._process, self._log)
+
+
+def _stop(process: subprocess.Popen, log: Any, grace: float = 10) -> None:
+    """Terminate `process` (kill it if it lingers past `grace` seconds) and close its log."""
+    process.terminate()
+    try:
+        process.wait(grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    log.close()
 
 
 class LlamaServer:
@@ -260,17 +267,10 @@ class LlamaServer:
             raise ServerUnavailable(f"{exc}; its log ends: {self.log()[-800:]!r}") from None
 
     def log(self) -> str:
-        self._log.flush()
         return self.log_path.read_text(errors="replace")
 
     def stop(self) -> None:
-        self._process.terminate()
-        try:
-            self._process.wait(20)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait()
-        self._log.close()
+        _stop(self._process, self._log, grace=20)
 
 
 def _llama_missing() -> str:

@@ -122,7 +122,9 @@ def test_stream_async_gives_the_answer_run_gives(llama):
 
     async def main() -> list[str]:
         stream = session.stream_async("Write a poem")
-        return [e.text async for e in stream if e.type == "text_delta"]
+        deltas = [e.text async for e in stream if e.type == "text_delta"]
+        await agent.provider.aclose()  # this loop's connections: not left to the GC
+        return deltas
 
     deltas = asyncio.run(main())
     assert len(deltas) > 1 and "".join(deltas) == session.messages[-1].text
@@ -134,7 +136,9 @@ def test_run_async_sessions_run_concurrently(llama):
     sessions = [agent.session() for _ in range(3)]
 
     async def main() -> list[Any]:
-        return await asyncio.gather(*(s.run_async("Hello there") for s in sessions))
+        responses = await asyncio.gather(*(s.run_async("Hello there") for s in sessions))
+        await agent.provider.aclose()
+        return responses
 
     responses = asyncio.run(main())
     assert len({r.text for r in responses}) == 1  # the server queues them; greedy: one answer

@@ -40,3 +40,46 @@ make_venv() {  # make_venv [EXTRAS]: .venv with the package installed (editable)
     cat "$log" >&2; echo "installing agent_nb failed (log above, also in $log)" >&2; exit 1
   fi
 }
+
+# llama-cpp-python (the llama extra) has no wheels on PyPI: it is built from source, CPU only,
+# portable (no -march=native), without the multimodal library, and unoptimized: -O0 builds in
+# about a third of -O3's time, and the tests' model is tiny. The wheel is kept outside the
+# clone, so later runs, and fresh clones on the same machine, install it in seconds.
+LLAMA_CPP_CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_BLAS=OFF -DGGML_CUDA=OFF -DGGML_VULKAN=OFF"
+LLAMA_CPP_CMAKE_ARGS+=" -DGGML_METAL=OFF -DLLAVA_BUILD=OFF -DLLAMA_OPENSSL=OFF"
+LLAMA_CPP_CMAKE_ARGS+=" -DCMAKE_C_FLAGS_RELEASE=-O0 -DCMAKE_CXX_FLAGS_RELEASE=-O0"
+LLAMA_CPP_WHEELS=${AGENT_NB_WHEELS:-${XDG_CACHE_HOME:-$HOME/.cache}/agent_nb/wheels}
+
+install_llama_cpp() {  # install the llama extra into .venv; if that fails, say why and go on
+  local status=.venv/llama-cpp.status log=.venv/llama-cpp.log requirement started
+  rm -f "$status"
+  requirement=$(.venv/bin/python -c 'import tomllib
+extras = tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]
+print(*extras["llama"])')
+  local install=(.venv/bin/python -m pip install -q --disable-pip-version-check
+    --find-links "$LLAMA_CPP_WHEELS" --only-binary llama-cpp-python "$requirement")
+  "${install[@]}" >"$log" 2>&1 && return 0  # installed already, or its wheel is kept
+  echo "building $requirement from source for the llama.cpp tests" \
+    "(the first time only: several minutes; the wheel is kept in $LLAMA_CPP_WHEELS)" >&2
+  apt_install g++ cmake ninja-build || echo "could not install g++ / cmake / ninja-build" >&2
+  mkdir -p "$LLAMA_CPP_WHEELS"
+  started=$SECONDS
+  # --no-cache-dir: this unusual build stays out of pip's cache, where other installs would find it
+  if ! CMAKE_ARGS=$LLAMA_CPP_CMAKE_ARGS timeout 40m .venv/bin/python -m pip wheel -q \
+      --disable-pip-version-check --no-cache-dir --no-deps -w "$LLAMA_CPP_WHEELS" \
+      "$requirement" >"$log" 2>&1; then
+    _llama_cpp_unavailable "building it failed after $((SECONDS - started)) s" "$log" "$status"
+    return 1
+  fi
+  echo "built llama-cpp-python in $((SECONDS - started)) s" >&2
+  if ! "${install[@]}" >"$log" 2>&1; then
+    _llama_cpp_unavailable "installing the built wheel failed" "$log" "$status"
+    return 1
+  fi
+}
+
+_llama_cpp_unavailable() {  # REASON LOG STATUS: tell the terminal, and the tests (they skip)
+  tail -n 20 "$2" >&2
+  echo "llama-cpp-python: $1 (log above, all of it in $2): the llama.cpp tests will skip" >&2
+  echo "$1; see $2" >"$3"
+}

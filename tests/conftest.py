@@ -155,3 +155,30 @@ def store(store_where: tuple[str, dict[str, Any]]) -> Iterator[Any]:
     close = getattr(opened, "close", None)
     if close is not None:
         close()
+
+
+# -- a real llama.cpp server ---------------------------------------------------------------
+
+#: Why the llama.cpp tests were skipped, printed at the end of the run (CI shows it).
+_LLAMA_SKIPPED: list[str] = []
+
+
+@pytest.fixture(scope="session")
+def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """llama-cpp-python's server on 127.0.0.1, serving a tiny random model the tests write."""
+    from llama_model import write_model
+    from servers import LlamaServer, ServerUnavailable
+
+    folder = tmp_path_factory.mktemp("llama")
+    try:
+        server = LlamaServer(folder, write_model(folder / "tiny.gguf"))
+    except ServerUnavailable as exc:
+        _LLAMA_SKIPPED.append(str(exc))
+        pytest.skip(f"no llama.cpp server: {exc}")
+    yield server
+    server.stop()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _LLAMA_SKIPPED:
+        terminalreporter.write_line(f"llama.cpp tests skipped: {_LLAMA_SKIPPED[0]}")

@@ -16,6 +16,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 
 class ServerUnavailable(Exception):
@@ -211,9 +212,73 @@ class JupyterLabServer:
         _wait_for_port(self.port, self._process, "jupyter lab", timeout=60)
 
     def stop(self) -> None:
-        self._process.terminate()
+        _stop(self._process, self._log)
+
+
+def _stop(process: subprocess.Popen, log: Any, grace: float = 10) -> None:
+    """Terminate `process` (kill it if it lingers past `grace` seconds) and close its log."""
+    process.terminate()
+    try:
+        process.wait(grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    log.close()
+
+
+class LlamaServer:
+    """llama-cpp-python's OpenAI-compatible server (`python -m llama_cpp.server`) on a model.
+
+    `scripts/test` builds llama-cpp-python from source; where that failed, or the server does
+    not come up, ServerUnavailable says why (with the end of the server's log).
+    """
+
+    #: The name the server knows the model by (it answers any name with its one model).
+    model = "tiny"
+
+    def __init__(self, folder: Path, model_path: Path, *, n_ctx: int = 2048) -> None:
+        import importlib.util
+        import sys
+        import urllib.request
+
+        if importlib.util.find_spec("llama_cpp") is None:
+            raise ServerUnavailable(_llama_missing())
+        for module in ("uvicorn", "fastapi", "sse_starlette", "starlette_context"):
+            if importlib.util.find_spec(module) is None:
+                raise ServerUnavailable(
+                    f"llama-cpp-python's server extra is missing ({module}): "
+                    "pip install 'llama-cpp-python[server]'"
+                )
+        self.n_ctx = n_ctx
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+        self.log_path = folder / "llama-server.log"
+        command = [sys.executable, "-m", "llama_cpp.server", "--model", str(model_path)]
+        command += ["--model_alias", self.model, "--host", "127.0.0.1", "--port", str(self.port)]
+        command += ["--n_ctx", str(n_ctx), "--n_threads", "1", "--n_threads_batch", "1"]
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self._process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT)
         try:
-            self._process.wait(10)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-        self._log.close()
+            _wait_for_port(self.port, self._process, "the llama.cpp server", timeout=120)
+            with urllib.request.urlopen(f"{self.url}/models", timeout=30) as answer:
+                answer.read()
+        except (ServerUnavailable, OSError) as exc:
+            self.stop()
+            raise ServerUnavailable(f"{exc}; its log ends: {self.log()[-800:]!r}") from None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        _stop(self._process, self._log, grace=20)
+
+
+def _llama_missing() -> str:
+    """Why llama_cpp is not importable: the reason scripts/test wrote down, if it did."""
+    reason = Path(__file__).resolve().parent.parent / ".venv" / "llama-cpp.status"
+    said = reason.read_text().strip() if reason.exists() else ""
+    return (
+        "llama-cpp-python is not installed"
+        + (f" ({said})" if said else "")
+        + ("; ./scripts/test builds it (pip install 'agent-nb[llama]')")
+    )

@@ -101,6 +101,9 @@ async def turn(
     output_mode = settings.pop("output_mode", "auto")
     if output is not None:
         plan = OutputPlan(output, output_mode, agent.provider, model)
+    # a tool_choice that forces a call holds for the first round only (else the model is
+    # forced to call tools until max_tool_rounds), unless repeat_tool_choice=True
+    repeat_choice = bool(settings.pop("repeat_tool_choice", False))
     output_retries = settings.pop("output_retries", 1)
     if (
         not isinstance(output_retries, int)
@@ -196,6 +199,8 @@ async def turn(
                     "raise Agent(max_tool_rounds=...) if that is expected"
                 )
             rounds += 1
+            if not repeat_choice and settings.get("tool_choice") not in (None, "auto", "none"):
+                settings = {k: v for k, v in settings.items() if k != "tool_choice"}
             state.calls = calls
             yield [ToolCall(c.id, c.name, c.arguments_json()) for c in calls]
             if caught_up is not None:

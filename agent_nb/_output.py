@@ -10,6 +10,7 @@ mode cannot express at all (a free-form dict) is sent as a plain, non-strict sch
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from typing import Any
@@ -41,7 +42,7 @@ _CONSTRAINTS = {
 }
 
 
-MODES = ("auto", "native", "tool", "prompted")
+MODES = ("auto", "native", "json_object", "tool", "prompted")
 #: The tool a "tool" mode answer is given through.
 FINAL_TOOL = "final_result"
 _INSTRUCTIONS = (
@@ -84,6 +85,8 @@ class OutputPlan:
         request = self.output.request
         if self.mode == "native":
             return system, tools, request, None
+        if self.mode == "json_object":
+            return system, tools, dataclasses.replace(request, form="json_object"), None
         if self.mode == "tool":
             final = {
                 "name": FINAL_TOOL,

@@ -164,7 +164,9 @@ def _read_chat(body: dict[str, Any]) -> Conversation:
         users=[m["content"] for m in messages if m.get("role") == "user" and m.get("content")],
         tool_outputs=outputs,
         tools=[t["function"] for t in body.get("tools", [])],
-        schema=format_["json_schema"]["schema"] if format_.get("type") == "json_schema" else None,
+        schema=format_["json_schema"]["schema"]
+        if format_.get("type") == "json_schema"
+        else format_.get("schema"),  # {"type": "json_object", "schema": ...}: llama.cpp's
         forced=choice["function"]["name"] if isinstance(choice, dict) else _required(choice),
         system="".join(m["content"] for m in messages if m.get("role") in ("system", "developer")),
     )

@@ -227,11 +227,6 @@ def weather(city: Literal["Paris", "Kyoto"]) -> str:
 FORCE_WEATHER = {"type": "function", "function": {"name": "weather"}}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 12 items 2 and 6: the second round sends content null (HTTP 500), and "
-    "the forced tool_choice again",
-)
 def test_tools_over_several_rounds_and_turns(llama, proxy):
     session = llama(base_url=proxy.url, tools=[weather], max_tokens=LONG).session()
     response = session.run("What is the weather in Paris?", tool_choice=FORCE_WEATHER)
@@ -276,11 +271,6 @@ class Verdict(BaseModel):
     sunny: bool
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 12 item 1: the server rejects response_format json_schema with HTTP 500; "
-    "it takes json_object with a schema",
-)
 def test_item1_json_follows_the_schema(llama):
     session = llama(max_tokens=LONG, max_retries=0).session()
     response = session.json("Which city, and is it sunny?", schema=Verdict)
@@ -299,11 +289,6 @@ def _tool_round_history() -> list[Message]:
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason='issue 12 item 2: an assistant tool call goes out with "content": null; the server '
-    "needs a string (HTTP 500)",
-)
 def test_item2_history_with_a_tool_round_continues(llama, llama_server):
     session = llama(tools=[weather], max_retries=0).session(messages=_tool_round_history())
     response = session.run("And tomorrow?")
@@ -335,11 +320,6 @@ def test_item4_a_rejected_request_is_a_bad_request_sent_once(llama, proxy):
     assert session.messages == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 12 item 5: OpenAI's reasoning-model rules (role developer) applied to a "
-    "model named o3-mini on another server",
-)
 def test_item5_an_o_named_model_gets_a_system_message(llama, proxy):
     session = llama(base_url=proxy.url, model="o3-mini", max_retries=0).session(system="Be brief.")
     with contextlib.suppress(AgentError):
@@ -348,11 +328,6 @@ def test_item5_an_o_named_model_gets_a_system_message(llama, proxy):
     assert session.messages[-1].text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 12 item 5: max_tokens goes out as max_completion_tokens for o3-mini, "
-    "which the server ignores",
-)
 def test_item5_an_o_named_model_keeps_max_tokens(llama, proxy):
     session = llama(base_url=proxy.url, model="o3-mini", max_retries=0).session()
     response = session.run("Hello", max_tokens=5)
@@ -360,10 +335,6 @@ def test_item5_an_o_named_model_keeps_max_tokens(llama, proxy):
     assert response.usage.output_tokens == 5
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 12 item 6: a forced tool_choice is sent again on every round",
-)
 def test_item6_a_forced_tool_choice_forces_the_first_round_only(llama, proxy):
     agent = llama(base_url=proxy.url, tools=[weather], max_tokens=LONG, max_retries=0)
     session = agent.session()
@@ -466,9 +437,9 @@ def _chat_record(cell: Any) -> dict[str, Any]:
     return found
 
 
-def _chat_markdown(cell: Any) -> str:
+def _chat_html(cell: Any) -> str:
     shown = [o for o in cell.outputs if o.output_type in ("display_data", "execute_result")]
-    return shown[-1].data["text/markdown"]
+    return shown[-1].data["text/html"]
 
 
 def test_chat_in_a_kernel_answers_and_remembers(chat_notebook):
@@ -478,7 +449,7 @@ def test_chat_in_a_kernel_answers_and_remembers(chat_notebook):
     assert [m["role"] for m in second["messages"]] == ["user", "assistant"]
     assert second["messages"][0]["parts"][0]["text"] == "What is my name?"
     assert first["messages"][1]["parts"][0]["text"]  # the answer, kept in the notebook
-    assert "<sub>`tiny" in _chat_markdown(chat_notebook.cells[3])
+    assert "<sub><code>tiny</code>" in _chat_html(chat_notebook.cells[3])
     assert "messages: 4" in "".join(
         o.get("text", "") for o in chat_notebook.cells[4].outputs if o.output_type == "stream"
     )
@@ -490,4 +461,4 @@ def test_chat_in_a_kernel_answers_and_remembers(chat_notebook):
     "leaves the tokens out",
 )
 def test_item3_chat_footer_shows_tokens(chat_notebook):
-    assert "out tokens" in _chat_markdown(chat_notebook.cells[3])
+    assert "out tokens" in _chat_html(chat_notebook.cells[3])

@@ -24,6 +24,9 @@ class OutputSchema:
     schema: dict[str, Any]
     strict: bool = True
     description: str | None = None
+    #: "json_schema", or "json_object": the form some OpenAI-compatible servers take instead
+    #: (`{"type": "json_object", "schema": ...}`, llama.cpp's, enforced by a grammar).
+    form: str = "json_schema"
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,8 +57,9 @@ class Provider(abc.ABC):
     #: The model used when the agent names none.
     default_model: str | None = None
     #: How json() asks for structured output here, in the order `auto` tries them: "native"
-    #: (the API's own JSON schema), "tool" (a forced tool call), "prompted" (the schema in
-    #: the instructions). `auto` falls back once, to the second, on an "unsupported" error.
+    #: (the API's own JSON schema), "json_object" (the json_object form with a schema),
+    #: "tool" (a forced tool call), "prompted" (the schema in the instructions). `auto` falls
+    #: back once, to the second, on an "unsupported" error.
     output_modes: tuple[str, ...] = ("native", "prompted")
 
     @abc.abstractmethod

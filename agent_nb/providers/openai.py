@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 from httpx_sse import ServerSentEvent
 
 from ..events import Completion, TextDelta, ThinkingDelta, Usage
@@ -37,6 +38,22 @@ class OpenAIProvider(HTTPProvider):
     key_env = "OPENAI_API_KEY"
     base_url_env = "OPENAI_BASE_URL"
     default_base_url = keyed_base_url = OPENAI_BASE_URL
+    #: Chat Completions servers other than OpenAI may take `{"type": "json_object", ...}`.
+    json_object_form = True
+
+    def __init__(self, *, reasoning_rules: bool | None = None, **options: Any) -> None:
+        """`reasoning_rules`: apply OpenAI's rules for its reasoning models (o1, o3, gpt-5:
+        `developer` messages, `max_completion_tokens`) to models so named; by default only
+        on OpenAI's own servers, where those names mean those models."""
+        super().__init__(**options)
+        host = httpx.URL(self.base_url).host
+        #: OpenAI itself (or Azure OpenAI), not another server that speaks its API.
+        self.official = host == "api.openai.com" or host.endswith(".openai.azure.com")
+        self.reasoning_rules = self.official if reasoning_rules is None else reasoning_rules
+        if not self.official and self.json_object_form:
+            # another server: json_schema first, else the json_object-with-a-schema form
+            # (llama.cpp's, grammar-enforced) before words in the instructions
+            self.output_modes = ("native", "json_object", "prompted")
 
     async def _attempt(self, body: dict[str, Any], stream: bool) -> AsyncIterator[ProviderBatch]:
         http = self._http
@@ -72,14 +89,14 @@ class OpenAIProvider(HTTPProvider):
 
     def build_body(self, request: Request) -> dict[str, Any]:
         """The JSON body of a /chat/completions request."""
-        reasoning = reasoning_model(request.model)
+        reasoning = self.reasoning_rules and reasoning_model(request.model)
         messages: list[dict[str, Any]] = []
         if request.system:
             messages.append(
                 {"role": "developer" if reasoning else "system", "content": request.system}
             )
         for message in request.messages:
-            messages.extend(_wire_messages(message))
+            messages.extend(_wire_messages(message, self.official))
         body: dict[str, Any] = {"model": request.model, "messages": messages}
         if request.tools:
             body["tools"] = [
@@ -91,7 +108,9 @@ class OpenAIProvider(HTTPProvider):
                 if request.tool_choice == "required"
                 else {"type": "function", "function": {"name": request.tool_choice}}
             )
-        if request.output is not None:
+        if request.output is not None and request.output.form == "json_object":
+            body["response_format"] = {"type": "json_object", "schema": request.output.schema}
+        elif request.output is not None:
             json_schema: dict[str, Any] = {
                 "name": request.output.name,
                 "schema": request.output.schema,
@@ -281,7 +300,7 @@ def _function(spec: dict[str, Any]) -> dict[str, Any]:
     return function
 
 
-def _wire_messages(message: Message) -> list[dict[str, Any]]:
+def _wire_messages(message: Message, official: bool = True) -> list[dict[str, Any]]:
     if message.role == "tool":
         return [
             {"role": "tool", "tool_call_id": r.tool_call_id, "content": r.content}
@@ -290,7 +309,8 @@ def _wire_messages(message: Message) -> list[dict[str, Any]]:
     wire: dict[str, Any] = {"role": message.role, "content": message.text}
     calls = message.tool_calls
     if calls:
-        wire["content"] = message.text or None
+        # OpenAI sends null beside tool calls; other servers' chat templates want a string
+        wire["content"] = message.text or (None if official else "")
         wire["tool_calls"] = [
             {
                 "id": call.id,

@@ -23,6 +23,7 @@ class OpenAIResponsesProvider(OpenAIProvider):
     """The Responses API (`/v1/responses`), with the same key and address as `"openai"`."""
 
     name = "openai-responses"
+    json_object_form = False
 
     async def _attempt(self, body: dict[str, Any], stream: bool) -> AsyncIterator[ProviderBatch]:
         state = _State()
@@ -116,7 +117,9 @@ class OpenAIResponsesProvider(OpenAIProvider):
             settings["max_output_tokens"] = settings.pop("max_tokens")
         if "reasoning_effort" in settings:
             body["reasoning"] = {"effort": settings.pop("reasoning_effort")}
-        elif reasoning_model(request.model) and "reasoning" not in settings:
+        elif (
+            self.reasoning_rules and reasoning_model(request.model) and "reasoning" not in settings
+        ):
             body["reasoning"] = {"summary": "auto"}
         body.update({k: v for k, v in settings.items() if v is not None})
         if request.stream:

@@ -23,7 +23,15 @@ from .errors import (
     ToolError,
 )
 from .events import Completion, Done, Event, TextDelta, ThinkingDelta, ToolCall, ToolResult, Usage
-from .messages import Message, ToolCallPart, ToolResultPart
+from .messages import (
+    Message,
+    TextPart,
+    ThinkingPart,
+    ToolCallPart,
+    ToolResultPart,
+    clean_json,
+    clean_text,
+)
 from .providers.base import Request
 from .tools import ArgumentError, ModelRetry, Tool, format_validation_error
 
@@ -117,6 +125,8 @@ async def turn(
         waiting = session.pending_approvals
         if prompt is not None and waiting:
             raise ApprovalPendingError(_waiting_text(session, waiting))
+        if prompt is not None:
+            session._decisions.clear()  # none can be for a call of this new turn
         if prompt is None and not waiting:
             raise ApprovalPendingError(
                 f"session {session.session_id!r} has no tool calls waiting for approval: "
@@ -134,8 +144,9 @@ async def turn(
     try:
         if prompt is None:  # finish the round that waited
             state.resume_round()
-            async for events in _tool_round(state, toolset, agent, approve, caught_up):
-                yield events
+            async with aclosing(_tool_round(state, toolset, agent, approve, caught_up)) as round_:
+                async for events in round_:  # closed with the turn: finished calls are kept
+                    yield events
             state.end_tool_round()
         rounds = 0  # tool rounds run
         while not state.awaiting:
@@ -205,8 +216,9 @@ async def turn(
             yield [ToolCall(c.id, c.name, c.arguments_json()) for c in calls]
             if caught_up is not None:
                 await caught_up()
-            async for events in _tool_round(state, toolset, agent, approve, caught_up):
-                yield events
+            async with aclosing(_tool_round(state, toolset, agent, approve, caught_up)) as round_:
+                async for events in round_:  # closed with the turn: finished calls are kept
+                    yield events
             state.end_tool_round()
         response = state.response(output)
         if plan is not None:
@@ -214,7 +226,10 @@ async def turn(
         state.commit(response)
         await session._autosave_async(response)
     except Exception:
-        raise  # nothing of a failed turn reaches history
+        # Nothing of a failed turn reaches history, but for a resume whose approved calls
+        # ran: their round is kept, or they would wait (and run) again.
+        stopped = prompt is None and state.started
+        raise
     except BaseException:  # cancelled, closed early, interrupted
         stopped = True
         raise
@@ -273,7 +288,11 @@ async def _tool_round(
         if tool is None or not tool.requires_approval:
             runnable.append(call)
             continue
-        decision = decisions.pop(call.id, None)
+        decision: tuple[bool, str | None] | None = None
+        made = decisions.pop(call.id, None)
+        if made is not None and made[2] == call:  # only for the very call it was made on
+            state.decided[call.id] = made
+            decision = made[0], made[1]
         if decision is None and approve is not None:
             decision = await _ask(approve, call)
         if decision is None:
@@ -283,6 +302,7 @@ async def _tool_round(
         else:
             result = _denied(call, decision[1])
             state.results.append(result)
+            state.started = True  # acted on: a stop keeps it
             yield [_result_event(result)]
     if runnable and caught_up is not None:
         await caught_up()
@@ -290,7 +310,6 @@ async def _tool_round(
         state.started = True  # from here a stop keeps the round: no call may run twice
     async with aclosing(_run_calls(runnable, toolset, state, agent.max_concurrency)) as results:
         async for result in results:
-            state.results.append(result)
             yield [_result_event(result)]
 
 
@@ -353,10 +372,15 @@ async def _run_calls(
                 done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
                 for task in sorted(done, key=lambda t: calls.index(running[t])):
                     del running[task]
-                    yield task.result()
+                    result = task.result()
+                    state.results.append(result)
+                    yield result
         finally:
-            for task in running:
-                task.cancel()
+            for task in running:  # stopped: a call that did finish keeps its real result
+                if task.done() and not task.cancelled() and task.exception() is None:
+                    state.results.append(task.result())
+                else:
+                    task.cancel()
             if running:
                 await asyncio.wait(running)
 
@@ -398,11 +422,29 @@ async def _call(call: ToolCallPart, toolset: Toolset, state: _Turn) -> ToolResul
                 tool=call.name,
             ) from exc
         return _error(call, f"The tool raised {type(exc).__name__}: {exc}")
-    return ToolResultPart(tool_call_id=call.id, name=call.name, content=content)
+    return ToolResultPart(tool_call_id=call.id, name=call.name, content=clean_text(content))
+
+
+def _clean_part(part: Any) -> Any:
+    """A part of the model's answer with its text as history keeps it (see clean_text)."""
+    if isinstance(part, TextPart | ThinkingPart) and clean_text(part.text) != part.text:
+        return part.model_copy(update={"text": clean_text(part.text)})
+    if isinstance(part, ToolCallPart):
+        arguments = part.arguments_json()
+        if clean_json(arguments) != arguments:  # built anew: the arguments are frozen then
+            return ToolCallPart(
+                id=part.id,
+                name=part.name,
+                arguments=clean_json(arguments),
+                invalid_arguments=part.invalid_arguments,
+            )
+    return part
 
 
 def _error(call: ToolCallPart, content: str) -> ToolResultPart:
-    return ToolResultPart(tool_call_id=call.id, name=call.name, content=content, is_error=True)
+    return ToolResultPart(
+        tool_call_id=call.id, name=call.name, content=clean_text(content), is_error=True
+    )
 
 
 # -- the turn being built ---------------------------------------------------------------------
@@ -414,10 +456,11 @@ class _Turn:
     def __init__(self, session: Session, prompt: str | None) -> None:
         self.session = session
         self.base = session._messages  # the history this turn extends
-        self.messages = [] if prompt is None else [Message.user(prompt)]
+        self.messages = [] if prompt is None else [Message.user(clean_text(prompt))]
         self.done: set[str] = set()  # calls of the round resumed that already have results
         self.awaiting: list[str] = []  # calls of this round that wait for approval
         self.started = False  # tool calls have started
+        self.decided: dict[str, Any] = {}  # approve()/deny() decisions this turn used
         self.answers: list[str] = []  # each answer given for structured output
         self.output: Any = None  # the validated structured output
         self.discarded: set[str] = set()  # ids of failed answers and their corrections
@@ -447,7 +490,7 @@ class _Turn:
         self.messages.append(
             Message(
                 role="assistant",
-                parts=_unique_call_ids(source.parts),
+                parts=_unique_call_ids(tuple(_clean_part(p) for p in source.parts)),
                 metadata={**source.metadata, **facts},
                 id=source.id,
             )
@@ -550,11 +593,14 @@ class _Turn:
         self.ended = True
         session = self.session
         try:
+            kept = []
             if stopped and not self.committed:
                 kept = self.interrupted(unseen() if unseen is not None else 0)
                 if kept:
                     session._commit(kept, self.usage, base=self.base)
                     session._autosave(quiet=True)
+            if not (self.committed or kept):  # nothing happened: the decisions still hold
+                session._decisions.update(self.decided)
         finally:
             session._lock.release()
 
@@ -569,7 +615,7 @@ class _Turn:
             del self.pending[len(self.pending) - unseen :]
         if not (self.saw_text or self.pending or self.started):
             return []
-        kept = list(self.messages)
+        kept = [m for m in self.messages if m.id not in self.discarded]
         if self.calls:  # every tool call gets exactly one result
             done = {r.tool_call_id for r in self.results}
             missing = [
@@ -585,7 +631,7 @@ class _Turn:
                 )
             )
         if self.pending:
-            kept.append(Message.assistant("".join(self.pending), interrupted=True))
+            kept.append(Message.assistant(clean_text("".join(self.pending)), interrupted=True))
         last = kept[-1]
         if not last.metadata.get("interrupted"):  # stopped between rounds
             kept[-1] = last.model_copy(update={"metadata": {**last.metadata, "interrupted": True}})

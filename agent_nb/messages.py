@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import uuid
 from collections.abc import Iterable, Mapping
 from typing import Annotated, Any, Literal
@@ -116,6 +117,26 @@ def _thaw(value: Any) -> Any:
 
 
 _Frozen = Annotated[dict[StrictStr, Any], PlainSerializer(_thaw)]
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def clean_text(text: str) -> str:
+    """`text` as UTF-8 can hold it: a surrogate pair split in two (as streams deliver them)
+    joined, a lone surrogate made U+FFFD. Text entering history goes through this."""
+    if not _SURROGATE.search(text):
+        return text
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
+def clean_json(value: Any) -> Any:
+    """`clean_text` over every string of a JSON value, keys included."""
+    if isinstance(value, str):
+        return clean_text(value)
+    if isinstance(value, dict):
+        return {clean_text(k) if isinstance(k, str) else k: clean_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [clean_json(v) for v in value]
+    return value
 
 
 class _Part(BaseModel):

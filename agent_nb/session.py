@@ -80,8 +80,10 @@ class Session:
         self.agent = agent
         #: This session's own tools (None: the agent's).
         self._tools = None if tools is None else _loop.Toolset(tools)
-        #: approve()/deny() decisions on waiting calls: id -> (approved, reason)
-        self._decisions: dict[str, tuple[bool, str | None]] = {}
+        #: approve()/deny() decisions on waiting calls: id -> (approved, reason, the call);
+        #: a decision holds only for the very call it was made on, and goes with any change
+        #: of history.
+        self._decisions: dict[str, tuple[bool, str | None, ToolCallPart]] = {}
         self.session_id = _check_id(session_id) if session_id is not None else _new_id()
         self.system = system
         self._messages: list[Message] = _check_messages(messages) if messages else []
@@ -118,6 +120,7 @@ class Session:
         """Forget every message; the system prompt stays."""
         with self._idle():
             self._messages = []
+            self._decisions.clear()
             self._touch()
             self._autosave()
 
@@ -125,6 +128,7 @@ class Session:
         """Replace the history with `messages` (one save, not one per message)."""
         with self._idle():
             self._messages = list(messages)
+            self._decisions.clear()
             self._touch()
             self._autosave()
 
@@ -137,6 +141,7 @@ class Session:
             )
         with self._idle():
             self._messages.append(message)
+            self._decisions.clear()
             self._touch()
             self._autosave()
 
@@ -175,10 +180,10 @@ class Session:
     def pending_approvals(self) -> list[ToolCallPart]:
         """The tool calls the last turn stopped at, waiting for approve()/deny(), then resume()."""
         messages = self._messages
-        if len(messages) < 2 or not messages[-1].metadata.get("awaiting_approval"):
+        waiting = messages[-1].metadata.get("awaiting_approval") if messages else None
+        if len(messages) < 2 or not isinstance(waiting, tuple | list):
             return []
-        waiting = set(messages[-1].metadata["awaiting_approval"])
-        return [call for call in messages[-2].tool_calls if call.id in waiting]
+        return [call for call in messages[-2].tool_calls if call.id in set(waiting)]
 
     def approve(self, call_id: str) -> None:
         """Let a waiting tool call run when the turn resumes."""
@@ -189,14 +194,14 @@ class Session:
         self._decide(call_id, False, reason)
 
     def _decide(self, call_id: str, approved: bool, reason: str | None) -> None:
-        waiting = [call.id for call in self.pending_approvals]
+        waiting = {call.id: call for call in self.pending_approvals}
         if call_id not in waiting:
             known = ", ".join(map(repr, waiting)) or "none"
             raise ApprovalPendingError(
                 f"no tool call {call_id!r} waits for approval in session "
                 f"{self.session_id!r} (waiting: {known})"
             )
-        self._decisions[call_id] = (approved, reason)
+        self._decisions[call_id] = (approved, reason, waiting[call_id])
 
     def resume(self, **settings: Any) -> Response:
         """Run the decided tool calls of the waiting round, then let the model answer."""
@@ -683,9 +688,28 @@ def _parse_session_data(data: Any, where: str | None = None) -> _SessionData:
             )
         )
     try:
-        return _SessionData.model_validate(data)
+        parsed = _SessionData.model_validate(data)
     except pydantic.ValidationError as exc:
         raise InvalidSessionData(_named(where, _INVALID + _describe(exc))) from None
+    problem = _waiting_problem(parsed.messages)
+    if problem:
+        raise InvalidSessionData(_named(where, _INVALID + problem))
+    return parsed
+
+
+def _waiting_problem(messages: list[Message]) -> str | None:
+    """What is wrong with the calls the history says wait for approval, if anything."""
+    if not messages or "awaiting_approval" not in messages[-1].metadata:
+        return None
+    at = f"messages[{len(messages) - 1}].metadata.awaiting_approval"
+    waiting = messages[-1].metadata["awaiting_approval"]
+    if not isinstance(waiting, tuple | list) or not all(isinstance(w, str) for w in waiting):
+        return f"{at}: a list of tool call ids, got {_short(waiting)}"
+    calls = {c.id for c in messages[-2].tool_calls} if len(messages) > 1 else set()
+    unknown = [w for w in waiting if w not in calls]
+    if messages[-1].role != "tool" or unknown:
+        return f"{at}: {_short(unknown or waiting)} is no tool call of the message before"
+    return None
 
 
 def _named(where: str | None, problem: str) -> str:

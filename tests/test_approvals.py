@@ -129,7 +129,7 @@ def test_a_denied_call_goes_back_to_the_model():
     assert [r.content for r in sent] == ["1000", "The user did not approve this call: not today."]
 
 
-def test_a_failed_resume_leaves_the_calls_waiting():
+def test_a_resume_that_fails_after_the_call_ran_keeps_its_result_never_to_run_twice():
     ran: list[str] = []
 
     class Failing(TestProvider):
@@ -144,13 +144,134 @@ def test_a_failed_resume_leaves_the_calls_waiting():
     provider = Failing([PAY, "Sent."])
     session = Agent(provider=provider, model="t", tools=tools(ran)).session()
     session.run("pay Bob")
-    before = session.to_dict()["messages"]
     session.approve("t")
     provider.fail = True
     with pytest.raises(ServerError):
         session.resume()
-    assert session.to_dict()["messages"] == before  # the tool ran, but the turn did not finish
-    assert [c.id for c in session.pending_approvals] == ["t"]
+    assert ran == ["balance", "transfer 5 Bob"]
+    assert session.pending_approvals == []  # it ran: it no longer waits
+    assert [r.content for r in session.messages[-1].tool_results] == ["1000", "sent 5 to Bob"]
+    with pytest.raises(ApprovalPendingError, match="nothing to resume"):
+        session.resume()
+    provider.fail = False
+    session.run("did it work?")  # the conversation goes on; the call ran once
+    assert ran.count("transfer 5 Bob") == 1
+    assert_paired(session.messages)
+
+
+def test_a_resume_that_fails_before_any_call_ran_keeps_the_decision():
+    ran: list[str] = []
+
+    @tool(requires_approval=True)
+    async def transfer(amount: int, to: str) -> str:
+        """Send money."""
+        ran.append("transfer")
+        return "sent"
+
+    def boom(call):
+        raise RuntimeError("the approval service is down")
+
+    provider = TestProvider([round_(("t", "transfer", {"amount": 1, "to": "A"}))])
+    session = Agent(provider=provider, model="t", tools=[transfer]).session()
+    session.run("pay")
+    with pytest.raises(RuntimeError):  # a callback that fails: nothing ran
+        session.resume(approve=boom)
+    assert [c.id for c in session.pending_approvals] == ["t"] and ran == []
+
+
+def test_a_decision_holds_only_for_the_call_it_was_made_on():
+    """Servers reuse ids ("call_0" every time): an old yes must not approve a new call."""
+    ran: list[str] = []
+
+    @tool(requires_approval=True)
+    def rm(path: str) -> str:
+        """Delete a path."""
+        ran.append(path)
+        return "deleted"
+
+    first = round_(("call_0", "rm", {"path": "/tmp/x"}))
+    second = round_(("call_0", "rm", {"path": "/home"}))
+    provider = TestProvider([first, second])
+    session = Agent(provider=provider, model="t", tools=[rm]).session()
+    session.run("clean up")
+    session.approve("call_0")
+    session.clear()  # history changes: the decision goes with it
+    response = session.run("something else")
+    assert ran == [] and [c.arguments_json() for c in response.pending_approvals] == [
+        {"path": "/home"}
+    ]
+    session.approve("call_0")
+    session._messages = [
+        *session._messages[:-2],
+        session._messages[-2].model_copy(update={"parts": first.parts}),
+        session._messages[-1],
+    ]  # the waiting call swapped under the decision (as a hostile store could)
+    provider.add_reply("ok")
+    session.resume()  # the decision was for /home, the call is /tmp/x: not approved
+    assert ran == [] and session.pending_approvals[0].arguments_json() == {"path": "/tmp/x"}
+
+
+def test_a_denial_read_then_stopped_is_kept():
+    ran: list[str] = []
+    provider = TestProvider([PAY, "ok"])
+    session = Agent(provider=provider, model="t", tools=tools(ran)).session()
+    session.run("pay Bob")
+    session.deny("t", "no")
+    stream = session.stream_resume()
+    first = next(stream)
+    assert first.type == "tool_result" and "did not approve" in first.content
+    stream.close()
+    assert session.pending_approvals == []
+    result = session.messages[-1].tool_results[-1]
+    assert result.tool_call_id == "t" and "did not approve this call: no" in result.content
+    assert_paired(session.messages)
+
+
+def test_an_async_stream_stopped_keeps_a_finished_calls_real_result():
+    done = []
+
+    @tool
+    async def fast() -> str:
+        """Fast."""
+        return "fast done"
+
+    @tool
+    async def transfer() -> str:
+        """Slow, with a side effect."""
+        await asyncio.sleep(0.2)
+        done.append("transfer")
+        return "transferred"
+
+    provider = TestProvider([round_(("a", "fast", {}), ("b", "transfer", {})), "ok"])
+    session = Agent(provider=provider, model="t", tools=[fast, transfer]).session()
+
+    async def main():
+        stream = session.stream_async("go")
+        async for event in stream:
+            if event.type == "tool_result":
+                break
+        await asyncio.sleep(0.5)  # the slow call finishes meanwhile
+        await stream.aclose()
+
+    asyncio.run(main())
+    assert done == ["transfer"]
+    results = {r.tool_call_id: r.content for r in session.messages[-1].tool_results}
+    assert results == {"a": "fast done", "b": "transferred"}
+
+
+def test_waiting_state_of_the_wrong_type_does_not_break_the_session():
+    session = Agent(provider=TestProvider(["fine"]), model="t").session()
+    data = session.to_dict()
+    data["messages"] = [
+        Message.user("x").to_dict(),
+        round_(("c", "transfer", {})).to_dict(),
+        {**Message.tool([]).to_dict(), "metadata": {"awaiting_approval": 5}},
+    ]
+    from agent_nb import Session
+    from agent_nb.errors import InvalidSessionData
+
+    with pytest.raises(InvalidSessionData, match="awaiting_approval"):
+        Session.from_dict(data, session.agent)
 
 
 def test_an_approval_callback_that_answers_nonsense_is_a_clear_error():

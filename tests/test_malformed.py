@@ -722,7 +722,7 @@ def test_a_surrogate_pair_split_across_deltas_is_sent_back_whole(server):
     server.script(split, Reply(text="ok"))
     session = agent(server, "openai").session()
     list(session.stream("hi"))
-    assert session.messages[-1].text == "smile \ud83d\ude00 and \udfff"  # kept as it came
+    assert session.messages[-1].text == "smile \U0001f600 and \ufffd"  # joined; lone: U+FFFD
     list(session.stream("again"))  # the next request carries it: no UnicodeEncodeError
     sent = server.requests[-1]["messages"][1]["content"]
     assert sent == "smile \U0001f600 and \ufffd"

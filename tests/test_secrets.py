@@ -421,3 +421,60 @@ def test_the_exact_credentials_are_redacted_whatever_their_shape():
     redact = Redactor(secrets_of(headers, "https://u:pw-9f8e7d6c5b@h/?token=tok-0123456789"))
     text = f"{PLAIN_KEY} {PROXY_SECRET} pw-9f8e7d6c5b tok-0123456789 short"
     assert redact(text) == " ".join([REDACTED] * 4) + " short"
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+def test_no_key_rides_along_in_the_exception_chain(provider):
+    """A refused connection: neither the error nor anything chained to it holds the key."""
+    import socket
+
+    from agent_nb import Agent
+    from agent_nb.errors import APIConnectionError
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    key = "sk-chainsecret0123456789abcdefghij"
+    agent = Agent(
+        provider=provider,
+        model="m",
+        base_url=f"http://127.0.0.1:{port}/v1",
+        api_key=key,
+        max_retries=0,
+    )
+    with pytest.raises(APIConnectionError) as caught:
+        agent.session().run("hi")
+    seen, link = [], caught.value
+    while link is not None:
+        seen.append(link)
+        link = link.__cause__ or link.__context__
+    for error in seen:
+        dump = repr(error) + str(error) + repr(vars(error))
+        request = getattr(error, "request", None)
+        if request is not None:
+            dump += repr(request.headers.raw)
+        assert key not in dump, type(error)
+    assert len(seen) == 1  # nothing chained
+
+
+@pytest.mark.parametrize(
+    "base_url",
+    [
+        "https://me:sk-inurl0123456789abcdef@proxy.example/v1",
+        "https://proxy.example/v1?key=sk-inurl0123456789abcdef",
+    ],
+)
+def test_percent_agent_never_prints_a_key(base_url):
+    from agent_nb import Agent
+    from agent_nb.notebook.magics import ChatMagics
+
+    agent = Agent(
+        provider="openai",
+        model="m",
+        base_url=base_url,
+        api_key="sk-own0123456789abcdefgh",
+        extra_body={"api_key": "sk-own0123456789abcdefgh"},
+    )
+    shown = ChatMagics._describe(agent)
+    assert "sk-inurl0123456789abcdef" not in shown and "sk-own0123456789abcdefgh" not in shown
+    assert "proxy.example" in shown

@@ -389,3 +389,35 @@ def test_fuzz_breaking_out_after_a_random_number_of_events():
             if len(events) > stop:
                 break
         _check_turn(session, 0, events, runs)
+
+
+def test_text_enters_history_as_utf8_can_hold_it_and_every_store_keeps_it(tmp_path):
+    """A pair split across deltas is joined, a lone surrogate made U+FFFD: in the answer, a
+    partial answer, a tool's arguments and result, and the prompt."""
+    from agent_nb.stores import NotebookStore, SQLiteStore
+
+    @tool
+    def echo(text: str) -> str:
+        """Echo."""
+        return text + " \udc00"
+
+    provider = Scripted(
+        [
+            ([["A \ud83d", "\ude00 \udfff"]], [(1, "echo")]),
+            ([["ok"]], []),
+        ]
+    )
+    for store in (SQLiteStore(tmp_path / "s.db"), NotebookStore(tmp_path / "s.ipynb")):
+        session = Agent(provider=provider, model="m", tools=[echo], store=store).session()
+        list(session.stream("hi \ud800"))
+        texts = [m.text for m in session.messages] + [
+            r.content for m in session.messages for r in m.tool_results
+        ]
+        for text in texts:
+            text.encode("utf-8")  # raises on a surrogate
+        assert session.messages[1].text == "A \U0001f600 \ufffd"
+        assert session.messages[0].text == "hi \ufffd"
+        assert store.load(session.session_id)["messages"][1]["parts"][0]["text"] == (
+            "A \U0001f600 \ufffd"
+        )
+        session.to_notebook()  # exports too

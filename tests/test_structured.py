@@ -246,3 +246,16 @@ def test_stream_json_async_and_early_stop():
     assert first.customer == "Ann"
     kept = session.messages[-1]
     assert kept.metadata["interrupted"] is True and ORDER_JSON.startswith(kept.text)
+
+
+def test_a_stream_json_stopped_during_the_retry_keeps_no_failed_answer():
+    bad = '{"customer": "Ann", "items": "tea"}'
+    good = '{"customer": "Ann", "items": [{"name": "tea"}]}'
+    session = Agent(provider=TestProvider([bad, good]), model="t").session()
+    with session.stream_json("order", Order) as stream:
+        first = next(stream)  # from the second answer: the first never validates
+    assert first.customer == "Ann"
+    roles = [(m.role, m.metadata.get("interrupted", False)) for m in session.messages]
+    assert roles == [("user", False), ("assistant", True)]
+    assert good.startswith(session.messages[-1].text)
+    assert "cannot be used" not in "".join(m.text for m in session.messages)

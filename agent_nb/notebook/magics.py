@@ -118,7 +118,7 @@ class ChatMagics(Magics):
             lines.append("settings: " + ", ".join(f"{k}={v!r}" for k, v in agent.defaults.items()))
         if agent.tools:
             lines.append("tools: " + ", ".join(t.name for t in agent.tools))
-        return "\n".join(lines)
+        return agent.provider.redacted("\n".join(lines))  # a key in base_url or a setting
 
     # -- sessions --------------------------------------------------------------------------
 

@@ -214,12 +214,14 @@ class HTTPClient:
                 return
             except (errors.ProviderError, httpx.HTTPError) as exc:
                 error = exc if isinstance(exc, errors.ProviderError) else self._broken(exc, None)
-                if started or not error.retryable or tries >= self.max_retries:
-                    if error is exc:
-                        raise
-                    raise error from None
-                delay = _backoff(tries, error.retry_after)
-            await asyncio.sleep(delay)
+                final = started or not error.retryable or tries >= self.max_retries
+            if final:
+                # raised here, outside the handler: no httpx exception rides along as its
+                # __context__ (its .request holds the headers, the key among them)
+                error.__context__ = error.__cause__ = None
+                error.__suppress_context__ = True
+                raise error
+            await asyncio.sleep(_backoff(tries, error.retry_after))
             tries += 1
 
     @asynccontextmanager
@@ -581,7 +583,11 @@ class HTTPProvider(Provider):
         )
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(base_url={self._http._redact(self.base_url)!r})"
+        return f"{type(self).__name__}(base_url={self.redacted(self.base_url)!r})"
+
+    def redacted(self, text: str) -> str:
+        """`text` with this provider's credentials, and anything shaped like a key, masked."""
+        return self._http._redact(text)
 
     def auth_headers(self, api_key: str | None) -> dict[str, str]:
         """The headers that carry the key (and any the API always wants)."""

@@ -69,5 +69,9 @@ class Provider(abc.ABC):
     async def aclose(self) -> None:
         """Release connections."""
 
+    def redacted(self, text: str) -> str:
+        """`text` safe to show: a provider with credentials masks them (and key shapes)."""
+        return text
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"

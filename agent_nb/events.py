@@ -22,7 +22,13 @@ __all__ = [
 
 
 #: The fields of `Usage`, as `Usage.to_dict()` names them.
-USAGE_FIELDS = ("input_tokens", "output_tokens", "cached_tokens", "reasoning_tokens")
+USAGE_FIELDS = (
+    "input_tokens",
+    "output_tokens",
+    "cached_tokens",
+    "reasoning_tokens",
+    "estimated",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +39,9 @@ class Usage:
     output_tokens: int = 0
     cached_tokens: int = 0
     reasoning_tokens: int = 0
+    #: How many of the model calls counted here were estimated (~4 characters a token):
+    #: their server reported no usage.
+    estimated: int = 0
 
     def __post_init__(self) -> None:
         for name in USAGE_FIELDS:
@@ -55,10 +64,14 @@ class Usage:
             self.output_tokens + other.output_tokens,
             self.cached_tokens + other.cached_tokens,
             self.reasoning_tokens + other.reasoning_tokens,
+            self.estimated + other.estimated,
         )
 
     def to_dict(self) -> dict[str, int]:
-        return {name: getattr(self, name) for name in USAGE_FIELDS}
+        data = {name: getattr(self, name) for name in USAGE_FIELDS}
+        if not data["estimated"]:
+            del data["estimated"]  # as before estimates existed
+        return data
 
 
 @dataclass(frozen=True, slots=True)

@@ -647,6 +647,7 @@ class _UsageData(pydantic.BaseModel):
     output_tokens: _Count = 0
     cached_tokens: _Count = 0
     reasoning_tokens: _Count = 0
+    estimated: _Count = 0
 
 
 def _session_id(value: str) -> str:

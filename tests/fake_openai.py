@@ -52,6 +52,7 @@ class Reply:
     stall: float = 0.0
     chunk_delay: float | None = None
     usage: dict[str, Any] | None = None
+    no_usage: bool = False  # send no usage chunk, even when asked (llama.cpp does so)
 
 
 class FakeOpenAI:
@@ -432,7 +433,7 @@ def _chunks(body: dict[str, Any], reply: Reply, words_per_chunk: int) -> list[by
                 )
             )
     events.append(event({}, _finish(reply)))
-    if body.get("stream_options", {}).get("include_usage"):
+    if body.get("stream_options", {}).get("include_usage") and not reply.no_usage:
         usage_chunk = {**base, "choices": [], "usage": _usage(body, reply, text)}
         events.append(b"data: " + json.dumps(usage_chunk).encode() + b"\n\n")
     events.append(b"data: [DONE]\n\n")

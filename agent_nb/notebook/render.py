@@ -131,7 +131,10 @@ def footer(response: Response, seconds: float | None) -> str:
     facts = [f"<code>{escaped(str(response.model))}</code>"] if response.model else []
     usage = response.usage
     if usage.input_tokens or usage.output_tokens:
-        facts.append(f"{usage.input_tokens:,} in · {usage.output_tokens:,} out tokens")
+        about = "~" if usage.estimated else ""  # the server reported none: our estimate
+        facts.append(
+            f"{about}{usage.input_tokens:,} in · {about}{usage.output_tokens:,} out tokens"
+        )
     if seconds is not None:
         facts.append(f"{seconds:.1f} s")
     if response.interrupted:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import json
 import math
 import os
 import random
+import re
 import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -92,6 +94,7 @@ class HTTPClient:
         self._redact = Redactor(secrets_of(self._headers, self.base_url))
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient]
         self._clients = weakref.WeakKeyDictionary()
+        self._retired: list[httpx.AsyncClient] = []  # dropped after a stream broke off
 
     def _client(self) -> httpx.AsyncClient:
         loop = asyncio.get_running_loop()
@@ -113,8 +116,10 @@ class HTTPClient:
     async def aclose(self) -> None:
         loop = asyncio.get_running_loop()
         client = self._clients.pop(loop, None)
-        if client is not None:
-            await client.aclose()
+        retired, self._retired = self._retired, []
+        for old in [client, *retired]:
+            if old is not None:
+                await old.aclose()
 
     async def post_json(
         self, path: str, body: dict[str, Any], parse: Callable[[Any], ProviderBatch]
@@ -172,7 +177,7 @@ class HTTPClient:
             last = False
             try:
                 # httpx errors while reading (a drop, a stall) become typed errors in `retrying`
-                async for batch in _event_batches(response):
+                async for batch in _event_batches(response, self.timeout.read):
                     for sse in batch:
                         try:
                             last = read(sse, events)
@@ -314,6 +319,11 @@ class HTTPClient:
             errors.ServerError if status >= 500 else errors.ProviderError
         )
         message, code, body_request_id = _error_message(self._redact(text))
+        # Some servers (llama-cpp-python, other FastAPI apps) answer a malformed request with
+        # a 500 carrying the validation error: a fault of the request, not worth a retry.
+        misread = status >= 500 and bool(_REQUEST_FAULT.search(f"{message} {code or ''}"))
+        if misread:
+            cls = errors.BadRequestError
         error = self.error(
             cls,
             message,
@@ -321,9 +331,12 @@ class HTTPClient:
             request_id=_request_id(response.headers) or body_request_id,
             code=code,
             retry_after=_retry_after(response.headers),
-            hint=_hint(status, self._key_hint),
+            hint="the server says 500, but what it rejects is the request: check the "
+            "settings and model this call sends"
+            if misread
+            else _hint(status, self._key_hint),
         )
-        if status in _RETRY_STATUS:
+        if status in _RETRY_STATUS and not misread:
             error.retryable = True
         return error
 
@@ -373,12 +386,37 @@ class HTTPClient:
             detail = f"of an unexpected shape, {type(exc).__name__}: {exc}"
         return self.error(errors.StreamError, f"{what} is malformed: {detail}", excerpt=data)
 
-    def ended_early(self, terminator: str) -> errors.StreamError:
-        """The error for a stream that stopped before `terminator`: never a short answer."""
+    def ended_early(self, terminator: str, *, nothing: bool = False) -> errors.StreamError:
+        """The error for a stream that stopped before `terminator`: never a short answer.
+
+        `nothing`: not a piece of an answer arrived, so the server failed before answering
+        (a retry of the same request will not help).
+        """
+        self.forget_connections()  # what broke off may have left a dead keep-alive behind
+        if nothing:
+            return self.error(
+                errors.StreamError,
+                f"the server ended the stream before sending anything (no {terminator}): it "
+                "failed on its side and its log says why. On a local server the usual cause "
+                "is a prompt longer than the model's context window: shorten the "
+                "conversation (session.fork(), %session undo) or start the server with a "
+                "larger context; the turn was not saved",
+            )
         return self.error(
             errors.StreamError,
             f"the stream ended before {terminator}; the turn was not saved, try again",
         )
+
+    def forget_connections(self) -> None:
+        """The next request on this loop opens fresh connections (a new pooled client).
+
+        The old client is not closed here (another stream may still be reading through
+        it); `aclose()` closes it with the rest.
+        """
+        with contextlib.suppress(RuntimeError):  # no running loop: nothing pooled
+            client = self._clients.pop(asyncio.get_running_loop(), None)
+            if client is not None:
+                self._retired.append(client)
 
     def no_answer(self, missing: str) -> errors.StreamError:
         """The error for an answer that carried nothing: no content and no `missing`."""
@@ -418,14 +456,18 @@ class HTTPClient:
         return ToolCallPart(id=call_id, name=name, invalid_arguments=raw)
 
 
-async def _event_batches(response: httpx.Response) -> AsyncIterator[list[ServerSentEvent]]:
+async def _event_batches(
+    response: httpx.Response, stall: float | None = None
+) -> AsyncIterator[list[ServerSentEvent]]:
     """The server-sent events of each network read, as one list.
 
     httpx-sse's own decoders, run in a plain loop: a provider then handles a read's events
     without an async-generator step per line and per event, which is most of the cost of
-    a long stream.
+    a long stream. `stall`: the longest wait for an event; reads of keep-alive comments
+    alone (`: ping`) do not count as data, so they cannot hold it off.
     """
     lines, events = SSELineDecoder(), SSEDecoder()
+    last = time.monotonic()
     async for text in response.aiter_text():
         batch = []
         for line in lines.decode(text):
@@ -433,13 +475,22 @@ async def _event_batches(response: httpx.Response) -> AsyncIterator[list[ServerS
             if event is not None:
                 batch.append(event)
         if batch:
+            last = time.monotonic()
             yield batch
+        elif stall is not None and time.monotonic() - last > stall:
+            raise httpx.ReadTimeout(f"only keep-alive comments for {stall:g} s")
     batch = [e for e in map(events.decode, lines.flush()) if e is not None]
     if batch:
         yield batch
 
 
 _JSON = {"content-type": "application/json"}
+#: What a 5xx body says when the fault is the request's (a validation error).
+_REQUEST_FAULT = re.compile(
+    r"validation error|Input should be|Field required|Extra inputs are not permitted|"
+    r"invalid_request_error|unrecognized (?:argument|field)",
+    re.IGNORECASE,
+)
 
 
 def _json_body(body: dict[str, Any]) -> bytes:

@@ -78,10 +78,12 @@ class OpenAIProvider(HTTPProvider):
         def finish() -> Completion:
             if state.finish_reason is None:
                 if not state.done:
-                    raise http.ended_early("[DONE] or a finish reason")
+                    raise http.ended_early("[DONE] or a finish reason", nothing=state.empty())
                 if state.empty():
                     # only `[DONE]`: a server that failed quietly, not an empty answer
                     raise http.no_answer("finish reason")
+            if state.usage is None:  # a server that sends none, even when asked
+                state.usage = estimate_usage(body, state)
             return state.completion(http)
 
         async for events in http.post_sse("/chat/completions", body, read, finish):
@@ -169,7 +171,7 @@ class _StreamState:
     refusal: list[str] = field(default_factory=list)
     calls: dict[int, _ToolCallBuffer] = field(default_factory=dict)
     finish_reason: str | None = None
-    usage: Usage = field(default_factory=Usage)
+    usage: Usage | None = None  # None: the stream reported none
     model: str | None = None
     done: bool = False
 
@@ -271,7 +273,7 @@ class _StreamState:
         refusal = "".join(self.refusal) or None
         return Completion(
             message=Message(role="assistant", parts=tuple(parts)),
-            usage=self.usage,
+            usage=self.usage or Usage(),
             finish_reason=self.finish_reason,
             model=self.model,
             refusal=refusal,
@@ -281,6 +283,21 @@ class _StreamState:
 def _at(choices: list[Any], choice: Any) -> str:
     """Where `choice` is, for an error (found when needed: the loop does not count)."""
     return f"choices[{choices.index(choice)}]"
+
+
+def estimate_usage(body: dict[str, Any], state: _StreamState) -> Usage:
+    """Usage guessed at ~4 characters a token, marked estimated (1 model call)."""
+    sent = json.dumps(body.get("messages", []), ensure_ascii=False)
+    said = (
+        "".join(state.text)
+        + "".join("".join(b.arguments) for b in state.calls.values())
+        + "".join(state.thinking)
+    )
+    return Usage(
+        input_tokens=max(1, len(sent) // 4),
+        output_tokens=(len(said) + 3) // 4,
+        estimated=1,
+    )
 
 
 def _usage(raw: Any) -> Usage:

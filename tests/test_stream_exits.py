@@ -279,9 +279,9 @@ def no_stray_finalizers():
 def test_fuzz_keyboard_interrupts_at_random_instants():
     rng = random.Random(20261201)
     main = threading.main_thread().ident
-    deadline = time.monotonic() + 6.0
+    deadline = time.monotonic() + 40.0  # a bound for a loaded machine; ~3 s when idle
     trials = 0
-    while time.monotonic() < deadline and trials < 3000:
+    while time.monotonic() < deadline and trials < 1500:
         trials += 1
         agent, _, runs = two_rounds_with_a_tool()
         session = agent.session()
@@ -314,9 +314,9 @@ def test_fuzz_keyboard_interrupts_during_run():
     """`run` interrupted anywhere: never busy; history unchanged, whole, or marked partial."""
     rng = random.Random(2026)
     main = threading.main_thread().ident
-    deadline = time.monotonic() + 3.0
+    deadline = time.monotonic() + 40.0
     trials = 0
-    while time.monotonic() < deadline and trials < 2000:
+    while time.monotonic() < deadline and trials < 600:
         trials += 1
         agent, _, runs = two_rounds_with_a_tool()
         session = agent.session()
@@ -366,9 +366,9 @@ def test_fuzz_cancellations_at_random_instants():
         _check_turn(session, 0, events, runs)
 
     async def main():
-        deadline = time.monotonic() + 4.0
+        deadline = time.monotonic() + 40.0
         trials = 0
-        while time.monotonic() < deadline and trials < 3000:
+        while time.monotonic() < deadline and trials < 1500:
             trials += 1
             await trial(rng.randrange(0, 40))
         return trials

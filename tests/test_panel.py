@@ -208,3 +208,18 @@ def test_switch_shows_another_session_from_the_store(tmp_path):
     assert [m.text for m in switched.messages] == ["kept in the store"]
     assert "kept in the store" in recorder.custom("reset")[-1]["items"][0]["html"]
     assert panel.switch("first").session_id == "first"
+
+
+async def test_undo_drops_the_last_turn_from_the_session(server):
+    server.script(Reply(text="one"), Reply(text="two"))
+    panel, recorder = panel_on(server)
+    await panel.send("first")
+    await panel.send("second")
+    panel._handle_custom_msg({"type": "undo"}, [])
+    assert [m.text for m in panel.session.messages] == ["first", "one"]
+    items = recorder.custom("reset")[-1]["items"]
+    assert [i["role"] for i in items] == ["user", "assistant"] and "one" in items[1]["html"]
+    panel._handle_custom_msg({"type": "undo"}, [])
+    panel._handle_custom_msg({"type": "undo"}, [])  # nothing left: said so, nothing changes
+    assert panel.session.messages == []
+    assert "nothing to undo" in recorder.custom("end")[-1]["error"]

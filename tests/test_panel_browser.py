@@ -122,6 +122,16 @@ def test_the_panel_streams_stops_and_shares_its_session_with_chat(lab, server, t
         while "answer</strong> from a cell" not in saved(path) and time.monotonic() < deadline:
             page.wait_for_timeout(250)
         assert "answer</strong> from a cell" in saved(path)
+
+        # Undo drops the cell's turn from the session, and so from the panel
+        panel.locator(".agent-nb-panel-undo").click()
+        page.wait_for_function(  # (the view is re-made as the output's transcript changes)
+            f"(p => p && !p.innerText.includes('from a cell')"
+            f" && p.querySelectorAll('.agent-nb-panel-message').length === 2)"
+            f"(document.querySelector('{PANEL}'))",
+            timeout=60_000,
+        )
+        assert "word20" in panel.inner_text()
         assert browser.dialogs == []
 
     from nbconvert import HTMLExporter

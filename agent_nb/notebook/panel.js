@@ -39,7 +39,9 @@ function render({ model, el }) {
   input.value = drafts.get(model) || "";
   const send = element("button", "agent-nb-panel-send", "Send");
   const stop = element("button", "agent-nb-panel-stop", "Stop");
-  form.append(input, send, stop);
+  const undo = element("button", "agent-nb-panel-undo", "Undo");
+  undo.title = "drop the last turn from the session";
+  form.append(input, send, stop, undo);
   el.append(log, form);
 
   let live = null; // {frozen, tail}: the answer streaming in
@@ -118,16 +120,19 @@ function render({ model, el }) {
   };
   const onInput = () => drafts.set(model, input.value);
   const onStop = () => model.send({ type: "stop" });
+  const onUndo = () => model.send({ type: "undo" });
   const onBusy = () => {
     const busy = model.get("busy");
     send.disabled = busy;
     stop.disabled = !busy;
+    undo.disabled = busy;
     el.classList.toggle("agent-nb-panel-busy", busy);
   };
   input.addEventListener("keydown", onKey);
   input.addEventListener("input", onInput);
   send.addEventListener("click", submit);
   stop.addEventListener("click", onStop);
+  undo.addEventListener("click", onUndo);
   model.on("msg:custom", onMessage);
   model.on("change:busy", onBusy);
   onBusy();

@@ -8,7 +8,7 @@ custom messages:
   session), `start` (a prompt is on its way), `delta` (finished blocks of the streaming
   answer, appended once, and the re-rendered tail since the last block), `end` (the turn's
   footer or error; the `append` before it has replaced the live answer with the session's);
-- from it: `hello` (a view opened: send it the conversation), `send`, `stop`.
+- from it: `hello` (a view opened: send it the conversation), `send`, `stop`, `undo`.
 
 The answer streams as an asyncio task on the kernel's loop, so Stop and the other controls
 are handled while tokens arrive. A turn made elsewhere on the same session (`%%chat`) shows
@@ -229,6 +229,23 @@ class ChatPanel(anywidget.AnyWidget):
                 live.block(render.tool_block(event.name, {}, event.content, event.is_error))
         return stream.response
 
+    def _undo(self) -> None:
+        """Drop the session's last turn (the Undo button)."""
+        if self.busy:
+            return
+        from .persist import drop_last_turn
+
+        try:
+            removed = drop_last_turn(self._session)
+        except AgentError as exc:  # a store that failed: the session is as it was
+            self._end(error=f"<p>{render.escaped(str(exc))}</p>")
+            return
+        self._notes = {}
+        self._sync()
+        if not removed:
+            self._end(error="<p>nothing to undo</p>")
+        self._refresh_fallback()
+
     # -- other turns on the session ----------------------------------------------------------
 
     def _listen(self) -> None:
@@ -265,6 +282,8 @@ class _Handler:
             panel._sync(reset=True)
         elif kind == "stop":
             panel.stop()
+        elif kind == "undo":
+            panel._undo()
         elif kind == "send":
             text = content.get("text")
             if isinstance(text, str) and text.strip() and not panel.busy:

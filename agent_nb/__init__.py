@@ -14,6 +14,7 @@ __all__ = [
     "AgentError",
     "AsyncJsonStream",
     "AsyncStream",
+    "ChatPanel",
     "JsonStream",
     "Message",
     "ModelRetry",
@@ -25,6 +26,15 @@ __all__ = [
     "tool",
 ]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> object:
+    # ChatPanel needs anywidget and ipywidgets: imported only when asked for
+    if name == "ChatPanel":
+        from .notebook.panel import ChatPanel
+
+        return ChatPanel
+    raise AttributeError(f"module 'agent_nb' has no attribute {name!r}")
 
 
 def load_ipython_extension(ipython: object) -> None:

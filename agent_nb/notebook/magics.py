@@ -360,6 +360,7 @@ class ChatMagics(Magics):
         %session approve ID [ID ...] let tool calls that wait for approval run (then resume)
         %session deny ID [REASON]    refuse one; the model is told, with REASON
         %session history [-n N]      the last N messages
+        %session panel [ID]          a chat window on the session (ID or the current one)
         %session show                the whole transcript
         %session info                id, model, messages, tokens
         %session delete ID           forget a session
@@ -398,6 +399,11 @@ class ChatMagics(Magics):
         self.sessions[session.session_id] = session
         self.current = session.session_id
         self._publish(f"new session `{session.session_id}`", persist.record("system", session))
+
+    def _session_panel(self, rest: list[str]) -> Any:
+        from .panel import ChatPanel
+
+        return ChatPanel(self.session(rest[0] if rest else None))
 
     def _session_list(self, rest: list[str]) -> None:
         if not self.sessions:

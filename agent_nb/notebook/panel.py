@@ -1,0 +1,376 @@
+"""ChatPanel: a chat window on a Session, one anywidget model per panel.
+
+The Session is the truth and the panel a view of it. Every piece of HTML the front end shows
+is rendered and sanitized here (render.py); panel.js only inserts it. The comm carries
+custom messages:
+
+- to the front end: `reset` (the whole conversation), `append` (messages new in the
+  session), `start` (a prompt is on its way), `delta` (finished blocks of the streaming
+  answer, appended once, and the re-rendered tail since the last block), `end` (the turn's
+  footer or error; the `append` before it has replaced the live answer with the session's);
+- from it: `hello` (a view opened: send it the conversation), `send`, `stop`, `undo`.
+
+The answer streams as an asyncio task on the kernel's loop, so Stop and the other controls
+are handled while tokens arrive. A turn made elsewhere on the same session (`%%chat`) shows
+up when its cell ends: the panel listens to IPython's `post_run_cell`, which costs nothing
+while idle and catches every cell that could have changed the session (a turn made from a
+thread outside any cell shows up at the next cell, or at the panel's next turn).
+
+The output bundle carries, next to the widget view, the session's transcript as sanitized
+text/html: what a saved notebook, nbviewer or nbconvert shows without a kernel. It is
+refreshed (update_display_data) after every turn, so the saved notebook has the latest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import pathlib
+import time
+import uuid
+import weakref
+from typing import Any
+
+import anywidget
+import traitlets
+
+from ..agent import Agent
+from ..errors import AgentError
+from ..messages import Message
+from ..session import Session
+from . import render
+from .live import BYTE_BUDGET, MESSAGE_BYTES, UPDATE_INTERVAL, _Blocks
+
+#: Bytes the tail may cost beyond BYTE_BUDGET per character received (a short answer's
+#: tail refreshes at the full rate; then the budget rules).
+BYTE_ALLOWANCE = 20_000
+
+_HERE = pathlib.Path(__file__).parent
+
+
+class ChatPanel(anywidget.AnyWidget):
+    """A chat window on a Session (or a new session of an Agent), inside the notebook."""
+
+    _esm = _HERE / "panel.js"
+    _css = _HERE / "panel.css"
+    #: Synced to the front end: which session, and whether a turn is running.
+    session_id = traitlets.Unicode("").tag(sync=True)
+    busy = traitlets.Bool(False).tag(sync=True)
+
+    def __init__(self, session_or_agent: Session | Agent, *, store: Any = None) -> None:
+        if isinstance(session_or_agent, Agent):
+            session = session_or_agent.session(store=store)
+        elif isinstance(session_or_agent, Session):
+            session = session_or_agent
+        else:
+            raise TypeError(
+                "ChatPanel takes a Session or an Agent (ChatPanel(agent.session()) or "
+                f"ChatPanel(agent)), got {type(session_or_agent).__name__}"
+            )
+        super().__init__(session_id=session.session_id)
+        self._store = store if store is not None else session.store
+        self._sessions: dict[str, Session] = {session.session_id: session}
+        self._session = session
+        self._shown: list[str] = []  # ids of the messages the front end shows
+        self._task: asyncio.Task | None = None
+        self._started = self._stop_early = False
+        self._display_ids: list[str] = []
+        self._notes: dict[str, str] = {}  # the last turn's footer and error, for a new view
+        self.on_msg(_Handler(self))
+        self._listen()
+
+    # -- public --------------------------------------------------------------------------
+
+    @property
+    def session(self) -> Session:
+        """The session the panel shows."""
+        return self._session
+
+    def send(self, text: str) -> Any:  # type: ignore[override]
+        """Send `text` as the next prompt and stream the answer into the panel.
+
+        In a running event loop (a notebook cell) this returns the turn's task at once
+        (`await` it for the Response); with no loop it runs the turn and returns the Response.
+        """
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError("panel.send takes the prompt as a non-empty string")
+        if self.busy:
+            raise AgentError(
+                f"the panel on session {self._session.session_id!r} is answering: "
+                "panel.stop() first, or wait for the answer"
+            )
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(self._turn(text))
+        self.busy = True  # at once: a second send before the task starts is refused
+        self._started = self._stop_early = False
+        self._task = loop.create_task(self._turn(text))
+        return self._task
+
+    def stop(self) -> None:
+        """Stop the answer streaming now; the text read so far is kept in the session."""
+        task = self._task
+        if task is None or task.done():
+            return
+        if self._started:
+            task.cancel()
+        else:  # cancelled before its first line, the task could not tidy up: it stops itself
+            self._stop_early = True
+
+    def switch(self, session_id: str) -> Session:
+        """Show session `session_id`: one this panel has shown, or the store's (new if not)."""
+        if self.busy:
+            raise AgentError("the panel is answering: panel.stop() first, then switch")
+        session = self._sessions.get(session_id)
+        if session is None:
+            session = self._session.agent.session(session_id=session_id, store=self._store)
+            self._sessions[session.session_id] = session
+        self._session = session
+        self.session_id = session.session_id
+        self._notes = {}
+        self._sync(reset=True)
+        self._refresh_fallback()
+        return session
+
+    # -- display -------------------------------------------------------------------------
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        bundle = super()._repr_mimebundle_(**kwargs)
+        if bundle is None:
+            return None
+        data, metadata = bundle if isinstance(bundle, tuple) else (bundle, {})
+        return {**data, **self._fallback()}, metadata
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display_id = uuid.uuid4().hex
+        data, metadata = self._repr_mimebundle_()
+        display(data, metadata=metadata, raw=True, display_id=display_id)
+        self._display_ids.append(display_id)
+
+    def _fallback(self) -> dict[str, str]:
+        """The static transcript shown where the widget cannot be (no kernel, nbviewer)."""
+        session = self._session
+        return {
+            "text/html": render.session_html(session.session_id, session.messages, session.system),
+            "text/plain": f"ChatPanel(session {session.session_id!r})",
+        }
+
+    def _refresh_fallback(self) -> None:
+        if not self._display_ids:
+            return
+        from IPython.display import update_display
+
+        data, metadata = self._repr_mimebundle_()
+        for display_id in self._display_ids:
+            update_display(data, metadata=metadata, raw=True, display_id=display_id)
+
+    # -- the conversation ------------------------------------------------------------------
+
+    def _post(self, **content: Any) -> None:
+        """A custom message to every view (Widget.send is the prompt here)."""
+        self._send({"method": "custom", "content": content})
+
+    def _sync(self, *, reset: bool = False) -> None:
+        """Bring the front end to the session's history: the new messages, or all of it."""
+        messages = self._session.messages
+        ids = [m.id for m in messages]
+        if not reset and ids[: len(self._shown)] == self._shown:
+            self._post(type="append", items=_items(messages, len(self._shown)))
+        else:
+            self._post(type="reset", items=_items(messages, 0), **self._notes)
+        self._shown = ids
+
+    def _end(self, **notes: str) -> None:
+        self._notes = notes
+        self._post(type="end", **notes)
+
+    async def _turn(self, prompt: str) -> Any:
+        started = time.monotonic()
+        response, problem = None, None
+        self._started = True
+        try:
+            if self._stop_early:
+                raise asyncio.CancelledError
+            self.busy = True
+            self._notes = {}
+            self._post(type="start", user=render.html(prompt))
+            response = await self._stream(prompt)
+        except asyncio.CancelledError:
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]
+            kept = self._session.messages[len(self._shown) + 1 :]
+            problem = "stopped: " + (
+                "the partial answer is kept" if kept else "nothing had arrived, nothing kept"
+            )
+        except AgentError as exc:
+            problem = str(exc)
+        except Exception as exc:  # shown inline; the session's rules kept its history whole
+            problem = f"{type(exc).__name__}: {exc}"
+        finally:
+            self._task = None
+            self.busy = False
+        self._sync()
+        footer = render.footer(response, time.monotonic() - started) if response else ""
+        error = f"<p>{render.escaped(problem)}</p>" if problem else ""
+        self._end(footer=footer, error=error)
+        self._refresh_fallback()
+        return response
+
+    async def _stream(self, prompt: str) -> Any:
+        live = _LiveTail(self._post)
+        stream = self._session.stream_async(prompt)
+        async for event in stream:
+            if event.type == "text_delta":
+                live.text(event.text)
+            elif event.type == "tool_call":
+                live.block(render.tool_block(event.name, event.arguments, None, False))
+            elif event.type == "tool_result":
+                live.block(render.tool_block(event.name, {}, event.content, event.is_error))
+        return stream.response
+
+    def _undo(self) -> None:
+        """Drop the session's last turn (the Undo button)."""
+        if self.busy:
+            return
+        from .persist import drop_last_turn
+
+        try:
+            removed = drop_last_turn(self._session)
+        except AgentError as exc:  # a store that failed: the session is as it was
+            self._end(error=f"<p>{render.escaped(str(exc))}</p>")
+            return
+        self._notes = {}
+        self._sync()
+        if not removed:
+            self._end(error="<p>nothing to undo</p>")
+        self._refresh_fallback()
+
+    # -- other turns on the session ----------------------------------------------------------
+
+    def _listen(self) -> None:
+        try:
+            from IPython import get_ipython
+        except ImportError:  # pragma: no cover - IPython is a dependency
+            return
+        shell = get_ipython()
+        if shell is None:
+            return
+        listener = _AfterCell(self)
+        shell.events.register("post_run_cell", listener)
+        listener.shell = shell
+
+    def _after_cell(self) -> None:
+        if not self.busy and [m.id for m in self._session.messages] != self._shown:
+            self._notes = {}  # the panel's last footer or error is not about this turn
+            self._sync()
+            self._refresh_fallback()
+
+
+class _Handler:
+    """Messages from the front end (held weakly: a closed panel is not kept alive)."""
+
+    def __init__(self, panel: ChatPanel) -> None:
+        self._panel = weakref.ref(panel)
+
+    def __call__(self, widget: Any, content: Any, buffers: Any) -> None:
+        panel = self._panel()
+        if panel is None or not isinstance(content, dict):
+            return
+        kind = content.get("type")
+        if kind == "hello":
+            panel._sync(reset=True)
+        elif kind == "stop":
+            panel.stop()
+        elif kind == "undo":
+            panel._undo()
+        elif kind == "send":
+            text = content.get("text")
+            if isinstance(text, str) and text.strip() and not panel.busy:
+                panel.send(text)
+
+
+class _AfterCell:
+    """IPython's post_run_cell: show turns made in the cell; gone with its panel."""
+
+    def __init__(self, panel: ChatPanel) -> None:
+        self._panel = weakref.ref(panel)
+        self.shell: Any = None
+
+    def __call__(self, result: Any = None) -> None:
+        panel = self._panel()
+        if panel is None or panel.comm is None:
+            if self.shell is not None:
+                self.shell.events.unregister("post_run_cell", self)
+            return
+        panel._after_cell()
+
+
+class _LiveTail:
+    """The streaming answer as deltas: finished blocks rendered once, the tail re-rendered.
+
+    Blocks are cut where Markdown allows (live.py's rules); the tail is re-sent at most every
+    UPDATE_INTERVAL and only while the bytes stay within live.py's budget, so a long answer
+    costs a few times its size, not its square.
+    """
+
+    def __init__(self, post: Any) -> None:
+        self._post = post
+        self._tail = ""
+        self._done: list[str] = []
+        self._blocks = _Blocks()
+        self._received = 0
+        self._sent = 0
+        self._last = 0.0
+
+    def text(self, delta: str) -> None:
+        self._tail += delta
+        self._received += len(delta)
+        cut = self._blocks.last_cut(self._tail)
+        if cut:
+            self._done.append(render.html(self._tail[:cut]))
+            self._tail = self._tail[cut:]
+            self._blocks.shift(cut)
+        self._flush()
+
+    def block(self, shown: str) -> None:
+        """A whole block of HTML (a tool call): the text before it is finished."""
+        if self._tail:
+            self._done.append(render.html(self._tail))
+        self._tail = ""
+        self._blocks = _Blocks()
+        self._done.append(shown)
+        self._flush(force=True)
+
+    def _flush(self, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last < UPDATE_INTERVAL:
+            return
+        budget = BYTE_BUDGET * self._received + BYTE_ALLOWANCE
+        tail = None  # over budget (its HTML is no shorter than its text): finished blocks only
+        if self._sent + MESSAGE_BYTES + len(self._tail) <= budget:
+            tail = render.html(self._tail) if self._tail else ""
+        elif not self._done:
+            return
+        done = "".join(self._done)
+        self._done = []
+        self._post(type="delta", done=done, tail=tail)
+        self._sent += MESSAGE_BYTES + len(done) + len(tail or "")
+        self._last = now
+
+
+def _items(messages: list[Message], start: int) -> list[dict[str, str]]:
+    """Messages from `start` on as the panel shows them: {"role", "html"}, tool results
+    inside their calls' blocks."""
+    results = {r.tool_call_id: r for m in messages for r in m.tool_results}
+    items = []
+    for message in messages[start:]:
+        if message.role == "assistant":
+            shown = render.turn_html([message], results)
+        elif message.role in ("user", "system"):
+            shown = render.html(message.text)
+        else:
+            continue
+        if shown:
+            items.append({"role": message.role, "html": shown})
+    return items

@@ -216,6 +216,12 @@ class Session:
             lambda reader: _loop.turn(self, None, settings, None, stream=True, reader=reader)
         )
 
+    def stream_resume_async(self, **settings: Any) -> AsyncStream:
+        """`stream_resume()` for `async for`."""
+        return AsyncStream(
+            lambda reader: _loop.turn(self, None, settings, None, stream=True, reader=reader)
+        )
+
     def json(self, prompt: str, schema: Any, **settings: Any) -> Response:
         """Ask for an answer shaped as `schema`; `response.output` is the validated instance."""
         return _runner.run(self.json_async(prompt, schema, **settings))

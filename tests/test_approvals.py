@@ -374,3 +374,16 @@ def test_waiting_calls_survive_a_process_restart(tmp_path):
     assert result["roles"] == ["user", "assistant", "tool", "assistant"]
     reloaded = SQLiteStore(db).load("pay-1")
     assert [m["role"] for m in reloaded["messages"]] == result["roles"]
+
+
+def test_an_async_streamed_resume():
+    ran: list[str] = []
+    session = Agent(provider=TestProvider([PAY, "Sent."]), model="t", tools=tools(ran)).session()
+    session.run("pay Bob")
+    session.approve("t")
+
+    async def main():
+        return [e.type async for e in session.stream_resume_async()]
+
+    assert asyncio.run(main())[-1] == "done" and ran == ["balance", "transfer 5 Bob"]
+    assert session.pending_approvals == [] and session.messages[-1].text == "Sent."

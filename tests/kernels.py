@@ -75,9 +75,22 @@ class Kernel:
         self.manager.shutdown_kernel(now=True)
 
     def execute(
-        self, code: str, *, interrupt_after: float | None = None, timeout: float = 60
+        self,
+        code: str,
+        *,
+        interrupt_after: float | None = None,
+        timeout: float = 60,
+        cell_id: str | None = None,
     ) -> Execution:
-        msg_id = self.client.execute(code)
+        """Run `code`; with `cell_id`, as JupyterLab runs a cell (its id in the metadata)."""
+        if cell_id is None:
+            msg_id = self.client.execute(code)
+        else:
+            content = {"code": code, "silent": False, "store_history": True}
+            content |= {"user_expressions": {}, "allow_stdin": False, "stop_on_error": True}
+            msg = self.client.session.msg("execute_request", content, metadata={"cellId": cell_id})
+            self.client.shell_channel.send(msg)
+            msg_id = msg["header"]["msg_id"]
         if interrupt_after is not None:
             time.sleep(interrupt_after)
             self.manager.interrupt_kernel()

@@ -92,7 +92,8 @@ def from_notebook(
     )
     if chosen in stored:
         return Session.from_dict(stored[chosen], agent)
-    rebuilt, current, _ = persist.replay(persist.records(notebook), agent)
+    replayed = persist.replay(persist.records(notebook), agent)
+    rebuilt, current = replayed.sessions, replayed.current
     chosen = chosen or current
     if chosen in rebuilt:
         return rebuilt[chosen]

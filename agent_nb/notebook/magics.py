@@ -19,6 +19,7 @@ from ..errors import AgentError, InvalidSessionData, SessionNotFoundError, Store
 from ..session import Response, Session
 from ..stores.base import SessionStore
 from . import export, persist, render
+from .cells import Cells
 from .live import live_answer
 
 
@@ -42,6 +43,7 @@ class ChatMagics(Magics):
         self.agent: Agent | None = None
         self.sessions: dict[str, Session] = {}
         self.current: str | None = None
+        self.cells = Cells()
 
     # -- the agent -------------------------------------------------------------------------
 
@@ -160,13 +162,21 @@ class ChatMagics(Magics):
         prompt = self._interpolate(cell).strip()
         if not prompt.strip():
             raise ChatError("the cell is empty: write your message below %%chat")
+        previous = self.cells.previous()
+        again = previous if previous is not None and previous.first_id else None
+        if again and args.session_id in (None, again.session_id) and not args.fork:
+            in_place = self.sessions.get(again.session_id)
+            if in_place is not None and again.first_id in {m.id for m in in_place.messages}:
+                return self._chat_again(args, prompt, in_place, again)
         session = self.session(args.session_id)
         fork_of = None
         if args.fork:
             fork_of = session.session_id
-            session = session.fork(args.fork)
-            self.sessions[session.session_id] = session
-            self.current = session.session_id
+            session, _ = self._fork(session, args.fork, replace=False, previous=previous)
+        self._chat_turn(args, prompt, session, fork_of=fork_of, previous=previous)
+
+    def _settings(self, args: Any, session: Session) -> tuple[dict[str, Any], Any]:
+        """The turn's settings and schema from %%chat's options (a --system is set now)."""
         if args.system is not None:
             session.system = args.system
         settings: dict[str, Any] = {}
@@ -176,13 +186,91 @@ class ChatMagics(Magics):
             settings["temperature"] = args.temperature
         if args.max_tokens is not None:
             settings["max_tokens"] = args.max_tokens
-        schema = self._schema(args.schema) if args.schema else None
+        return settings, self._schema(args.schema) if args.schema else None
+
+    def _chat_turn(
+        self, args: Any, prompt: str, session: Session, *, fork_of: str | None, previous: Any
+    ) -> None:
+        """A new turn at the end of `session`; the sessions kept until this cell ran go."""
+        settings, schema = self._settings(args, session)
+        drops = self.cells.superseded(previous, self.sessions)
         response = self._turn(
-            session, prompt, settings, schema, stream=not args.no_stream, fork_of=fork_of
+            session,
+            prompt,
+            settings,
+            schema,
+            stream=not args.no_stream,
+            fork_of=fork_of,
+            extra={"drops": drops} if drops else {},
         )
+        self._made(args, session, response, previous, drops)
+
+    def _chat_again(self, args: Any, prompt: str, session: Session, previous: Any) -> None:
+        """The cell made a turn in `session` before: that turn is made again, in its place;
+        the turns after it stay, as a new session named in the output."""
+        settings, schema = self._settings(args, session)
+        history = session.messages
+        order = [m.id for m in history]
+        at = order.index(previous.first_id)
+        end = next((i for i in range(at + 1, len(history)) if history[i].role == "user"), None)
+        kept_as = self._free_name(session.session_id) if end is not None else None
+        drops = self.cells.superseded(previous, self.sessions)
+        trial = Session(session.agent, session.session_id, session.system, history[:at])
+        trial._tools = session._tools
+
+        def replace(response: Response) -> None:
+            if [m.id for m in session.messages] != order:
+                raise ChatError(
+                    f"session {session.session_id!r} changed while this cell was answered "
+                    "again; it was left as it is"
+                )
+            if kept_as is not None:
+                self.sessions[kept_as] = session.fork(kept_as)
+                later = {m.id for m in history[end:] if m.role == "user"}
+                self.cells.keep(kept_as, later & self.cells.known_turns(), order)
+            session.usage = session.usage + response.usage
+            session._set_history([*history[:at], *response.messages])
+
+        extra: dict[str, Any] = {"replaces": previous.first_id}
+        if kept_as:
+            extra["kept_as"] = kept_as
+        if drops:
+            extra["drops"] = drops
+        response = self._turn(
+            trial,
+            prompt,
+            settings,
+            schema,
+            stream=not args.no_stream,
+            fork_of=None,
+            replace=replace,
+            op="rerun",
+            extra=extra,
+        )
+        self.current = session.session_id
+        if kept_as is not None:
+            print(
+                f"agent_nb: this cell's turn was made again; the {len(history) - end} messages "
+                f"after it are kept in session {kept_as!r} (%session use {kept_as})"
+            )
+        self._made(args, session, response, previous, drops)
+
+    def _made(
+        self, args: Any, session: Session, response: Response, previous: Any, drops: list[str]
+    ) -> None:
+        self.cells.made(session.session_id, response.messages[0].id if response.messages else None)
+        self.cells.made_again(previous)
+        for dropped in drops:  # every turn they kept has been made again by its cell
+            self.sessions.pop(dropped, None)
         self.shell.user_ns["_"] = response
         if args.output:
             self.shell.user_ns[args.output] = response
+
+    def _free_name(self, session_id: str) -> str:
+        number = 1
+        while f"{session_id}~{number}" in self.sessions:
+            number += 1
+        return f"{session_id}~{number}"
 
     def _turn(
         self,
@@ -194,6 +282,8 @@ class ChatMagics(Magics):
         stream: bool,
         fork_of: str | None,
         replace: Callable[[Response], None] | None = None,
+        op: str | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> Response:
         """One turn shown live and recorded; with `replace`, a retry made on a copy of the
         session: `replace(response)` puts the finished answer in place of the last turn, and
@@ -203,8 +293,8 @@ class ChatMagics(Magics):
         before = len(session.messages)
         waiting = session.messages[-1].id if prompt is None else None
         started = time.monotonic()
-        extra = {"fork_of": fork_of} if fork_of else {}
-        op = "resume" if prompt is None else "turn" if replace is None else "retry"
+        extra = {**({"fork_of": fork_of} if fork_of else {}), **(extra or {})}
+        op = op or ("resume" if prompt is None else "turn" if replace is None else "retry")
         unsaved: StoreError | None = None
         try:
             if prompt is None:
@@ -410,17 +500,62 @@ class ChatMagics(Magics):
         if not rest or rest[0] not in self.sessions:
             raise ChatError(f"no session {rest[0] if rest else ''!r}; %session list shows them")
         self.current = rest[0]
-        print(f"using session {rest[0]!r}")
+        self._display(  # recorded, so that a restore lands in this session
+            f"<pre>using session {render.escaped(repr(rest[0]))}</pre>",
+            f"using session {rest[0]!r}",
+            persist.record("use", self.sessions[rest[0]]),
+        )
 
     def _session_fork(self, rest: list[str]) -> None:
+        replace = "--replace" in rest
+        rest = [word for word in rest if word != "--replace"]
         base = self.session()
-        twin = base.fork(rest[0] if rest else None)
+        twin, kept_as = self._fork(
+            base, rest[0] if rest else None, replace=replace, previous=self.cells.previous()
+        )
+        note = f"; its earlier turns are kept in `{kept_as}`" if kept_as else ""
+        self._publish(
+            f"forked `{base.session_id}` into `{twin.session_id}`{note}",
+            persist.record("fork", twin, fork_of=base.session_id, kept_as=kept_as),
+        )
+
+    def _fork(
+        self, base: Session, name: str | None, *, replace: bool, previous: Any
+    ) -> tuple[Session, str | None]:
+        """`base` forked into `name`, which becomes current: (the fork, where the session
+        that had that name before is kept). A cell run again forks again into the session it
+        made; any other existing name is refused unless `replace`."""
+        again = previous is not None and (
+            previous.session_id == name or (name is None and previous.first_id is None)
+        )
+        name = name or (previous.session_id if again else None)
+        if name == base.session_id:
+            raise ChatError(
+                f"session {name!r} is the current session; fork it under a new name: "
+                f"%session fork {name}-2"
+            )
+        kept_as = None
+        old = self.sessions.get(name) if name is not None else None
+        if old is not None:
+            if not (replace or again):
+                raise ChatError(
+                    f"session {name!r} exists; fork under a new name, or overwrite it: "
+                    f"%session fork {name} --replace"
+                )
+            ours = {m.id for m in base.messages}
+            own = [m for m in old.messages if m.id not in ours]
+            if again and own:  # the turns the old fork made after it forked stay
+                kept_as = self._free_name(name)
+                self.sessions[kept_as] = old.fork(kept_as)
+                later = {m.id for m in own if m.role == "user"}
+                kept_ids = [m.id for m in old.messages]
+                self.cells.keep(kept_as, later & self.cells.known_turns(), kept_ids)
+            self.cells.forget(name)
+        twin = base.fork(name)
         self.sessions[twin.session_id] = twin
         self.current = twin.session_id
-        self._publish(
-            f"forked `{base.session_id}` into `{twin.session_id}`",
-            persist.record("fork", twin, fork_of=base.session_id),
-        )
+        self.cells.made(twin.session_id, None)
+        return twin, kept_as
 
     def _session_clear(self, rest: list[str]) -> None:
         session = self.session()
@@ -454,6 +589,8 @@ class ChatMagics(Magics):
                     "again; it was left as it is"
                 )
             session.usage = session.usage + response.usage
+            if response.messages:
+                self.cells.moved(history[cut].id, response.messages[0].id)
             try:
                 session._set_history([*history[:cut], *response.messages])
             except StoreError as exc:
@@ -546,7 +683,7 @@ class ChatMagics(Magics):
             when = (info.updated_at or "")[:16].replace("T", " ")
             print(f"{info.session_id}  {when}  {info.message_count:>4} messages  {info.title}")
 
-    def _session_restore(self, rest: list[str]) -> None:
+    def _session_restore(self, rest: list[str], *, quiet: bool = False) -> None:
         from ..stores import _ipynb
 
         path = rest[0] if rest else persist.notebook_path(self.shell.user_ns)
@@ -566,9 +703,13 @@ class ChatMagics(Magics):
             print(line, file=sys.stderr)
 
         found = persist.records(notebook.node, notebook.damaged_cells)
-        sessions, current, turns = persist.replay(found, self._get_agent(), report)
+        replayed = persist.replay(found, self._get_agent(), report)
+        sessions, turns = replayed.sessions, replayed.turns
         self.sessions.update(sessions)
-        self.current = current or self.current
+        self.current = replayed.current or self.current
+        self.cells.restored(replayed.made)
+        if quiet and not sessions and not skipped:
+            return
         print(
             f"agent_nb: restored {_count(turns, 'turn')} in {_count(len(sessions), 'session')} "
             f"from {path}" + (f" ({_count(len(skipped), 'record')} skipped)" if skipped else "")

@@ -1,0 +1,99 @@
+"""Which cell made which turn or fork, so that a cell run again replaces what it made.
+
+A cell is known by the id the front end sends with each execution (JupyterLab, Notebook 7,
+VS Code). Where none is sent (nbclient, papermill), a cell is matched by its text to what a
+restored record says a cell with that text made, each record once, in notebook order.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .persist import Made
+
+
+class Cells:
+    """The cell running now, and what each known cell made."""
+
+    def __init__(self) -> None:
+        self.cell_id: str | None = None
+        self.source = ""
+        self._by_id: dict[str, Made] = {}
+        self._restored: list[Made] = []  # matched by text when no id is sent, each once
+        # kept session -> (first ids of its turns not yet made again, its message ids when kept)
+        self._waiting: dict[str, tuple[set[str], list[str]]] = {}
+
+    def before_cell(self, info: Any) -> None:
+        """IPython's pre_run_cell event: remember which cell runs."""
+        cell_id = getattr(info, "cell_id", None)
+        self.cell_id = cell_id if isinstance(cell_id, str) and cell_id else None
+        self.source = getattr(info, "raw_cell", "") or ""
+
+    def restored(self, made: list[Made]) -> None:
+        """What the records of a restored notebook say its cells made."""
+        for item in made:
+            if item.cell_id is not None:
+                self._by_id[item.cell_id] = item
+            self._restored.append(item)
+
+    def previous(self) -> Made | None:
+        """What the running cell made before, if it is a cell run again (claimed once)."""
+        if self.cell_id is not None:
+            found = self._by_id.get(self.cell_id)
+            if found in self._restored:
+                self._restored.remove(found)
+            return found
+        for item in self._restored:
+            if item.source == self.source:
+                self._restored.remove(item)
+                if item.cell_id is not None and self._by_id.get(item.cell_id) is item:
+                    del self._by_id[item.cell_id]  # claimed: it is made again, not by an id
+                return item
+        return None
+
+    def made(self, session_id: str, first_id: str | None) -> None:
+        """The running cell made this turn (first message `first_id`) or fork."""
+        if self.cell_id is not None:
+            self._by_id[self.cell_id] = Made(session_id, first_id, self.cell_id, self.source)
+
+    def known_turns(self) -> set[str]:
+        """The first message ids of the turns a known cell made and could make again."""
+        return {m.first_id for m in self._by_id.values() if m.first_id} | {
+            m.first_id for m in self._restored if m.first_id
+        }
+
+    def keep(self, session_id: str, first_ids: set[str], history: list[str]) -> None:
+        """Session `session_id` (message ids `history`) keeps these turns until their cells
+        have made them again; then it can go, if it is still as it was kept."""
+        if first_ids:
+            self._waiting[session_id] = (set(first_ids), list(history))
+
+    def superseded(self, previous: Made | None, sessions: dict[str, Any]) -> list[str]:
+        """The kept sessions that can go once the cell that made `previous` has run again."""
+        if previous is None or not previous.first_id:
+            return []
+        return [
+            session_id
+            for session_id, (waiting, history) in self._waiting.items()
+            if waiting <= {previous.first_id}
+            and session_id in sessions
+            and [m.id for m in sessions[session_id].messages] == history
+        ]
+
+    def made_again(self, previous: Made | None) -> None:
+        """The cell that made `previous` has run again: its kept turn waits no longer."""
+        if previous is None or not previous.first_id:
+            return
+        for session_id, (waiting, _) in list(self._waiting.items()):
+            waiting.discard(previous.first_id)
+            if not waiting:
+                del self._waiting[session_id]
+
+    def moved(self, old_first: str, new_first: str) -> None:
+        """A turn was answered again (%session retry): its cell made the new one."""
+        for item in [*self._by_id.values(), *self._restored]:
+            if item.first_id == old_first:
+                item.first_id = new_first
+
+    def forget(self, session_id: str) -> None:
+        self._waiting.pop(session_id, None)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import queue
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -115,6 +117,16 @@ class Kernel:
             reply = self.client.get_shell_msg(timeout=30)
             if reply["parent_header"].get("msg_id") == msg_id:
                 return reply["content"]["matches"]
+
+
+@contextmanager
+def chat_kernel(server: Any) -> Iterator[Kernel]:
+    """A fresh kernel with agent_nb loaded and talking to the loopback server."""
+    with Kernel() as kernel:
+        kernel.execute(
+            f"%load_ext agent_nb\n%agent provider=openai model=m base_url={server.url} api_key=k"
+        )
+        yield kernel
 
 
 def run_notebook(*sources: str, allow_errors: bool = True) -> nbformat.NotebookNode:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 import shlex
-import string
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
@@ -18,7 +18,7 @@ from ..agent import Agent
 from ..errors import AgentError, InvalidSessionData, SessionNotFoundError, StoreError
 from ..session import Response, Session
 from ..stores.base import SessionStore
-from . import export, persist, render
+from . import export, persist, prompts, render
 from .cells import Cells
 from .live import live_answer
 
@@ -44,6 +44,7 @@ class ChatMagics(Magics):
         self.sessions: dict[str, Session] = {}
         self.current: str | None = None
         self.cells = Cells()
+        self._offline: str | None = None  # the notice, until a turn uses the offline provider
 
     # -- the agent -------------------------------------------------------------------------
 
@@ -81,6 +82,7 @@ class ChatMagics(Magics):
 
     def _use_agent(self, agent: Agent) -> None:
         self.agent = agent
+        self._offline = None
         for session in self.sessions.values():
             session.agent = agent
         print(self._describe(agent))
@@ -96,11 +98,9 @@ class ChatMagics(Magics):
                     provider = "anthropic"
                 else:
                     provider = "test"
-                    print(
-                        "agent_nb: no API key and no %agent configuration: using the offline "
-                        "'test' provider. Configure one with: %agent provider=openai "
-                        "model=gpt-4o",
-                        file=sys.stderr,
+                    self._offline = (
+                        "agent_nb: no API key, so the offline 'test' provider answers "
+                        "(%agent provider=openai model=gpt-4o)"
                     )
             try:
                 self.agent = Agent(provider=provider, model=model)
@@ -150,16 +150,18 @@ class ChatMagics(Magics):
     @argument("--no-stream", action="store_true", help="wait for the whole answer")
     @argument("--fork", metavar="NEW_ID", help="fork the session into NEW_ID and talk there")
     @argument("-o", "--output", metavar="VAR", help="store the Response in this variable")
+    @argument("--raw", action="store_true", help="send the text as typed: no {name} filled in")
     @cell_magic("chat")
     def chat(self, line: str, cell: str) -> None:
         """The cell is your next message; the answer streams into the cell as Markdown.
 
-        `{name}` puts a variable's value in the message, `{In[3]}` / `{Out[3]}` a cell's
-        input / output; write `{{` and `}}` for literal braces. The Response is in `_`
-        afterwards (and in VAR with -o VAR).
+        `{name}` and `{name.attr}` put a variable's value in the message, `{In[3]}` /
+        `{Out[3]}` a cell's input / output; other braces stay as typed (`{{name}}` is a
+        literal `{name}`; --raw fills in nothing). The Response is in `_` afterwards (and
+        in VAR with -o VAR).
         """
-        args = parse_argstring(self.chat, line)
-        prompt = self._interpolate(cell).strip()
+        args = self._chat_args(line)
+        prompt = (cell if args.raw else self._interpolate(cell)).strip()
         if not prompt.strip():
             raise ChatError("the cell is empty: write your message below %%chat")
         previous = self.cells.previous()
@@ -289,6 +291,9 @@ class ChatMagics(Magics):
         session: `replace(response)` puts the finished answer in place of the last turn, and
         an answer that does not finish changes nothing, its record included. With `prompt`
         None, the turn resumes the calls that waited for approval."""
+        if self._offline is not None and session.agent is self.agent:
+            print(self._offline)  # once, and only when a turn is about to use it
+            self._offline = None
         live = live_answer(rich=self._rich())
         before = len(session.messages)
         waiting = session.messages[-1].id if prompt is None else None
@@ -409,16 +414,23 @@ class ChatMagics(Magics):
         return self._turn(session, None, {}, None, stream=True, fork_of=None)
 
     def _interpolate(self, cell: str) -> str:
+        filled, notes = prompts.fill(cell, self.shell.user_ns)
+        for note in notes:
+            print(f"agent_nb: {note}")
+        return filled
+
+    def _chat_args(self, line: str) -> Any:
         try:
-            return string.Formatter().vformat(cell, (), _Namespace(self.shell.user_ns))
-        except KeyError as exc:
+            return parse_argstring(self.chat, line)
+        except UsageError as exc:
+            options = []
+            for action in self.chat.parser._actions:
+                if action.option_strings and action.dest != "help":
+                    takes = f" {action.metavar or action.dest.upper()}" if action.nargs != 0 else ""
+                    options.append("/".join(action.option_strings) + takes)
             raise ChatError(
-                f"{{{exc.args[0]}}} names nothing in the notebook; define it, or write "
-                "{{ and }} for literal braces"
-            ) from None
-        except (IndexError, AttributeError, ValueError) as exc:
-            raise ChatError(
-                f"cannot fill in the message: {exc}; write {{{{ and }}}} for literal braces"
+                f"%%chat {line.strip()}: {exc}; usage: %%chat [SESSION] [options], the options "
+                f"being {', '.join(options)}"
             ) from None
 
     def _schema(self, name: str) -> Any:
@@ -607,15 +619,23 @@ class ChatMagics(Magics):
     def _session_history(self, rest: list[str]) -> None:
         count = int(rest[rest.index("-n") + 1]) if "-n" in rest else 10
         lines = []
-        for message in self.session().messages[-count:]:
+        session = self.session()
+        for message in session.messages[-count:]:
             text = render.one_line(message.text)
-            lines.append(f"[{message.role}] {text[:100]}{'...' if len(text) > 100 else ''}")
-        if lines:  # shown as HTML: JupyterLab makes live links of URLs in printed text
-            plain = "\n".join(lines)
-            self._display(f"<pre>{render.escaped(plain)}</pre>", plain, None)
+            role = message.role + (", interrupted" if message.metadata.get("interrupted") else "")
+            lines.append(f"[{role}] {text[:100]}{'...' if len(text) > 100 else ''}")
+        plain = "\n".join(lines) or f"no messages yet in session {session.session_id!r}"
+        # shown as HTML: JupyterLab makes live links of URLs in printed text
+        self._display(f"<pre>{render.escaped(plain)}</pre>", plain, None)
 
     def _session_show(self, rest: list[str]) -> None:
         session = self.session()
+        if not session.messages:
+            empty = f"no messages yet in session {session.session_id!r}"
+            if session.system:
+                empty += f" (system: {render.one_line(session.system)})"
+            self._display(f"<pre>{render.escaped(empty)}</pre>", empty, None)
+            return
         shown = render.transcript_html(session.messages, session.system)
         self._display(shown, render.transcript_text(session.messages, session.system), None)
 
@@ -742,17 +762,6 @@ class ChatMagics(Magics):
         if position == 2 and words[1] in ("use", "delete"):
             return list(self.sessions)
         return []
-
-
-class _Namespace(dict):
-    """The user namespace for str.format: missing names raise KeyError."""
-
-    def __init__(self, user_ns: dict[str, Any]) -> None:
-        super().__init__()
-        self._ns = user_ns
-
-    def __getitem__(self, key: str) -> Any:
-        return self._ns[key]
 
 
 def _value(text: str) -> Any:

@@ -50,6 +50,27 @@ def test_restart_and_run_all_gives_the_conversations_of_a_fresh_run(tmp_path, mo
         assert dumped(text_of(nb.cells[-1])) == fresh
 
 
+def test_run_all_with_retry_and_undo_cells(tmp_path, monkeypatch):
+    nb = run_notebook(
+        "%load_ext agent_nb",
+        "%%chat\nMy name is Alice",
+        "%%chat\nI live in Lyon",
+        "%session retry",
+        "%%chat\nI like tea",
+        "%session undo",
+        "%%chat --fork side\nI like coffee",
+        DUMP,
+    )
+    fresh = dumped(text_of(nb.cells[-1]))
+    assert sorted(fresh[0]) == ["main", "side"] and fresh[1] == "side"
+    path = tmp_path / "retry.ipynb"
+    monkeypatch.setenv("JPY_SESSION_NAME", str(path))
+    for _ in range(2):
+        nbformat.write(nb, str(path))
+        NotebookClient(nb, timeout=60, kernel_name="python3", allow_errors=False).execute()
+        assert dumped(text_of(nb.cells[-1])) == fresh
+
+
 def test_a_cell_run_again_replaces_its_turn_and_keeps_what_followed(tmp_path, monkeypatch):
     with Kernel() as kernel:
         ran = [kernel.execute(code, cell_id=f"c{n}") for n, code in enumerate(TRIP)]

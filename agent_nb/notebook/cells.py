@@ -20,6 +20,7 @@ class Cells:
         self.source = ""
         self._by_id: dict[str, Made] = {}
         self._restored: list[Made] = []  # matched by text when no id is sent, each once
+        self._remade: set[str] = set()  # first ids of turns whose cell has run again
         # kept session -> (first ids of its turns not yet made again, its message ids when kept)
         self._waiting: dict[str, tuple[set[str], list[str]]] = {}
 
@@ -38,29 +39,29 @@ class Cells:
 
     def previous(self) -> Made | None:
         """What the running cell made before, if it is a cell run again (claimed once)."""
+        found = None
         if self.cell_id is not None:
             found = self._by_id.get(self.cell_id)
             if found in self._restored:
                 self._restored.remove(found)
-            return found
-        for item in self._restored:
-            if item.source == self.source:
-                self._restored.remove(item)
-                if item.cell_id is not None and self._by_id.get(item.cell_id) is item:
-                    del self._by_id[item.cell_id]  # claimed: it is made again, not by an id
-                return item
-        return None
+        else:
+            found = next((m for m in self._restored if m.source == self.source), None)
+            if found is not None:
+                self._restored.remove(found)
+                if found.cell_id is not None and self._by_id.get(found.cell_id) is found:
+                    del self._by_id[found.cell_id]  # claimed: it is made again, not by an id
+        if found is not None and found.first_id:
+            self._remade.add(found.first_id)
+        return found
 
     def made(self, session_id: str, first_id: str | None) -> None:
         """The running cell made this turn (first message `first_id`) or fork."""
         if self.cell_id is not None:
             self._by_id[self.cell_id] = Made(session_id, first_id, self.cell_id, self.source)
 
-    def known_turns(self) -> set[str]:
-        """The first message ids of the turns a known cell made and could make again."""
-        return {m.first_id for m in self._by_id.values() if m.first_id} | {
-            m.first_id for m in self._restored if m.first_id
-        }
+    def unmade(self, first_ids: set[str]) -> set[str]:
+        """Those of these turns whose cell has not run again (or that no cell made)."""
+        return first_ids - self._remade
 
     def keep(self, session_id: str, first_ids: set[str], history: list[str]) -> None:
         """Session `session_id` (message ids `history`) keeps these turns until their cells

@@ -214,8 +214,10 @@ class ChatMagics(Magics):
         history = session.messages
         order = [m.id for m in history]
         at = order.index(previous.first_id)
-        end = next((i for i in range(at + 1, len(history)) if history[i].role == "user"), None)
-        kept_as = self._free_name(session.session_id) if end is not None else None
+        users = [i for i in range(at + 1, len(history)) if history[i].role == "user"]
+        end = users[0] if users else len(history)  # where the turns after this one start
+        later = self.cells.unmade({history[i].id for i in users})
+        kept_as = self._free_name(session.session_id) if later else None
         drops = self.cells.superseded(previous, self.sessions)
         trial = Session(session.agent, session.session_id, session.system, history[:at])
         trial._tools = session._tools
@@ -228,8 +230,7 @@ class ChatMagics(Magics):
                 )
             if kept_as is not None:
                 self.sessions[kept_as] = session.fork(kept_as)
-                later = {m.id for m in history[end:] if m.role == "user"}
-                self.cells.keep(kept_as, later & self.cells.known_turns(), order)
+                self.cells.keep(kept_as, later, order)
             session.usage = session.usage + response.usage
             session._set_history([*history[:at], *response.messages])
 
@@ -556,12 +557,11 @@ class ChatMagics(Magics):
                 )
             ours = {m.id for m in base.messages}
             own = [m for m in old.messages if m.id not in ours]
-            if again and own:  # the turns the old fork made after it forked stay
+            later = self.cells.unmade({m.id for m in own if m.role == "user"})
+            if again and later:  # turns of the old fork that no cell has made again stay
                 kept_as = self._free_name(name)
                 self.sessions[kept_as] = old.fork(kept_as)
-                later = {m.id for m in own if m.role == "user"}
-                kept_ids = [m.id for m in old.messages]
-                self.cells.keep(kept_as, later & self.cells.known_turns(), kept_ids)
+                self.cells.keep(kept_as, later, [m.id for m in old.messages])
             self.cells.forget(name)
         twin = base.fork(name)
         self.sessions[twin.session_id] = twin

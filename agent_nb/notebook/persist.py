@@ -210,7 +210,11 @@ class _Replay:
         elif entry.op in _TURNS:
             history = session.messages
             if entry.op == "retry":
-                history = history[: last_turn(history) or 0]
+                cut = last_turn(history) or 0
+                for made in self.made:  # the cell that made the turn made its new answer
+                    if cut < len(history) and messages and made.first_id == history[cut].id:
+                        made.first_id = messages[0].id
+                history = history[:cut]
             elif entry.op == "resume":
                 if not (history and history[-1].metadata.get("awaiting_approval")):
                     raise _Skip("it resumes tool calls that no earlier record left waiting")

@@ -19,6 +19,7 @@ class Execution:
     """What one execute request produced on iopub."""
 
     messages: list[dict[str, Any]] = field(default_factory=list)
+    reply: dict[str, Any] = field(default_factory=dict)  # the execute_reply's content
 
     @property
     def stdout(self) -> str:
@@ -106,17 +107,20 @@ class Kernel:
             if msg["parent_header"].get("msg_id") != msg_id:
                 continue
             if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+                result.reply = self._reply(msg_id)
                 return result
             result.messages.append(msg)
         raise AssertionError(f"the kernel did not finish {code[:40]!r} in {timeout} s")
 
     def complete(self, code: str) -> list[str]:
         """What Tab offers at the end of `code`."""
-        msg_id = self.client.complete(code, len(code))
+        return self._reply(self.client.complete(code, len(code)))["matches"]
+
+    def _reply(self, msg_id: str) -> dict[str, Any]:
         while True:
             reply = self.client.get_shell_msg(timeout=30)
             if reply["parent_header"].get("msg_id") == msg_id:
-                return reply["content"]["matches"]
+                return reply["content"]
 
 
 @contextmanager

@@ -15,7 +15,8 @@ if TYPE_CHECKING:
     from ..session import Session
 
 KEY = "agent_nb"
-_PYTHON = {"python", "py", "python3"}
+#: The fences taken as Python code.
+PYTHON = {"python", "py", "python3"}
 
 
 def to_notebook(session: Session, *, code_cells: bool = False) -> Any:
@@ -133,7 +134,7 @@ def _answer_cells(messages: list[Message], code_cells: bool) -> list[Any]:
         if kind == "html":
             shown.append(part)
             continue
-        pieces = render.code_blocks(part, _PYTHON) if code_cells else [("markdown", part)]
+        pieces = render.code_blocks(part, PYTHON) if code_cells else [("markdown", part)]
         for piece, text in pieces:
             if piece == "code":
                 flush()

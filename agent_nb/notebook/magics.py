@@ -472,6 +472,8 @@ class ChatMagics(Magics):
                                      default SQLite file ($AGENT_NB_DB)
         %session load ID [PATH]      take session ID from such a store into this notebook
         %session stored [PATH]       the sessions such a store holds, newest first
+        %session insert              the last answer's Python code as a new cell below
+                                     (not run)
         %session export PATH.ipynb [--code]
                                      the current session as a notebook (--code: Python
                                      blocks of answers as runnable code cells)
@@ -658,6 +660,19 @@ class ChatMagics(Magics):
         if self.current == rest[0]:
             self.current = next(iter(self.sessions), None)
         print(f"deleted session {rest[0]!r}")
+
+    def _session_insert(self, rest: list[str]) -> None:
+        session = self.session()
+        answers = [m for m in session.messages if m.role == "assistant" and m.text]
+        if not answers:
+            raise ChatError(f"session {session.session_id!r} has no answer yet to take code from")
+        blocks = render.code_blocks(answers[-1].text, export.PYTHON)
+        code = "\n\n".join(render.clean(text) for kind, text in blocks if kind == "code")
+        if not code:
+            raise ChatError("the last answer has no Python code block (```python ... ```)")
+        self.shell.set_next_input(code, replace=False)  # the front end makes the cell
+        lines = _count(len(code.splitlines()), "line")
+        print(f"agent_nb: the last answer's code ({lines}) is in a new cell below; it has not run")
 
     def _session_export(self, rest: list[str]) -> None:
         code_cells = "--code" in rest

@@ -2,7 +2,8 @@
 
 Only `{name}`, `{name.attr}`, `{In[n]}` and `{Out[n]}` naming something that exists are
 replaced, and `{{name}}` is a literal `{name}`; every other brace is left as typed, so code,
-dicts and JSON pasted into a prompt reach the model unchanged.
+dicts and JSON pasted into a prompt reach the model unchanged. A pandas DataFrame is sent as
+its shape, dtypes and first rows (capped), not as its whole repr.
 """
 
 from __future__ import annotations
@@ -14,6 +15,10 @@ from typing import Any
 _FIELD = r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*|(?:In|Out)\[\d+\]"
 _PLACE = re.compile(rf"\{{\{{(?P<escaped>{_FIELD})\}}\}}|\{{(?P<field>{_FIELD})\}}")
 _MISSING = object()
+#: A DataFrame in a prompt: this many first rows, columns listed, and characters of table.
+HEAD_ROWS = 5
+MAX_COLUMNS = 30
+MAX_TABLE = 2_000
 
 
 def fill(text: str, namespace: dict[str, Any]) -> tuple[str, list[str]]:
@@ -27,7 +32,7 @@ def fill(text: str, namespace: dict[str, Any]) -> tuple[str, list[str]]:
         field = match.group("field")
         value = _lookup(field, namespace)
         if value is not _MISSING:
-            return str(value)
+            return _text(value)
         name = field.split(".")[0].split("[")[0]
         if name not in namespace:
             close = difflib.get_close_matches(name, _names(namespace), n=1, cutoff=0.75)
@@ -58,6 +63,30 @@ def _lookup(field: str, namespace: dict[str, Any]) -> Any:
         except Exception:  # a property that raises is not a name to fill in
             return _MISSING
     return value
+
+
+def _text(value: Any) -> str:
+    """What the model is sent for a value: its str(), or a summary of a DataFrame."""
+    kind = type(value)
+    if kind.__name__ == "DataFrame" and kind.__module__.split(".")[0] == "pandas":
+        return _frame(value)
+    return str(value)
+
+
+def _frame(frame: Any) -> str:
+    rows, columns = frame.shape
+    types = [f"{name} {dtype}" for name, dtype in list(frame.dtypes.items())[:MAX_COLUMNS]]
+    if columns > MAX_COLUMNS:
+        types.append(f"and {columns - MAX_COLUMNS:,} more")
+    table = frame.head(HEAD_ROWS).to_string(max_cols=MAX_COLUMNS, max_colwidth=40)
+    if len(table) > MAX_TABLE:
+        table = table[:MAX_TABLE] + f"\n[table cut at {MAX_TABLE:,} characters]"
+    shown = min(rows, HEAD_ROWS)
+    return (
+        f"pandas DataFrame, {rows:,} rows × {columns:,} columns\n"
+        f"dtypes: {', '.join(types)}\n"
+        f"first {shown} rows:\n{table}"
+    )
 
 
 def _names(namespace: dict[str, Any]) -> list[str]:

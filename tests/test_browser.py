@@ -313,3 +313,56 @@ def test_the_corpus_is_inert_in_an_nbconvert_html_export(tmp_path):
             assert "<img src=x onerror=alert(26)>" in browser.page.locator("main").inner_text()
         browser.page.screenshot(path=str(tmp_path / "export.png"))
         assert browser.dialogs == []
+
+
+def test_restart_kernel_and_run_all_in_jupyterlab_gives_the_same_conversations(lab):
+    """JupyterLab sends each cell's id: Run All, save, Restart Kernel and Run All, compare."""
+    from test_reruns import DUMP, TRIP
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in TRIP])
+    nb.cells.append(nbformat.v4.new_code_cell(DUMP + "\nimport os\nprint(os.getpid())"))
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    path = lab.root / "rerun.ipynb"
+    nbformat.write(nb, str(path))
+
+    def last_run(browser, other_than: str) -> tuple[str, str]:
+        """The sessions and the kernel pid the last cell printed, once a new kernel has."""
+        last = browser.cell(len(nb.cells) - 1).locator(".jp-OutputArea-output")
+        browser.page.wait_for_function(
+            "([cell, pid]) => { const t = cell.innerText.trim().split('\\n');"
+            " return t.length >= 3 && /^\\d+$/.test(t.at(-1)) && t.at(-1) !== pid; }",
+            arg=[browser.cell(len(nb.cells) - 1).element_handle(), other_than],
+            timeout=120_000,
+        )
+        *_, sessions, current, pid = last.first.inner_text().strip().splitlines()
+        return f"{sessions}\n{current}", pid
+
+    def menu(browser, top: str, item: str) -> None:
+        browser.page.locator(".lm-MenuBar-itemLabel").get_by_text(top, exact=True).click()
+        browser.page.locator(".lm-Menu-itemLabel").get_by_text(item, exact=True).click()
+
+    with Browser() as browser:
+        browser.page.goto(f"{lab.url}/lab/tree/rerun.ipynb")
+        browser.notebook().locator(".jp-Cell").nth(len(nb.cells) - 1).wait_for(timeout=120_000)
+        browser.page.wait_for_selector(
+            ".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000
+        )
+        menu(browser, "Run", "Run All Cells")
+        first, pid = last_run(browser, "")
+        browser.page.keyboard.press("Control+s")
+        browser.page.wait_for_function(  # saved, so the file holds the records
+            "() => !document.querySelector('.jp-mod-dirty')", timeout=60_000
+        )
+        saved = nbformat.read(str(path), as_version=4)
+        assert sum("agent_nb" in o.get("metadata", {}) for c in saved.cells for o in c.outputs)
+        menu(browser, "Kernel", "Restart Kernel and Run All Cells…")
+        browser.page.locator(".jp-Dialog button", has_text="Restart").click()
+        again, _ = last_run(browser, pid)
+        restored = browser.cell(0).inner_text()
+    assert "restored 6 turns in 2 sessions" in restored
+    assert json.loads(again.splitlines()[0]) == json.loads(first.splitlines()[0])
+    assert again.splitlines()[1] == first.splitlines()[1] == "main"

@@ -126,3 +126,39 @@ def test_fork_refuses_an_existing_name_and_itself():
     itself = next(o for o in nb.cells[6].outputs if o.output_type == "error")
     assert "'main' is the current session" in itself.evalue
     assert "* side  (2 messages)" in text_of(nb.cells[8])  # replaced: tea is gone
+
+
+def test_a_cell_that_makes_several_turns_remakes_each_in_its_place():
+    loop = "for q in ['one', 'two']:\n    get_ipython().run_cell_magic('chat', '', q)"
+    with Kernel() as kernel:
+        kernel.execute("%load_ext agent_nb", cell_id="load")
+        assert kernel.execute(loop, cell_id="loop").error is None
+        kernel.execute("%%chat\nthree", cell_id="three")
+        fresh = dumped(kernel.execute(DUMP).stdout)
+        again = kernel.execute(loop, cell_id="loop")  # run again: both its turns, in order
+        assert "the 4 messages after it are kept in session 'main~1'" in again.stdout
+        assert dumped(kernel.execute(DUMP).stdout)[0]["main"] == fresh[0]["main"][:4]
+        kernel.execute("%%chat\nthree", cell_id="three")
+        assert dumped(kernel.execute(DUMP).stdout) == fresh  # each turn in its place, once
+
+
+def test_a_use_record_of_a_session_no_record_made_is_skipped():
+    from agent_nb import Agent
+    from agent_nb.notebook import persist
+    from agent_nb.session import FORMAT_VERSION
+
+    use = {"version": FORMAT_VERSION, "op": "use", "session_id": "ghost", "record_id": "r1"}
+    cell = {
+        "id": "c1",
+        "source": "%session use ghost",
+        "outputs": [{"metadata": {"agent_nb": use}}],
+    }
+    lines: list[str] = []
+    replayed = persist.replay(
+        persist.records({"cells": [cell]}), Agent(provider="test"), lines.append
+    )
+    assert replayed.sessions == {} and replayed.current is None
+    assert lines == [
+        "agent_nb: skipped the record in cell 1 (id 'c1'): it uses session 'ghost', which no "
+        "earlier record made"
+    ]

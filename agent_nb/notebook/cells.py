@@ -18,7 +18,9 @@ class Cells:
     def __init__(self) -> None:
         self.cell_id: str | None = None
         self.source = ""
-        self._by_id: dict[str, Made] = {}
+        self._made_here = 0  # turns and forks the running cell has made so far
+        self._key: str | None = None
+        self._by_id: dict[str, Made] = {}  # by cell id and place in its cell ("id/0", "id/1")
         self._restored: list[Made] = []  # matched by text when no id is sent, each once
         self._remade: set[str] = set()  # first ids of turns whose cell has run again
         # kept session -> (first ids of its turns not yet made again, its message ids when kept)
@@ -29,35 +31,44 @@ class Cells:
         cell_id = getattr(info, "cell_id", None)
         self.cell_id = cell_id if isinstance(cell_id, str) and cell_id else None
         self.source = getattr(info, "raw_cell", "") or ""
+        self._made_here = 0
+        self._key = None
 
     def restored(self, made: list[Made]) -> None:
         """What the records of a restored notebook say its cells made."""
+        places: dict[str, int] = {}
         for item in made:
             if item.cell_id is not None:
-                self._by_id[item.cell_id] = item
+                place = places[item.cell_id] = places.get(item.cell_id, -1) + 1
+                self._by_id[f"{item.cell_id}/{place}"] = item
             self._restored.append(item)
 
     def previous(self) -> Made | None:
-        """What the running cell made before, if it is a cell run again (claimed once)."""
+        """What the running cell made before, if it is a cell run again (claimed once).
+
+        Called once for each turn or fork the cell makes (a loop in a cell can make several).
+        """
         found = None
-        if self.cell_id is not None:
-            found = self._by_id.get(self.cell_id)
+        self._key = f"{self.cell_id}/{self._made_here}" if self.cell_id is not None else None
+        self._made_here += 1
+        if self._key is not None:
+            found = self._by_id.get(self._key)
             if found in self._restored:
                 self._restored.remove(found)
         else:
             found = next((m for m in self._restored if m.source == self.source), None)
             if found is not None:
                 self._restored.remove(found)
-                if found.cell_id is not None and self._by_id.get(found.cell_id) is found:
-                    del self._by_id[found.cell_id]  # claimed: it is made again, not by an id
+                for key in [k for k, item in self._by_id.items() if item is found]:
+                    del self._by_id[key]  # claimed: it is made again, not by an id
         if found is not None and found.first_id:
             self._remade.add(found.first_id)
         return found
 
     def made(self, session_id: str, first_id: str | None) -> None:
         """The running cell made this turn (first message `first_id`) or fork."""
-        if self.cell_id is not None:
-            self._by_id[self.cell_id] = Made(session_id, first_id, self.cell_id, self.source)
+        if self._key is not None:
+            self._by_id[self._key] = Made(session_id, first_id, self.cell_id, self.source)
 
     def unmade(self, first_ids: set[str]) -> set[str]:
         """Those of these turns whose cell has not run again (or that no cell made)."""

@@ -195,6 +195,8 @@ class _Replay:
     def apply(self, entry: _Record, found: Found) -> None:
         if entry.record_id is not None and entry.record_id in self.records:
             raise _Skip("it is a copy of an earlier record (a copied cell); replayed once")
+        if entry.op == "use" and entry.session_id not in self.sessions:
+            raise _Skip(f"it uses session {entry.session_id!r}, which no earlier record made")
         if entry.op == "fork" and entry.session_id in self.sessions:  # a fork made again
             if entry.kept_as:
                 self._keep(self.sessions[entry.session_id], entry.kept_as)

@@ -346,10 +346,12 @@ def test_restart_kernel_and_run_all_in_jupyterlab_gives_the_same_conversations(l
         browser.page.locator(".lm-Menu-itemLabel").get_by_text(item, exact=True).click()
 
     with Browser() as browser:
-        browser.page.goto(f"{lab.url}/lab/tree/rerun.ipynb")
+        browser.page.goto(f"{lab.url}/lab/tree/rerun.ipynb?reset")  # no other notebook open
         browser.notebook().locator(".jp-Cell").nth(len(nb.cells) - 1).wait_for(timeout=120_000)
-        browser.page.wait_for_selector(
-            ".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000
+        browser.page.wait_for_selector(  # its kernel has started
+            ".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook-ExecutionIndicator"
+            "[data-status='idle']",
+            timeout=120_000,
         )
         menu(browser, "Run", "Run All Cells")
         first, pid = last_run(browser, "")

@@ -160,7 +160,7 @@ def _checked(found: Found) -> _Record:
     return checked
 
 
-@dataclass
+@dataclass(eq=False)  # each is one cell's work: told apart by identity, not by value
 class Made:
     """What a cell made: a turn (from message `first_id` on) or a fork, in session_id."""
 

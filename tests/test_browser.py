@@ -14,7 +14,7 @@ from pathlib import Path
 import nbformat
 import pytest
 from fake_openai import Reply
-from kernels import run_notebook
+from kernels import run_notebook, text_of
 from nbformat.sign import NotebookNotary
 from xss_corpus import PAYLOADS, chat_completion, chat_stream
 
@@ -356,15 +356,16 @@ def test_restart_kernel_and_run_all_in_jupyterlab_gives_the_same_conversations(l
         menu(browser, "Run", "Run All Cells")
         first, pid = last_run(browser, "")
         browser.page.keyboard.press("Control+s")
-        browser.page.wait_for_function(  # saved, so the file holds the records
-            "() => !document.querySelector('.jp-mod-dirty')", timeout=60_000
-        )
-        saved = nbformat.read(str(path), as_version=4)
-        assert sum("agent_nb" in o.get("metadata", {}) for c in saved.cells for o in c.outputs)
+        for _ in range(600):  # saved: the file on disk ends with this run's last output
+            saved = nbformat.read(str(path), as_version=4)
+            if pid in text_of(saved.cells[-1]):
+                break
+            browser.page.wait_for_timeout(100)
+        assert pid in text_of(saved.cells[-1]), "the notebook was not saved"
         menu(browser, "Kernel", "Restart Kernel and Run All Cells…")
         browser.page.locator(".jp-Dialog button", has_text="Restart").click()
         again, _ = last_run(browser, pid)
         restored = browser.cell(0).inner_text()
     assert "restored 6 turns in 2 sessions" in restored
-    assert json.loads(again.splitlines()[0]) == json.loads(first.splitlines()[0])
+    assert json.loads(again.splitlines()[0]) == json.loads(first.splitlines()[0]), (first, again)
     assert again.splitlines()[1] == first.splitlines()[1] == "main"

@@ -162,3 +162,26 @@ def test_a_use_record_of_a_session_no_record_made_is_skipped():
         "agent_nb: skipped the record in cell 1 (id 'c1'): it uses session 'ghost', which no "
         "earlier record made"
     ]
+
+
+def test_a_cell_run_again_and_stopped_or_failing_changes_nothing(server):
+    from fake_openai import Reply
+    from kernels import chat_kernel
+
+    with chat_kernel(server) as kernel:
+        no_retry = f"provider=openai model=m base_url={server.url} api_key=k max_retries=0"
+        kernel.execute(f"%agent {no_retry}")
+        kernel.execute("%%chat\nMy name is Alice", cell_id="a")
+        kernel.execute("%%chat\nI live in Lyon", cell_id="b")
+        before = dumped(kernel.execute(DUMP).stdout)
+        server.script(Reply(text=" ".join(f"w{i}" for i in range(80)), chunk_delay=0.1))
+        stopped = kernel.execute("%%chat\nMy name is Alice", cell_id="a", interrupt_after=1.5)
+        assert stopped.error["ename"] == "Interrupted"
+        assert (
+            "session 'main' is unchanged: this cell's earlier turn is kept"
+            in (stopped.error["evalue"])
+        )
+        server.script(Reply(status=500, error={"error": {"message": "down"}}))
+        failed = kernel.execute("%%chat\nMy name is Alice", cell_id="a")
+        assert "down" in failed.error["evalue"]
+        assert dumped(kernel.execute(DUMP).stdout) == before  # no turn lost, no session kept

@@ -301,6 +301,7 @@ class ChatMagics(Magics):
         started = time.monotonic()
         extra = {**({"fork_of": fork_of} if fork_of else {}), **(extra or {})}
         op = op or ("resume" if prompt is None else "turn" if replace is None else "retry")
+        earlier = "this cell's earlier turn" if op == "rerun" else "its last turn"
         unsaved: StoreError | None = None
         try:
             if prompt is None:
@@ -343,7 +344,7 @@ class ChatMagics(Magics):
             )
             if replace is not None:  # the copy keeps what was shown; the session, nothing
                 raise Interrupted(
-                    f"stopped; session {session.session_id!r} is unchanged: its last turn is kept"
+                    f"stopped; session {session.session_id!r} is unchanged: {earlier} is kept"
                 ) from None
             raise Interrupted(
                 f"stopped; {'the partial answer is kept' if kept else 'nothing was kept'} in "
@@ -354,7 +355,7 @@ class ChatMagics(Magics):
                 raise ChatError(str(exc)) from None
             response, unsaved = exc.response, exc
         except AgentError as exc:
-            note = ": its last turn is kept" if replace is not None else ""
+            note = f": {earlier} is kept" if replace is not None else ""
             raise ChatError(f"{exc} (session {session.session_id!r} is unchanged{note})") from None
         assert response is not None
         if replace is not None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import queue
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +19,7 @@ class Execution:
     """What one execute request produced on iopub."""
 
     messages: list[dict[str, Any]] = field(default_factory=list)
+    reply: dict[str, Any] = field(default_factory=dict)  # the execute_reply's content
 
     @property
     def stdout(self) -> str:
@@ -75,9 +78,22 @@ class Kernel:
         self.manager.shutdown_kernel(now=True)
 
     def execute(
-        self, code: str, *, interrupt_after: float | None = None, timeout: float = 60
+        self,
+        code: str,
+        *,
+        interrupt_after: float | None = None,
+        timeout: float = 60,
+        cell_id: str | None = None,
     ) -> Execution:
-        msg_id = self.client.execute(code)
+        """Run `code`; with `cell_id`, as JupyterLab runs a cell (its id in the metadata)."""
+        if cell_id is None:
+            msg_id = self.client.execute(code)
+        else:
+            content = {"code": code, "silent": False, "store_history": True}
+            content |= {"user_expressions": {}, "allow_stdin": False, "stop_on_error": True}
+            msg = self.client.session.msg("execute_request", content, metadata={"cellId": cell_id})
+            self.client.shell_channel.send(msg)
+            msg_id = msg["header"]["msg_id"]
         if interrupt_after is not None:
             time.sleep(interrupt_after)
             self.manager.interrupt_kernel()
@@ -91,17 +107,30 @@ class Kernel:
             if msg["parent_header"].get("msg_id") != msg_id:
                 continue
             if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+                result.reply = self._reply(msg_id)
                 return result
             result.messages.append(msg)
         raise AssertionError(f"the kernel did not finish {code[:40]!r} in {timeout} s")
 
     def complete(self, code: str) -> list[str]:
         """What Tab offers at the end of `code`."""
-        msg_id = self.client.complete(code, len(code))
+        return self._reply(self.client.complete(code, len(code)))["matches"]
+
+    def _reply(self, msg_id: str) -> dict[str, Any]:
         while True:
             reply = self.client.get_shell_msg(timeout=30)
             if reply["parent_header"].get("msg_id") == msg_id:
-                return reply["content"]["matches"]
+                return reply["content"]
+
+
+@contextmanager
+def chat_kernel(server: Any) -> Iterator[Kernel]:
+    """A fresh kernel with agent_nb loaded and talking to the loopback server."""
+    with Kernel() as kernel:
+        kernel.execute(
+            f"%load_ext agent_nb\n%agent provider=openai model=m base_url={server.url} api_key=k"
+        )
+        yield kernel
 
 
 def run_notebook(*sources: str, allow_errors: bool = True) -> nbformat.NotebookNode:

@@ -14,7 +14,7 @@ from pathlib import Path
 import nbformat
 import pytest
 from fake_openai import Reply
-from kernels import run_notebook
+from kernels import run_notebook, text_of
 from nbformat.sign import NotebookNotary
 from xss_corpus import PAYLOADS, chat_completion, chat_stream
 
@@ -313,3 +313,59 @@ def test_the_corpus_is_inert_in_an_nbconvert_html_export(tmp_path):
             assert "<img src=x onerror=alert(26)>" in browser.page.locator("main").inner_text()
         browser.page.screenshot(path=str(tmp_path / "export.png"))
         assert browser.dialogs == []
+
+
+def test_restart_kernel_and_run_all_in_jupyterlab_gives_the_same_conversations(lab):
+    """JupyterLab sends each cell's id: Run All, save, Restart Kernel and Run All, compare."""
+    from test_reruns import DUMP, TRIP
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in TRIP])
+    nb.cells.append(nbformat.v4.new_code_cell(DUMP + "\nimport os\nprint(os.getpid())"))
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    path = lab.root / "rerun.ipynb"
+    nbformat.write(nb, str(path))
+
+    def last_run(browser, other_than: str) -> tuple[str, str]:
+        """The sessions and the kernel pid the last cell printed, once a new kernel has."""
+        last = browser.cell(len(nb.cells) - 1).locator(".jp-OutputArea-output")
+        browser.page.wait_for_function(
+            "([cell, pid]) => { const t = cell.innerText.trim().split('\\n');"
+            " return t.length >= 3 && /^\\d+$/.test(t.at(-1)) && t.at(-1) !== pid; }",
+            arg=[browser.cell(len(nb.cells) - 1).element_handle(), other_than],
+            timeout=120_000,
+        )
+        *_, sessions, current, pid = last.first.inner_text().strip().splitlines()
+        return f"{sessions}\n{current}", pid
+
+    def menu(browser, top: str, item: str) -> None:
+        browser.page.locator(".lm-MenuBar-itemLabel").get_by_text(top, exact=True).click()
+        browser.page.locator(".lm-Menu-itemLabel").get_by_text(item, exact=True).click()
+
+    with Browser() as browser:
+        browser.page.goto(f"{lab.url}/lab/tree/rerun.ipynb?reset")  # no other notebook open
+        browser.notebook().locator(".jp-Cell").nth(len(nb.cells) - 1).wait_for(timeout=120_000)
+        browser.page.wait_for_selector(  # its kernel has started
+            ".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook-ExecutionIndicator"
+            "[data-status='idle']",
+            timeout=120_000,
+        )
+        menu(browser, "Run", "Run All Cells")
+        first, pid = last_run(browser, "")
+        browser.page.keyboard.press("Control+s")
+        for _ in range(600):  # saved: the file on disk ends with this run's last output
+            saved = nbformat.read(str(path), as_version=4)
+            if pid in text_of(saved.cells[-1]):
+                break
+            browser.page.wait_for_timeout(100)
+        assert pid in text_of(saved.cells[-1]), "the notebook was not saved"
+        menu(browser, "Kernel", "Restart Kernel and Run All Cells…")
+        browser.page.locator(".jp-Dialog button", has_text="Restart").click()
+        again, _ = last_run(browser, pid)
+        restored = browser.cell(0).inner_text()
+    assert "restored 6 turns in 2 sessions" in restored
+    assert json.loads(again.splitlines()[0]) == json.loads(first.splitlines()[0]), (first, again)
+    assert again.splitlines()[1] == first.splitlines()[1] == "main"

@@ -192,3 +192,12 @@ def test_nothing_arrived_shows_the_placeholder(monkeypatch):
     screen = Screen(monkeypatch)
     LiveHTML().finish("<p><sub>f</sub></p>", None, empty="*(nothing)*")
     assert screen.shown == "<p><em>(nothing)</em></p>\n<p><sub>f</sub></p>"
+
+
+def test_a_streaming_mark_shows_while_the_answer_arrives_and_goes_at_the_end(monkeypatch):
+    screen = Screen(monkeypatch)
+    shown = stream(screen, answer(40), per_token=0.01)
+    assert screen.shown.endswith(live.STREAMING)  # the live tail carries the mark
+    assert screen.shown.count(live.STREAMING) == 1  # frozen parts never do
+    shown.finish("<p><sub>f</sub></p>", None)
+    assert live.STREAMING not in screen.shown and screen.shown.endswith("<p><sub>f</sub></p>")

@@ -21,9 +21,10 @@ def load_ipython_extension(ipython: Any) -> None:
     for command in _COMPLETED:
         ipython.set_hook("complete_command", magics.complete, str_key=command)
     _loaded[id(ipython)] = magics
+    ipython.events.register("pre_run_cell", magics.cells.before_cell)
     if persist.notebook_path(ipython.user_ns) is not None:
         try:
-            magics._session_restore([])
+            magics._session_restore([], quiet=True)
         except ChatError as exc:  # a notebook we cannot read must not break loading
             print(f"agent_nb: {exc}", file=sys.stderr)
         except Exception as exc:  # nor must a fault of ours; say what it was, in a line
@@ -39,6 +40,7 @@ def unload_ipython_extension(ipython: Any) -> None:
     magics = _loaded.pop(id(ipython), None)
     if magics is None:
         return
+    ipython.events.unregister("pre_run_cell", magics.cells.before_cell)
     completers = ipython.strdispatchers.get("complete_command")
     if completers is not None:
         for command in _COMPLETED:

@@ -15,7 +15,8 @@ if TYPE_CHECKING:
     from ..session import Session
 
 KEY = "agent_nb"
-_PYTHON = {"python", "py", "python3"}
+#: The fences taken as Python code.
+PYTHON = {"python", "py", "python3"}
 
 
 def to_notebook(session: Session, *, code_cells: bool = False) -> Any:
@@ -92,7 +93,8 @@ def from_notebook(
     )
     if chosen in stored:
         return Session.from_dict(stored[chosen], agent)
-    rebuilt, current, _ = persist.replay(persist.records(notebook), agent)
+    replayed = persist.replay(persist.records(notebook), agent)
+    rebuilt, current = replayed.sessions, replayed.current
     chosen = chosen or current
     if chosen in rebuilt:
         return rebuilt[chosen]
@@ -132,7 +134,7 @@ def _answer_cells(messages: list[Message], code_cells: bool) -> list[Any]:
         if kind == "html":
             shown.append(part)
             continue
-        pieces = render.code_blocks(part, _PYTHON) if code_cells else [("markdown", part)]
+        pieces = render.code_blocks(part, PYTHON) if code_cells else [("markdown", part)]
         for piece, text in pieces:
             if piece == "code":
                 flush()

@@ -39,6 +39,9 @@ MAX_PARTS = 40
 #: margin, so an empty last element keeps the gap between parts that between paragraphs.
 PART_END = "<div></div>\n"
 
+#: Under the answer while it streams; the last update, with the footer, has none.
+STREAMING = '<p class="agent-nb-streaming"><sub>streaming…</sub></p>\n'
+
 #: What each message costs besides the HTML of the answer: Jupyter's wrapping and ours.
 _ENVELOPE = MESSAGE_BYTES + len(wrap(""))
 
@@ -159,11 +162,12 @@ class LiveHTML:
             self._freeze()  # one message per refresh: the tail shows at the next
             return
         room = BYTE_BUDGET * self._received + BYTE_ALLOWANCE - self._sent - _ENVELOPE
+        room -= len(STREAMING)
         if self._done_size + sum(map(len, self._tail)) > room:
             return  # it cannot fit (HTML is no shorter than its text, give or take): no render
         shown = self._live()
         if shown.strip() and len(shown) <= room:
-            self._publish(shown, None, None)
+            self._publish(shown + STREAMING, None, None)
 
     def _cut(self) -> None:
         if not self._tail:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 import shlex
-import string
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
@@ -18,7 +18,8 @@ from ..agent import Agent
 from ..errors import AgentError, InvalidSessionData, SessionNotFoundError, StoreError
 from ..session import Response, Session
 from ..stores.base import SessionStore
-from . import export, persist, render
+from . import export, persist, prompts, render
+from .cells import Cells
 from .live import live_answer
 
 
@@ -42,6 +43,8 @@ class ChatMagics(Magics):
         self.agent: Agent | None = None
         self.sessions: dict[str, Session] = {}
         self.current: str | None = None
+        self.cells = Cells()
+        self._offline: str | None = None  # the notice, until a turn uses the offline provider
 
     # -- the agent -------------------------------------------------------------------------
 
@@ -79,6 +82,7 @@ class ChatMagics(Magics):
 
     def _use_agent(self, agent: Agent) -> None:
         self.agent = agent
+        self._offline = None
         for session in self.sessions.values():
             session.agent = agent
         print(self._describe(agent))
@@ -94,11 +98,9 @@ class ChatMagics(Magics):
                     provider = "anthropic"
                 else:
                     provider = "test"
-                    print(
-                        "agent_nb: no API key and no %agent configuration: using the offline "
-                        "'test' provider. Configure one with: %agent provider=openai "
-                        "model=gpt-4o",
-                        file=sys.stderr,
+                    self._offline = (
+                        "agent_nb: no API key, so the offline 'test' provider answers "
+                        "(%agent provider=openai model=gpt-4o)"
                     )
             try:
                 self.agent = Agent(provider=provider, model=model)
@@ -148,25 +150,35 @@ class ChatMagics(Magics):
     @argument("--no-stream", action="store_true", help="wait for the whole answer")
     @argument("--fork", metavar="NEW_ID", help="fork the session into NEW_ID and talk there")
     @argument("-o", "--output", metavar="VAR", help="store the Response in this variable")
+    @argument("--raw", action="store_true", help="send the text as typed: no {name} filled in")
     @cell_magic("chat")
     def chat(self, line: str, cell: str) -> None:
         """The cell is your next message; the answer streams into the cell as Markdown.
 
-        `{name}` puts a variable's value in the message, `{In[3]}` / `{Out[3]}` a cell's
-        input / output; write `{{` and `}}` for literal braces. The Response is in `_`
-        afterwards (and in VAR with -o VAR).
+        `{name}` and `{name.attr}` put a variable's value in the message, `{In[3]}` /
+        `{Out[3]}` a cell's input / output; other braces stay as typed (`{{name}}` is a
+        literal `{name}`; --raw fills in nothing). The Response is in `_` afterwards (and
+        in VAR with -o VAR).
         """
-        args = parse_argstring(self.chat, line)
-        prompt = self._interpolate(cell).strip()
+        args = self._chat_args(line)
+        prompt = (cell if args.raw else self._interpolate(cell)).strip()
         if not prompt.strip():
             raise ChatError("the cell is empty: write your message below %%chat")
+        previous = self.cells.previous()
+        again = previous if previous is not None and previous.first_id else None
+        if again and args.session_id in (None, again.session_id) and not args.fork:
+            in_place = self.sessions.get(again.session_id)
+            if in_place is not None and again.first_id in {m.id for m in in_place.messages}:
+                return self._chat_again(args, prompt, in_place, again)
         session = self.session(args.session_id)
         fork_of = None
         if args.fork:
             fork_of = session.session_id
-            session = session.fork(args.fork)
-            self.sessions[session.session_id] = session
-            self.current = session.session_id
+            session, _ = self._fork(session, args.fork, replace=False, previous=previous)
+        self._chat_turn(args, prompt, session, fork_of=fork_of, previous=previous)
+
+    def _settings(self, args: Any, session: Session) -> tuple[dict[str, Any], Any]:
+        """The turn's settings and schema from %%chat's options (a --system is set now)."""
         if args.system is not None:
             session.system = args.system
         settings: dict[str, Any] = {}
@@ -176,13 +188,92 @@ class ChatMagics(Magics):
             settings["temperature"] = args.temperature
         if args.max_tokens is not None:
             settings["max_tokens"] = args.max_tokens
-        schema = self._schema(args.schema) if args.schema else None
+        return settings, self._schema(args.schema) if args.schema else None
+
+    def _chat_turn(
+        self, args: Any, prompt: str, session: Session, *, fork_of: str | None, previous: Any
+    ) -> None:
+        """A new turn at the end of `session`; the sessions kept until this cell ran go."""
+        settings, schema = self._settings(args, session)
+        drops = self.cells.superseded(previous, self.sessions)
         response = self._turn(
-            session, prompt, settings, schema, stream=not args.no_stream, fork_of=fork_of
+            session,
+            prompt,
+            settings,
+            schema,
+            stream=not args.no_stream,
+            fork_of=fork_of,
+            extra={"drops": drops} if drops else {},
         )
+        self._made(args, session, response, previous, drops)
+
+    def _chat_again(self, args: Any, prompt: str, session: Session, previous: Any) -> None:
+        """The cell made a turn in `session` before: that turn is made again, in its place;
+        the turns after it stay, as a new session named in the output."""
+        settings, schema = self._settings(args, session)
+        history = session.messages
+        order = [m.id for m in history]
+        at = order.index(previous.first_id)
+        users = [i for i in range(at + 1, len(history)) if history[i].role == "user"]
+        end = users[0] if users else len(history)  # where the turns after this one start
+        later = self.cells.unmade({history[i].id for i in users})
+        kept_as = self._free_name(session.session_id) if later else None
+        drops = self.cells.superseded(previous, self.sessions)
+        trial = Session(session.agent, session.session_id, session.system, history[:at])
+        trial._tools = session._tools
+
+        def replace(response: Response) -> None:
+            if [m.id for m in session.messages] != order:
+                raise ChatError(
+                    f"session {session.session_id!r} changed while this cell was answered "
+                    "again; it was left as it is"
+                )
+            if kept_as is not None:
+                self.sessions[kept_as] = session.fork(kept_as)
+                self.cells.keep(kept_as, later, order)
+            session.usage = session.usage + response.usage
+            session._set_history([*history[:at], *response.messages])
+
+        extra: dict[str, Any] = {"replaces": previous.first_id}
+        if kept_as:
+            extra["kept_as"] = kept_as
+        if drops:
+            extra["drops"] = drops
+        response = self._turn(
+            trial,
+            prompt,
+            settings,
+            schema,
+            stream=not args.no_stream,
+            fork_of=None,
+            replace=replace,
+            op="rerun",
+            extra=extra,
+        )
+        self.current = session.session_id
+        if kept_as is not None:
+            print(
+                f"agent_nb: this cell's turn was made again; the {len(history) - end} messages "
+                f"after it are kept in session {kept_as!r} (%session use {kept_as})"
+            )
+        self._made(args, session, response, previous, drops)
+
+    def _made(
+        self, args: Any, session: Session, response: Response, previous: Any, drops: list[str]
+    ) -> None:
+        self.cells.made(session.session_id, response.messages[0].id if response.messages else None)
+        self.cells.made_again(previous)
+        for dropped in drops:  # every turn they kept has been made again by its cell
+            self.sessions.pop(dropped, None)
         self.shell.user_ns["_"] = response
         if args.output:
             self.shell.user_ns[args.output] = response
+
+    def _free_name(self, session_id: str) -> str:
+        number = 1
+        while f"{session_id}~{number}" in self.sessions:
+            number += 1
+        return f"{session_id}~{number}"
 
     def _turn(
         self,
@@ -194,17 +285,23 @@ class ChatMagics(Magics):
         stream: bool,
         fork_of: str | None,
         replace: Callable[[Response], None] | None = None,
+        op: str | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> Response:
         """One turn shown live and recorded; with `replace`, a retry made on a copy of the
         session: `replace(response)` puts the finished answer in place of the last turn, and
         an answer that does not finish changes nothing, its record included. With `prompt`
         None, the turn resumes the calls that waited for approval."""
+        if self._offline is not None and session.agent is self.agent:
+            print(self._offline)  # once, and only when a turn is about to use it
+            self._offline = None
         live = live_answer(rich=self._rich())
         before = len(session.messages)
         waiting = session.messages[-1].id if prompt is None else None
         started = time.monotonic()
-        extra = {"fork_of": fork_of} if fork_of else {}
-        op = "resume" if prompt is None else "turn" if replace is None else "retry"
+        extra = {**({"fork_of": fork_of} if fork_of else {}), **(extra or {})}
+        op = op or ("resume" if prompt is None else "turn" if replace is None else "retry")
+        earlier = "this cell's earlier turn" if op == "rerun" else "its last turn"
         unsaved: StoreError | None = None
         try:
             if prompt is None:
@@ -247,7 +344,7 @@ class ChatMagics(Magics):
             )
             if replace is not None:  # the copy keeps what was shown; the session, nothing
                 raise Interrupted(
-                    f"stopped; session {session.session_id!r} is unchanged: its last turn is kept"
+                    f"stopped; session {session.session_id!r} is unchanged: {earlier} is kept"
                 ) from None
             raise Interrupted(
                 f"stopped; {'the partial answer is kept' if kept else 'nothing was kept'} in "
@@ -258,7 +355,7 @@ class ChatMagics(Magics):
                 raise ChatError(str(exc)) from None
             response, unsaved = exc.response, exc
         except AgentError as exc:
-            note = ": its last turn is kept" if replace is not None else ""
+            note = f": {earlier} is kept" if replace is not None else ""
             raise ChatError(f"{exc} (session {session.session_id!r} is unchanged{note})") from None
         assert response is not None
         if replace is not None:
@@ -319,16 +416,23 @@ class ChatMagics(Magics):
         return self._turn(session, None, {}, None, stream=True, fork_of=None)
 
     def _interpolate(self, cell: str) -> str:
+        filled, notes = prompts.fill(cell, self.shell.user_ns)
+        for note in notes:
+            print(f"agent_nb: {note}")
+        return filled
+
+    def _chat_args(self, line: str) -> Any:
         try:
-            return string.Formatter().vformat(cell, (), _Namespace(self.shell.user_ns))
-        except KeyError as exc:
+            return parse_argstring(self.chat, line)
+        except UsageError as exc:
+            options = []
+            for action in self.chat.parser._actions:
+                if action.option_strings and action.dest != "help":
+                    takes = f" {action.metavar or action.dest.upper()}" if action.nargs != 0 else ""
+                    options.append("/".join(action.option_strings) + takes)
             raise ChatError(
-                f"{{{exc.args[0]}}} names nothing in the notebook; define it, or write "
-                "{{ and }} for literal braces"
-            ) from None
-        except (IndexError, AttributeError, ValueError) as exc:
-            raise ChatError(
-                f"cannot fill in the message: {exc}; write {{{{ and }}}} for literal braces"
+                f"%%chat {line.strip()}: {exc}; usage: %%chat [SESSION] [options], the options "
+                f"being {', '.join(options)}"
             ) from None
 
     def _schema(self, name: str) -> Any:
@@ -370,6 +474,8 @@ class ChatMagics(Magics):
                                      default SQLite file ($AGENT_NB_DB)
         %session load ID [PATH]      take session ID from such a store into this notebook
         %session stored [PATH]       the sessions such a store holds, newest first
+        %session insert              the last answer's Python code as a new cell below
+                                     (not run)
         %session export PATH.ipynb [--code]
                                      the current session as a notebook (--code: Python
                                      blocks of answers as runnable code cells)
@@ -416,17 +522,61 @@ class ChatMagics(Magics):
         if not rest or rest[0] not in self.sessions:
             raise ChatError(f"no session {rest[0] if rest else ''!r}; %session list shows them")
         self.current = rest[0]
-        print(f"using session {rest[0]!r}")
+        self._display(  # recorded, so that a restore lands in this session
+            f"<pre>using session {render.escaped(repr(rest[0]))}</pre>",
+            f"using session {rest[0]!r}",
+            persist.record("use", self.sessions[rest[0]]),
+        )
 
     def _session_fork(self, rest: list[str]) -> None:
+        replace = "--replace" in rest
+        rest = [word for word in rest if word != "--replace"]
         base = self.session()
-        twin = base.fork(rest[0] if rest else None)
+        twin, kept_as = self._fork(
+            base, rest[0] if rest else None, replace=replace, previous=self.cells.previous()
+        )
+        note = f"; its earlier turns are kept in `{kept_as}`" if kept_as else ""
+        self._publish(
+            f"forked `{base.session_id}` into `{twin.session_id}`{note}",
+            persist.record("fork", twin, fork_of=base.session_id, kept_as=kept_as),
+        )
+
+    def _fork(
+        self, base: Session, name: str | None, *, replace: bool, previous: Any
+    ) -> tuple[Session, str | None]:
+        """`base` forked into `name`, which becomes current: (the fork, where the session
+        that had that name before is kept). A cell run again forks again into the session it
+        made; any other existing name is refused unless `replace`."""
+        again = previous is not None and (
+            previous.session_id == name or (name is None and previous.first_id is None)
+        )
+        name = name or (previous.session_id if again else None)
+        if name == base.session_id:
+            raise ChatError(
+                f"session {name!r} is the current session; fork it under a new name: "
+                f"%session fork {name}-2"
+            )
+        kept_as = None
+        old = self.sessions.get(name) if name is not None else None
+        if old is not None:
+            if not (replace or again):
+                raise ChatError(
+                    f"session {name!r} exists; fork under a new name, or overwrite it: "
+                    f"%session fork {name} --replace"
+                )
+            ours = {m.id for m in base.messages}
+            own = [m for m in old.messages if m.id not in ours]
+            later = self.cells.unmade({m.id for m in own if m.role == "user"})
+            if again and later:  # turns of the old fork that no cell has made again stay
+                kept_as = self._free_name(name)
+                self.sessions[kept_as] = old.fork(kept_as)
+                self.cells.keep(kept_as, later, [m.id for m in old.messages])
+            self.cells.forget(name)
+        twin = base.fork(name)
         self.sessions[twin.session_id] = twin
         self.current = twin.session_id
-        self._publish(
-            f"forked `{base.session_id}` into `{twin.session_id}`",
-            persist.record("fork", twin, fork_of=base.session_id),
-        )
+        self.cells.made(twin.session_id, None)
+        return twin, kept_as
 
     def _session_clear(self, rest: list[str]) -> None:
         session = self.session()
@@ -460,6 +610,8 @@ class ChatMagics(Magics):
                     "again; it was left as it is"
                 )
             session.usage = session.usage + response.usage
+            if response.messages:
+                self.cells.moved(history[cut].id, response.messages[0].id)
             try:
                 session._set_history([*history[:cut], *response.messages])
             except StoreError as exc:
@@ -476,15 +628,23 @@ class ChatMagics(Magics):
     def _session_history(self, rest: list[str]) -> None:
         count = int(rest[rest.index("-n") + 1]) if "-n" in rest else 10
         lines = []
-        for message in self.session().messages[-count:]:
+        session = self.session()
+        for message in session.messages[-count:]:
             text = render.one_line(message.text)
-            lines.append(f"[{message.role}] {text[:100]}{'...' if len(text) > 100 else ''}")
-        if lines:  # shown as HTML: JupyterLab makes live links of URLs in printed text
-            plain = "\n".join(lines)
-            self._display(f"<pre>{render.escaped(plain)}</pre>", plain, None)
+            role = message.role + (", interrupted" if message.metadata.get("interrupted") else "")
+            lines.append(f"[{role}] {text[:100]}{'...' if len(text) > 100 else ''}")
+        plain = "\n".join(lines) or f"no messages yet in session {session.session_id!r}"
+        # shown as HTML: JupyterLab makes live links of URLs in printed text
+        self._display(f"<pre>{render.escaped(plain)}</pre>", plain, None)
 
     def _session_show(self, rest: list[str]) -> None:
         session = self.session()
+        if not session.messages:
+            empty = f"no messages yet in session {session.session_id!r}"
+            if session.system:
+                empty += f" (system: {render.one_line(session.system)})"
+            self._display(f"<pre>{render.escaped(empty)}</pre>", empty, None)
+            return
         shown = render.transcript_html(session.messages, session.system)
         self._display(shown, render.transcript_text(session.messages, session.system), None)
 
@@ -507,6 +667,19 @@ class ChatMagics(Magics):
         if self.current == rest[0]:
             self.current = next(iter(self.sessions), None)
         print(f"deleted session {rest[0]!r}")
+
+    def _session_insert(self, rest: list[str]) -> None:
+        session = self.session()
+        answers = [m for m in session.messages if m.role == "assistant" and m.text]
+        if not answers:
+            raise ChatError(f"session {session.session_id!r} has no answer yet to take code from")
+        blocks = render.code_blocks(answers[-1].text, export.PYTHON)
+        code = "\n\n".join(render.clean(text) for kind, text in blocks if kind == "code")
+        if not code:
+            raise ChatError("the last answer has no Python code block (```python ... ```)")
+        self.shell.set_next_input(code, replace=False)  # the front end makes the cell
+        lines = _count(len(code.splitlines()), "line")
+        print(f"agent_nb: the last answer's code ({lines}) is in a new cell below; it has not run")
 
     def _session_export(self, rest: list[str]) -> None:
         code_cells = "--code" in rest
@@ -552,7 +725,7 @@ class ChatMagics(Magics):
             when = (info.updated_at or "")[:16].replace("T", " ")
             print(f"{info.session_id}  {when}  {info.message_count:>4} messages  {info.title}")
 
-    def _session_restore(self, rest: list[str]) -> None:
+    def _session_restore(self, rest: list[str], *, quiet: bool = False) -> None:
         from ..stores import _ipynb
 
         path = rest[0] if rest else persist.notebook_path(self.shell.user_ns)
@@ -572,9 +745,13 @@ class ChatMagics(Magics):
             print(line, file=sys.stderr)
 
         found = persist.records(notebook.node, notebook.damaged_cells)
-        sessions, current, turns = persist.replay(found, self._get_agent(), report)
+        replayed = persist.replay(found, self._get_agent(), report)
+        sessions, turns = replayed.sessions, replayed.turns
         self.sessions.update(sessions)
-        self.current = current or self.current
+        self.current = replayed.current or self.current
+        self.cells.restored(replayed.made)
+        if quiet and not sessions and not skipped:
+            return
         print(
             f"agent_nb: restored {_count(turns, 'turn')} in {_count(len(sessions), 'session')} "
             f"from {path}" + (f" ({_count(len(skipped), 'record')} skipped)" if skipped else "")
@@ -607,17 +784,6 @@ class ChatMagics(Magics):
         if position == 2 and words[1] in ("use", "delete"):
             return list(self.sessions)
         return []
-
-
-class _Namespace(dict):
-    """The user namespace for str.format: missing names raise KeyError."""
-
-    def __init__(self, user_ns: dict[str, Any]) -> None:
-        super().__init__()
-        self._ns = user_ns
-
-    def __getitem__(self, key: str) -> Any:
-        return self._ns[key]
 
 
 def _value(text: str) -> Any:

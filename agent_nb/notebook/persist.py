@@ -24,9 +24,12 @@ from ..session import FORMAT_VERSION, Session, _describe, _session_id
 #: The key of agent_nb's records in output metadata.
 KEY = "agent_nb"
 #: What a record can say happened: `retry` replaces the last turn with the record's messages;
-#: `resume` replaces the round that waited for approval with them.
-OPS = ("turn", "retry", "resume", "load", "clear", "undo", "system", "fork")
-_WITH_MESSAGES = ("turn", "retry", "resume", "load")
+#: `resume` replaces the round that waited for approval with them; `rerun` replaces the turn
+#: that starts with message `replaces` (a cell run again), keeping what followed it as the
+#: session `kept_as`; `use` makes its session the current one.
+OPS = ("turn", "retry", "resume", "load", "clear", "undo", "system", "fork", "rerun", "use")
+_WITH_MESSAGES = ("turn", "retry", "resume", "load", "rerun")
+_TURNS = ("turn", "retry", "resume", "rerun")
 
 
 def record(
@@ -65,6 +68,8 @@ class Found:
     where: str
     entry: Any
     problem: str | None = None  # set when the cell itself could not be read
+    cell_id: str | None = None
+    source: str = ""
 
 
 def records(notebook: Any, damaged: Mapping[int, str] | None = None) -> list[Found]:
@@ -80,7 +85,15 @@ def records(notebook: Any, damaged: Mapping[int, str] | None = None) -> list[Fou
         for output in outputs if isinstance(outputs, list) else []:
             metadata = output.get("metadata") if isinstance(output, Mapping) else None
             if isinstance(metadata, Mapping) and KEY in metadata:
-                found.append(Found(where, metadata[KEY]))
+                cell_id, source = cell.get("id"), cell.get("source")
+                found.append(
+                    Found(
+                        where,
+                        metadata[KEY],
+                        cell_id=cell_id if isinstance(cell_id, str) else None,
+                        source="".join(source) if isinstance(source, list) else str(source or ""),
+                    )
+                )
     return found
 
 
@@ -112,6 +125,9 @@ class _Record(pydantic.BaseModel):
     messages: list[Message] | None = None
     fork_of: _SessionId | None = None
     record_id: Annotated[pydantic.StrictStr, pydantic.Field(min_length=1)] | None = None
+    replaces: pydantic.StrictStr | None = None
+    kept_as: _SessionId | None = None
+    drops: list[_SessionId] = []
 
 
 class _Skip(Exception):
@@ -144,6 +160,26 @@ def _checked(found: Found) -> _Record:
     return checked
 
 
+@dataclass(eq=False)  # each is one cell's work: told apart by identity, not by value
+class Made:
+    """What a cell made: a turn (from message `first_id` on) or a fork, in session_id."""
+
+    session_id: str
+    first_id: str | None
+    cell_id: str | None = None
+    source: str = ""
+
+
+@dataclass
+class Replayed:
+    """Sessions rebuilt from records, the last one used, turns restored, what each cell made."""
+
+    sessions: dict[str, Session]
+    current: str | None
+    turns: int
+    made: list[Made]
+
+
 class _Replay:
     """Sessions rebuilt record by record."""
 
@@ -154,26 +190,43 @@ class _Replay:
         self.records: set[str] = set()  # record ids replayed
         self.current: str | None = None
         self.turns = 0
+        self.made: list[Made] = []
 
-    def apply(self, entry: _Record) -> None:
+    def apply(self, entry: _Record, found: Found) -> None:
         if entry.record_id is not None and entry.record_id in self.records:
             raise _Skip("it is a copy of an earlier record (a copied cell); replayed once")
+        if entry.op == "use" and entry.session_id not in self.sessions:
+            raise _Skip(f"it uses session {entry.session_id!r}, which no earlier record made")
+        if entry.op == "fork" and entry.session_id in self.sessions:  # a fork made again
+            if entry.kept_as:
+                self._keep(self.sessions[entry.session_id], entry.kept_as)
+            del self.sessions[entry.session_id]
         session = self._session(entry)
         messages = entry.messages or []
         ids = {m.id for m in messages}
         seen = self.seen[entry.session_id]
-        if entry.op in ("turn", "retry", "resume") and ids & seen:
+        if entry.op in _TURNS and ids & seen:
             raise _Skip("it holds a turn already restored (a copied cell); replayed once")
         if entry.op == "load":  # a session loaded from a store replaces what was there
             session._set_history(messages)
-        elif entry.op in ("turn", "retry", "resume"):
+        elif entry.op in _TURNS:
             history = session.messages
             if entry.op == "retry":
-                history = history[: last_turn(history) or 0]
+                cut = last_turn(history) or 0
+                for made in self.made:  # the cell that made the turn made its new answer
+                    if cut < len(history) and messages and made.first_id == history[cut].id:
+                        made.first_id = messages[0].id
+                history = history[:cut]
             elif entry.op == "resume":
                 if not (history and history[-1].metadata.get("awaiting_approval")):
                     raise _Skip("it resumes tool calls that no earlier record left waiting")
                 history = history[:-1]
+            elif entry.op == "rerun":  # the turn it replaces may be one an earlier run made
+                order = [m.id for m in history]
+                if entry.replaces in order:
+                    if entry.kept_as:
+                        self._keep(session, entry.kept_as)
+                    history = history[: order.index(entry.replaces)]
             session._set_history(history + messages)
             self.turns += 1
         elif entry.op == "clear":
@@ -182,10 +235,20 @@ class _Replay:
             drop_last_turn(session)
         elif entry.op == "system":
             session.system = entry.system
+        for dropped in entry.drops:
+            self.sessions.pop(dropped, None)
         seen |= ids
         if entry.record_id is not None:
             self.records.add(entry.record_id)
         self.current = entry.session_id
+        if entry.op in ("turn", "rerun", "fork"):
+            first = messages[0].id if messages and entry.op != "fork" else None
+            self.made.append(Made(entry.session_id, first, found.cell_id, found.source))
+
+    def _keep(self, session: Session, kept_as: str) -> None:
+        kept = session.fork(kept_as)
+        self.sessions[kept_as] = kept
+        self.seen[kept_as] = {m.id for m in kept.messages}
 
     def _session(self, entry: _Record) -> Session:
         session_id = entry.session_id
@@ -203,15 +266,15 @@ class _Replay:
 
 def replay(
     found: list[Found], agent: Agent, report: Callable[[str], None] | None = None
-) -> tuple[dict[str, Session], str | None, int]:
-    """Sessions rebuilt from records: (sessions by id, the last one used, turns restored).
+) -> Replayed:
+    """Sessions rebuilt from records.
 
     `report` is given one line for each record skipped, naming its cell and the problem.
     """
     state = _Replay(agent)
     for item in found:
         try:
-            state.apply(_checked(item))
+            state.apply(_checked(item), item)
         except _Skip as skip:
             problem = str(skip)
         except Exception as exc:  # a record no check foresaw must not stop the others
@@ -220,7 +283,7 @@ def replay(
             continue
         if report is not None:
             report(f"agent_nb: skipped the record in {item.where}: {problem}")
-    return state.sessions, state.current, state.turns
+    return Replayed(state.sessions, state.current, state.turns, state.made)
 
 
 def drop_last_turn(session: Session) -> list[Message]:

@@ -138,7 +138,7 @@ def footer(response: Response, seconds: float | None) -> str:
     if seconds is not None:
         facts.append(f"{seconds:.1f} s")
     if response.interrupted:
-        facts.append("<strong>interrupted</strong>: the partial answer is kept")
+        facts.append("<strong>interrupted</strong>")  # what was kept: the error's one line
     if response.finish_reason == "length":
         facts.append("cut at max_tokens")
     return _safe("<p><sub>" + " · ".join(facts) + "</sub></p>\n") if facts else ""

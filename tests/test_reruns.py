@@ -1,0 +1,187 @@
+"""A notebook's conversation is a function of its cells: re-runs replace, Run All repeats."""
+
+from __future__ import annotations
+
+import json
+
+import nbformat
+import pytest
+from kernels import Kernel, run_notebook, text_of
+from nbclient import NotebookClient
+
+pytestmark = pytest.mark.timeout(300)
+
+#: Prints every session's message texts and the current session (the last cell of a notebook).
+DUMP = (
+    "import json\nfrom agent_nb.notebook import _loaded\n_m = next(iter(_loaded.values()))\n"
+    "print(json.dumps({k: [m.text for m in s.messages] for k, s in _m.sessions.items()}))\n"
+    "print(_m.current)"
+)
+
+TRIP = [
+    "%load_ext agent_nb",
+    "%%chat\nMy name is Alice",
+    "%%chat\nI live in Lyon",
+    "%session fork side",
+    "%%chat\nI also like tea",
+    "%session use main",
+    "%%chat\nI work as an engineer",
+    "%%chat\nGo on",
+    "%%chat\nGo on",
+]
+
+
+def dumped(text: str) -> tuple[dict[str, list[str]], str]:
+    sessions, current = text.strip().splitlines()[-2:]
+    return json.loads(sessions), current
+
+
+def test_restart_and_run_all_gives_the_conversations_of_a_fresh_run(tmp_path, monkeypatch):
+    nb = run_notebook(*TRIP, DUMP)
+    fresh = dumped(text_of(nb.cells[-1]))
+    assert sorted(fresh[0]) == ["main", "side"] and fresh[1] == "main"
+    assert len(fresh[0]["main"]) == 10 and len(fresh[0]["side"]) == 6
+    path = tmp_path / "trip.ipynb"
+    monkeypatch.setenv("JPY_SESSION_NAME", str(path))  # %load_ext restores from the saved file
+    for _ in range(2):  # Restart Kernel and Run All, twice: nbclient sends no cell ids
+        nbformat.write(nb, str(path))
+        NotebookClient(nb, timeout=60, kernel_name="python3", allow_errors=False).execute()
+        assert "restored 6 turns in 2 sessions" in text_of(nb.cells[0])
+        assert dumped(text_of(nb.cells[-1])) == fresh
+
+
+def test_run_all_with_retry_and_undo_cells(tmp_path, monkeypatch):
+    nb = run_notebook(
+        "%load_ext agent_nb",
+        "%%chat\nMy name is Alice",
+        "%%chat\nI live in Lyon",
+        "%session retry",
+        "%%chat\nI like tea",
+        "%session undo",
+        "%%chat --fork side\nI like coffee",
+        DUMP,
+    )
+    fresh = dumped(text_of(nb.cells[-1]))
+    assert sorted(fresh[0]) == ["main", "side"] and fresh[1] == "side"
+    path = tmp_path / "retry.ipynb"
+    monkeypatch.setenv("JPY_SESSION_NAME", str(path))
+    for _ in range(2):
+        nbformat.write(nb, str(path))
+        NotebookClient(nb, timeout=60, kernel_name="python3", allow_errors=False).execute()
+        assert dumped(text_of(nb.cells[-1])) == fresh
+
+
+def test_a_cell_run_again_replaces_its_turn_and_keeps_what_followed(tmp_path, monkeypatch):
+    with Kernel() as kernel:
+        ran = [kernel.execute(code, cell_id=f"c{n}") for n, code in enumerate(TRIP)]
+        assert all(r.error is None for r in ran)
+        fresh = dumped(kernel.execute(DUMP).stdout)
+        again = kernel.execute(TRIP[2], cell_id="c2")  # "I live in Lyon", run again by hand
+        assert "the 6 messages after it are kept in session 'main~1'" in again.stdout
+        sessions, current = dumped(kernel.execute(DUMP).stdout)
+        assert current == "main" and len(sessions["main"]) == 4
+        assert sessions["main~1"] == fresh[0]["main"]  # the old continuation, not lost
+        assert sessions["side"] == fresh[0]["side"]
+        pasted = kernel.execute(TRIP[2], cell_id="pasted")  # a copy of the cell: a new turn
+        assert pasted.error is None and "kept" not in pasted.stdout
+        assert len(dumped(kernel.execute(DUMP).stdout)[0]["main"]) == 6
+        kernel.execute("%session undo", cell_id="undo")
+        for n, code in enumerate(TRIP[1:], 1):  # Run All in the same kernel
+            assert kernel.execute(code, cell_id=f"c{n}").error is None
+        again = dumped(kernel.execute(DUMP).stdout)
+        assert again == fresh  # the kept sessions went once their cells had run again
+
+
+def test_a_restore_lands_in_the_session_last_used(tmp_path, monkeypatch):
+    nb = run_notebook(
+        "%load_ext agent_nb",
+        "%%chat\nMy name is Alice",
+        "%session fork side",
+        "%%chat\nI like tea",
+        "%session use main",
+    )
+    path = tmp_path / "used.ipynb"
+    nbformat.write(nb, str(path))
+    monkeypatch.setenv("JPY_SESSION_NAME", str(path))
+    with Kernel() as kernel:
+        kernel.execute("%load_ext agent_nb")
+        assert "session: main\n" in kernel.execute("%session info").stdout
+
+
+def test_fork_refuses_an_existing_name_and_itself():
+    nb = run_notebook(
+        "%load_ext agent_nb",
+        "%%chat\nMy name is Alice",
+        "%session fork side",
+        "%%chat\nI like tea",
+        "%session use main",
+        "%session fork side",
+        "%session fork main",
+        "%session fork side --replace",
+        "%session list",
+    )
+    refused = next(o for o in nb.cells[5].outputs if o.output_type == "error")
+    assert "session 'side' exists" in refused.evalue
+    assert "%session fork side --replace" in refused.evalue
+    itself = next(o for o in nb.cells[6].outputs if o.output_type == "error")
+    assert "'main' is the current session" in itself.evalue
+    assert "* side  (2 messages)" in text_of(nb.cells[8])  # replaced: tea is gone
+
+
+def test_a_cell_that_makes_several_turns_remakes_each_in_its_place():
+    loop = "for q in ['one', 'two']:\n    get_ipython().run_cell_magic('chat', '', q)"
+    with Kernel() as kernel:
+        kernel.execute("%load_ext agent_nb", cell_id="load")
+        assert kernel.execute(loop, cell_id="loop").error is None
+        kernel.execute("%%chat\nthree", cell_id="three")
+        fresh = dumped(kernel.execute(DUMP).stdout)
+        again = kernel.execute(loop, cell_id="loop")  # run again: both its turns, in order
+        assert "the 4 messages after it are kept in session 'main~1'" in again.stdout
+        assert dumped(kernel.execute(DUMP).stdout)[0]["main"] == fresh[0]["main"][:4]
+        kernel.execute("%%chat\nthree", cell_id="three")
+        assert dumped(kernel.execute(DUMP).stdout) == fresh  # each turn in its place, once
+
+
+def test_a_use_record_of_a_session_no_record_made_is_skipped():
+    from agent_nb import Agent
+    from agent_nb.notebook import persist
+    from agent_nb.session import FORMAT_VERSION
+
+    use = {"version": FORMAT_VERSION, "op": "use", "session_id": "ghost", "record_id": "r1"}
+    cell = {
+        "id": "c1",
+        "source": "%session use ghost",
+        "outputs": [{"metadata": {"agent_nb": use}}],
+    }
+    lines: list[str] = []
+    replayed = persist.replay(
+        persist.records({"cells": [cell]}), Agent(provider="test"), lines.append
+    )
+    assert replayed.sessions == {} and replayed.current is None
+    assert lines == [
+        "agent_nb: skipped the record in cell 1 (id 'c1'): it uses session 'ghost', which no "
+        "earlier record made"
+    ]
+
+
+def test_a_cell_run_again_and_stopped_or_failing_changes_nothing(server):
+    from fake_openai import Reply
+    from kernels import chat_kernel
+
+    with chat_kernel(server) as kernel:
+        no_retry = f"provider=openai model=m base_url={server.url} api_key=k max_retries=0"
+        kernel.execute(f"%agent {no_retry}")
+        kernel.execute("%%chat\nMy name is Alice", cell_id="a")
+        kernel.execute("%%chat\nI live in Lyon", cell_id="b")
+        before = dumped(kernel.execute(DUMP).stdout)
+        server.script(Reply(text=" ".join(f"w{i}" for i in range(80)), chunk_delay=0.1))
+        stopped = kernel.execute("%%chat\nMy name is Alice", cell_id="a", interrupt_after=1.5)
+        assert stopped.error["ename"] == "Interrupted"
+        assert (
+            "session 'main' is unchanged: this cell's earlier turn is kept"
+            in (stopped.error["evalue"])
+        )
+        server.script(Reply(status=500, error={"error": {"message": "down"}}))
+        failed = kernel.execute("%%chat\nMy name is Alice", cell_id="a")
+        assert "down" in failed.error["evalue"]
+        assert dumped(kernel.execute(DUMP).stdout) == before  # no turn lost, no session kept

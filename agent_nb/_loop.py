@@ -17,6 +17,7 @@ import pydantic
 from ._output import OutputPlan
 from .errors import (
     ApprovalPendingError,
+    ConfigurationError,
     OutputValidationError,
     ProviderError,
     StreamError,
@@ -33,7 +34,7 @@ from .messages import (
     clean_text,
 )
 from .providers.base import Request
-from .tools import ArgumentError, ModelRetry, Tool, format_validation_error
+from .tools import ArgumentError, ModelRetry, Tool, as_tool, format_validation_error
 
 if TYPE_CHECKING:
     from ._output import OutputType
@@ -61,9 +62,6 @@ class Toolset:
     """The tools a turn may call, by name, and their schemas for the provider."""
 
     def __init__(self, tools: Iterable[Tool | Callable[..., Any]] = ()) -> None:
-        from .errors import ConfigurationError
-        from .tools import as_tool
-
         self.tools: dict[str, Tool] = {}
         for item in tools:
             t = as_tool(item)

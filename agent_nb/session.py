@@ -164,15 +164,11 @@ class Session:
 
     def stream(self, prompt: str, **settings: Any) -> Stream:
         """Send `prompt` and iterate the events of the answer as they arrive."""
-        return Stream(
-            lambda reader: _loop.turn(self, prompt, settings, None, stream=True, reader=reader)
-        )
+        return Stream(self._streamed(prompt, settings, None))
 
     def stream_async(self, prompt: str, **settings: Any) -> AsyncStream:
         """`async for e in session.stream_async(...)`; `await` first works as well."""
-        return AsyncStream(
-            lambda reader: _loop.turn(self, prompt, settings, None, stream=True, reader=reader)
-        )
+        return AsyncStream(self._streamed(prompt, settings, None))
 
     # -- approvals -------------------------------------------------------------------------
 
@@ -212,15 +208,11 @@ class Session:
 
     def stream_resume(self, **settings: Any) -> Stream:
         """`resume()`, streamed: the results of the decided calls, then the answer."""
-        return Stream(
-            lambda reader: _loop.turn(self, None, settings, None, stream=True, reader=reader)
-        )
+        return Stream(self._streamed(None, settings, None))
 
     def stream_resume_async(self, **settings: Any) -> AsyncStream:
         """`stream_resume()` for `async for`."""
-        return AsyncStream(
-            lambda reader: _loop.turn(self, None, settings, None, stream=True, reader=reader)
-        )
+        return AsyncStream(self._streamed(None, settings, None))
 
     def json(self, prompt: str, schema: Any, **settings: Any) -> Response:
         """Ask for an answer shaped as `schema`; `response.output` is the validated instance."""
@@ -234,30 +226,22 @@ class Session:
         `.response.output` once finished.
         """
         output = OutputType(schema)
-        return JsonStream(
-            Stream(
-                lambda reader: _loop.turn(
-                    self, prompt, settings, output, stream=True, reader=reader
-                )
-            ),
-            output,
-        )
+        return JsonStream(Stream(self._streamed(prompt, settings, output)), output)
 
     def stream_json_async(self, prompt: str, schema: Any, **settings: Any) -> AsyncJsonStream:
         """`stream_json()` for `async for`."""
         output = OutputType(schema)
-        return AsyncJsonStream(
-            AsyncStream(
-                lambda reader: _loop.turn(
-                    self, prompt, settings, output, stream=True, reader=reader
-                )
-            ),
-            output,
-        )
+        return AsyncJsonStream(AsyncStream(self._streamed(prompt, settings, output)), output)
 
     async def json_async(self, prompt: str, schema: Any, **settings: Any) -> Response:
         output = OutputType(schema)
         return await _loop.final(_loop.turn(self, prompt, settings, output, stream=False))
+
+    def _streamed(
+        self, prompt: str | None, settings: dict[str, Any], output: OutputType | None
+    ) -> Callable[[Any], AsyncGenerator[list[Event], None]]:
+        """What a Stream or AsyncStream starts: this turn, streamed, with its reader."""
+        return lambda reader: _loop.turn(self, prompt, settings, output, stream=True, reader=reader)
 
     def _commit(
         self, messages: list[Message], usage: Usage, base: list[Message] | None = None

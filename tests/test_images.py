@@ -128,6 +128,7 @@ def test_bad_images_are_refused_before_sending_and_nothing_is_kept(server, tmp_p
     cases = [
         ([text], "not a PNG, JPEG, GIF or WebP image"),
         ([huge], f"over the cap of {MAX_IMAGE_BYTES:,} bytes"),
+        (["/dev/zero"], "over the cap"),  # endless: no more than the cap is read
         ([tmp_path / "missing.png"], "no file"),
         ([tmp_path], "is a folder"),
         ([png(), 42], "image 2 is 42, not an image"),

@@ -299,6 +299,12 @@ class Message(BaseModel):
     def _freeze_metadata(cls, value: dict[str, Any]) -> dict[str, Any]:
         return _frozen_json(value, "metadata")
 
+    @model_validator(mode="after")
+    def _images_from_the_user(self) -> Message:
+        if self.role != "user" and any(p.type == "image" for p in self.parts):
+            raise ValueError(f"only user messages hold images, not a {self.role} message")
+        return self
+
     @classmethod
     def user(cls, text: str, **metadata: Any) -> Message:
         """A message from the user."""

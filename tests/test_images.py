@@ -6,15 +6,17 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 from typing import Any
 
 import httpx
 import nbformat
 import pytest
+from fake_openai import Reply
 from PIL import Image
 
 from agent_nb import Agent, Message, Session
-from agent_nb.errors import ImageError, InvalidSessionData, ServerError
+from agent_nb.errors import ConfigurationError, ImageError, InvalidSessionData, ServerError
 from agent_nb.messages import MAX_IMAGE_BYTES, ImagePart, TextPart
 from agent_nb.notebook.export import from_notebook, to_notebook
 from agent_nb.providers import AnthropicProvider, OpenAIProvider
@@ -30,6 +32,13 @@ def png(width: int = 4, height: int = 3, color: str = "red") -> bytes:
 def jpeg() -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", (4, 4), "blue").save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
+def noise(size: int) -> bytes:
+    """A PNG that does not compress: about 3 * size * size bytes."""
+    buffer = io.BytesIO()
+    Image.frombytes("RGB", (size, size), os.urandom(size * size * 3)).save(buffer, format="PNG")
     return buffer.getvalue()
 
 
@@ -146,6 +155,48 @@ def test_an_image_too_large_is_refused_naming_the_cap():
     raw = png() + bytes(MAX_IMAGE_BYTES)
     with pytest.raises(ImageError, match=r"3,932,160 bytes \(3.75 MiB\)"):
         Agent(provider=TestProvider(), model="test").session().run("x", images=[raw])
+
+
+def test_every_entry_point_takes_images(server):
+    session = agent(server).session()
+
+    def last_content() -> list[dict[str, Any]]:
+        return server.requests[-1]["messages"][-1]["content"]
+
+    with session.stream("streamed", images=[png()]) as events:
+        assert "".join(e.text for e in events if e.type == "text_delta")
+    assert [p["type"] for p in last_content()] == ["image_url", "text"]
+    session.json("as json", schema=dict[str, int], images=[jpeg()])
+    assert last_content()[0]["image_url"]["url"].startswith("data:image/jpeg;base64,")
+
+    async def both() -> None:
+        await session.run_async("async", images=[png()])
+        async with session.stream_async("async stream", images=[png(), png()]) as events:
+            async for _ in events:
+                pass
+
+    import asyncio
+
+    asyncio.run(both())
+    assert [len(m.images) for m in session.messages if m.role == "user"] == [1, 1, 1, 2]
+
+
+def test_images_belong_to_user_messages_and_turns_only():
+    image = ImagePart.from_bytes(png())
+    with pytest.raises(ValueError, match="only user messages hold images"):
+        Message(role="assistant", parts=(image, TextPart(text="I drew this")))
+    with pytest.raises(ConfigurationError, match="images= goes with a prompt"):
+        Agent(provider=TestProvider(), model="test", images=[png()])
+
+
+def test_an_image_counts_as_about_a_thousand_tokens_when_the_server_counts_none(server):
+    session = agent(server).session()
+    server.script(Reply(text="a red square", no_usage=True))
+    with session.stream("what?", images=[noise(128)]) as events:
+        for _ in events:
+            pass
+    usage = events.response.usage
+    assert usage.estimated and 1_000 < usage.input_tokens < 1_100
 
 
 # -- each provider's wire form -----------------------------------------------------------------

@@ -361,3 +361,25 @@ def test_the_export_shows_the_users_images_and_reads_them_back(tmp_path):
     nbformat.write(notebook, path)
     back = from_notebook(path, session.agent)
     assert back.to_dict()["messages"] == session.to_dict()["messages"]
+
+
+def test_a_prompt_attaches_pictures_and_leaves_math_and_text_as_text():
+    from agent_nb.notebook import prompts
+
+    class Picture:
+        def _repr_png_(self) -> bytes:
+            return png()
+
+    class Formula(Picture):  # sympy's objects render as PNG too, and as LaTeX: text
+        def _repr_latex_(self) -> str:
+            return "$x^2$"
+
+        def __str__(self) -> str:
+            return "x**2"
+
+    images: list[ImagePart] = []
+    namespace = {"pic": Picture(), "pil": Image.new("RGB", (2, 2)), "f": Formula(), "n": 3}
+    text, _ = prompts.fill("{pic} and {pil}, then {f} and {n}", namespace, images)
+    assert text == "[image 1] and [image 2], then x**2 and 3"
+    assert [base64.b64decode(i.data) == png() for i in images] == [True, False]
+    assert prompts.fill("{pic}", namespace)[0].startswith("<")  # no list given: text only

@@ -14,10 +14,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import pydantic
 
+from ._images import image_parts
 from ._output import OutputPlan
 from .errors import (
     ApprovalPendingError,
     ConfigurationError,
+    ImageError,
     OutputValidationError,
     ProviderError,
     StreamError,
@@ -25,6 +27,7 @@ from .errors import (
 )
 from .events import Completion, Done, Event, TextDelta, ThinkingDelta, ToolCall, ToolResult, Usage
 from .messages import (
+    ImagePart,
     Message,
     TextPart,
     ThinkingPart,
@@ -90,12 +93,17 @@ async def turn(
     finished and before tools run, the turn waits until the reader has taken every event so
     far (so nothing it did not see is kept, and no tool it did not see called runs).
     `settings` may hold `tools` (this call's tools instead of the session's) and `approve`
-    (the approval callback). With `prompt` None, the turn resumes the round that waits for
-    approvals: it runs the decided calls, then asks the model again.
+    (the approval callback) and `images` (sent with the prompt, see _images.image_parts).
+    With `prompt` None, the turn resumes the round that waits for approvals: it runs the
+    decided calls, then asks the model again.
     """
     if prompt is not None and not isinstance(prompt, str):
         raise TypeError(f"the prompt must be a str, got {type(prompt).__name__}")
     agent = session.agent
+    settings = dict(settings)
+    images = image_parts(settings.pop("images", None))
+    if images and prompt is None:
+        raise TypeError("images= goes with a prompt; a resumed turn sends none")
     settings = {**agent.defaults, **settings}
     tools = settings.pop("tools", None)
     toolset = session._toolset if tools is None else _call_tools(tools)
@@ -130,7 +138,7 @@ async def turn(
                 f"session {session.session_id!r} has no tool calls waiting for approval: "
                 "there is nothing to resume"
             )
-        state = _Turn(session, prompt)
+        state = _Turn(session, prompt, images)
     except BaseException:
         session._lock.release()
         raise
@@ -140,6 +148,7 @@ async def turn(
         caught_up = getattr(reader, "caught_up", None)
     stopped = False
     try:
+        await _check_images(agent.provider, model, state)
         if prompt is None:  # finish the round that waited
             state.resume_round()
             async with aclosing(_tool_round(state, toolset, agent, approve, caught_up)) as round_:
@@ -448,13 +457,39 @@ def _error(call: ToolCallPart, content: str) -> ToolResultPart:
 # -- the turn being built ---------------------------------------------------------------------
 
 
+async def _check_images(provider: Any, model: str, state: _Turn) -> None:
+    """ImageError, before anything is sent, if the turn would send images to a model that
+    takes none (as far as the provider knows)."""
+    new = sum(len(m.images) for m in state.messages)
+    old = sum(len(m.images) for m in state.base)
+    if not (new or old) or await provider._takes_images(model) is not False:
+        return
+    sent = f"{_count(new, 'image')} with this prompt" if new else ""
+    held = f"{_count(old, 'image')} in the session's history" if old else ""
+    raise ImageError(
+        f"model {model!r} of provider {provider.name!r} takes no images, and the request "
+        f"would send {' and '.join(filter(None, (sent, held)))}: choose a model that takes "
+        "images (model=...), or leave them out; nothing was sent"
+    )
+
+
+def _count(number: int, thing: str) -> str:
+    return f"{number} {thing}{'' if number == 1 else 's'}"
+
+
 class _Turn:
     """The messages of a turn being built, kept aside until the turn completes."""
 
-    def __init__(self, session: Session, prompt: str | None) -> None:
+    def __init__(
+        self, session: Session, prompt: str | None, images: tuple[ImagePart, ...] = ()
+    ) -> None:
         self.session = session
         self.base = session._messages  # the history this turn extends
-        self.messages = [] if prompt is None else [Message.user(clean_text(prompt))]
+        self.messages = (
+            []
+            if prompt is None
+            else [Message(role="user", parts=(*images, TextPart(text=clean_text(prompt))))]
+        )
         self.done: set[str] = set()  # calls of the round resumed that already have results
         self.awaiting: list[str] = []  # calls of this round that wait for approval
         self.started = False  # tool calls have started

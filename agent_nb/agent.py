@@ -56,6 +56,10 @@ class Agent:
         self.max_tool_rounds = max_tool_rounds
         #: The store sessions of this agent save themselves to, unless given another.
         self.store = _check_store(store)
+        if "images" in defaults:
+            raise ConfigurationError(
+                "images= goes with a prompt, session.run(prompt, images=[...]), not with Agent()"
+            )
         self.defaults = defaults
         if not isinstance(max_concurrency, int) or max_concurrency < 1:
             raise ConfigurationError(

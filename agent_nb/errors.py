@@ -12,6 +12,7 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "ConfigurationError",
+    "ImageError",
     "InvalidSessionData",
     "MissingAPIKeyError",
     "NotFoundError",
@@ -147,6 +148,11 @@ class OutputValidationError(AgentError):
 
 class SessionBusyError(AgentError):
     """A turn is already running on this session; sessions take one turn at a time."""
+
+
+class ImageError(AgentError, ValueError):
+    """An image that cannot be sent: not an image, too large, not found, or for a model that
+    takes no images. Nothing was sent."""
 
 
 class InvalidSessionData(AgentError, ValueError):

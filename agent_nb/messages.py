@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import math
 import re
 import uuid
@@ -16,9 +18,11 @@ from pydantic import (
     StrictBool,
     StrictStr,
     field_validator,
+    model_validator,
 )
 
 __all__ = [
+    "ImagePart",
     "Message",
     "Part",
     "Role",
@@ -150,6 +154,87 @@ class TextPart(_Part):
     text: StrictStr
 
 
+#: The image types every provider takes, and how their bytes begin.
+IMAGE_TYPES = {
+    "image/png": (b"\x89PNG\r\n\x1a\n",),
+    "image/jpeg": (b"\xff\xd8\xff",),
+    "image/gif": (b"GIF87a", b"GIF89a"),
+    "image/webp": (b"RIFF",),  # and b"WEBP" at offset 8
+}
+#: The largest image, in bytes: 5 MiB once base64-encoded, the most Anthropic takes (OpenAI
+#: takes more); a larger one is refused where it enters, before anything is sent or saved.
+MAX_IMAGE_BYTES = 5 * 1024 * 1024 // 4 * 3
+_CAP = f"{MAX_IMAGE_BYTES:,} bytes (3.75 MiB)"
+
+
+def image_type(raw: bytes) -> str | None:
+    """The media type `raw` is by its first bytes (PNG, JPEG, GIF or WebP), or None."""
+    for media_type, magics in IMAGE_TYPES.items():
+        if raw.startswith(magics) and (media_type != "image/webp" or raw[8:12] == b"WEBP"):
+            return media_type
+    return None
+
+
+def check_image_size(size: int) -> None:
+    """ValueError if an image of `size` bytes is over the cap."""
+    if size > MAX_IMAGE_BYTES:
+        raise ValueError(
+            f"the image is {size:,} bytes, over the cap of {_CAP}: send a smaller one "
+            "(fewer pixels, or JPEG)"
+        )
+
+
+class ImagePart(_Part):
+    """An image sent with a message: its media type and its bytes, base64-encoded.
+
+    Only PNG, JPEG, GIF and WebP, at most MAX_IMAGE_BYTES, and the bytes must be of the type
+    named (checked by their first bytes). `ImagePart.from_bytes(raw)` finds the type itself.
+    """
+
+    type: Literal["image"] = "image"
+    media_type: Literal["image/png", "image/jpeg", "image/gif", "image/webp"]
+    data: StrictStr
+
+    @model_validator(mode="after")
+    def _check_image(self) -> ImagePart:
+        # the size first, from the text's length: a huge string is not decoded to be refused
+        check_image_size(len(self.data) // 4 * 3)
+        try:
+            raw = base64.b64decode(self.data, validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError("the image data is not base64") from None
+        check_image_size(len(raw))
+        found = image_type(raw)
+        if found != self.media_type:
+            what = f"a {found.split('/')[1].upper()} image" if found else "not an image"
+            raise ValueError(
+                f"the image data is {what}, not {self.media_type} as its media_type says"
+            )
+        return self
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> ImagePart:
+        """An image from its bytes; ValueError unless they are PNG, JPEG, GIF or WebP."""
+        if not isinstance(raw, bytes | bytearray | memoryview):
+            raise TypeError(f"image bytes must be bytes, got {type(raw).__name__}")
+        raw = bytes(raw)
+        check_image_size(len(raw))
+        media_type = image_type(raw)
+        if media_type is None:
+            raise ValueError(
+                f"the data is not a PNG, JPEG, GIF or WebP image (it begins {raw[:8]!r})"
+            )
+        return cls(media_type=media_type, data=base64.b64encode(raw).decode("ascii"))
+
+    @property
+    def data_url(self) -> str:
+        """The image as a `data:` URL."""
+        return f"data:{self.media_type};base64,{self.data}"
+
+    def __repr__(self) -> str:
+        return f"ImagePart({self.media_type!r}, {len(self.data) // 4 * 3:,} bytes)"
+
+
 class ThinkingPart(_Part):
     """The model's reasoning; `signature` is what the provider needs to accept it back."""
 
@@ -190,7 +275,8 @@ class ToolResultPart(_Part):
 
 
 Part = Annotated[
-    TextPart | ThinkingPart | ToolCallPart | ToolResultPart, Field(discriminator="type")
+    TextPart | ImagePart | ThinkingPart | ToolCallPart | ToolResultPart,
+    Field(discriminator="type"),
 ]
 
 
@@ -212,6 +298,12 @@ class Message(BaseModel):
     @classmethod
     def _freeze_metadata(cls, value: dict[str, Any]) -> dict[str, Any]:
         return _frozen_json(value, "metadata")
+
+    @model_validator(mode="after")
+    def _images_from_the_user(self) -> Message:
+        if self.role != "user" and any(p.type == "image" for p in self.parts):
+            raise ValueError(f"only user messages hold images, not a {self.role} message")
+        return self
 
     @classmethod
     def user(cls, text: str, **metadata: Any) -> Message:
@@ -237,6 +329,10 @@ class Message(BaseModel):
     def text(self) -> str:
         """The text parts joined; empty when the message holds only tool calls or results."""
         return "".join(p.text for p in self.parts if isinstance(p, TextPart))
+
+    @property
+    def images(self) -> list[ImagePart]:
+        return [p for p in self.parts if isinstance(p, ImagePart)]
 
     @property
     def tool_calls(self) -> list[ToolCallPart]:

@@ -156,7 +156,11 @@ class Session:
     # -- turns -----------------------------------------------------------------------------
 
     def run(self, prompt: str, **settings: Any) -> Response:
-        """Send `prompt`, wait for the whole answer, and return it."""
+        """Send `prompt`, wait for the whole answer, and return it.
+
+        `images=[...]` sends pictures with it (paths, bytes, figures, PIL images), as every
+        turn method does; a model known to take none refuses them before anything is sent.
+        """
         return _runner.run(self.run_async(prompt, **settings))
 
     async def run_async(self, prompt: str, **settings: Any) -> Response:

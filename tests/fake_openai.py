@@ -63,6 +63,10 @@ class FakeOpenAI:
         self.words_per_chunk = words_per_chunk
         self.requests: list[dict[str, Any]] = []
         self.request_headers: list[dict[str, str]] = []
+        #: What `GET /props` (llama.cpp) and `POST /api/show` (Ollama) answer; None: 404.
+        self.props: dict[str, Any] | None = None
+        self.show: dict[str, Any] | None = None
+        self.probes: list[tuple[str, str, Any]] = []  # (method, path, body) of each
         self._script: deque[Reply] = deque()
         self._lock = threading.Lock()
         self._server = _QuietServer(("127.0.0.1", 0), _handler(self))
@@ -93,6 +97,7 @@ class FakeOpenAI:
             self._script.clear()
             self.requests.clear()
             self.request_headers.clear()
+            self.probes.clear()
 
     def _next(self, body: dict[str, Any], headers: dict[str, str], protocol: str = "chat") -> Reply:
         with self._lock:
@@ -162,7 +167,9 @@ def _read_chat(body: dict[str, Any]) -> Conversation:
     format_ = body.get("response_format") or {}
     choice = body.get("tool_choice")
     return Conversation(
-        users=[m["content"] for m in messages if m.get("role") == "user" and m.get("content")],
+        users=[
+            _said(m["content"]) for m in messages if m.get("role") == "user" and m.get("content")
+        ],
         tool_outputs=outputs,
         tools=[t["function"] for t in body.get("tools", [])],
         schema=format_["json_schema"]["schema"]
@@ -171,6 +178,13 @@ def _read_chat(body: dict[str, Any]) -> Conversation:
         forced=choice["function"]["name"] if isinstance(choice, dict) else _required(choice),
         system="".join(m["content"] for m in messages if m.get("role") in ("system", "developer")),
     )
+
+
+def _said(content: Any) -> str:
+    """A user message's text: the content itself, or its text parts (beside images)."""
+    if isinstance(content, str):
+        return content
+    return "".join(p["text"] for p in content if p.get("type") in ("text", "input_text"))
 
 
 def _required(choice: Any) -> str | None:
@@ -211,7 +225,7 @@ def _read_responses(body: dict[str, Any]) -> Conversation:
     format_ = (body.get("text") or {}).get("format") or {}
     choice = body.get("tool_choice")
     return Conversation(
-        users=[i["content"] for i in items if i.get("role") == "user" and i.get("content")],
+        users=[_said(i["content"]) for i in items if i.get("role") == "user" and i.get("content")],
         tool_outputs=outputs,
         tools=[{"name": t["name"], "parameters": t["parameters"]} for t in body.get("tools", [])],
         schema=format_.get("schema") if format_.get("type") == "json_schema" else None,
@@ -227,9 +241,23 @@ def _handler(server: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
         def log_message(self, *args: Any) -> None:
             pass
 
+        def do_GET(self) -> None:
+            server.probes.append(("GET", self.path, None))
+            if self.path == "/props" and server.props is not None:
+                self._json(200, server.props)
+            else:
+                self._json(404, {"error": {"message": f"no route {self.path}"}})
+
         def do_POST(self) -> None:
             length = int(self.headers.get("content-length") or 0)
             body = json.loads(self.rfile.read(length) or b"{}")
+            if self.path == "/api/show":
+                server.probes.append(("POST", self.path, body))
+                if server.show is None:
+                    self._json(404, {"error": f"model '{body.get('model')}' not found"})
+                else:
+                    self._json(200, server.show)
+                return
             if server._script and server._script[0].raw is not None:  # a replay: any path
                 self._stream_raw(server._next(body, dict(self.headers.items())))
                 return

@@ -22,6 +22,7 @@ def load_ipython_extension(ipython: Any) -> None:
         ipython.set_hook("complete_command", magics.complete, str_key=command)
     _loaded[id(ipython)] = magics
     ipython.events.register("pre_run_cell", magics.cells.before_cell)
+    magics.figures.install()
     if persist.notebook_path(ipython.user_ns) is not None:
         try:
             magics._session_restore([], quiet=True)
@@ -41,6 +42,7 @@ def unload_ipython_extension(ipython: Any) -> None:
     if magics is None:
         return
     ipython.events.unregister("pre_run_cell", magics.cells.before_cell)
+    magics.figures.uninstall()
     completers = ipython.strdispatchers.get("complete_command")
     if completers is not None:
         for command in _COMPLETED:

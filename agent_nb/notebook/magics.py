@@ -18,7 +18,7 @@ from ..agent import Agent
 from ..errors import AgentError, InvalidSessionData, SessionNotFoundError, StoreError
 from ..session import Response, Session
 from ..stores.base import SessionStore
-from . import export, persist, prompts, render
+from . import _images, export, persist, prompts, render
 from .cells import Cells
 from .live import live_answer
 
@@ -45,6 +45,7 @@ class ChatMagics(Magics):
         self.current: str | None = None
         self.cells = Cells()
         self._offline: str | None = None  # the notice, until a turn uses the offline provider
+        self.figures = _images.Figures(shell)
 
     # -- the agent -------------------------------------------------------------------------
 
@@ -151,17 +152,23 @@ class ChatMagics(Magics):
     @argument("--fork", metavar="NEW_ID", help="fork the session into NEW_ID and talk there")
     @argument("-o", "--output", metavar="VAR", help="store the Response in this variable")
     @argument("--raw", action="store_true", help="send the text as typed: no {name} filled in")
+    @argument("--image", action="append", metavar="PATH", help="send this image file (repeatable)")
+    @argument("--plot", action="store_true", help="send the last matplotlib figure as an image")
     @cell_magic("chat")
     def chat(self, line: str, cell: str) -> None:
         """The cell is your next message; the answer streams into the cell as Markdown.
 
         `{name}` and `{name.attr}` put a variable's value in the message, `{In[3]}` /
         `{Out[3]}` a cell's input / output; other braces stay as typed (`{{name}}` is a
-        literal `{name}`; --raw fills in nothing). The Response is in `_` afterwards (and
-        in VAR with -o VAR).
+        literal `{name}`; --raw fills in nothing); `{fig}` naming a figure or picture sends
+        it as an image. The Response is in `_` afterwards (and in VAR with -o VAR).
         """
         args = self._chat_args(line)
-        prompt = (cell if args.raw else self._interpolate(cell)).strip()
+        try:
+            args.images = _images.attached(args.image, args.plot, self.figures)
+            prompt = (cell if args.raw else self._interpolate(cell, args.images)).strip()
+        except AgentError as exc:
+            raise ChatError(f"{exc} (nothing was sent)") from None
         if not prompt.strip():
             raise ChatError("the cell is empty: write your message below %%chat")
         previous = self.cells.previous()
@@ -181,7 +188,7 @@ class ChatMagics(Magics):
         """The turn's settings and schema from %%chat's options (a --system is set now)."""
         if args.system is not None:
             session.system = args.system
-        settings: dict[str, Any] = {}
+        settings: dict[str, Any] = {"images": args.images} if args.images else {}
         if args.model:
             settings["model"] = args.model
         if args.temperature is not None:
@@ -415,8 +422,8 @@ class ChatMagics(Magics):
             return None
         return self._turn(session, None, {}, None, stream=True, fork_of=None)
 
-    def _interpolate(self, cell: str) -> str:
-        filled, notes = prompts.fill(cell, self.shell.user_ns)
+    def _interpolate(self, cell: str, images: list[Any]) -> str:
+        filled, notes = prompts.fill(cell, self.shell.user_ns, images)
         for note in notes:
             print(f"agent_nb: {note}")
         return filled
@@ -618,8 +625,15 @@ class ChatMagics(Magics):
                 unsaved.append(exc)
 
         unsaved: list[StoreError] = []
+        images = history[cut].images
         response = self._turn(
-            trial, history[cut].text, {}, None, stream=True, fork_of=None, replace=replace
+            trial,
+            history[cut].text,
+            {"images": images} if images else {},
+            None,
+            stream=True,
+            fork_of=None,
+            replace=replace,
         )
         if unsaved:
             raise ChatError(f"answered again, but {unsaved[0]}")

@@ -3,7 +3,8 @@
 Only `{name}`, `{name.attr}`, `{In[n]}` and `{Out[n]}` naming something that exists are
 replaced, and `{{name}}` is a literal `{name}`; every other brace is left as typed, so code,
 dicts and JSON pasted into a prompt reach the model unchanged. A pandas DataFrame is sent as
-its shape, dtypes and first rows (capped), not as its whole repr.
+its shape, dtypes and first rows (capped), not as its whole repr; a picture (a matplotlib
+Figure, a PIL image) is sent as an image, `[image N]` standing for it in the text.
 """
 
 from __future__ import annotations
@@ -11,6 +12,9 @@ from __future__ import annotations
 import difflib
 import re
 from typing import Any
+
+from .._images import image_part, is_image
+from ..messages import ImagePart
 
 _FIELD = r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*|(?:In|Out)\[\d+\]"
 _PLACE = re.compile(rf"\{{\{{(?P<escaped>{_FIELD})\}}\}}|\{{(?P<field>{_FIELD})\}}")
@@ -21,9 +25,11 @@ MAX_COLUMNS = 30
 MAX_TABLE = 2_000
 
 
-def fill(text: str, namespace: dict[str, Any]) -> tuple[str, list[str]]:
+def fill(
+    text: str, namespace: dict[str, Any], images: list[ImagePart] | None = None
+) -> tuple[str, list[str]]:
     """`text` with the namespace's values in place, and notes on names left as typed that
-    resemble defined ones (a mistyped `{nmae}`)."""
+    resemble defined ones (a mistyped `{nmae}`). Pictures are added to `images`, if given."""
     notes: list[str] = []
 
     def replaced(match: re.Match[str]) -> str:
@@ -32,6 +38,9 @@ def fill(text: str, namespace: dict[str, Any]) -> tuple[str, list[str]]:
         field = match.group("field")
         value = _lookup(field, namespace)
         if value is not _MISSING:
+            if images is not None and is_image(value):
+                images.append(image_part(value, f"{{{field}}}"))
+                return f"[image {len(images)}]"
             return _text(value)
         name = field.split(".")[0].split("[")[0]
         if name not in namespace:

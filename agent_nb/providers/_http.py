@@ -70,6 +70,10 @@ def make_timeout(timeout: float | httpx.Timeout | None) -> httpx.Timeout:
     return httpx.Timeout(float(timeout), connect=min(10.0, float(timeout)))
 
 
+#: How long a probe for facts about the server (its models' capabilities) may take.
+_PROBE_TIMEOUT = httpx.Timeout(5.0)
+
+
 class HTTPClient:
     """One provider's connection to its server: a pooled AsyncClient per event loop."""
 
@@ -228,6 +232,28 @@ class HTTPClient:
                 raise error
             await asyncio.sleep(_backoff(tries, error.retry_after))
             tries += 1
+
+    async def probe(self, method: str, url: str, body: dict[str, Any] | None = None) -> Any:
+        """The JSON a small request for facts about the server answers (`url`: absolute, on
+        the server's origin), or None when it fails in any way: a probe only informs."""
+        client = self._client()
+        try:
+            request = client.build_request(
+                method,
+                url,
+                content=None if body is None else _json_body(body),
+                headers=_JSON if body is not None else None,
+                timeout=_PROBE_TIMEOUT,
+            )
+            response = await self._follow(client, request)
+            try:
+                if response.status_code != 200:
+                    return None
+                return _loads((await response.aread()).decode("utf-8", errors="replace"))
+            finally:
+                await response.aclose()
+        except (httpx.HTTPError, errors.AgentError, ValueError):
+            return None
 
     @asynccontextmanager
     async def _send(

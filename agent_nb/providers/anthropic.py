@@ -10,7 +10,7 @@ from httpx_sse import ServerSentEvent
 
 from .. import errors
 from ..events import Completion, TextDelta, ThinkingDelta, Usage
-from ..messages import Message, TextPart, ThinkingPart, ToolCallPart
+from ..messages import ImagePart, Message, TextPart, ThinkingPart, ToolCallPart
 from ._http import HTTPClient, HTTPProvider
 from ._shape import index, obj, string, text, tokens, wrong
 from .base import ProviderBatch, Request
@@ -38,6 +38,10 @@ class AnthropicProvider(HTTPProvider):
     key_env = "ANTHROPIC_API_KEY"
     base_url_env = "ANTHROPIC_BASE_URL"
     default_base_url = keyed_base_url = ANTHROPIC_BASE_URL
+
+    async def _takes_images(self, model: str) -> bool | None:
+        # every Claude since Claude 3 takes images; the ones before took text only
+        return False if model.startswith(("claude-2", "claude-instant", "claude-1")) else None
 
     def auth_headers(self, api_key: str | None) -> dict[str, str]:
         headers = {"anthropic-version": API_VERSION}
@@ -164,6 +168,9 @@ def _wire(message: Message) -> tuple[str, list[dict[str, Any]]]:
     for part in message.parts:
         if isinstance(part, TextPart) and part.text:
             blocks.append({"type": "text", "text": part.text})
+        elif isinstance(part, ImagePart):
+            source = {"type": "base64", "media_type": part.media_type, "data": part.data}
+            blocks.append({"type": "image", "source": source})
         elif isinstance(part, ToolCallPart):
             blocks.append(
                 {

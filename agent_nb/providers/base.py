@@ -66,6 +66,11 @@ class Provider(abc.ABC):
     def complete(self, request: Request) -> AsyncIterator[ProviderBatch]:
         """Stream one model call."""
 
+    async def _takes_images(self, model: str) -> bool | None:
+        """Whether `model` takes images: False refuses a turn with images before it is sent;
+        None (not known) sends it, and the provider says if it cannot."""
+        return None
+
     async def aclose(self) -> None:
         """Release connections."""
 

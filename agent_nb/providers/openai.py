@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+import re
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,13 +12,19 @@ import httpx
 from httpx_sse import ServerSentEvent
 
 from ..events import Completion, TextDelta, ThinkingDelta, Usage
-from ..messages import Message, TextPart, ThinkingPart, ToolCallPart
+from ..messages import ImagePart, Message, TextPart, ThinkingPart, ToolCallPart
 from ._http import HTTPClient, HTTPProvider
 from ._shape import Malformed, index, items, obj, string, text, tokens, wrong
 from .base import ProviderBatch, Request
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 _REASONING_PREFIXES = ("o1", "o3", "o4", "gpt-5")
+_DATA_URL = re.compile(r"data:image/\w+;base64,[A-Za-z0-9+/=]*")
+#: OpenAI's models that take no images (every newer one does).
+_TEXT_ONLY = re.compile(
+    r"gpt-3\.5.*|gpt-4(-0314|-0613|-32k.*|-1106-preview|-0125-preview|-turbo-preview)?"
+    r"|o1-mini.*|o1-preview.*|o3-mini.*|(text-|davinci|babbage).*"
+)
 
 
 def reasoning_model(model: str) -> bool:
@@ -50,10 +57,25 @@ class OpenAIProvider(HTTPProvider):
         #: OpenAI itself (or Azure OpenAI), not another server that speaks its API.
         self.official = host == "api.openai.com" or host.endswith(".openai.azure.com")
         self.reasoning_rules = self.official if reasoning_rules is None else reasoning_rules
+        self._image_support: dict[str, bool | None] = {}  # by model, as the server told
         if not self.official and self.json_object_form:
             # another server: json_schema first, else the json_object-with-a-schema form
             # (llama.cpp's, grammar-enforced) before words in the instructions
             self.output_modes = ("native", "json_object", "prompted")
+
+    async def _takes_images(self, model: str) -> bool | None:
+        if self.official:
+            return False if _TEXT_ONLY.fullmatch(model.split("/")[-1]) else None
+        if model not in self._image_support:
+            self._image_support[model] = await self._server_takes_images(model)
+        return self._image_support[model]
+
+    async def _server_takes_images(self, model: str) -> bool | None:
+        """What the server says: llama.cpp's in `GET /props` (`modalities.vision`)."""
+        props = await self._http.probe("GET", f"{server_root(self.base_url)}/props")
+        modalities = props.get("modalities") if isinstance(props, dict) else None
+        vision = modalities.get("vision") if isinstance(modalities, dict) else None
+        return vision if isinstance(vision, bool) else None
 
     async def _attempt(self, body: dict[str, Any], stream: bool) -> AsyncIterator[ProviderBatch]:
         http = self._http
@@ -286,8 +308,9 @@ def _at(choices: list[Any], choice: Any) -> str:
 
 
 def estimate_usage(body: dict[str, Any], state: _StreamState) -> Usage:
-    """Usage guessed at ~4 characters a token, marked estimated (1 model call)."""
-    sent = json.dumps(body.get("messages", []), ensure_ascii=False)
+    """Usage guessed at ~4 characters a token (an image as ~1,000 tokens, not by its base64),
+    marked estimated (1 model call)."""
+    sent = _DATA_URL.sub("x" * 4_000, json.dumps(body.get("messages", []), ensure_ascii=False))
     said = (
         "".join(state.text)
         + "".join("".join(b.arguments) for b in state.calls.values())
@@ -324,6 +347,12 @@ def _wire_messages(message: Message, official: bool = True) -> list[dict[str, An
             for r in message.tool_results
         ]
     wire: dict[str, Any] = {"role": message.role, "content": message.text}
+    if message.images:
+        wire["content"] = content_list(
+            message,
+            lambda text: {"type": "text", "text": text},
+            lambda image: {"type": "image_url", "image_url": {"url": image.data_url}},
+        )
     calls = message.tool_calls
     if calls:
         # OpenAI sends null beside tool calls; other servers' chat templates want a string
@@ -339,6 +368,24 @@ def _wire_messages(message: Message, official: bool = True) -> list[dict[str, An
     return [wire]
 
 
+def server_root(base_url: str) -> str:
+    """The server's own address: `base_url` without the `/v1` of its OpenAI-compatible API."""
+    return base_url[: -len("/v1")] if base_url.endswith("/v1") else base_url
+
+
+def content_list(
+    message: Message,
+    text: Callable[[str], dict[str, Any]],
+    image: Callable[[ImagePart], dict[str, Any]],
+) -> list[dict[str, Any]]:
+    """A message's text and images as a list of content parts, in order."""
+    return [
+        image(part) if isinstance(part, ImagePart) else text(part.text)
+        for part in message.parts
+        if isinstance(part, ImagePart) or (isinstance(part, TextPart) and part.text)
+    ]
+
+
 class OllamaProvider(OpenAIProvider):
     """A local Ollama server through its OpenAI-compatible endpoint; no key needed."""
 
@@ -348,6 +395,14 @@ class OllamaProvider(OpenAIProvider):
     base_url_env = "OLLAMA_BASE_URL"
     default_base_url = "http://localhost:11434/v1"
     keyed_base_url = None
+
+    async def _server_takes_images(self, model: str) -> bool | None:
+        """What Ollama says in `POST /api/show`: "vision" among the model's capabilities."""
+        shown = await self._http.probe(
+            "POST", f"{server_root(self.base_url)}/api/show", {"model": model}
+        )
+        capabilities = shown.get("capabilities") if isinstance(shown, dict) else None
+        return "vision" in capabilities if isinstance(capabilities, list) else None
 
 
 class OpenAICompatibleProvider(OpenAIProvider):

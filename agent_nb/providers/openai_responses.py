@@ -14,7 +14,7 @@ from ..messages import Message, TextPart, ThinkingPart, ToolCallPart
 from ._http import HTTPClient
 from ._shape import items, obj, string, text, tokens, wrong
 from .base import ProviderBatch, Request
-from .openai import OpenAIProvider, _arguments_text, reasoning_model
+from .openai import OpenAIProvider, _arguments_text, content_list, reasoning_model
 
 _TERMINAL = {"response.completed", "response.incomplete", "response.failed"}
 
@@ -134,7 +134,14 @@ def _items(message: Message) -> list[dict[str, Any]]:
             for r in message.tool_results
         ]
     items: list[dict[str, Any]] = []
-    if message.text or not message.tool_calls:
+    if message.images:
+        content = content_list(
+            message,
+            lambda text: {"type": "input_text", "text": text},
+            lambda image: {"type": "input_image", "image_url": image.data_url, "detail": "auto"},
+        )
+        items.append({"role": message.role, "content": content})
+    elif message.text or not message.tool_calls:
         role = "developer" if message.role == "system" else message.role
         items.append({"role": role, "content": message.text})
     for call in message.tool_calls:

@@ -314,6 +314,7 @@ async def test_a_call_id_the_server_uses_again_is_shown_with_its_own_round(serve
     panel._handle_custom_msg({"type": "approve", "call": call}, [])
     await panel._task
     await panel.send("pay Bob 7")
+    panel._handle_custom_msg({"type": "hello"}, [])  # a view opening: all of it, rendered again
     first, second = [i["html"] for i in view(recorder) if "agent-nb-panel-tool" in i["html"]]
     assert "sent 5 to Bob" in first and call_ids(first) == [] and "tool-done" in first
     assert call_ids(second) == [call] and "sent" not in second
@@ -584,3 +585,19 @@ async def test_the_footer_comes_from_the_history(server):
     again._handle_custom_msg({"type": "undo"}, [])  # after undo: the turn left
     shown = other.custom("controls")[-1]["footer"]
     assert "11 in · 3 out" in shown and "14 tokens" in shown
+
+
+async def test_controls_take_hostile_messages_from_the_front_end_without_a_change(server):
+    server.script(Reply(text="answer"))
+    panel, recorder = panel_on(server, session_id="main")
+    await panel.send("question")
+    before = panel.session.messages
+    for kind in ("regenerate", "edit", "approve", "deny", "switch", "retry", "send"):
+        for value in (None, 1, ["x"], {"a": 1}, "", "no-such-id"):
+            message = {"type": kind, "id": value, "call": value, "session": value}
+            if kind == "send":
+                message.update(text="changed", edit=value)
+            panel._handle_custom_msg(message, [])
+            assert panel._task is None, (kind, value)
+    assert panel.session.messages == before and panel.session.session_id == "main"
+    assert list(panel._sessions) == ["main"] and len(server.requests) == 1

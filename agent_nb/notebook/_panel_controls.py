@@ -199,7 +199,8 @@ class _Controls:
         if self.busy:
             self._problem("the panel is answering: press Stop first, then switch")
             return
-        if session_id not in {entry["id"] for entry in self._listing()}:
+        listed = [entry["id"] for entry in self._listing()]
+        if not isinstance(session_id, str) or session_id not in listed:
             self._problem(f"no session {session_id!r} to switch to; the list is up to date now")
             return
         self._show(session_id)

@@ -172,6 +172,18 @@ CONTROLS = [
 REGENERATE = ".agent-nb-panel-regenerate"
 
 
+def shot(page, path) -> None:
+    """A screenshot of the panel, taken again if the output re-made the view meanwhile."""
+    for attempt in range(3):
+        until(page, "true")
+        try:
+            page.locator(PANEL).screenshot(path=str(path))
+            return
+        except Exception:
+            if attempt == 2:
+                raise
+
+
 def until(page, condition: str) -> None:
     """Wait until `condition` (JavaScript on `p`, the panel) holds in a panel that shows
     the conversation and is not answering (a view the output re-makes starts empty)."""
@@ -248,7 +260,7 @@ def test_the_controls_regenerate_approve_deny_edit_switch_copy(lab, server, tmp_
             text = page.evaluate("String(window.getSelection())")
         assert text.startswith("first answer, with code:") and "print('hi')" in text
         assert "Copy" not in text  # the code block's button is not part of the message
-        panel.screenshot(path=str(tmp_path / "controls-copy.png"))
+        shot(page, tmp_path / "controls-copy.png")
 
         # regenerate: a new answer; the old one is kept as a branch
         answer.locator("[data-action=regenerate]").click()
@@ -268,12 +280,12 @@ def test_the_controls_regenerate_approve_deny_edit_switch_copy(lab, server, tmp_
         prompt.press("ArrowUp")
         until(page, "p.querySelector('textarea').value === 'first question'")
         prompt.fill("")
-        panel.screenshot(path=str(tmp_path / "controls-regenerated.png"))
+        shot(page, tmp_path / "controls-regenerated.png")
 
         # approve a tool call, from the keyboard: it runs, the model answers
         send("pay Bob 5")
         until(page, has("needs your approval") + " && !!p.querySelector('[data-action=approve]')")
-        panel.screenshot(path=str(tmp_path / "controls-approval.png"))
+        shot(page, tmp_path / "controls-approval.png")
         approve = panel.locator(".agent-nb-panel-approval button[data-action=approve]")
         approve.press("Enter")  # from the keyboard: the focused button
         until(page, has("Sent 5 to Bob.") + " && !p.querySelector('[data-action=approve]')")
@@ -287,17 +299,27 @@ def test_the_controls_regenerate_approve_deny_edit_switch_copy(lab, server, tmp_
         told = [m for m in server.requests[-1]["messages"] if m["role"] == "tool"]
         assert "did not approve" in told[-1]["content"]
         until(page, "p.querySelectorAll('.agent-nb-panel-tool-error').length === 1")  # denied
-        panel.screenshot(path=str(tmp_path / "controls-denied.png"))
+        shot(page, tmp_path / "controls-denied.png")
 
         # undo the denied turn
         panel.locator(".agent-nb-panel-undo").click()
         until(page, has("Sent 5 to Bob.", gone=("Not sent.",)))
 
+        # keyboard: Tab goes from the input to Send; Escape cancels an edit
+        prompt.focus()
+        page.keyboard.press("Tab")
+        assert page.evaluate("document.activeElement.textContent") == "Send"
+        edit = panel.locator(".agent-nb-panel-user").first.locator("[data-action=edit]")
+        edit.press("Enter")
+        until(page, "p.querySelector('textarea').value === 'first question'")
+        assert page.evaluate("document.activeElement.tagName") == "TEXTAREA"
+        page.keyboard.press("Escape")
+        until(page, "p.querySelector('.agent-nb-panel-editing').hidden")
+        assert prompt.input_value() == ""
+
         # edit the first prompt: the conversation forks there, in branch main~2
-        panel.locator(".agent-nb-panel-user").first.locator("[data-action=edit]").click()
-        page.wait_for_function(
-            f"document.querySelector('{PANEL} textarea').value === 'first question'"
-        )
+        edit.click()
+        until(page, "p.querySelector('textarea').value === 'first question'")
         until(page, "!p.querySelector('.agent-nb-panel-editing').hidden")
         send("edited question")
         until(
@@ -308,12 +330,12 @@ def test_the_controls_regenerate_approve_deny_edit_switch_copy(lab, server, tmp_
         )
         until(page, "p.querySelector('.agent-nb-panel-editing').hidden")
         assert server.requests[-1]["messages"] == [{"role": "user", "content": "edited question"}]
-        panel.screenshot(path=str(tmp_path / "controls-edited-branch.png"))
+        shot(page, tmp_path / "controls-edited-branch.png")
 
         # the branch switcher goes back to main, whole
         branches.select_option("main")
         until(page, has("Sent 5 to Bob.", "regenerated answer", gone=("edited answer",)))
-        panel.screenshot(path=str(tmp_path / "controls-branch-main.png"))
+        shot(page, tmp_path / "controls-branch-main.png")
 
         # the session switcher: the store's sessions, with their titles; a new session
         sessions = panel.locator(".agent-nb-panel-sessions")
@@ -322,7 +344,7 @@ def test_the_controls_regenerate_approve_deny_edit_switch_copy(lab, server, tmp_
         until(page, has("from before", gone=("regenerated answer",)))
         panel.locator(".agent-nb-panel-new").click()
         until(page, "p.querySelectorAll('.agent-nb-panel-message').length === 0")
-        panel.screenshot(path=str(tmp_path / "controls-new-session.png"))
+        shot(page, tmp_path / "controls-new-session.png")
 
         # Escape stops the answer streaming; the footer says which model answered
         send("a long one")
@@ -337,5 +359,5 @@ def test_the_controls_regenerate_approve_deny_edit_switch_copy(lab, server, tmp_
             "(p.querySelector('.agent-nb-panel-error') || {}).innerText?.startsWith('stopped')"
             " && p.querySelector('.agent-nb-panel-status code').innerText === 'm'",
         )
-        panel.screenshot(path=str(tmp_path / "controls-stopped.png"))
+        shot(page, tmp_path / "controls-stopped.png")
         assert browser.dialogs == []

@@ -166,11 +166,18 @@ function render({ model, el }) {
     editing.delete(model);
     showEditing();
   };
+  const cancelEditing = () => {
+    stopEditing();
+    input.value = "";
+    drafts.delete(model);
+  };
 
   const onMessage = (msg) => {
     const down = atBottom();
     if (msg.type === "reset") {
       markLatest(msg.items, true);
+      if (editing.has(model) && !msg.items.some((i) => i.id === editing.get(model)))
+        cancelEditing(); // the prompt being edited is not in this conversation (a switch)
       log.replaceChildren(...msg.items.map((i) => bubble(i)));
       live = null;
       if (model.get("busy")) live = startLive(""); // a view opened mid-answer
@@ -270,11 +277,8 @@ function render({ model, el }) {
   const onUndo = () => model.send({ type: "undo" });
   const onEscape = (event) => {
     if (event.key !== "Escape") return;
-    if (editing.has(model)) {
-      stopEditing();
-      input.value = "";
-      drafts.delete(model);
-    } else if (model.get("busy")) onStop();
+    if (editing.has(model)) cancelEditing();
+    else if (model.get("busy")) onStop();
     else return; // JupyterLab's: leave the cell
     event.preventDefault();
     event.stopPropagation();
@@ -289,10 +293,10 @@ function render({ model, el }) {
     if (action === "copy" || action === "copy-code") {
       const source = action === "copy" ? node.querySelector(".agent-nb-panel-body") : target.parentElement.querySelector("pre");
       const result = await copy(source.innerText, source);
-      const said = result === "copied" ? "Copied" : "Press Ctrl+C";
+      const label = result === "copied" ? "Copied" : "Press Ctrl+C";
       target.dataset.copied = result; // the button says so, for a moment
-      if (action === "copy") target.textContent = said;
-      else target.dataset.label = said;
+      if (action === "copy") target.textContent = label;
+      else target.dataset.label = label;
       announce(result);
       setTimeout(() => {
         delete target.dataset.copied;
@@ -315,9 +319,7 @@ function render({ model, el }) {
   };
   const onNew = () => model.send({ type: "new" });
   const onCancel = () => {
-    stopEditing();
-    input.value = "";
-    drafts.delete(model);
+    cancelEditing();
     input.focus();
   };
   const onBusy = () => {

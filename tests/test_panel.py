@@ -589,7 +589,7 @@ async def test_the_footer_comes_from_the_history(server):
 
 async def test_controls_take_hostile_messages_from_the_front_end_without_a_change(server):
     server.script(Reply(text="answer"))
-    panel, recorder = panel_on(server, session_id="main")
+    panel, _ = panel_on(server, session_id="main")
     await panel.send("question")
     before = panel.session.messages
     handle = panel_module._Handler(panel)  # called directly: ipywidgets would log an exception
@@ -602,3 +602,32 @@ async def test_controls_take_hostile_messages_from_the_front_end_without_a_chang
             assert panel._task is None, (kind, value)
     assert panel.session.messages == before and panel.session.session_id == "main"
     assert list(panel._sessions) == ["main"] and len(server.requests) == 1
+
+
+def test_a_panel_from_session_panel_shares_the_notebooks_sessions(server):
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    try:
+        server.script(Reply(text="first"), Reply(text="again"), Reply(text="in the branch"))
+        shell.user_ns["bot"] = Agent(provider="openai", model="m", base_url=server.url, api_key="k")
+        shell.run_cell("%load_ext agent_nb\n%agent bot\n%session new other")
+        panel = shell.run_cell("%session panel main").result
+        recorder = Recorder(panel)
+        panel.send("question")
+        panel._handle_custom_msg({"type": "regenerate", "id": panel.session.messages[-1].id}, [])
+        # the notebook's sessions are listed, and the old answer's branch is the notebook's
+        listed = [s["id"] for s in recorder.custom("controls")[-1]["sessions"]]
+        assert sorted(listed) == ["main", "other"]
+        shell.run_cell("%%chat main~1\nand from a cell")
+        assert [m.text for m in panel._sessions["main~1"].messages] == [
+            "question",
+            "first",
+            "and from a cell",
+            "in the branch",
+        ]
+    finally:
+        from agent_nb import notebook
+
+        notebook._loaded.pop(id(shell), None)  # a later shell may get this id
+        InteractiveShell.clear_instance()

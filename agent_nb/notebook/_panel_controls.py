@@ -65,6 +65,12 @@ class _Controls:
         self._again: Callable[[], Any] | None = None  # what Retry does after an error
         self._seconds: dict[str, float] = {}  # answer id -> how long its turn took here
 
+    def _share(self, sessions: dict[str, Session]) -> None:
+        """Keep the sessions this panel knows in `sessions` (the notebook's, for `%session
+        panel`): its branches are then `%%chat NAME~N`'s, and the notebook's are listed."""
+        sessions.update(self._sessions)
+        self._sessions = sessions
+
     # -- regenerate ----------------------------------------------------------------------
 
     def _regenerate(self, message_id: Any) -> None:

@@ -435,6 +435,25 @@ async def test_a_regenerate_that_fails_changes_nothing_and_retry_does_it_again(s
     assert recorder.custom("end")[-1]["retry"] is False
 
 
+async def test_a_regenerate_stopped_midway_keeps_what_was_shown_and_the_old_answer(server):
+    words = " ".join(f"w{i}" for i in range(400))
+    server.script(Reply(text="old answer"), Reply(text=words, chunk_delay=0.02))
+    panel, recorder = panel_on(server, session_id="main")
+    await panel.send("question")
+    old = panel.session.messages
+    first = len(recorder.custom("delta"))
+    panel._handle_custom_msg({"type": "regenerate", "id": old[-1].id}, [])
+    while not any(d["tail"] for d in recorder.custom("delta")[first:]):
+        await asyncio.sleep(0.01)
+    panel._handle_custom_msg({"type": "stop"}, [])
+    await panel._task
+    question, partial = panel.session.messages
+    assert question.text == "question" and partial.metadata.get("interrupted")
+    assert 0 < len(partial.text) < len(words) and words.startswith(partial.text)
+    assert panel._sessions["main~1"].messages == old
+    assert "partial answer is kept" in error_of(recorder)
+
+
 async def test_retry_sends_a_failed_prompt_again(server):
     server.script(Reply(status=401, error={"error": {"message": "bad key"}}), Reply(text="hi"))
     panel, recorder = panel_on(server)

@@ -360,4 +360,18 @@ def test_the_controls_regenerate_approve_deny_edit_switch_copy(lab, server, tmp_
             " && p.querySelector('.agent-nb-panel-status code').innerText === 'm'",
         )
         shot(page, tmp_path / "controls-stopped.png")
+
+        # the colours are JupyterLab's theme: dark in JupyterLab Dark
+        background = "getComputedStyle(document.querySelector('{}')).backgroundColor"
+        light = page.evaluate(background.format(PANEL))
+        page.locator(".lm-MenuBar-itemLabel").get_by_text("Settings", exact=True).click()
+        page.locator(".lm-Menu-itemLabel").get_by_text("Theme", exact=True).hover()
+        page.locator(".lm-Menu-itemLabel").get_by_text("JupyterLab Dark", exact=True).click()
+        page.wait_for_function("document.body.dataset.jpThemeName === 'JupyterLab Dark'")
+        sessions.select_option("main")
+        until(page, has("Sent 5 to Bob."))
+        dark = page.evaluate(background.format(PANEL))
+        channels = [int(c) for c in dark[dark.index("(") + 1 : dark.index(")")].split(",")[:3]]
+        assert dark != light and sum(channels) < 3 * 80, (light, dark)
+        shot(page, tmp_path / "controls-dark.png")
         assert browser.dialogs == []

@@ -174,6 +174,7 @@ function render({ model, el }) {
 
   const onMessage = (msg) => {
     const down = atBottom();
+    const focus = el.contains(document.activeElement); // a button of a node about to go
     if (msg.type === "reset") {
       markLatest(msg.items, true);
       if (editing.has(model) && !msg.items.some((i) => i.id === editing.get(model)))
@@ -214,6 +215,7 @@ function render({ model, el }) {
       notes(msg);
     }
     keepDown(down || msg.type === "start");
+    if (focus && !el.contains(document.activeElement)) input.focus(); // not lost to the page
   };
 
   function notes(msg) {

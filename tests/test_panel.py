@@ -601,6 +601,7 @@ async def test_the_footer_comes_from_the_history(server):
     again._handle_custom_msg({"type": "hello"}, [])
     shown = other.custom("controls")[-1]["footer"]
     assert "20 in · 5 out" in shown and "39 tokens" in shown
+    assert f"updated {panel.session.updated_at[:10]}" in shown  # it did not time the turn
     again._handle_custom_msg({"type": "undo"}, [])  # after undo: the turn left
     shown = other.custom("controls")[-1]["footer"]
     assert "11 in · 3 out" in shown and "14 tokens" in shown
@@ -650,3 +651,16 @@ def test_a_panel_from_session_panel_shares_the_notebooks_sessions(server):
 
         notebook._loaded.pop(id(shell), None)  # a later shell may get this id
         InteractiveShell.clear_instance()
+
+
+def test_the_footer_and_the_switchers_are_inert_with_hostile_names():
+    hostile = "<img src=x onerror=alert(1)>"
+    answer = Message.assistant("hi", model=hostile, usage={"input_tokens": 1, "output_tokens": 1})
+    session = Session(Agent(provider="test"), hostile, messages=[Message.user(hostile), answer])
+    panel = ChatPanel(session)
+    recorder = Recorder(panel)
+    panel._handle_custom_msg({"type": "hello"}, [])
+    controls = recorder.custom("controls")[-1]
+    assert problems(controls["footer"]) == [] and "&lt;img" in controls["footer"]
+    # titles and ids go into <option>s as text (panel.js sets textContent), as they are
+    assert controls["sessions"] == [{"id": hostile, "title": hostile}]

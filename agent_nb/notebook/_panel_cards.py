@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import html
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from . import render
@@ -97,9 +97,12 @@ def waiting_ids(messages: list[Message]) -> set[str]:
     return set(waiting) if isinstance(waiting, tuple | list) else set()
 
 
-def footer(messages: Iterable[Message], model: str | None, seconds: float | None) -> str:
+def footer(
+    messages: list[Message], model: str | None, seconds: float | None, updated: str | None
+) -> str:
     """The panel's footer from the history: the last answer's model, its tokens and the
-    conversation's, and how long the last turn took (when this panel saw it)."""
+    conversation's, and how long the last turn took (when this panel saw it; else when the
+    session last changed, `updated`, ISO 8601)."""
     last_model, last, total, estimated = None, None, [0, 0], False
     for message in messages:
         usage = message.metadata.get("usage") if message.role == "assistant" else None
@@ -121,6 +124,8 @@ def footer(messages: Iterable[Message], model: str | None, seconds: float | None
         facts.append(f"conversation {about}{total[0] + total[1]:,} tokens")
     if seconds is not None:
         facts.append(f"{seconds:.1f} s")
+    elif updated and messages:
+        facts.append(f"updated {render.escaped(updated[:16].replace('T', ' '))}")
     return " · ".join(facts)
 
 

@@ -282,7 +282,9 @@ class _Controls:
             "current": current,
             "sessions": [{"id": f["id"], "title": f["title"]} for f in families.values()],
             "branches": branches,
-            "footer": _panel_cards.footer(messages, self._session.agent.model, seconds),
+            "footer": _panel_cards.footer(
+                messages, self._session.agent.model, seconds, self._session.updated_at
+            ),
             "last_prompt": render.clean(prompts[-1]) if prompts else "",
         }
 

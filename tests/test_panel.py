@@ -664,3 +664,25 @@ def test_the_footer_and_the_switchers_are_inert_with_hostile_names():
     assert problems(controls["footer"]) == [] and "&lt;img" in controls["footer"]
     # titles and ids go into <option>s as text (panel.js sets textContent), as they are
     assert controls["sessions"] == [{"id": hostile, "title": hostile}]
+
+
+def test_a_store_that_fails_to_load_a_listed_session_leaves_the_panel_where_it_was():
+    from agent_nb.stores import MemoryStore
+
+    class Unreadable(MemoryStore):
+        def load(self, session_id):
+            if session_id == "other":
+                raise OSError("the disk went away")
+            return super().load(session_id)
+
+    store = Unreadable()
+    agent = Agent(provider="test")
+    stored = agent.session(session_id="other", messages=[Message.user("kept")])
+    store.save("other", stored.to_dict())
+    panel = ChatPanel(agent.session(session_id="main", store=store))
+    recorder = Recorder(panel)
+    panel._handle_custom_msg({"type": "hello"}, [])
+    assert "other" in [s["id"] for s in recorder.custom("controls")[-1]["sessions"]]
+    panel_module._Handler(panel)(panel, {"type": "switch", "session": "other"}, [])
+    assert panel.session.session_id == "main" and panel.session_id == "main"
+    assert "the disk went away" in error_of(recorder) and "still shows 'main'" in error_of(recorder)

@@ -223,8 +223,14 @@ class _Controls:
         self._again = None
         try:
             self.switch(session_id)
-        except AgentError as exc:
+        except AgentError as exc:  # corrupt data: the error names it and the fix
             self._problem(str(exc))
+        except Exception as exc:  # a store that fails to read: the panel stays where it was
+            self._problem(
+                f"could not open session {session_id!r} from {self._store!r} "
+                f"({type(exc).__name__}: {exc}); the panel still shows "
+                f"{self._session.session_id!r}"
+            )
 
     def _listing(self) -> list[dict[str, Any]]:
         """Every session the panel knows of, newest first: its own, then the store's."""

@@ -293,6 +293,8 @@ async def test_approve_runs_the_waiting_call_once_and_a_second_click_changes_not
     assert panel._task is task
     await task
     assert ran == ["transfer 5 Bob"] and len(server.requests) == 2
+    (card,) = recorder.custom("card")  # while streaming: the result, in place of the call
+    assert card["call"] == call and "sent 5 to Bob" in card["html"] and "amount" in card["html"]
     assert panel.session.messages[-1].text == "Sent." and panel.session.pending_approvals == []
     cards = items_html(recorder)
     assert "sent 5 to Bob" in cards and call_ids(cards) == []

@@ -261,7 +261,9 @@ class ChatPanel(_Controls, anywidget.AnyWidget):
     async def _stream(self, session: Session, prompt: str | None) -> Any:
         live = _LiveTail(self._post)
         stream = session.stream_async(prompt) if prompt else session.stream_resume_async()
-        arguments: dict[str, Any] = {}  # by call id: a result's card shows its call's too
+        # by call id: a result's card shows its call's arguments too (a resume's calls are
+        # the waiting ones: no tool_call event comes for them)
+        arguments = {c.id: c.arguments_json() for c in session.pending_approvals}
         async for event in stream:
             if event.type == "text_delta":
                 live.text(event.text)

@@ -268,6 +268,13 @@ def error_of(recorder: Recorder) -> str:
     return html.unescape(recorder.custom("end")[-1]["error"])
 
 
+def decide(panel: ChatPanel, recorder: Recorder, kind: str, call: str) -> None:
+    """Click Approve or Deny on the card of `call`, as panel.js sends it: with the id of
+    the message the card is in."""
+    (item,) = [i for i in view(recorder) if call in call_ids(i["html"])]
+    panel._handle_custom_msg({"type": kind, "call": call, "id": item["id"]}, [])
+
+
 def call_ids(markup: str) -> list[str]:
     """The calls whose cards offer Approve / Deny (panel.js makes the buttons in this place)."""
     import re
@@ -286,10 +293,11 @@ async def test_approve_runs_the_waiting_call_once_and_a_second_click_changes_not
     (call,) = call_ids(appended)  # the card offers Approve and Deny
     assert "needs your approval" in appended
     handle = panel._handle_custom_msg
-    handle({"type": "approve", "call": call}, [])
+    click = {"call": call, "id": panel.session.messages[-2].id}
+    handle({"type": "approve", **click}, [])
     task = panel._task
-    handle({"type": "approve", "call": call}, [])  # a double click: ignored while it runs
-    handle({"type": "deny", "call": call}, [])
+    handle({"type": "approve", **click}, [])  # a double click: ignored while it runs
+    handle({"type": "deny", **click}, [])
     assert panel._task is task
     await task
     assert ran == ["transfer 5 Bob"] and len(server.requests) == 2
@@ -300,10 +308,10 @@ async def test_approve_runs_the_waiting_call_once_and_a_second_click_changes_not
     assert "sent 5 to Bob" in cards and call_ids(cards) == []
     # the same click once more, from a view that is behind: said so, nothing runs
     before = panel.session.messages
-    handle({"type": "approve", "call": call}, [])
+    handle({"type": "approve", **click}, [])
     assert panel._task is None and ran == ["transfer 5 Bob"]
     assert panel.session.messages == before
-    assert "waits for approval" in recorder.custom("end")[-1]["error"]
+    assert "no longer waits for approval" in error_of(recorder)
 
 
 async def test_a_call_id_the_server_uses_again_is_shown_with_its_own_round(server):
@@ -313,13 +321,30 @@ async def test_a_call_id_the_server_uses_again_is_shown_with_its_own_round(serve
     recorder = Recorder(panel)
     await panel.send("pay Bob 5")
     (call,) = call_ids(items_html(recorder))
-    panel._handle_custom_msg({"type": "approve", "call": call}, [])
+    decide(panel, recorder, "approve", call)
     await panel._task
     await panel.send("pay Bob 7")
     panel._handle_custom_msg({"type": "hello"}, [])  # a view opening: all of it, rendered again
     first, second = [i["html"] for i in view(recorder) if "agent-nb-panel-tool" in i["html"]]
     assert "sent 5 to Bob" in first and call_ids(first) == [] and "tool-done" in first
     assert call_ids(second) == [call] and "sent" not in second
+
+
+async def test_a_stale_approve_does_not_decide_a_new_call_that_has_the_same_id(server):
+    ran: list[str] = []
+    server.script(transfer_call(5), transfer_call(700))  # the server calls both "call_0"
+    panel = ChatPanel(bank(ran, server).session())
+    recorder = Recorder(panel)
+    await panel.send("pay Bob 5")
+    (call,) = call_ids(items_html(recorder))
+    stale = {"type": "approve", "call": call, "id": panel.session.messages[-2].id}
+    panel._handle_custom_msg({"type": "undo"}, [])  # the user thinks again
+    await panel.send("pay Bob 700")
+    assert [c.id for c in panel.session.pending_approvals] == [call]  # the same id
+    panel._handle_custom_msg(stale, [])  # a click on the old card, from a view behind
+    assert panel._task is None and ran == [] and len(server.requests) == 2
+    assert panel.session._decisions == {}
+    assert "no longer waits for approval" in error_of(recorder)
 
 
 async def test_deny_tells_the_model_and_runs_nothing(server):
@@ -329,7 +354,7 @@ async def test_deny_tells_the_model_and_runs_nothing(server):
     recorder = Recorder(panel)
     await panel.send("pay Bob 5")
     (call,) = call_ids(items_html(recorder))
-    panel._handle_custom_msg({"type": "deny", "call": call}, [])
+    decide(panel, recorder, "deny", call)
     await panel._task
     assert ran == []
     told = [m for m in server.requests[-1]["messages"] if m["role"] == "tool"]
@@ -344,11 +369,11 @@ async def test_two_waiting_calls_resume_when_both_are_decided(server):
     recorder = Recorder(panel)
     await panel.send("pay twice")
     first, second = call_ids(items_html(recorder))
-    panel._handle_custom_msg({"type": "approve", "call": first}, [])
+    decide(panel, recorder, "approve", first)
     assert panel._task is None and len(server.requests) == 1  # the other still waits
     shown = items_html(recorder)
     assert "approved: runs when" in shown and call_ids(shown) == [second]
-    panel._handle_custom_msg({"type": "deny", "call": second}, [])
+    decide(panel, recorder, "deny", second)
     await panel._task
     assert ran == ["transfer 1 Bob"] and panel.session.messages[-1].text == "One sent."
 

@@ -162,14 +162,23 @@ class _Controls:
 
     # -- approve / deny --------------------------------------------------------------------
 
-    def _decide(self, call_id: Any, approved: bool) -> None:
-        """Approve or deny a waiting call; once every waiting call is decided, resume."""
+    def _decide(self, call_id: Any, approved: bool, message_id: Any) -> None:
+        """Approve or deny a waiting call of message `message_id`; once every waiting call is
+        decided, resume.
+
+        The message is checked too: servers reuse call ids, and a click on a card that is no
+        longer the waiting one must not decide a new call that has the same id.
+        """
         if self.busy:
             return
         session = self._session
+        history = session.messages
         try:
-            if not isinstance(call_id, str):
-                raise AgentError(f"no tool call {call_id!r} waits for approval")
+            if len(history) < 2 or history[-2].id != message_id or not isinstance(call_id, str):
+                raise AgentError(
+                    f"that tool call no longer waits for approval in session "
+                    f"{session.session_id!r}; the panel now shows the calls that do"
+                )
             if approved:
                 session.approve(call_id)
             else:

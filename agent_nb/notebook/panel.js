@@ -310,7 +310,7 @@ function render({ model, el }) {
     } else if (action === "approve" || action === "deny") {
       if (model.get("busy")) return;
       for (const b of target.parentElement.querySelectorAll("button")) b.disabled = true;
-      model.send({ type: action, call: target.dataset.call });
+      model.send({ type: action, call: target.dataset.call, id }); // id: the call's message
     } else if (action === "retry") {
       target.disabled = true;
       model.send({ type: "retry" });

@@ -345,7 +345,7 @@ class _Handler:
                 else:
                     panel.send(text)
         elif kind in ("approve", "deny"):
-            panel._decide(content.get("call"), kind == "approve")
+            panel._decide(content.get("call"), kind == "approve", content.get("id"))
         elif kind == "regenerate":
             panel._regenerate(content.get("id"))
         elif kind == "edit":

@@ -416,7 +416,10 @@ class ChatMagics(Magics):
         return self._turn(session, None, {}, None, stream=True, fork_of=None)
 
     def _interpolate(self, cell: str) -> str:
-        filled, notes = prompts.fill(cell, self.shell.user_ns)
+        try:
+            filled, notes = prompts.fill(cell, self.shell.user_ns)
+        except prompts.Unshowable as exc:
+            raise ChatError(str(exc)) from None
         for note in notes:
             print(f"agent_nb: {note}")
         return filled

@@ -12,7 +12,7 @@ from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
-from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.core.magic_arguments import argument, magic_arguments
 
 from ..agent import Agent
 from ..errors import AgentError, InvalidSessionData, SessionNotFoundError, StoreError
@@ -164,13 +164,15 @@ class ChatMagics(Magics):
         prompt = (cell if args.raw else self._interpolate(cell)).strip()
         if not prompt.strip():
             raise ChatError("the cell is empty: write your message below %%chat")
-        previous = self.cells.previous()
+        previous = self.cells.previous(fork=bool(args.fork))
         again = previous if previous is not None and previous.first_id else None
         if again and args.session_id in (None, again.session_id) and not args.fork:
             in_place = self.sessions.get(again.session_id)
             if in_place is not None and again.first_id in {m.id for m in in_place.messages}:
                 return self._chat_again(args, prompt, in_place, again)
-        session = self.session(args.session_id)
+        deleted = again and args.session_id is None and again.session_id not in self.sessions
+        # a cell run again talks where it talked, made anew if it was deleted (Run All)
+        session = self.session(again.session_id if deleted else args.session_id)
         fork_of = None
         if args.fork:
             fork_of = session.session_id
@@ -426,7 +428,11 @@ class ChatMagics(Magics):
 
     def _chat_args(self, line: str) -> Any:
         try:
-            return parse_argstring(self.chat, line)
+            words = shlex.split(line)  # IPython's own split keeps the quotes of --system "..."
+        except ValueError as exc:
+            raise ChatError(f"%%chat {line.strip()}: {exc}; close the quote") from None
+        try:
+            return self.chat.parser.parse_args(words)
         except UsageError as exc:
             options = []
             for action in self.chat.parser._actions:
@@ -535,9 +541,9 @@ class ChatMagics(Magics):
         replace = "--replace" in rest
         rest = [word for word in rest if word != "--replace"]
         base = self.session()
-        twin, kept_as = self._fork(
-            base, rest[0] if rest else None, replace=replace, previous=self.cells.previous()
-        )
+        previous = self.cells.previous(fork=True)
+        name = rest[0] if rest else None
+        twin, kept_as = self._fork(base, name, replace=replace, previous=previous)
         note = f"; its earlier turns are kept in `{kept_as}`" if kept_as else ""
         self._publish(
             f"forked `{base.session_id}` into `{twin.session_id}`{note}",
@@ -665,11 +671,17 @@ class ChatMagics(Magics):
 
     def _session_delete(self, rest: list[str]) -> None:
         if not rest or rest[0] not in self.sessions:
-            raise ChatError(f"no session {rest[0] if rest else ''!r}")
-        del self.sessions[rest[0]]
+            raise ChatError(f"no session {rest[0] if rest else ''!r}; %session list shows them")
+        deleted = self.sessions.pop(rest[0])
+        self.cells.forget(rest[0])
         if self.current == rest[0]:
             self.current = next(iter(self.sessions), None)
-        print(f"deleted session {rest[0]!r}")
+        now = f"; the current session is {self.current!r}" if self.current else ""
+        self._display(  # recorded, so that a restore or Run All does not bring it back
+            f"<pre>{render.escaped(f'deleted session {rest[0]!r}{now}')}</pre>",
+            f"deleted session {rest[0]!r}{now}",
+            persist.record("delete", deleted, current=self.current),
+        )
 
     def _session_insert(self, rest: list[str]) -> None:
         session = self.session()

@@ -26,8 +26,21 @@ KEY = "agent_nb"
 #: What a record can say happened: `retry` replaces the last turn with the record's messages;
 #: `resume` replaces the round that waited for approval with them; `rerun` replaces the turn
 #: that starts with message `replaces` (a cell run again), keeping what followed it as the
-#: session `kept_as`; `use` makes its session the current one.
-OPS = ("turn", "retry", "resume", "load", "clear", "undo", "system", "fork", "rerun", "use")
+#: session `kept_as`; `use` makes its session the current one; `delete` removes its session,
+#: `current` being the one current after it.
+OPS = (
+    "turn",
+    "retry",
+    "resume",
+    "load",
+    "clear",
+    "undo",
+    "system",
+    "fork",
+    "rerun",
+    "use",
+    "delete",
+)
 _WITH_MESSAGES = ("turn", "retry", "resume", "load", "rerun")
 _TURNS = ("turn", "retry", "resume", "rerun")
 
@@ -128,6 +141,7 @@ class _Record(pydantic.BaseModel):
     replaces: pydantic.StrictStr | None = None
     kept_as: _SessionId | None = None
     drops: list[_SessionId] = []
+    current: _SessionId | None = None
 
 
 class _Skip(Exception):
@@ -168,6 +182,7 @@ class Made:
     first_id: str | None
     cell_id: str | None = None
     source: str = ""
+    place: int = 0  # the how-manieth turn or fork of its cell run
 
 
 @dataclass
@@ -195,8 +210,16 @@ class _Replay:
     def apply(self, entry: _Record, found: Found) -> None:
         if entry.record_id is not None and entry.record_id in self.records:
             raise _Skip("it is a copy of an earlier record (a copied cell); replayed once")
-        if entry.op == "use" and entry.session_id not in self.sessions:
-            raise _Skip(f"it uses session {entry.session_id!r}, which no earlier record made")
+        if entry.op in ("use", "delete") and entry.session_id not in self.sessions:
+            raise _Skip(
+                f"it {entry.op}s session {entry.session_id!r}, which no earlier record made"
+            )
+        if entry.op == "delete":
+            del self.sessions[entry.session_id]
+            if entry.record_id is not None:
+                self.records.add(entry.record_id)
+            self.current = entry.current if entry.current in self.sessions else None
+            return
         if entry.op == "fork" and entry.session_id in self.sessions:  # a fork made again
             if entry.kept_as:
                 self._keep(self.sessions[entry.session_id], entry.kept_as)
@@ -209,6 +232,7 @@ class _Replay:
             raise _Skip("it holds a turn already restored (a copied cell); replayed once")
         if entry.op == "load":  # a session loaded from a store replaces what was there
             session._set_history(messages)
+            session.system = entry.system
         elif entry.op in _TURNS:
             history = session.messages
             if entry.op == "retry":
@@ -228,6 +252,7 @@ class _Replay:
                         self._keep(session, entry.kept_as)
                     history = history[: order.index(entry.replaces)]
             session._set_history(history + messages)
+            session.system = entry.system  # as it was when the turn was made (%%chat --system)
             self.turns += 1
         elif entry.op == "clear":
             session.clear()

@@ -2,20 +2,23 @@
 
 A cell is known by the id the front end sends with each execution (JupyterLab, Notebook 7,
 VS Code). Where none is sent (nbclient, papermill, the classic Notebook), by its text and its
-place: its text, and among cells of the same text, the order they ran in. What only a cell id
-tells apart: a cell run again right after itself is taken as a new cell of the same text (it
-adds a turn, as "Go on" twice in a row must), a hand re-run of the second of two cells of the
-same text replaces the first one's turn, and a pasted copy of a cell run elsewhere replaces
-the original's turn.
+place: after a restore, by the saved records, each once, in notebook order; in the kernel, a
+cell whose text has made as many turns as the saved notebook file has cells of that text is
+one of them run again (the first after the one made last, else the first), and any other is
+new. So without the notebook file (a kernel not told its path) a cell run again by hand adds a
+turn; and what only a cell id tells apart: a hand re-run of the second of two cells of the
+same text replaces the first one's turn, and a pasted copy not yet saved is taken as the
+original run again.
 
 The records of a restored notebook are in notebook order. In a run from the top (Restart and
-Run All), when the cell of record j runs again after a cell that matched nothing ran since the
-cell of record i, the records between i and j were made by cells that are gone or were edited:
-no kept session waits for them any more.
+Run All), when the cell of record j runs again and, since the cell of record i, a cell that
+matched nothing ran for each record between i and j, those records were made by cells since
+edited: no kept session waits for them any more.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from .persist import Made
@@ -24,7 +27,8 @@ from .persist import Made
 class Cells:
     """The cell running now, and what each known cell made."""
 
-    def __init__(self) -> None:
+    def __init__(self, saved: Callable[[], list[str] | None] = lambda: None) -> None:
+        self._saved = saved  # the code cells' text in the notebook file, if it is known
         self.cell_id: str | None = None
         self.source = ""
         self._made_here = 0  # turns and forks the running cell has made so far
@@ -90,14 +94,14 @@ class Cells:
         return found
 
     def _same_text(self, place: int, *, forward_only: bool) -> Made | None:
-        """The turn a cell with no id and this text made at this place in it: the first such
-        after the one made last (cells running top to bottom), else the first; never the one
-        made last (a cell right after one of the same text is a new cell)."""
-        same = [
-            m
-            for m in self._ran
-            if m.source == self.source and m.place == place and m is not self._at
-        ]
+        """The turn a cell with no id and this text made at this place in it, if the saved
+        notebook has no more cells of this text than have made turns (else it is one of
+        those, new); the first such after the one made last (cells running top to bottom),
+        else the first."""
+        same = [m for m in self._ran if m.source == self.source and m.place == place]
+        saved = self._saved() if same else None
+        if saved is None or saved.count(self.source) > len(same):
+            return None
         after = self._ran.index(self._at) + 1 if self._at in self._ran else 0
         later = [m for m in same if m in self._ran[after:]]
         return (later or ([] if forward_only else same) or [None])[0]
@@ -134,18 +138,18 @@ class Cells:
 
     def _skip_to(self, found: Made) -> None:
         """The cell of record `found` runs again, in a run from the top (every earlier record
-        made again); if a cell that matched nothing ran since the last one, the records
-        between were made by cells that are gone or changed: none is waited for."""
+        made again); if, since the last one, as many cells that matched nothing ran as there
+        are records between, those were made by cells since edited: none is waited for."""
         at = self._records.index(found)
         top_down = not any(m in self._unclaimed for m in self._records[: self._last_record + 1])
-        if not (self._strays and top_down):
-            return
-        for gone in self._records[self._last_record + 1 : at]:
-            if gone in self._unclaimed:
-                self._unclaimed.remove(gone)
-                if gone.first_id:
-                    self._remade.add(gone.first_id)
-                    self._stop_waiting(gone.first_id)
+        skipped = [m for m in self._records[self._last_record + 1 : at] if m in self._unclaimed]
+        if not (top_down and skipped and self._strays >= len(skipped)):
+            return  # a cell run by hand further down: the ones between may yet run again
+        for gone in skipped:
+            self._unclaimed.remove(gone)
+            if gone.first_id:
+                self._remade.add(gone.first_id)
+                self._stop_waiting(gone.first_id)
 
     def unmade(self, first_ids: set[str]) -> set[str]:
         """Those of these turns whose cell has not run again (or that no cell made)."""

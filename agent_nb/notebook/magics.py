@@ -43,8 +43,13 @@ class ChatMagics(Magics):
         self.agent: Agent | None = None
         self.sessions: dict[str, Session] = {}
         self.current: str | None = None
-        self.cells = Cells()
+        self.cells = Cells(self._saved_sources)
         self._offline: str | None = None  # the notice, until a turn uses the offline provider
+
+    def _saved_sources(self) -> list[str] | None:
+        """The code cells' text in this notebook's file, as last saved, if it is known."""
+        path = persist.notebook_path(self.shell.user_ns)
+        return persist.cell_sources(path) if path is not None else None
 
     # -- the agent -------------------------------------------------------------------------
 
@@ -765,6 +770,8 @@ class ChatMagics(Magics):
         self.sessions.update(sessions)
         self.current = replayed.current or self.current
         self.cells.restored(replayed.made)
+        for kept_as, (waiting, history) in replayed.kept.items():  # they go as in the run
+            self.cells.keep(kept_as, waiting, history)
         if quiet and not sessions and not skipped:
             return
         print(

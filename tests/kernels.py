@@ -12,6 +12,7 @@ from typing import Any
 import nbformat
 from jupyter_client.manager import start_new_kernel
 from nbclient import NotebookClient
+from nbclient.util import run_sync
 
 
 @dataclass
@@ -139,6 +140,27 @@ def run_notebook(*sources: str, allow_errors: bool = True) -> nbformat.NotebookN
     nb.cells = [nbformat.v4.new_code_cell(source) for source in sources]
     NotebookClient(nb, timeout=60, kernel_name="python3", allow_errors=allow_errors).execute()
     return nb
+
+
+class LabClient(NotebookClient):
+    """nbclient sending each cell's id with its execution, as JupyterLab and Notebook 7 do."""
+
+    async def async_execute_cell(self, cell: Any, cell_index: int, *args: Any, **kw: Any) -> Any:
+        kc = self.kc
+        assert kc is not None
+
+        def execute(code: str, store_history: bool = True, stop_on_error: bool = True) -> str:
+            content = {"code": code, "silent": False, "store_history": store_history}
+            content |= {"user_expressions": {}, "allow_stdin": False}
+            content["stop_on_error"] = stop_on_error
+            msg = kc.session.msg("execute_request", content, metadata={"cellId": cell.id})
+            kc.shell_channel.send(msg)
+            return msg["header"]["msg_id"]
+
+        kc.execute = execute  # type: ignore[method-assign]
+        return await super().async_execute_cell(cell, cell_index, *args, **kw)
+
+    execute_cell = run_sync(async_execute_cell)  # nbclient's own wraps its own
 
 
 def text_of(cell: Any) -> str:

@@ -316,8 +316,13 @@ def test_the_corpus_is_inert_in_an_nbconvert_html_export(tmp_path):
 
 
 def test_restart_kernel_and_run_all_in_jupyterlab_gives_the_same_conversations(lab):
-    """JupyterLab sends each cell's id: Run All, save, Restart Kernel and Run All, compare."""
+    """JupyterLab sends each cell's id: Run All, run a middle cell again by hand (its later
+    turns kept as main~1), save, then Restart Kernel and Run All three times: each time the
+    fresh run's sessions, no main~1, in the kernel and in the saved records."""
     from test_reruns import DUMP, TRIP
+
+    from agent_nb import Agent
+    from agent_nb.notebook import persist
 
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in TRIP])
     nb.cells.append(nbformat.v4.new_code_cell(DUMP + "\nimport os\nprint(os.getpid())"))
@@ -345,6 +350,17 @@ def test_restart_kernel_and_run_all_in_jupyterlab_gives_the_same_conversations(l
         browser.page.locator(".lm-MenuBar-itemLabel").get_by_text(top, exact=True).click()
         browser.page.locator(".lm-Menu-itemLabel").get_by_text(item, exact=True).click()
 
+    def save(browser, pid: str, third: str = "") -> None:
+        """Save, and wait until the file on disk ends with the run of kernel `pid` (and its
+        third cell's output holds `third`)."""
+        browser.page.keyboard.press("Control+s")
+        for _ in range(600):
+            saved = nbformat.read(str(path), as_version=4)
+            if pid in text_of(saved.cells[-1]) and third in text_of(saved.cells[2]):
+                return
+            browser.page.wait_for_timeout(100)
+        raise AssertionError("the notebook was not saved")
+
     with Browser() as browser:
         browser.page.goto(f"{lab.url}/lab/tree/rerun.ipynb?reset")  # no other notebook open
         browser.notebook().locator(".jp-Cell").nth(len(nb.cells) - 1).wait_for(timeout=120_000)
@@ -355,17 +371,25 @@ def test_restart_kernel_and_run_all_in_jupyterlab_gives_the_same_conversations(l
         )
         menu(browser, "Run", "Run All Cells")
         first, pid = last_run(browser, "")
-        browser.page.keyboard.press("Control+s")
-        for _ in range(600):  # saved: the file on disk ends with this run's last output
-            saved = nbformat.read(str(path), as_version=4)
-            if pid in text_of(saved.cells[-1]):
-                break
-            browser.page.wait_for_timeout(100)
-        assert pid in text_of(saved.cells[-1]), "the notebook was not saved"
-        menu(browser, "Kernel", "Restart Kernel and Run All Cells…")
-        browser.page.locator(".jp-Dialog button", has_text="Restart").click()
-        again, _ = last_run(browser, pid)
-        restored = browser.cell(0).inner_text()
-    assert "restored 6 turns in 2 sessions" in restored
-    assert json.loads(again.splitlines()[0]) == json.loads(first.splitlines()[0]), (first, again)
-    assert again.splitlines()[1] == first.splitlines()[1] == "main"
+        browser.cell(2).locator(".jp-InputArea-editor").click()  # "I live in Lyon", by hand
+        browser.page.keyboard.press("Control+Enter")
+        browser.cell(2).get_by_text("kept in session 'main~1'").wait_for(timeout=60_000)
+        save(browser, pid, "kept in session 'main~1'")
+        for run in range(3):  # a kept session in the kernel, then Restart and Run All, 3 times
+            if run:
+                save(browser, pid)
+            menu(browser, "Kernel", "Restart Kernel and Run All Cells…")
+            browser.page.locator(".jp-Dialog button", has_text="Restart").click()
+            again, pid = last_run(browser, pid)
+            assert json.loads(again.splitlines()[0]) == json.loads(first.splitlines()[0]), (
+                first,
+                again,
+            )
+            assert again.splitlines()[1] == first.splitlines()[1] == "main"
+            assert "restored 6 turns in 2 sessions" in browser.cell(0).inner_text()
+        save(browser, pid)
+    assert sorted(json.loads(first.splitlines()[0])) == ["main", "side"]
+    replayed = persist.replay(
+        persist.records(nbformat.read(str(path), as_version=4)), Agent(provider="test")
+    )
+    assert sorted(replayed.sessions) == ["main", "side"]  # nor in the saved records

@@ -36,6 +36,60 @@ def test_a_dataframe_is_sent_as_shape_dtypes_and_a_capped_head(server):
         assert text.endswith("[table cut at 2,000 characters]") and len(text) < 5_000
 
 
+def test_polars_frames_lazy_frames_and_series_are_summarized_too(server):
+    pytest.importorskip("polars")
+    with chat_kernel(server) as kernel:
+        kernel.execute(
+            "import pandas as pd, polars as pl\n"
+            "big = pl.DataFrame({'a': range(100_000), 'b': ['x' * 50] * 100_000})\n"
+            "collected = []\n"
+            "def spy(frame):\n    collected.append(len(frame))\n    return frame\n"
+            "lazy = big.lazy().map_batches(spy)\n"
+            "wide = pl.DataFrame({f'column_{i:03}': ['y' * 60] * 10 for i in range(100)})\n"
+            "s = pd.Series(range(100_000), name='n')\nunnamed = pl.Series(['p', 'q'])"
+        )
+        assert kernel.execute("%%chat\n{big}").error is None
+        text = sent(server)
+        assert text.startswith(
+            "polars DataFrame, 100,000 rows × 2 columns\ndtypes: a Int64, b String\n"
+            "first 5 rows:\n| a | b "
+        )
+        assert "| 4 | xxxx" in text and "| 5 |" not in text and len(text) < 1_000
+        assert kernel.execute("%%chat\nWhat is {lazy}?").error is None
+        assert sent(server) == (
+            "What is polars LazyFrame, 2 columns (lazy: not collected, so its rows are not "
+            "known)\ndtypes: a Int64, b String?"
+        )
+        assert kernel.execute("print(collected)").stdout == "[]\n"  # never collected
+        kernel.execute("%%chat\n{wide}")
+        text = sent(server)
+        assert "10 rows × 100 columns" in text and ", and 70 more\n" in text
+        assert len(text) < 5_000
+        kernel.execute("%%chat\n{s} and {unnamed}")
+        text = sent(server)
+        assert text.startswith("pandas Series 'n', 100,000 rows, dtype int64\nfirst 5 values:\n")
+        assert "99999" not in text
+        assert text.endswith(
+            " and polars Series (no name), 2 rows, dtype String\nfirst 2 values:\n"
+            "|   |\n|---|\n| p |\n| q |"
+        )
+
+
+def test_a_value_that_cannot_be_shown_is_a_clear_error_and_nothing_is_sent(server):
+    with chat_kernel(server) as kernel:
+        kernel.execute("class Bad:\n    def __str__(self):\n        raise ValueError('boom')")
+        kernel.execute("b = Bad()")
+        before = len(server.requests)
+        failed = kernel.execute("%%chat\nLook at {b}")
+        assert failed.error["ename"] == "ChatError"
+        assert failed.error["evalue"] == (
+            "{b} cannot be put in the message: showing it raised ValueError: boom; nothing "
+            "was sent (--raw sends the cell as typed)"
+        )
+        assert len(server.requests) == before
+        assert kernel.execute("%session history").shown == "no messages yet in session 'main'"
+
+
 def test_insert_puts_the_last_answers_python_code_in_a_new_cell_unrun(server):
     server.script(
         Reply(

@@ -88,3 +88,19 @@ def test_empty_sessions_say_so():
     assert show[-1].data["text/plain"] == "no messages yet in session 'scratch' (system: Be terse.)"
     history = [o for o in nb.cells[3].outputs if o.output_type == "display_data"]
     assert history[-1].data["text/plain"] == "no messages yet in session 'scratch'"
+
+
+def test_quoted_options_lose_their_quotes_and_an_open_quote_is_named(server):
+    with chat_kernel(server) as kernel:
+        ran = kernel.execute('%%chat --system "Be terse, don\'t ramble."\nhi')
+        assert ran.error is None
+        assert server.requests[-1]["messages"][0] == {
+            "role": "system",
+            "content": "Be terse, don't ramble.",
+        }
+        before = len(server.requests)
+        open_quote = kernel.execute("%%chat --system Don't\nhi")
+        assert open_quote.error["evalue"] == (
+            "%%chat --system Don't: No closing quotation; close the quote"
+        )
+        assert len(server.requests) == before

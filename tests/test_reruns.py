@@ -6,7 +6,7 @@ import json
 
 import nbformat
 import pytest
-from kernels import Kernel, run_notebook, text_of
+from kernels import Kernel, LabClient, run_notebook, text_of
 from nbclient import NotebookClient
 
 pytestmark = pytest.mark.timeout(300)
@@ -185,3 +185,137 @@ def test_a_cell_run_again_and_stopped_or_failing_changes_nothing(server):
         failed = kernel.execute("%%chat\nMy name is Alice", cell_id="a")
         assert "down" in failed.error["evalue"]
         assert dumped(kernel.execute(DUMP).stdout) == before  # no turn lost, no session kept
+
+
+def _recorded_sessions(nb) -> list[str]:
+    """The sessions a restore of this notebook brings back."""
+    from agent_nb import Agent
+    from agent_nb.notebook import persist
+
+    return sorted(persist.replay(persist.records(nb), Agent(provider="test")).sessions)
+
+
+@pytest.mark.parametrize("client", [LabClient, NotebookClient], ids=["cell ids", "no cell ids"])
+def test_restart_and_run_all_three_times_after_an_edit_ends_with_a_fresh_runs_sessions(
+    client, tmp_path, monkeypatch
+):
+    cells = [*TRIP, DUMP, "%session list"]
+    edited = [*cells[:2], "%%chat\nI live in Paris", *cells[3:]]
+    fresh = run_notebook(*edited)
+    expected = dumped(text_of(fresh.cells[-2]))
+    assert sorted(expected[0]) == ["main", "side"]
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    path = tmp_path / "edited.ipynb"
+    monkeypatch.setenv("JPY_SESSION_NAME", str(path))
+    client(nb, timeout=60, kernel_name="python3").execute()
+    nbformat.write(nb, str(path))
+    nb.cells[2].source = edited[2]  # edited after the save: the saved record has the old text
+    for _ in range(3):  # Restart Kernel and Run All, three times
+        client(nb, timeout=60, kernel_name="python3").execute()
+        nbformat.write(nb, str(path))
+        assert dumped(text_of(nb.cells[-2])) == expected
+        assert text_of(nb.cells[-1]) == "* main  (10 messages)\n  side  (6 messages)\n"
+        assert _recorded_sessions(nb) == ["main", "side"]
+
+
+def test_a_cell_run_again_by_hand_without_a_cell_id_replaces_its_turn(tmp_path, monkeypatch):
+    path = tmp_path / "by-hand.ipynb"  # saved, as the classic Notebook saves it
+    nbformat.write(
+        nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in TRIP]), path
+    )
+    monkeypatch.setenv("JPY_SESSION_NAME", str(path))
+    with Kernel() as kernel:  # as nbclient, papermill and the classic Notebook: no cell id
+        assert all(kernel.execute(code).error is None for code in TRIP)
+        fresh = dumped(kernel.execute(DUMP).stdout)
+        assert len(fresh[0]["main"]) == 10  # the two "Go on" cells made two turns
+        again = kernel.execute(TRIP[2])  # "I live in Lyon", run again by hand
+        assert "the 6 messages after it are kept in session 'main~1'" in again.stdout
+        sessions, current = dumped(kernel.execute(DUMP).stdout)
+        assert current == "main" and len(sessions["main"]) == 4
+        assert sessions["main~1"] == fresh[0]["main"]
+        twice = kernel.execute(TRIP[2])  # and again, right after itself
+        assert twice.error is None and "kept" not in twice.stdout
+        assert len(dumped(kernel.execute(DUMP).stdout)[0]["main"]) == 4
+        new = kernel.execute("%%chat\nSomething new")  # a new cell adds a turn
+        assert new.error is None and "kept" not in new.stdout
+        assert dumped(kernel.execute(DUMP).stdout)[0]["main"][-2] == "Something new"
+        kernel.execute("%session undo")
+        refused = kernel.execute(TRIP[3])  # a fork cell typed again by hand: refused
+        assert "session 'side' exists" in refused.error["evalue"]
+        for code in TRIP[1:]:  # Run All in the same kernel
+            assert kernel.execute(code).error is None
+        assert dumped(kernel.execute(DUMP).stdout) == fresh
+
+
+def test_without_a_cell_id_a_later_cell_of_the_same_text_is_a_new_cell(tmp_path, monkeypatch):
+    cells = ["%load_ext agent_nb", "%%chat\nGo on", "%%chat\nSomething else", "%%chat\nGo on", DUMP]
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    path = tmp_path / "twice.ipynb"
+    nbformat.write(nb, str(path))
+    monkeypatch.setenv("JPY_SESSION_NAME", str(path))
+    for run in range(3):  # a fresh run, then Restart Kernel and Run All twice
+        NotebookClient(nb, timeout=60, kernel_name="python3").execute()
+        nbformat.write(nb, str(path))
+        sessions, _ = dumped(text_of(nb.cells[-1]))
+        assert sorted(sessions) == ["main"], run
+        assert sessions["main"][::2] == ["Go on", "Something else", "Go on"], run
+
+
+def test_a_deleted_session_stays_deleted_after_a_restore_and_run_all(tmp_path, monkeypatch):
+    cells = [
+        "%load_ext agent_nb",
+        "%%chat\nMy name is Alice",
+        "%session fork side",
+        "%%chat --system 'Be terse.'\nI like tea",
+        "%session delete main",
+        DUMP,
+    ]
+    nb = run_notebook(*cells)
+    deleted = nb.cells[4].outputs[-1]
+    assert deleted.data["text/plain"] == "deleted session 'main'; the current session is 'side'"
+    fresh = dumped(text_of(nb.cells[-1]))
+    assert sorted(fresh[0]) == ["side"] and fresh[1] == "side"
+    assert _recorded_sessions(nb) == ["side"]
+    path = tmp_path / "deleted.ipynb"
+    monkeypatch.setenv("JPY_SESSION_NAME", str(path))
+    nbformat.write(nb, str(path))
+    with Kernel() as kernel:
+        assert "restored 2 turns in 1 session" in kernel.execute("%load_ext agent_nb").stdout
+        assert dumped(kernel.execute(DUMP).stdout) == fresh
+        assert kernel.execute("print(_m.sessions['side'].system)").stdout == "Be terse.\n"
+        gone = kernel.execute("%session delete main")
+        assert gone.error["evalue"] == "no session 'main'; %session list shows them"
+    for _ in range(2):
+        NotebookClient(nb, timeout=60, kernel_name="python3").execute()
+        nbformat.write(nb, str(path))
+        assert dumped(text_of(nb.cells[-1])) == fresh
+
+
+def test_a_kept_session_restored_from_the_records_goes_when_its_cells_run_again(
+    tmp_path, monkeypatch
+):
+    path = tmp_path / "pasted.ipynb"
+    monkeypatch.setenv("JPY_SESSION_NAME", str(path))
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in [*TRIP, DUMP]])
+    nbformat.write(nb, str(path))
+    client = NotebookClient(nb, timeout=60, kernel_name="python3")
+    with client.setup_kernel():
+        for index, cell in enumerate(nb.cells):
+            client.execute_cell(cell, index)
+        # a copy of "I live in Lyon" pasted above the last cell and run before it is saved:
+        # without a cell id it is taken as the original run again, and main~1 is kept
+        nb.cells.insert(len(TRIP), nbformat.v4.new_code_cell(TRIP[2]))
+        client.execute_cell(nb.cells[len(TRIP)], len(TRIP))
+        assert "kept in session 'main~1'" in text_of(nb.cells[len(TRIP)])
+    nbformat.write(nb, str(path))
+    assert _recorded_sessions(nb) == ["main", "main~1", "side"]  # a restore brings it back
+    expected = None
+    for _ in range(3):  # Restart Kernel and Run All: the copy is saved now, a cell of its own
+        NotebookClient(nb, timeout=60, kernel_name="python3").execute()
+        nbformat.write(nb, str(path))
+        sessions, _ = dumped(text_of(nb.cells[-1]))
+        assert sorted(sessions) == ["main", "side"]  # main~1 went with its cells' re-runs
+        assert len(sessions["main"]) == 12
+        expected = expected or sessions
+        assert sessions == expected
+        assert _recorded_sessions(nb) == ["main", "side"]

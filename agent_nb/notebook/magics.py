@@ -12,7 +12,7 @@ from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
-from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.core.magic_arguments import argument, magic_arguments
 
 from ..agent import Agent
 from ..errors import AgentError, InvalidSessionData, SessionNotFoundError, StoreError
@@ -43,9 +43,14 @@ class ChatMagics(Magics):
         self.agent: Agent | None = None
         self.sessions: dict[str, Session] = {}
         self.current: str | None = None
-        self.cells = Cells()
+        self.cells = Cells(self._saved_sources)
         self._offline: str | None = None  # the notice, until a turn uses the offline provider
         self.figures = _images.Figures(shell)
+
+    def _saved_sources(self) -> list[str] | None:
+        """The code cells' text in this notebook's file, as last saved, if it is known."""
+        path = persist.notebook_path(self.shell.user_ns)
+        return persist.cell_sources(path) if path is not None else None
 
     # -- the agent -------------------------------------------------------------------------
 
@@ -171,13 +176,15 @@ class ChatMagics(Magics):
             raise ChatError(f"{exc} (nothing was sent)") from None
         if not prompt.strip():
             raise ChatError("the cell is empty: write your message below %%chat")
-        previous = self.cells.previous()
+        previous = self.cells.previous(fork=bool(args.fork))
         again = previous if previous is not None and previous.first_id else None
         if again and args.session_id in (None, again.session_id) and not args.fork:
             in_place = self.sessions.get(again.session_id)
             if in_place is not None and again.first_id in {m.id for m in in_place.messages}:
                 return self._chat_again(args, prompt, in_place, again)
-        session = self.session(args.session_id)
+        deleted = again and args.session_id is None and again.session_id not in self.sessions
+        # a cell run again talks where it talked, made anew if it was deleted (Run All)
+        session = self.session(again.session_id if deleted else args.session_id)
         fork_of = None
         if args.fork:
             fork_of = session.session_id
@@ -423,14 +430,21 @@ class ChatMagics(Magics):
         return self._turn(session, None, {}, None, stream=True, fork_of=None)
 
     def _interpolate(self, cell: str, images: list[Any]) -> str:
-        filled, notes = prompts.fill(cell, self.shell.user_ns, images)
+        try:
+            filled, notes = prompts.fill(cell, self.shell.user_ns, images)
+        except prompts.Unshowable as exc:
+            raise ChatError(str(exc)) from None
         for note in notes:
             print(f"agent_nb: {note}")
         return filled
 
     def _chat_args(self, line: str) -> Any:
         try:
-            return parse_argstring(self.chat, line)
+            words = shlex.split(line)  # IPython's own split keeps the quotes of --system "..."
+        except ValueError as exc:
+            raise ChatError(f"%%chat {line.strip()}: {exc}; close the quote") from None
+        try:
+            return self.chat.parser.parse_args(words)
         except UsageError as exc:
             options = []
             for action in self.chat.parser._actions:
@@ -541,9 +555,9 @@ class ChatMagics(Magics):
         replace = "--replace" in rest
         rest = [word for word in rest if word != "--replace"]
         base = self.session()
-        twin, kept_as = self._fork(
-            base, rest[0] if rest else None, replace=replace, previous=self.cells.previous()
-        )
+        previous = self.cells.previous(fork=True)
+        name = rest[0] if rest else None
+        twin, kept_as = self._fork(base, name, replace=replace, previous=previous)
         note = f"; its earlier turns are kept in `{kept_as}`" if kept_as else ""
         self._publish(
             f"forked `{base.session_id}` into `{twin.session_id}`{note}",
@@ -678,11 +692,17 @@ class ChatMagics(Magics):
 
     def _session_delete(self, rest: list[str]) -> None:
         if not rest or rest[0] not in self.sessions:
-            raise ChatError(f"no session {rest[0] if rest else ''!r}")
-        del self.sessions[rest[0]]
+            raise ChatError(f"no session {rest[0] if rest else ''!r}; %session list shows them")
+        deleted = self.sessions.pop(rest[0])
+        self.cells.forget(rest[0])
         if self.current == rest[0]:
             self.current = next(iter(self.sessions), None)
-        print(f"deleted session {rest[0]!r}")
+        now = f"; the current session is {self.current!r}" if self.current else ""
+        self._display(  # recorded, so that a restore or Run All does not bring it back
+            f"<pre>{render.escaped(f'deleted session {rest[0]!r}{now}')}</pre>",
+            f"deleted session {rest[0]!r}{now}",
+            persist.record("delete", deleted, current=self.current),
+        )
 
     def _session_insert(self, rest: list[str]) -> None:
         session = self.session()
@@ -766,6 +786,8 @@ class ChatMagics(Magics):
         self.sessions.update(sessions)
         self.current = replayed.current or self.current
         self.cells.restored(replayed.made)
+        for kept_as, (waiting, history) in replayed.kept.items():  # they go as in the run
+            self.cells.keep(kept_as, waiting, history)
         if quiet and not sessions and not skipped:
             return
         print(

@@ -8,6 +8,7 @@ replayed (the same message ids) is a copy, and so is a record whose `record_id` 
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from collections.abc import Callable, Mapping
@@ -26,8 +27,21 @@ KEY = "agent_nb"
 #: What a record can say happened: `retry` replaces the last turn with the record's messages;
 #: `resume` replaces the round that waited for approval with them; `rerun` replaces the turn
 #: that starts with message `replaces` (a cell run again), keeping what followed it as the
-#: session `kept_as`; `use` makes its session the current one.
-OPS = ("turn", "retry", "resume", "load", "clear", "undo", "system", "fork", "rerun", "use")
+#: session `kept_as`; `use` makes its session the current one; `delete` removes its session,
+#: `current` being the one current after it.
+OPS = (
+    "turn",
+    "retry",
+    "resume",
+    "load",
+    "clear",
+    "undo",
+    "system",
+    "fork",
+    "rerun",
+    "use",
+    "delete",
+)
 _WITH_MESSAGES = ("turn", "retry", "resume", "load", "rerun")
 _TURNS = ("turn", "retry", "resume", "rerun")
 
@@ -59,6 +73,25 @@ def notebook_path(user_ns: dict[str, Any]) -> Path | None:
         if candidate and str(candidate).endswith(".ipynb") and Path(candidate).is_file():
             return Path(candidate)
     return None
+
+
+def cell_sources(path: Path) -> list[str] | None:
+    """The text of each code cell of the notebook saved at `path`, or None if unreadable."""
+    try:
+        cells = json.loads(path.read_text(encoding="utf-8")).get("cells")
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError, RecursionError):
+        return None
+    if not isinstance(cells, list):
+        return None
+    sources = []
+    for cell in cells:
+        if isinstance(cell, Mapping) and cell.get("cell_type") == "code":
+            source = cell.get("source")
+            if isinstance(source, list) and all(isinstance(line, str) for line in source):
+                sources.append("".join(source))
+            elif isinstance(source, str):
+                sources.append(source)
+    return sources
 
 
 @dataclass(frozen=True)
@@ -128,6 +161,7 @@ class _Record(pydantic.BaseModel):
     replaces: pydantic.StrictStr | None = None
     kept_as: _SessionId | None = None
     drops: list[_SessionId] = []
+    current: _SessionId | None = None
 
 
 class _Skip(Exception):
@@ -168,16 +202,20 @@ class Made:
     first_id: str | None
     cell_id: str | None = None
     source: str = ""
+    place: int = 0  # the how-manieth turn or fork of its cell run
 
 
 @dataclass
 class Replayed:
-    """Sessions rebuilt from records, the last one used, turns restored, what each cell made."""
+    """Sessions rebuilt from records, the last one used, turns restored, what each cell made,
+    and the kept sessions (`NAME~N`) with the first ids of the turns each waits for and its
+    message ids when kept."""
 
     sessions: dict[str, Session]
     current: str | None
     turns: int
     made: list[Made]
+    kept: dict[str, tuple[set[str], list[str]]]
 
 
 class _Replay:
@@ -191,15 +229,27 @@ class _Replay:
         self.current: str | None = None
         self.turns = 0
         self.made: list[Made] = []
+        self.kept: dict[str, tuple[set[str], list[str]]] = {}
 
     def apply(self, entry: _Record, found: Found) -> None:
         if entry.record_id is not None and entry.record_id in self.records:
             raise _Skip("it is a copy of an earlier record (a copied cell); replayed once")
-        if entry.op == "use" and entry.session_id not in self.sessions:
-            raise _Skip(f"it uses session {entry.session_id!r}, which no earlier record made")
+        if entry.op in ("use", "delete") and entry.session_id not in self.sessions:
+            raise _Skip(
+                f"it {entry.op}s session {entry.session_id!r}, which no earlier record made"
+            )
+        if entry.op == "delete":
+            del self.sessions[entry.session_id]
+            if entry.record_id is not None:
+                self.records.add(entry.record_id)
+            self.current = entry.current if entry.current in self.sessions else None
+            return
         if entry.op == "fork" and entry.session_id in self.sessions:  # a fork made again
             if entry.kept_as:
-                self._keep(self.sessions[entry.session_id], entry.kept_as)
+                old = self.sessions[entry.session_id]
+                base = self.sessions.get(entry.fork_of) if entry.fork_of else None
+                ours = {m.id for m in base.messages} if base is not None else set()
+                self._keep(old, entry.kept_as, [m for m in old.messages if m.id not in ours])
             del self.sessions[entry.session_id]
         session = self._session(entry)
         messages = entry.messages or []
@@ -209,6 +259,7 @@ class _Replay:
             raise _Skip("it holds a turn already restored (a copied cell); replayed once")
         if entry.op == "load":  # a session loaded from a store replaces what was there
             session._set_history(messages)
+            session.system = entry.system
         elif entry.op in _TURNS:
             history = session.messages
             if entry.op == "retry":
@@ -225,9 +276,11 @@ class _Replay:
                 order = [m.id for m in history]
                 if entry.replaces in order:
                     if entry.kept_as:
-                        self._keep(session, entry.kept_as)
+                        later = history[order.index(entry.replaces) + 1 :]
+                        self._keep(session, entry.kept_as, later)
                     history = history[: order.index(entry.replaces)]
             session._set_history(history + messages)
+            session.system = entry.system  # as it was when the turn was made (%%chat --system)
             self.turns += 1
         elif entry.op == "clear":
             session.clear()
@@ -245,10 +298,13 @@ class _Replay:
             first = messages[0].id if messages and entry.op != "fork" else None
             self.made.append(Made(entry.session_id, first, found.cell_id, found.source))
 
-    def _keep(self, session: Session, kept_as: str) -> None:
+    def _keep(self, session: Session, kept_as: str, later: list[Message]) -> None:
+        """`session` kept as `kept_as`, waiting for the cells of the turns in `later`."""
         kept = session.fork(kept_as)
         self.sessions[kept_as] = kept
         self.seen[kept_as] = {m.id for m in kept.messages}
+        waiting = {m.id for m in later if m.role == "user"}
+        self.kept[kept_as] = (waiting, [m.id for m in kept.messages])
 
     def _session(self, entry: _Record) -> Session:
         session_id = entry.session_id
@@ -283,7 +339,8 @@ def replay(
             continue
         if report is not None:
             report(f"agent_nb: skipped the record in {item.where}: {problem}")
-    return Replayed(state.sessions, state.current, state.turns, state.made)
+    kept = {name: wait for name, wait in state.kept.items() if name in state.sessions}
+    return Replayed(state.sessions, state.current, state.turns, state.made, kept)
 
 
 def drop_last_turn(session: Session) -> list[Message]:

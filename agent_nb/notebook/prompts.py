@@ -2,14 +2,16 @@
 
 Only `{name}`, `{name.attr}`, `{In[n]}` and `{Out[n]}` naming something that exists are
 replaced, and `{{name}}` is a literal `{name}`; every other brace is left as typed, so code,
-dicts and JSON pasted into a prompt reach the model unchanged. A pandas DataFrame is sent as
-its shape, dtypes and first rows (capped), not as its whole repr; a picture (a matplotlib
-Figure, a PIL image) is sent as an image, `[image N]` standing for it in the text.
+dicts and JSON pasted into a prompt reach the model unchanged. A pandas or polars DataFrame
+or Series is sent as its shape, dtypes and first rows (capped), not as its whole repr; a polars
+LazyFrame as its schema, never collected. A picture (a matplotlib Figure, a PIL image) is sent
+as an image, `[image N]` standing for it in the text.
 """
 
 from __future__ import annotations
 
 import difflib
+import itertools
 import re
 from typing import Any
 
@@ -23,6 +25,10 @@ _MISSING = object()
 HEAD_ROWS = 5
 MAX_COLUMNS = 30
 MAX_TABLE = 2_000
+
+
+class Unshowable(Exception):
+    """A value named in the prompt that cannot be turned into text."""
 
 
 def fill(
@@ -41,7 +47,13 @@ def fill(
             if images is not None and is_image(value):
                 images.append(image_part(value, f"{{{field}}}"))
                 return f"[image {len(images)}]"
-            return _text(value)
+            try:
+                return _text(value)
+            except Exception as exc:  # a value's own __str__ or repr may raise
+                raise Unshowable(
+                    f"{{{field}}} cannot be put in the message: showing it raised "
+                    f"{type(exc).__name__}: {exc}; nothing was sent (--raw sends the cell as typed)"
+                ) from None
         name = field.split(".")[0].split("[")[0]
         if name not in namespace:
             close = difflib.get_close_matches(name, _names(namespace), n=1, cutoff=0.75)
@@ -75,27 +87,90 @@ def _lookup(field: str, namespace: dict[str, Any]) -> Any:
 
 
 def _text(value: Any) -> str:
-    """What the model is sent for a value: its str(), or a summary of a DataFrame."""
-    kind = type(value)
-    if kind.__name__ == "DataFrame" and kind.__module__.split(".")[0] == "pandas":
-        return _frame(value)
+    """What the model is sent for a value: its str(), or a summary of a frame or series."""
+    kind = _kind(value)
+    if kind == ("pandas", "DataFrame"):
+        return _frame("pandas", value, value.dtypes.items(), _pandas_table(value.head(HEAD_ROWS)))
+    if kind == ("pandas", "Series"):
+        return _series("pandas", value, value.head(HEAD_ROWS).to_frame())
+    if kind == ("polars", "DataFrame"):
+        return _frame("polars", value, value.schema.items(), _polars_table(value.head(HEAD_ROWS)))
+    if kind == ("polars", "Series"):
+        return _series("polars", value, value.head(HEAD_ROWS).to_frame())
+    if kind == ("polars", "LazyFrame"):
+        schema = value.collect_schema()  # the plan's schema: no data is read or computed
+        return (
+            f"polars LazyFrame, {_count(len(schema), 'column')} (lazy: not collected, so its rows "
+            f"are not known)\ndtypes: {_dtypes(schema.items(), len(schema))}"
+        )
     return str(value)
 
 
-def _frame(frame: Any) -> str:
+def _kind(value: Any) -> tuple[str, str] | None:
+    """("pandas", "DataFrame") and the like for a value of (a subclass of) such a type,
+    told without importing pandas or polars."""
+    for cls in type(value).__mro__:
+        package = cls.__module__.split(".")[0]
+        if package in ("pandas", "polars") and cls.__name__ in ("DataFrame", "Series", "LazyFrame"):
+            return package, cls.__name__
+    return None
+
+
+def _pandas_table(frame: Any) -> str:
+    return frame.to_string(max_cols=MAX_COLUMNS, max_colwidth=40)
+
+
+def _polars_table(frame: Any) -> str:
+    import polars
+
+    with polars.Config(
+        tbl_cols=MAX_COLUMNS,
+        tbl_rows=HEAD_ROWS,
+        fmt_str_lengths=40,
+        tbl_formatting="ASCII_MARKDOWN",
+        tbl_hide_dataframe_shape=True,
+        tbl_hide_column_data_types=True,  # listed above the table already
+    ):
+        return str(frame)
+
+
+def _series(package: str, series: Any, head: Any) -> str:
+    table = _pandas_table(head) if package == "pandas" else _polars_table(head)
+    return (
+        f"{package} Series {_named(series.name)}, {_count(len(series), 'row')}, "
+        f"dtype {series.dtype}\n"
+        f"first {_count(min(len(series), HEAD_ROWS), 'value')}:\n{_capped(table)}"
+    )
+
+
+def _frame(package: str, frame: Any, dtypes: Any, table: str) -> str:
     rows, columns = frame.shape
-    types = [f"{name} {dtype}" for name, dtype in list(frame.dtypes.items())[:MAX_COLUMNS]]
+    return (
+        f"{package} DataFrame, {_count(rows, 'row')} × {_count(columns, 'column')}\n"
+        f"dtypes: {_dtypes(dtypes, columns)}\n"
+        f"first {_count(min(rows, HEAD_ROWS), 'row')}:\n{_capped(table)}"
+    )
+
+
+def _dtypes(dtypes: Any, columns: int) -> str:
+    types = [f"{name} {dtype}" for name, dtype in itertools.islice(dtypes, MAX_COLUMNS)]
     if columns > MAX_COLUMNS:
         types.append(f"and {columns - MAX_COLUMNS:,} more")
-    table = frame.head(HEAD_ROWS).to_string(max_cols=MAX_COLUMNS, max_colwidth=40)
+    return ", ".join(types)
+
+
+def _capped(table: str) -> str:
     if len(table) > MAX_TABLE:
-        table = table[:MAX_TABLE] + f"\n[table cut at {MAX_TABLE:,} characters]"
-    shown = min(rows, HEAD_ROWS)
-    return (
-        f"pandas DataFrame, {rows:,} rows × {columns:,} columns\n"
-        f"dtypes: {', '.join(types)}\n"
-        f"first {shown} rows:\n{table}"
-    )
+        return table[:MAX_TABLE] + f"\n[table cut at {MAX_TABLE:,} characters]"
+    return table
+
+
+def _count(number: int, thing: str) -> str:
+    return f"{number:,} {thing}{'s' if number != 1 else ''}"
+
+
+def _named(name: Any) -> str:
+    return "(no name)" if name is None or name == "" else repr(str(name))
 
 
 def _names(namespace: dict[str, Any]) -> list[str]:

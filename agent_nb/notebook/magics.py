@@ -18,7 +18,7 @@ from ..agent import Agent
 from ..errors import AgentError, InvalidSessionData, SessionNotFoundError, StoreError
 from ..session import Response, Session
 from ..stores.base import SessionStore
-from . import export, persist, prompts, render
+from . import _panel_records, export, persist, prompts, render
 from .cells import Cells
 from .live import live_answer
 
@@ -750,6 +750,7 @@ class ChatMagics(Magics):
         self.sessions.update(sessions)
         self.current = replayed.current or self.current
         self.cells.restored(replayed.made)
+        _panel_records.restored(self.shell, replayed.panels)
         if quiet and not sessions and not skipped:
             return
         print(

@@ -37,7 +37,7 @@ from ..agent import Agent
 from ..errors import AgentError
 from ..messages import Message
 from ..session import Session
-from . import render
+from . import _panel_records, render
 from .live import BYTE_BUDGET, MESSAGE_BYTES, UPDATE_INTERVAL, _Blocks
 
 #: Bytes the tail may cost beyond BYTE_BUDGET per character received (a short answer's
@@ -57,18 +57,18 @@ class ChatPanel(anywidget.AnyWidget):
     busy = traitlets.Bool(False).tag(sync=True)
 
     def __init__(self, session_or_agent: Session | Agent, *, store: Any = None) -> None:
-        if isinstance(session_or_agent, Agent):
-            session = session_or_agent.session(store=store)
-        elif isinstance(session_or_agent, Session):
-            session = session_or_agent
-        else:
+        if not isinstance(session_or_agent, Agent | Session):
             raise TypeError(
                 "ChatPanel takes a Session or an Agent (ChatPanel(agent.session()) or "
                 f"ChatPanel(agent)), got {type(session_or_agent).__name__}"
             )
+        opened = _panel_records.open_panel(session_or_agent, store)  # its cell's, if it ran
+        session = opened.session
         super().__init__(session_id=session.session_id)
         self._store = store if store is not None else session.store
-        self._sessions: dict[str, Session] = {session.session_id: session}
+        self._sessions: dict[str, Session] = opened.sessions
+        self._log = opened.log  # what is done in the panel, kept in its output's metadata
+        self._logged = False  # whether the running turn was asked for in the panel
         self._session = session
         self._shown: list[str] = []  # ids of the messages the front end shows
         self._task: asyncio.Task | None = None
@@ -104,6 +104,7 @@ class ChatPanel(anywidget.AnyWidget):
             return asyncio.run(self._turn(text))
         self.busy = True  # at once: a second send before the task starts is refused
         self._started = self._stop_early = False
+        self._logged = _panel_records.from_the_front_end()
         self._task = loop.create_task(self._turn(text))
         return self._task
 
@@ -122,10 +123,14 @@ class ChatPanel(anywidget.AnyWidget):
         if self.busy:
             raise AgentError("the panel is answering: panel.stop() first, then switch")
         session = self._sessions.get(session_id)
+        known = session is not None
         if session is None:
             session = self._session.agent.session(session_id=session_id, store=self._store)
             self._sessions[session.session_id] = session
         self._session = session
+        self._log.session_id = session.session_id
+        if _panel_records.from_the_front_end():
+            self._note(_panel_records.switch(session, known))
         self.session_id = session.session_id
         self._notes = {}
         self._sync(reset=True)
@@ -139,6 +144,7 @@ class ChatPanel(anywidget.AnyWidget):
         if bundle is None:
             return None
         data, metadata = bundle if isinstance(bundle, tuple) else (bundle, {})
+        metadata = {**metadata, **render.publishable(self._log.metadata(self._session))}
         return {**data, **self._fallback()}, metadata
 
     def _ipython_display_(self) -> None:
@@ -189,6 +195,7 @@ class ChatPanel(anywidget.AnyWidget):
     async def _turn(self, prompt: str) -> Any:
         started = time.monotonic()
         response, problem = None, None
+        before = [m.id for m in self._session.messages]
         self._started = True
         try:
             if self._stop_early:
@@ -210,6 +217,7 @@ class ChatPanel(anywidget.AnyWidget):
         finally:
             self._task = None
             self.busy = False
+        self._note_turn(before)
         self._sync()
         footer = render.footer(response, time.monotonic() - started) if response else ""
         error = f"<p>{render.escaped(problem)}</p>" if problem else ""
@@ -241,10 +249,26 @@ class ChatPanel(anywidget.AnyWidget):
             self._end(error=f"<p>{render.escaped(str(exc))}</p>")
             return
         self._notes = {}
+        if removed:
+            self._note(_panel_records.undo(self._session, removed))
         self._sync()
         if not removed:
             self._end(error="<p>nothing to undo</p>")
         self._refresh_fallback()
+
+    # -- the panel's log (its record in the notebook) -------------------------------------------
+
+    def _note(self, entry: dict[str, Any]) -> None:
+        self._log.entries.append(entry)
+        self._log.session_id = self._session.session_id
+
+    def _note_turn(self, before: list[str]) -> None:
+        """Log the turn just made, if it was asked for in the panel (a cell's code that sends
+        makes its turn again when it runs again)."""
+        messages = self._session.messages
+        made = messages[len(before) :]
+        if self._logged and made and [m.id for m in messages[: len(before)]] == before:
+            self._note(_panel_records.turn(self._session, made))
 
     # -- other turns on the session ----------------------------------------------------------
 

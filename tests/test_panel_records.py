@@ -261,3 +261,36 @@ def test_a_turn_a_cells_code_sends_through_the_panel_is_that_cells_not_the_panel
     assert text_of(nb.cells[-1]).strip() == "1" and panel_record(nb)["log"] == []
     again = restart_and_run_all(nb, tmp_path / "code.ipynb", monkeypatch)
     assert text_of(again.cells[-1]).strip() == "1"  # the cell sent it again; the panel did not
+
+
+def test_a_turn_undone_in_the_panel_stays_undone_though_its_cell_comes_later():
+    from agent_nb import Agent, Message
+    from agent_nb.notebook import persist
+    from agent_nb.session import Session
+
+    session = Session(Agent(provider="test"), "main")
+    first = [Message.user("first"), Message.assistant("one")]
+    later = [Message.user("later"), Message.assistant("two")]
+    undo = persist.record("undo", session, replaces=later[0].id)["agent_nb"]
+    panel = persist.record("panel", session, log=[undo])["agent_nb"]
+    cells = [
+        {
+            "id": "a",
+            "source": "%%chat\nfirst",
+            "outputs": [{"metadata": persist.record("turn", session, first)}],
+        },
+        {"id": "p", "source": "%session panel", "outputs": [{"metadata": {"agent_nb": panel}}]},
+        {
+            "id": "b",
+            "source": "%%chat\nlater",
+            "outputs": [{"metadata": persist.record("turn", session, later)}],
+        },
+    ]
+    lines: list[str] = []
+    replayed = persist.replay(
+        persist.records({"cells": cells}), Agent(provider="test"), lines.append
+    )
+    assert [m.text for m in replayed.sessions["main"].messages] == ["first", "one"]
+    assert lines == [
+        "agent_nb: skipped the record in cell 3 (id 'b'): its turn was undone in a chat panel"
+    ]

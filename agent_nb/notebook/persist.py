@@ -232,6 +232,7 @@ class _Replay:
         self.sessions: dict[str, Session] = {}
         self.seen: dict[str, set[str]] = {}  # message ids replayed, by session
         self.records: set[str] = set()  # record ids replayed
+        self.undone: set[str] = set()  # first ids of turns a panel undid
         self.current: str | None = None
         self.turns = 0
         self.made: list[Made] = []
@@ -255,6 +256,8 @@ class _Replay:
         seen = self.seen[entry.session_id]
         if entry.op in _TURNS and ids & seen:
             raise _Skip("it holds a turn already restored (a copied cell); replayed once")
+        if entry.op in _TURNS and messages and messages[0].id in self.undone:
+            raise _Skip("its turn was undone in a chat panel")
         if entry.op == "load":  # a session loaded from a store replaces what was there
             session._set_history(messages)
         elif entry.op in _TURNS:
@@ -281,6 +284,7 @@ class _Replay:
             session.clear()
         elif entry.op == "undo" and entry.replaces is not None:
             drop_turn(session, entry.replaces)
+            self.undone.add(entry.replaces)  # a later cell's turn, if it comes later
         elif entry.op == "undo":
             drop_last_turn(session)
         elif entry.op == "system":

@@ -294,3 +294,21 @@ def test_a_turn_undone_in_the_panel_stays_undone_though_its_cell_comes_later():
     assert lines == [
         "agent_nb: skipped the record in cell 3 (id 'b'): its turn was undone in a chat panel"
     ]
+
+
+def test_after_a_restart_the_cell_id_picks_the_panel_not_the_cells_text(tmp_path, monkeypatch):
+    make = "panel = ChatPanel(agent)\npanel"
+    show = "print(panel.session.session_id, len(panel.session.messages))"
+    nb = run(notebook(SETUP, make, click({"type": "send", "text": "hi"}, "panel"), show))
+    saved = text_of(nb.cells[-1]).split()
+    path = tmp_path / "ids.ipynb"
+    nbformat.write(nb, str(path))
+    monkeypatch.setenv("JPY_SESSION_NAME", str(path))
+    with Kernel() as kernel:
+        kernel.execute(SETUP, cell_id=nb.cells[0].id)
+        kernel.execute(make, cell_id="a-new-cell")  # the same text in another cell: a new panel
+        other = kernel.execute(show, cell_id="show").stdout.split()
+        kernel.execute(make, cell_id=nb.cells[1].id)  # the panel's own cell
+        again = kernel.execute(show, cell_id="show").stdout.split()
+    assert other[0] != saved[0] and other[1] == "0"
+    assert again == saved and saved[1] == "2"

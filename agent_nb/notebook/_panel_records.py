@@ -167,8 +167,9 @@ def _earlier(
         return list(latest.entries), latest.session_id
     if kernel.saved is None:
         kernel.saved = [] if restoring else _read_notebook(shell, agent)
-    found = next((p for p in kernel.saved if cell_id is not None and p.cell_id == cell_id), None)
-    if found is None:
+    if cell_id is not None:  # a new cell with the same text is another panel
+        found = next((p for p in kernel.saved if p.cell_id == cell_id), None)
+    else:
         found = next((p for p in kernel.saved if p.source == source), None)
     if found is None:
         return [], None

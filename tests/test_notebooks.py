@@ -71,8 +71,8 @@ def test_quickstart(provider, tmp_path):
     listing = stdout(next(c for c in nb.cells if c.source == "%session list"))
     assert "main  (6 messages)" in listing and "* experiment  (8 messages)" in listing
     # the chat panel on `main`: the widget, and the conversation as its fallback transcript
-    (panel,) = next(c for c in nb.cells if c.source == "%session panel").outputs
-    assert "application/vnd.jupyter.widget-view+json" in panel["data"]
+    view, panel = next(c for c in nb.cells if c.source == "%session panel").outputs
+    assert "application/vnd.jupyter.widget-view+json" in view["data"]
     assert "My name is Alice" in panel["data"]["text/html"]
     assert panel["metadata"]["agent_nb"]["op"] == "panel"
     assert panel["metadata"]["agent_nb"]["session_id"] == "main"

@@ -16,6 +16,7 @@ from pathlib import Path
 import nbformat
 import pytest
 from fake_openai import Reply
+from nbformat.sign import NotebookNotary
 from test_browser import Browser, lab  # noqa: F401 - `lab` is a fixture
 from test_panel_browser import WORDS, run_cell
 
@@ -58,12 +59,18 @@ def setup(server) -> str:
     )
 
 
-def open_notebook(browser, url: str) -> None:
+def open_notebook(browser, url: str, shots: Path) -> None:
     browser.page.goto(url)
-    browser.cell(0).wait_for(timeout=120_000)
-    browser.page.wait_for_selector(
-        f"{VISIBLE} .jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000
-    )
+    try:
+        browser.cell(0).wait_for(timeout=120_000)
+        browser.page.wait_for_selector(  # its kernel has started
+            f"{VISIBLE} .jp-Notebook-ExecutionIndicator[data-status='idle']",
+            state="attached",
+            timeout=120_000,
+        )
+    except Exception:
+        browser.page.screenshot(path=str(shots / "did-not-open.png"))
+        raise
 
 
 def send(panel, text: str) -> None:
@@ -95,8 +102,8 @@ def settled(page) -> None:
 
 
 def save(page, path: Path, until: str) -> None:
-    """Ctrl+S, and wait until the file on disk holds `until`."""
-    page.keyboard.press("Control+s")
+    """File > Save Notebook, and wait until the file on disk holds `until`."""
+    menu(page, "File", "Save Notebook")
     deadline = time.monotonic() + 60
     while until not in path.read_text() and time.monotonic() < deadline:
         page.wait_for_timeout(250)
@@ -113,7 +120,7 @@ def test_a_kernel_restart_then_the_panels_cell_run_again_shows_the_same_conversa
     notebook(path, setup(server), "panel = ChatPanel(agent)\npanel")
     with Browser() as browser:
         page = browser.page
-        open_notebook(browser, f"{lab.url}/lab/tree/restart.ipynb?reset")
+        open_notebook(browser, f"{lab.url}/lab/tree/restart.ipynb?reset", tmp_path)
         run_cell(browser, 0, tmp_path, tries=5)
         pid = browser.cell(0).locator(".jp-OutputArea-output").inner_text().strip()
         run_cell(browser, 1, tmp_path)
@@ -122,6 +129,12 @@ def test_a_kernel_restart_then_the_panels_cell_run_again_shows_the_same_conversa
         wait_for_text(page, "I will remember")
         settled(page)
         before = panel.locator(".agent-nb-panel-message").all_inner_texts()
+        # its transcript, the output after it, is there but hidden while the panel is live
+        fallback = browser.cell(1).locator("[data-agent-nb-fallback]")
+        page.wait_for_function(
+            "(e) => e.innerText.includes('I will remember')", arg=fallback.element_handle()
+        )
+        assert fallback.is_hidden() and panel.is_visible()
         panel.screenshot(path=str(tmp_path / "before-restart.png"))
         save(page, path, "I will remember")
 
@@ -154,12 +167,33 @@ def test_a_kernel_restart_then_the_panels_cell_run_again_shows_the_same_conversa
         # the same session, not only its picture: the next prompt carries the conversation
         send(page.locator(PANEL), "Where do I live?")
         wait_for_text(page, "You live in Lyon")
+        settled(page)
+        save(page, path, "You live in Lyon")  # the transcript is refreshed after each turn
         assert browser.dialogs == []
     history = server.requests[-1]["messages"]
     assert [m["content"] for m in history if m["role"] == "user"] == [
         "I live in Lyon",
         "Where do I live?",
     ]
+
+    # the saved notebook opened with no kernel: the transcript, where the widget cannot be
+    nb = nbformat.read(str(path), as_version=4)
+    nb.metadata = {}  # no kernel named: JupyterLab asks which, and the test says "No Kernel"
+    NotebookNotary(data_dir=str(lab.data)).sign(nb)  # trusted, as the user's own notebook is
+    nbformat.write(nb, str(lab.root / "no-kernel.ipynb"))
+    with Browser() as browser:
+        page = browser.page
+        page.goto(f"{lab.url}/lab/tree/no-kernel.ipynb?reset")
+        page.locator(".jp-Dialog button", has_text="No Kernel").click(timeout=120_000)
+        transcript = browser.cell(1).locator("[data-agent-nb-fallback]")
+        transcript.wait_for(timeout=60_000)
+        page.wait_for_timeout(2_000)  # the widget's output has given up or is still waiting
+        assert transcript.is_visible()
+        text = transcript.inner_text()
+        assert "I live in Lyon" in text and "I will remember Lyon" in text
+        assert "You live in Lyon" in text  # the latest turn: refreshed after every turn
+        assert browser.cell(1).locator(".agent-nb-panel").count() == 0
+        browser.cell(1).screenshot(path=str(tmp_path / "no-kernel.png"))
 
 
 def test_notebook_7_opens_a_panel_that_streams_and_stops(lab, server, tmp_path):  # noqa: F811
@@ -173,7 +207,7 @@ def test_notebook_7_opens_a_panel_that_streams_and_stops(lab, server, tmp_path):
     )
     with Browser() as browser:
         page = browser.page
-        open_notebook(browser, f"{lab.url}/notebooks/seven.ipynb")
+        open_notebook(browser, f"{lab.url}/notebooks/seven.ipynb", tmp_path)
         assert "/notebooks/" in page.url and page.locator(".jp-LabShell").count() == 0
         run_cell(browser, 0, tmp_path, tries=5)
         run_cell(browser, 1, tmp_path)
@@ -256,8 +290,8 @@ def test_the_panel_reads_in_the_light_and_dark_themes(lab, server, tmp_path):  #
     notebook(lab.root / "themes.ipynb", setup(server), "panel = ChatPanel(agent)\npanel")
     with Browser() as browser:
         page = browser.page
-        page.set_viewport_size({"width": 900, "height": 900})
-        open_notebook(browser, f"{lab.url}/lab/tree/themes.ipynb?reset")
+        open_notebook(browser, f"{lab.url}/lab/tree/themes.ipynb?reset", tmp_path)
+        page.set_viewport_size({"width": 900, "height": 900})  # (narrow: the toolbar folds)
         run_cell(browser, 0, tmp_path, tries=5)
         run_cell(browser, 1, tmp_path)
         panel = page.locator(PANEL)

@@ -55,6 +55,8 @@ class ChatPanel(anywidget.AnyWidget):
     #: Synced to the front end: which session, and whether a turn is running.
     session_id = traitlets.Unicode("").tag(sync=True)
     busy = traitlets.Bool(False).tag(sync=True)
+    #: Marks the panel's transcript output, which its live view hides.
+    _fallback_id = traitlets.Unicode("").tag(sync=True)
 
     def __init__(self, session_or_agent: Session | Agent, *, store: Any = None) -> None:
         if not isinstance(session_or_agent, Agent | Session):
@@ -64,7 +66,7 @@ class ChatPanel(anywidget.AnyWidget):
             )
         opened = _panel_records.open_panel(session_or_agent, store)  # its cell's, if it ran
         session = opened.session
-        super().__init__(session_id=session.session_id)
+        super().__init__(session_id=session.session_id, _fallback_id=uuid.uuid4().hex)
         self._store = store if store is not None else session.store
         self._sessions: dict[str, Session] = opened.sessions
         self._log = opened.log  # what is done in the panel, kept in its output's metadata
@@ -148,12 +150,28 @@ class ChatPanel(anywidget.AnyWidget):
         return {**data, **self._fallback()}, metadata
 
     def _ipython_display_(self) -> None:
+        """Two outputs: the widget, then the transcript with the panel's record (refreshed
+        after every turn; the widget's output is never updated, which would make the view
+        again). JupyterLab and Notebook 7 prefer a widget view to any HTML in its bundle, and
+        with no kernel show "Loading widget..." or "model not found" in its place: a separate
+        output keeps the transcript in sight there. A live view hides it (panel.js)."""
         from IPython.display import display
 
+        bundle = super()._repr_mimebundle_()
+        view = bundle[0] if isinstance(bundle, tuple) else bundle
+        plain = self._fallback()["text/plain"]
+        display({**view, "text/plain": plain}, raw=True)
         display_id = uuid.uuid4().hex
-        data, metadata = self._repr_mimebundle_()
+        data, metadata = self._transcript()
         display(data, metadata=metadata, raw=True, display_id=display_id)
         self._display_ids.append(display_id)
+
+    def _transcript(self) -> tuple[dict[str, str], dict[str, Any]]:
+        """The transcript output: marked as this panel's, with the panel's record."""
+        data = self._fallback()
+        marked = f'<div data-agent-nb-fallback="{self._fallback_id}">{data["text/html"]}</div>'
+        metadata = render.publishable(self._log.metadata(self._session))
+        return {**data, "text/html": marked}, metadata
 
     def _fallback(self) -> dict[str, str]:
         """The static transcript shown where the widget cannot be (no kernel, nbviewer)."""
@@ -168,7 +186,7 @@ class ChatPanel(anywidget.AnyWidget):
             return
         from IPython.display import update_display
 
-        data, metadata = self._repr_mimebundle_()
+        data, metadata = self._transcript()
         for display_id in self._display_ids:
             update_display(data, metadata=metadata, raw=True, display_id=display_id)
 

@@ -94,17 +94,17 @@ def panel_record(nb) -> dict:
     return entry
 
 
+def with_a_panel(*cells: str) -> nbformat.NotebookNode:
+    """Run: agent_nb loaded, a turn in a cell, a panel on `main`, these cells, DUMP."""
+    first = (SETUP + "\n%load_ext agent_nb\n%agent agent", "%%chat\nMy name is Alice")
+    return run(notebook(*first, "%session panel main", *cells, DUMP))
+
+
 def test_restart_and_run_all_keeps_the_panels_turns_once_in_their_place(tmp_path, monkeypatch):
-    nb = run(
-        notebook(
-            SETUP + "\n%load_ext agent_nb\n%agent agent",
-            "%%chat\nMy name is Alice",
-            "%session panel main",
-            click({"type": "send", "text": "from the panel"}),
-            click({"type": "send", "text": "and again"}),
-            "%%chat\nI live in Lyon",
-            DUMP,
-        )
+    nb = with_a_panel(
+        click({"type": "send", "text": "from the panel"}),
+        click({"type": "send", "text": "and again"}),
+        "%%chat\nI live in Lyon",
     )
     fresh = dumped(text_of(nb.cells[-1]))
     users = fresh[0]["main"][::2]
@@ -120,16 +120,10 @@ def test_restart_and_run_all_keeps_the_panels_turns_once_in_their_place(tmp_path
 
 
 def test_a_restore_replays_the_panels_turns_and_undos_at_its_cell(tmp_path, monkeypatch):
-    nb = run(
-        notebook(
-            SETUP + "\n%load_ext agent_nb\n%agent agent",
-            "%%chat\nMy name is Alice",
-            "%session panel main",
-            click({"type": "send", "text": "kept"}),
-            click({"type": "send", "text": "undone"}),
-            click({"type": "undo"}),
-            DUMP,
-        )
+    nb = with_a_panel(
+        click({"type": "send", "text": "kept"}),
+        click({"type": "send", "text": "undone"}),
+        click({"type": "undo"}),
     )
     fresh = dumped(text_of(nb.cells[-1]))
     assert fresh[0]["main"][::2] == ["My name is Alice", "kept"]

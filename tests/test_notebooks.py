@@ -70,6 +70,12 @@ def test_quickstart(provider, tmp_path):
     assert printed[-1] == "True 2"
     listing = stdout(next(c for c in nb.cells if c.source == "%session list"))
     assert "main  (6 messages)" in listing and "* experiment  (8 messages)" in listing
+    # the chat panel on `main`: the widget, and the conversation as its fallback transcript
+    view, panel = next(c for c in nb.cells if c.source == "%session panel").outputs
+    assert "application/vnd.jupyter.widget-view+json" in view["data"]
+    assert "My name is Alice" in panel["data"]["text/html"]
+    assert panel["metadata"]["agent_nb"]["op"] == "panel"
+    assert panel["metadata"]["agent_nb"]["session_id"] == "main"
     transcript = next(c for c in nb.cells if c.source.endswith("session"))
     shown = next(o for o in transcript.outputs if o.output_type == "execute_result")
     said = "<strong>you</strong>: Hello! My favourite colour is green."

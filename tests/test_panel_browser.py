@@ -136,8 +136,8 @@ def test_the_panel_streams_stops_and_shares_its_session_with_chat(lab, server, t
     from nbconvert import HTMLExporter
 
     nb = nbformat.read(str(path), as_version=4)
-    (output,) = nb.cells[1].outputs
-    assert "application/vnd.jupyter.widget-view+json" in output.data
+    view, output = nb.cells[1].outputs  # the widget, then its transcript
+    assert "application/vnd.jupyter.widget-view+json" in view.data
     transcript = output.data["text/html"]
     assert "from a cell" in transcript and " ".join(kept.split()) in transcript
     page_html = tmp_path / "saved.html"

@@ -18,7 +18,7 @@ from ..agent import Agent
 from ..errors import AgentError, InvalidSessionData, SessionNotFoundError, StoreError
 from ..session import Response, Session
 from ..stores.base import SessionStore
-from . import _images, export, persist, prompts, render
+from . import _images, _panel_records, export, persist, prompts, render
 from .cells import Cells
 from .live import live_answer
 
@@ -788,6 +788,7 @@ class ChatMagics(Magics):
         self.cells.restored(replayed.made)
         for kept_as, (waiting, history) in replayed.kept.items():  # they go as in the run
             self.cells.keep(kept_as, waiting, history)
+        _panel_records.restored(self.shell, replayed.panels)
         if quiet and not sessions and not skipped:
             return
         print(

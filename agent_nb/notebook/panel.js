@@ -100,8 +100,35 @@ function option(value, label) {
   return o;
 }
 
+// The panel's transcript (the output after the widget's, for a notebook shown with no kernel)
+// is hidden while a view of the panel is live: one style rule per panel, kept while any of its
+// views is. (JupyterLab, Notebook 7 and VS Code show every output in one document.)
+const hiding = new Map(); // fallback id -> {views, style}
+
+function hideFallback(id) {
+  if (!/^[0-9a-f]+$/.test(id || "")) return () => {};
+  let entry = hiding.get(id);
+  if (!entry) {
+    const style = document.createElement("style");
+    const marked = `[data-agent-nb-fallback="${id}"]`;
+    style.textContent = `.jp-OutputArea-child:has(${marked}), ${marked} { display: none !important; }`;
+    document.head.appendChild(style);
+    entry = { views: 0, style };
+    hiding.set(id, entry);
+  }
+  entry.views += 1;
+  return () => {
+    entry.views -= 1;
+    if (entry.views === 0) {
+      entry.style.remove();
+      hiding.delete(id);
+    }
+  };
+}
+
 function render({ model, el }) {
   el.classList.add("agent-nb-panel");
+  const showFallback = hideFallback(model.get("_fallback_id"));
   const log = element("div", "agent-nb-panel-log");
   log.setAttribute("role", "log");
   log.setAttribute("aria-live", "polite");
@@ -354,6 +381,7 @@ function render({ model, el }) {
     requestAnimationFrame(() => input.focus());
   }
   return () => {
+    showFallback();
     if (document.activeElement === input) focused.add(model);
     model.off("msg:custom", onMessage);
     model.off("change:busy", onBusy);

@@ -46,7 +46,7 @@ from ..agent import Agent
 from ..errors import AgentError
 from ..messages import Message, ToolResultPart
 from ..session import Session
-from . import _panel_cards, render
+from . import _panel_cards, _panel_records, render
 from ._panel_controls import _Controls
 from .live import BYTE_BUDGET, MESSAGE_BYTES, UPDATE_INTERVAL, _Blocks
 
@@ -65,20 +65,22 @@ class ChatPanel(_Controls, anywidget.AnyWidget):
     #: Synced to the front end: which session, and whether a turn is running.
     session_id = traitlets.Unicode("").tag(sync=True)
     busy = traitlets.Bool(False).tag(sync=True)
+    #: Marks the panel's transcript output, which its live view hides.
+    _fallback_id = traitlets.Unicode("").tag(sync=True)
 
     def __init__(self, session_or_agent: Session | Agent, *, store: Any = None) -> None:
-        if isinstance(session_or_agent, Agent):
-            session = session_or_agent.session(store=store)
-        elif isinstance(session_or_agent, Session):
-            session = session_or_agent
-        else:
+        if not isinstance(session_or_agent, Agent | Session):
             raise TypeError(
                 "ChatPanel takes a Session or an Agent (ChatPanel(agent.session()) or "
                 f"ChatPanel(agent)), got {type(session_or_agent).__name__}"
             )
-        super().__init__(session_id=session.session_id)
+        opened = _panel_records.open_panel(session_or_agent, store)  # its cell's, if it ran
+        session = opened.session
+        super().__init__(session_id=session.session_id, _fallback_id=uuid.uuid4().hex)
         self._store = store if store is not None else session.store
-        self._sessions: dict[str, Session] = {session.session_id: session}
+        self._sessions: dict[str, Session] = opened.sessions
+        self._log = opened.log  # what is done in the panel, kept in its output's metadata
+        self._logged = False  # whether the running turn was asked for in the panel
         self._session = session
         self._shown: list[str] = []  # ids of the messages the front end shows
         self._task: asyncio.Task | None = None
@@ -119,6 +121,7 @@ class ChatPanel(_Controls, anywidget.AnyWidget):
             return asyncio.run(turn)
         self.busy = True  # at once: a second send before the task starts is refused
         self._started = self._stop_early = False
+        self._logged = _panel_records.from_the_front_end()
         self._task = loop.create_task(turn)
         return self._task
 
@@ -137,10 +140,14 @@ class ChatPanel(_Controls, anywidget.AnyWidget):
         if self.busy:
             raise AgentError("the panel is answering: panel.stop() first, then switch")
         session = self._sessions.get(session_id)
+        known = session is not None
         if session is None:
             session = self._session.agent.session(session_id=session_id, store=self._store)
             self._sessions[session.session_id] = session
         self._session = session
+        self._log.session_id = session.session_id
+        if _panel_records.from_the_front_end():
+            self._note(_panel_records.switch(session, known))
         self.session_id = session.session_id
         self._notes = {}
         self._sync(reset=True)
@@ -154,15 +161,32 @@ class ChatPanel(_Controls, anywidget.AnyWidget):
         if bundle is None:
             return None
         data, metadata = bundle if isinstance(bundle, tuple) else (bundle, {})
+        metadata = {**metadata, **render.publishable(self._log.metadata(self._session))}
         return {**data, **self._fallback()}, metadata
 
     def _ipython_display_(self) -> None:
+        """Two outputs: the widget, then the transcript with the panel's record (refreshed
+        after every turn; the widget's output is never updated, which would make the view
+        again). JupyterLab and Notebook 7 prefer a widget view to any HTML in its bundle, and
+        with no kernel show "Loading widget..." or "model not found" in its place: a separate
+        output keeps the transcript in sight there. A live view hides it (panel.js)."""
         from IPython.display import display
 
+        bundle = super()._repr_mimebundle_()
+        view = bundle[0] if isinstance(bundle, tuple) else bundle
+        plain = self._fallback()["text/plain"]
+        display({**view, "text/plain": plain}, raw=True)
         display_id = uuid.uuid4().hex
-        data, metadata = self._repr_mimebundle_()
+        data, metadata = self._transcript()
         display(data, metadata=metadata, raw=True, display_id=display_id)
         self._display_ids.append(display_id)
+
+    def _transcript(self) -> tuple[dict[str, str], dict[str, Any]]:
+        """The transcript output: marked as this panel's, with the panel's record."""
+        data = self._fallback()
+        marked = f'<div data-agent-nb-fallback="{self._fallback_id}">{data["text/html"]}</div>'
+        metadata = render.publishable(self._log.metadata(self._session))
+        return {**data, "text/html": marked}, metadata
 
     def _fallback(self) -> dict[str, str]:
         """The static transcript shown where the widget cannot be (no kernel, nbviewer)."""
@@ -177,7 +201,7 @@ class ChatPanel(_Controls, anywidget.AnyWidget):
             return
         from IPython.display import update_display
 
-        data, metadata = self._repr_mimebundle_()
+        data, metadata = self._transcript()
         for display_id in self._display_ids:
             update_display(data, metadata=metadata, raw=True, display_id=display_id)
 
@@ -247,6 +271,7 @@ class ChatPanel(_Controls, anywidget.AnyWidget):
                     problem = finish(problem)
             finally:
                 self.busy = False
+        self._note_turn(before)
         if response is not None and response.messages:
             self._seconds[response.messages[-1].id] = time.monotonic() - started
         if failed and again is None and prompt:
@@ -294,10 +319,26 @@ class ChatPanel(_Controls, anywidget.AnyWidget):
             self._end(error=f"<p>{render.escaped(str(exc))}</p>")
             return
         self._notes = {}
+        if removed:
+            self._note(_panel_records.undo(self._session, removed))
         self._sync()
         if not removed:
             self._end(error="<p>nothing to undo</p>")
         self._refresh_fallback()
+
+    # -- the panel's log (its record in the notebook) -------------------------------------------
+
+    def _note(self, entry: dict[str, Any]) -> None:
+        self._log.entries.append(entry)
+        self._log.session_id = self._session.session_id
+
+    def _note_turn(self, before: list[str]) -> None:
+        """Log the turn just made, if it was asked for in the panel (a cell's code that sends
+        makes its turn again when it runs again)."""
+        messages = self._session.messages
+        made = messages[len(before) :]
+        if self._logged and made and [m.id for m in messages[: len(before)]] == before:
+            self._note(_panel_records.turn(self._session, made))
 
     # -- other turns on the session ----------------------------------------------------------
 

@@ -4,6 +4,10 @@ Each record is checked on its own: a bad one (damaged, of a newer format, or not
 `record()` writes) is skipped with a line that names its cell, and the others replay.
 A record copied along with its cell is replayed once: a turn whose messages were already
 replayed (the same message ids) is a copy, and so is a record whose `record_id` was seen.
+
+A chat panel's output holds one `panel` record: the log of what was done in the panel (its
+turns, undos and switches, each a record of its own), replayed at the panel's cell. Its
+entries do not change the current session, and no cell made its turns (see _panel_records.py).
 """
 
 from __future__ import annotations
@@ -28,20 +32,15 @@ KEY = "agent_nb"
 #: `resume` replaces the round that waited for approval with them; `rerun` replaces the turn
 #: that starts with message `replaces` (a cell run again), keeping what followed it as the
 #: session `kept_as`; `use` makes its session the current one; `delete` removes its session,
-#: `current` being the one current after it.
+#: `current` being the one current after it; an `undo` with `replaces` drops that turn (if it
+#: is there); `panel` holds a chat panel's `log` of records.
 OPS = (
-    "turn",
-    "retry",
-    "resume",
-    "load",
-    "clear",
-    "undo",
-    "system",
-    "fork",
-    "rerun",
-    "use",
-    "delete",
+    *("turn", "retry", "resume", "load", "clear", "undo", "system", "fork", "rerun", "use"),
+    *("delete", "panel"),
 )
+#: What a panel's log holds: its turns, its undos, and its switches (`load`: a session the
+#: panel opened, `use`: one it had).
+PANEL_OPS = ("turn", "undo", "load", "use")
 _WITH_MESSAGES = ("turn", "retry", "resume", "load", "rerun")
 _TURNS = ("turn", "retry", "resume", "rerun")
 
@@ -162,6 +161,7 @@ class _Record(pydantic.BaseModel):
     kept_as: _SessionId | None = None
     drops: list[_SessionId] = []
     current: _SessionId | None = None
+    log: list[Any] | None = None
 
 
 class _Skip(Exception):
@@ -191,7 +191,25 @@ def _checked(found: Found) -> _Record:
         raise _Skip(f"the record is malformed: {_describe(exc)}") from None
     if checked.op in _WITH_MESSAGES and checked.messages is None:
         raise _Skip(f"the record of a {checked.op} has no messages")
+    if checked.op == "panel" and checked.log is None:
+        raise _Skip("the record of a panel has no log")
     return checked
+
+
+def panel_entries(log: list[Any], where: str) -> tuple[list[tuple[Any, _Record]], list[str]]:
+    """A panel log's entries that can be replayed (each as found and as checked), and a line
+    for each that cannot."""
+    entries, problems = [], []
+    for index, item in enumerate(log):
+        try:
+            entry = _checked(Found(where, item))
+            if entry.op not in PANEL_OPS:
+                raise _Skip(f"a panel's log holds no {entry.op!r} (only {', '.join(PANEL_OPS)})")
+        except _Skip as skip:
+            problems.append(f"agent_nb: skipped entry {index + 1} of the panel in {where}: {skip}")
+        else:
+            entries.append((item, entry))
+    return entries, problems
 
 
 @dataclass(eq=False)  # each is one cell's work: told apart by identity, not by value
@@ -205,35 +223,53 @@ class Made:
     place: int = 0  # the how-manieth turn or fork of its cell run
 
 
+@dataclass(eq=False)
+class Panel:
+    """A chat panel's record as found in its cell: its log, and the session it showed last."""
+
+    session_id: str
+    log: list[dict[str, Any]]
+    cell_id: str | None = None
+    source: str = ""
+
+
 @dataclass
 class Replayed:
     """Sessions rebuilt from records, the last one used, turns restored, what each cell made,
     and the kept sessions (`NAME~N`) with the first ids of the turns each waits for and its
-    message ids when kept."""
+    message ids when kept, and the chat panels found."""
 
     sessions: dict[str, Session]
     current: str | None
     turns: int
     made: list[Made]
     kept: dict[str, tuple[set[str], list[str]]]
+    panels: list[Panel]
 
 
 class _Replay:
     """Sessions rebuilt record by record."""
 
-    def __init__(self, agent: Agent) -> None:
+    def __init__(self, agent: Agent, report: Callable[[str], None] | None) -> None:
         self.agent = agent
+        self.report = report
+        self.panels: list[Panel] = []
         self.sessions: dict[str, Session] = {}
         self.seen: dict[str, set[str]] = {}  # message ids replayed, by session
         self.records: set[str] = set()  # record ids replayed
+        self.undone: set[str] = set()  # first ids of turns a panel undid
         self.current: str | None = None
         self.turns = 0
         self.made: list[Made] = []
         self.kept: dict[str, tuple[set[str], list[str]]] = {}
 
-    def apply(self, entry: _Record, found: Found) -> None:
+    def apply(self, entry: _Record, found: Found, *, in_panel: bool = False) -> None:
         if entry.record_id is not None and entry.record_id in self.records:
             raise _Skip("it is a copy of an earlier record (a copied cell); replayed once")
+        if entry.op == "panel":
+            return self._panel(entry, found)
+        if in_panel and entry.op == "load" and entry.session_id in self.sessions:
+            entry = entry.model_copy(update={"op": "use"})  # a panel opened one it had
         if entry.op in ("use", "delete") and entry.session_id not in self.sessions:
             raise _Skip(
                 f"it {entry.op}s session {entry.session_id!r}, which no earlier record made"
@@ -257,6 +293,8 @@ class _Replay:
         seen = self.seen[entry.session_id]
         if entry.op in _TURNS and ids & seen:
             raise _Skip("it holds a turn already restored (a copied cell); replayed once")
+        if entry.op in _TURNS and messages and messages[0].id in self.undone:
+            raise _Skip("its turn was undone in a chat panel")
         if entry.op == "load":  # a session loaded from a store replaces what was there
             session._set_history(messages)
             session.system = entry.system
@@ -284,6 +322,9 @@ class _Replay:
             self.turns += 1
         elif entry.op == "clear":
             session.clear()
+        elif entry.op == "undo" and entry.replaces is not None:
+            drop_turn(session, entry.replaces)
+            self.undone.add(entry.replaces)  # a later cell's turn, if it comes later
         elif entry.op == "undo":
             drop_last_turn(session)
         elif entry.op == "system":
@@ -293,10 +334,29 @@ class _Replay:
         seen |= ids
         if entry.record_id is not None:
             self.records.add(entry.record_id)
+        if in_panel:  # the panel's turns: no cell made them, and the current session stays
+            return
         self.current = entry.session_id
         if entry.op in ("turn", "rerun", "fork"):
             first = messages[0].id if messages and entry.op != "fork" else None
             self.made.append(Made(entry.session_id, first, found.cell_id, found.source))
+
+    def _panel(self, entry: _Record, found: Found) -> None:
+        entries, problems = panel_entries(entry.log or [], found.where)
+        replayed = []
+        for raw, item in entries:
+            try:
+                self.apply(item, found, in_panel=True)
+            except _Skip as skip:
+                problems.append(f"agent_nb: skipped an entry of the panel in {found.where}: {skip}")
+            else:
+                replayed.append(raw)
+        for line in problems:
+            if self.report is not None:
+                self.report(line)
+        if entry.record_id is not None:
+            self.records.add(entry.record_id)
+        self.panels.append(Panel(entry.session_id, replayed, found.cell_id, found.source))
 
     def _keep(self, session: Session, kept_as: str, later: list[Message]) -> None:
         """`session` kept as `kept_as`, waiting for the cells of the turns in `later`."""
@@ -327,7 +387,7 @@ def replay(
 
     `report` is given one line for each record skipped, naming its cell and the problem.
     """
-    state = _Replay(agent)
+    state = _Replay(agent, report)
     for item in found:
         try:
             state.apply(_checked(item), item)
@@ -340,7 +400,7 @@ def replay(
         if report is not None:
             report(f"agent_nb: skipped the record in {item.where}: {problem}")
     kept = {name: wait for name, wait in state.kept.items() if name in state.sessions}
-    return Replayed(state.sessions, state.current, state.turns, state.made, kept)
+    return Replayed(state.sessions, state.current, state.turns, state.made, kept, state.panels)
 
 
 def drop_last_turn(session: Session) -> list[Message]:
@@ -351,6 +411,19 @@ def drop_last_turn(session: Session) -> list[Message]:
         return []
     session._set_history(messages[:cut])
     return messages[cut:]
+
+
+def drop_turn(session: Session, first_id: str) -> list[Message]:
+    """Remove the turn that starts with message `first_id`, if it is there; returns it."""
+    messages = session.messages
+    order = [m.id for m in messages]
+    if first_id not in order:
+        return []
+    start = order.index(first_id)
+    users = [i for i in range(start + 1, len(messages)) if messages[i].role == "user"]
+    end = users[0] if users else len(messages)
+    session._set_history(messages[:start] + messages[end:])
+    return messages[start:end]
 
 
 def last_turn(messages: list[Message]) -> int | None:

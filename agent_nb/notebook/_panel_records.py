@@ -1,0 +1,256 @@
+"""A chat panel's log in the notebook's records, and the session its cell opens again.
+
+The panel's output carries one `panel` record (persist.py): the log of what was done in the
+panel itself (Send, Stop, Undo, a switch), each entry a record of its own. A cell's code that
+calls `panel.send()` is that cell's work, as `session.run()` in a cell is, and is not logged:
+it runs again with its cell.
+
+A panel is known by the cell that makes it: the cell id the front end sends (JupyterLab,
+Notebook 7, VS Code), or, where none is sent (nbclient), the cell's text, each saved panel
+claimed once, in notebook order. Running that cell again opens the panel on the same session:
+the log of the panel the cell made last in this kernel, or else the one saved in the notebook
+(from `%load_ext agent_nb`'s restore, or read from the notebook's file). Its turns missing from
+their sessions (a cell run again before it cut them off) are put back at the end, verbatim;
+turns already there are not added again. A session its store holds is taken from the store as
+it is (the store wins).
+"""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..agent import Agent
+from ..messages import Message
+from ..session import Session
+from . import persist
+
+
+@dataclass(eq=False)
+class Log:
+    """What was done in one panel (the entries of its record), and the session it shows."""
+
+    session_id: str
+    entries: list[dict[str, Any]] = field(default_factory=list)
+    record_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    def metadata(self, session: Session) -> dict[str, Any]:
+        """The panel's output metadata: its record."""
+        return persist.record("panel", session, log=self.entries, record_id=self.record_id)
+
+
+@dataclass
+class _Kernel:
+    """One kernel's panels: saved ones not yet claimed, and each cell's last panel's log."""
+
+    saved: list[persist.Panel] | None = None  # None: the notebook has not been read
+    latest: dict[str, Log] = field(default_factory=dict)
+
+
+_kernels: dict[int, _Kernel] = {}
+
+
+@dataclass
+class Opened:
+    """What a new panel shows: its session, the sessions it knows, and its log."""
+
+    session: Session
+    sessions: dict[str, Session]
+    log: Log
+
+
+def restored(shell: Any, panels: list[persist.Panel]) -> None:
+    """The panels a restore found in the notebook (`%load_ext agent_nb`, `%session restore`)."""
+    _kernel(shell).saved = list(panels)
+
+
+def open_panel(session_or_agent: Session | Agent, store: Any) -> Opened:
+    """The session a panel made now opens, and its log, from its cell's earlier panel."""
+    from IPython import get_ipython
+
+    shell = get_ipython()
+    given = session_or_agent if isinstance(session_or_agent, Session) else None
+    agent = given.agent if given is not None else session_or_agent
+    store = store if store is not None else (given.store if given is not None else agent.store)
+    cell = _running_cell(shell)
+    magics = _magics(shell)
+    log, last = _earlier(shell, cell, agent, magics is not None)
+    sessions: dict[str, Session] = magics.sessions if magics is not None else {}
+    if given is not None and sessions.get(given.session_id, given) is not given:
+        sessions = {}  # a session of the same name as one of %%chat's: the panel keeps apart
+    if given is not None:
+        sessions[given.session_id] = given
+    entries = _put_back(log, sessions, agent, store, magics.cells if magics else None)
+    if given is not None:
+        session = given
+    elif last is not None:
+        session = _session(last, agent.system, sessions, agent, store, set())
+    else:
+        session = agent.session(store=store)
+    sessions.setdefault(session.session_id, session)
+    opened = Log(session.session_id, entries)
+    if cell is not None and cell[0] is not None:
+        _kernel(shell).latest[cell[0]] = opened
+    return Opened(session, sessions, opened)
+
+
+def from_the_front_end(shell: Any = None) -> bool:
+    """Whether what runs now was asked for by the panel's front end, not by a cell's code."""
+    if shell is None:
+        from IPython import get_ipython
+
+        shell = get_ipython()
+    parent = _parent(shell)
+    return parent is None or parent.get("header", {}).get("msg_type") != "execute_request"
+
+
+def turn(session: Session, messages: list[Message]) -> dict[str, Any]:
+    return persist.record("turn", session, messages)[persist.KEY]
+
+
+def undo(session: Session, removed: list[Message]) -> dict[str, Any]:
+    return persist.record("undo", session, replaces=removed[0].id)[persist.KEY]
+
+
+def switch(session: Session, known: bool) -> dict[str, Any]:
+    """A switch to a session the panel had (`use`) or opened now (`load`, with its history)."""
+    if known:
+        return persist.record("use", session)[persist.KEY]
+    return persist.record("load", session, session.messages)[persist.KEY]
+
+
+# -- finding the earlier panel -----------------------------------------------------------------
+
+
+def _kernel(shell: Any) -> _Kernel:
+    return _kernels.setdefault(id(shell), _Kernel())
+
+
+def _magics(shell: Any) -> Any:
+    from . import _loaded
+
+    return _loaded.get(id(shell)) if shell is not None else None
+
+
+def _parent(shell: Any) -> dict[str, Any] | None:
+    kernel = getattr(shell, "kernel", None)
+    try:
+        parent = kernel.get_parent("shell") if kernel is not None else None
+    except Exception:  # an older or other kernel: no parent to read
+        return None
+    return parent if isinstance(parent, dict) else None
+
+
+def _running_cell(shell: Any) -> tuple[str | None, str] | None:
+    """(cell id or None, text) of the cell running now; None outside a cell."""
+    if shell is None or from_the_front_end(shell):
+        return None
+    parent = _parent(shell) or {}
+    cell_id = (parent.get("metadata") or {}).get("cellId")
+    code = (parent.get("content") or {}).get("code")
+    return (cell_id if isinstance(cell_id, str) and cell_id else None), str(code or "")
+
+
+def _earlier(
+    shell: Any, cell: tuple[str | None, str] | None, agent: Agent, restoring: bool
+) -> tuple[list[dict[str, Any]], str | None]:
+    """The log of the panel this cell made before, and the session it showed last."""
+    if cell is None:
+        return [], None
+    cell_id, source = cell
+    kernel = _kernel(shell)
+    if cell_id is not None and cell_id in kernel.latest:
+        latest = kernel.latest[cell_id]
+        return list(latest.entries), latest.session_id
+    if kernel.saved is None:
+        kernel.saved = [] if restoring else _read_notebook(shell, agent)
+    if cell_id is not None:  # a new cell with the same text is another panel
+        found = next((p for p in kernel.saved if p.cell_id == cell_id), None)
+    else:
+        found = next((p for p in kernel.saved if p.source == source), None)
+    if found is None:
+        return [], None
+    kernel.saved.remove(found)
+    return list(found.log), found.session_id
+
+
+def _read_notebook(shell: Any, agent: Agent) -> list[persist.Panel]:
+    """The panels saved in the notebook's file (no `%load_ext agent_nb` read them)."""
+    from ..stores import _ipynb
+
+    path = persist.notebook_path(shell.user_ns)
+    if path is None:
+        return []
+    try:
+        notebook = _ipynb.read(Path(path).read_text(encoding="utf-8"), 4)
+    except (OSError, UnicodeDecodeError, _ipynb.UnreadableNotebook) as exc:
+        print(f"agent_nb: cannot read {path} for its chat panels: {exc}", file=sys.stderr)
+        return []
+    found = [
+        f
+        for f in persist.records(notebook.node, notebook.damaged_cells)
+        if isinstance(f.entry, dict) and f.entry.get("op") == "panel"
+    ]
+    return persist.replay(found, agent, lambda line: print(line, file=sys.stderr)).panels
+
+
+# -- putting its turns back --------------------------------------------------------------------
+
+
+def _session(
+    session_id: str,
+    system: str | None,
+    sessions: dict[str, Session],
+    agent: Agent,
+    store: Any,
+    from_store: set[str],
+) -> Session:
+    if session_id not in sessions:
+        if store is not None and session_id in store:
+            sessions[session_id] = agent.load_session(session_id, store=store)
+            from_store.add(session_id)
+        else:
+            sessions[session_id] = Session(agent, session_id, system, store=store)
+    return sessions[session_id]
+
+
+def _put_back(
+    log: list[dict[str, Any]], sessions: dict[str, Session], agent: Agent, store: Any, cells: Any
+) -> list[dict[str, Any]]:
+    """The log's turns missing from their sessions appended again; the log, as it now is."""
+    entries, problems = persist.panel_entries(log, "this panel's log")
+    for line in problems:
+        print(line, file=sys.stderr)
+    from_store: set[str] = set()
+    kept = []
+    for raw, entry in entries:
+        session = _session(entry.session_id, entry.system, sessions, agent, store, from_store)
+        if entry.session_id in from_store:  # the store's copy is the truth
+            kept.append(raw)
+            continue
+        if entry.op == "turn" and entry.messages:
+            first = entry.messages[0].id
+            if first not in {m.id for m in session.messages}:
+                drops = _turn_again(session, list(entry.messages), sessions, cells)
+                raw = {**raw, "drops": drops} if drops else raw
+        elif entry.op == "undo" and entry.replaces is not None:
+            persist.drop_turn(session, entry.replaces)
+        kept.append(raw)
+    return kept
+
+
+def _turn_again(
+    session: Session, messages: list[Message], sessions: dict[str, Session], cells: Any
+) -> list[str]:
+    """Append a logged turn; the sessions a cell run again kept only for it go."""
+    made = persist.Made(session.session_id, messages[0].id)
+    drops = cells.superseded(made, sessions) if cells is not None else []
+    session._set_history([*session.messages, *messages])
+    if cells is not None:
+        cells.made_again(made)
+    for dropped in drops:
+        sessions.pop(dropped, None)
+    return drops

@@ -713,3 +713,25 @@ def test_a_store_that_fails_to_load_a_listed_session_leaves_the_panel_where_it_w
     panel_module._Handler(panel)(panel, {"type": "switch", "session": "other"}, [])
     assert panel.session.session_id == "main" and panel.session_id == "main"
     assert "the disk went away" in error_of(recorder) and "still shows 'main'" in error_of(recorder)
+
+
+async def test_an_approved_round_is_in_the_panels_log_and_a_restore_rebuilds_it(server):
+    """Approve lets the waiting round go on: the log says `resume` with the messages that
+    replaced it, so the notebook's records rebuild the session exactly."""
+    from agent_nb.notebook import persist
+
+    ran: list[str] = []
+    server.script(transfer_call(5), Reply(text="Sent."))
+    agent = bank(ran, server)
+    panel = ChatPanel(agent.session())
+    recorder = Recorder(panel)
+    await panel.send("pay Bob 5")
+    (call,) = call_ids(items_html(recorder))
+    decide(panel, recorder, "approve", call)
+    await panel._task
+    assert [e["op"] for e in panel._log.entries] == ["turn", "resume"]
+    entry = panel._log.metadata(panel.session)[persist.KEY]
+    replayed = persist.replay([persist.Found("cell 1", entry)], agent, None)
+    rebuilt = replayed.sessions[panel.session.session_id].messages
+    assert [m.to_dict() for m in rebuilt] == [m.to_dict() for m in panel.session.messages]
+    assert not any(m.metadata.get("awaiting_approval") for m in rebuilt)

@@ -60,6 +60,8 @@ def in_the_panel(client, nb, index: int, panel: str, content: dict) -> None:
         return text_of(client.execute_cell(nb.cells[index], index))
 
     comm_id = execute(f"_panel = {panel}\nprint(_panel.comm.comm_id)").strip()
+    if "expr" in content:  # what the front end knows from the view (a message's id)
+        content = json.loads(execute(f"import json\nprint(json.dumps({content['expr']}))"))
     data = {"comm_id": comm_id, "data": {"method": "custom", "content": content}}
     send_comm(client.kc, data)
     # once it has answered: the panel's output shown again, from a cell nbclient follows
@@ -306,3 +308,36 @@ def test_after_a_restart_the_cell_id_picks_the_panel_not_the_cells_text(tmp_path
         again = kernel.execute(show, cell_id="show").stdout.split()
     assert other[0] != saved[0] and other[1] == "0"
     assert again == saved and saved[1] == "2"
+
+
+#: The ids of the panel's last answer and of its session's first prompt, as the view has them.
+LAST_ANSWER = "_panel.session.messages[-1].id"
+FIRST_PROMPT = "_panel.session.messages[0].id"
+
+
+def test_regenerate_edit_and_new_session_in_the_panel_survive_restart_and_run_all(
+    tmp_path, monkeypatch
+):
+    """The controls' changes are in the panel's log: a regenerate (its old answer kept as
+    a branch), an edit of an earlier prompt (a fork from there), a new session."""
+    nb = with_a_panel(
+        click({"type": "send", "text": "from the panel"}),
+        click({"expr": f"{{'type': 'regenerate', 'id': {LAST_ANSWER}}}"}),
+        click({"expr": f"{{'type': 'send', 'text': 'I am Bob', 'edit': {FIRST_PROMPT}}}"}),
+        click({"type": "new"}),
+        click({"type": "send", "text": "a new start"}),
+        "%%chat\nI live in Lyon",
+    )
+    fresh = dumped(text_of(nb.cells[-1]))
+    sessions, current = fresh
+    assert sessions["main"][::2] == ["My name is Alice", "from the panel", "I live in Lyon"]
+    assert sessions["main~1"][::2] == ["My name is Alice", "from the panel"]  # the old answer
+    assert sessions["main~2"][::2] == ["I am Bob"]  # the edit, forked before the first prompt
+    (new,) = [k for k in sessions if k not in ("main", "main~1", "main~2")]
+    assert sessions[new][::2] == ["a new start"] and current == "main"
+    ops = [e["op"] for e in panel_record(nb)["log"]]
+    assert ops == ["turn", "load", "undo", "turn", "load", "use", "turn", "load", "use", "turn"]
+    path = tmp_path / "controls.ipynb"
+    for _ in range(2):
+        nb = restart_and_run_all(nb, path, monkeypatch)
+        assert dumped(text_of(nb.cells[-1])) == fresh

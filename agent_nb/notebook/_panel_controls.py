@@ -8,7 +8,9 @@ family (its root and the root's forks), the session switcher one entry per famil
 Every control checks the session as it is when the click arrives (a double click, a click
 on a view that is behind), changes nothing when it cannot do what was asked, and says why
 inline. A fork is saved to the store before anything else changes, so a store that fails
-leaves the conversation as it was.
+leaves the conversation as it was. What a control changes goes into the panel's log
+(_panel_records.py), so a restore sees it: a branch as a `load` with its messages, a
+regenerate as that branch, an `undo` of the old answer and the new turn.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from ..errors import AgentError
 from ..messages import Message
 from ..session import Session
 from ..stores.base import TITLE_LENGTH, plain
-from . import _panel_cards, render
+from . import _panel_cards, _panel_records, render
 from .persist import last_turn
 
 if TYPE_CHECKING:
@@ -56,6 +58,8 @@ class _Controls:
     _sync: Callable[..., None]
     _end: Callable[..., None]
     _launch: Callable[..., Any]
+    _logged: bool  # whether the running turn was asked for in the panel
+    _note: Callable[[dict[str, Any]], None]  # an entry of the panel's log (its record)
     _turn: Callable[..., Any]
     switch: Callable[[str], Session]
     send: Callable[[str], Any]
@@ -111,6 +115,9 @@ class _Controls:
                 session._set_history([*history[:cut], *new])
             except AgentError as exc:
                 return f"answered again, but {exc}"
+            if self._logged:  # in the notebook's records: the branch, then the swap
+                self._note(_panel_records.switch(kept, known=False))
+                self._note(_panel_records.undo(session, history[cut:]))
             return problem
 
         self._shown = ids[:cut]
@@ -146,6 +153,8 @@ class _Controls:
         except AgentError as exc:
             self._problem(f"could not fork the conversation: {exc}")
             return
+        if _panel_records.from_the_front_end():
+            self._note(_panel_records.switch(fork, known=False))
         self._show(fork.session_id)
         self.send(text)
 
@@ -226,6 +235,8 @@ class _Controls:
             return
         session = self._session.agent.session(store=self._store)
         self._sessions[session.session_id] = session
+        if _panel_records.from_the_front_end():
+            self._note(_panel_records.switch(session, known=False))
         self._show(session.session_id)
 
     def _show(self, session_id: str) -> None:

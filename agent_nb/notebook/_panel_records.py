@@ -111,6 +111,11 @@ def turn(session: Session, messages: list[Message]) -> dict[str, Any]:
     return persist.record("turn", session, messages)[persist.KEY]
 
 
+def resume(session: Session, messages: list[Message]) -> dict[str, Any]:
+    """The round that waited for approval, replaced by `messages` (Approve / Deny)."""
+    return persist.record("resume", session, messages)[persist.KEY]
+
+
 def undo(session: Session, removed: list[Message]) -> dict[str, Any]:
     return persist.record("undo", session, replaces=removed[0].id)[persist.KEY]
 

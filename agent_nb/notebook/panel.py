@@ -271,7 +271,11 @@ class ChatPanel(_Controls, anywidget.AnyWidget):
                     problem = finish(problem)
             finally:
                 self.busy = False
-        self._note_turn(before)
+        waited = prompt is None and session is self._session
+        if waited and [m.id for m in session.messages] != before:
+            self._note_turn(before, resumed=True)
+        elif not waited:
+            self._note_turn(before)
         if response is not None and response.messages:
             self._seconds[response.messages[-1].id] = time.monotonic() - started
         if failed and again is None and prompt:
@@ -332,12 +336,18 @@ class ChatPanel(_Controls, anywidget.AnyWidget):
         self._log.entries.append(entry)
         self._log.session_id = self._session.session_id
 
-    def _note_turn(self, before: list[str]) -> None:
+    def _note_turn(self, before: list[str], *, resumed: bool = False) -> None:
         """Log the turn just made, if it was asked for in the panel (a cell's code that sends
-        makes its turn again when it runs again)."""
+        makes its turn again when it runs again); `resumed`: it replaced the waiting round."""
+        if resumed:  # the round that waited is the last of `before`, replaced once anything ran
+            before = before[:-1]
         messages = self._session.messages
         made = messages[len(before) :]
-        if self._logged and made and [m.id for m in messages[: len(before)]] == before:
+        if not (self._logged and made and [m.id for m in messages[: len(before)]] == before):
+            return
+        if resumed:
+            self._note(_panel_records.resume(self._session, made))
+        else:
             self._note(_panel_records.turn(self._session, made))
 
     # -- other turns on the session ----------------------------------------------------------

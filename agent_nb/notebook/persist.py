@@ -38,9 +38,10 @@ OPS = (
     *("turn", "retry", "resume", "load", "clear", "undo", "system", "fork", "rerun", "use"),
     *("delete", "panel"),
 )
-#: What a panel's log holds: its turns, its undos, and its switches (`load`: a session the
-#: panel opened, `use`: one it had).
-PANEL_OPS = ("turn", "undo", "load", "use")
+#: What a panel's log holds: its turns (`resume`: the round its Approve / Deny let go on), its
+#: undos, and its switches (`load`: a session the panel opened or made, a branch with its
+#: messages; `use`: one it had).
+PANEL_OPS = ("turn", "resume", "undo", "load", "use")
 _WITH_MESSAGES = ("turn", "retry", "resume", "load", "rerun")
 _TURNS = ("turn", "retry", "resume", "rerun")
 

@@ -341,3 +341,21 @@ def test_regenerate_edit_and_new_session_in_the_panel_survive_restart_and_run_al
     for _ in range(2):
         nb = restart_and_run_all(nb, path, monkeypatch)
         assert dumped(text_of(nb.cells[-1])) == fresh
+
+
+def test_a_panel_on_another_session_does_not_move_where_chat_talks(tmp_path, monkeypatch):
+    nb = run(
+        notebook(
+            SETUP + "\n%load_ext agent_nb\n%agent agent",
+            "%%chat\nMy name is Alice",
+            "%session panel side",
+            click({"type": "send", "text": "in the side panel"}),
+            "%%chat\nI live in Lyon",
+            DUMP,
+        )
+    )
+    fresh = dumped(text_of(nb.cells[-1]))
+    assert fresh[0]["main"][::2] == ["My name is Alice", "I live in Lyon"]
+    assert fresh[0]["side"][::2] == ["in the side panel"] and fresh[1] == "main"
+    again = restart_and_run_all(nb, tmp_path / "side.ipynb", monkeypatch)
+    assert dumped(text_of(again.cells[-1])) == fresh

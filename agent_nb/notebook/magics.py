@@ -530,7 +530,9 @@ class ChatMagics(Magics):
     def _session_panel(self, rest: list[str]) -> Any:
         from .panel import ChatPanel
 
+        current = self.current  # a panel on another session does not move where %%chat talks
         panel = ChatPanel(self.session(rest[0] if rest else None))
+        self.current = current or self.current
         panel._share(self.sessions)  # its forks and switches are the notebook's sessions
         return panel
 

@@ -383,3 +383,23 @@ def test_a_prompt_attaches_pictures_and_leaves_math_and_text_as_text():
     assert text == "[image 1] and [image 2], then x**2 and 3"
     assert [base64.b64decode(i.data) == png() for i in images] == [True, False]
     assert prompts.fill("{pic}", namespace)[0].startswith("<")  # no list given: text only
+
+
+def test_the_users_images_show_in_every_transcript_and_the_models_urls_stay_links():
+    """%session show, a Session's HTML and the chat panel's saved transcript show the image
+    the user sent (a data URL built from its checked bytes); a URL in any text, the user's
+    or the model's, is a link and never loads."""
+    from agent_nb import ChatPanel
+    from agent_nb.notebook import render
+
+    session = Agent(provider=TestProvider(), model="test").session()
+    session.run("what is this? ![x](https://evil.example/pixel.png)", images=[png(), jpeg()])
+    shown = {
+        "transcript": render.transcript_html(session.messages),
+        "session": session._repr_html_(),
+        "panel": ChatPanel(session)._fallback()["text/html"],
+    }
+    for where, html in shown.items():
+        assert f'<img src="data:image/png;base64,{b64(png())}"' in html, where
+        assert f'<img src="data:image/jpeg;base64,{b64(jpeg())}"' in html, where
+        assert html.count("<img") == 2 and 'evil.example/pixel.png"' in html, where

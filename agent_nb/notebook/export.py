@@ -42,7 +42,7 @@ def to_notebook(session: Session, *, code_cells: bool = False) -> Any:
         if prompt.role == "user":
             notebook.cells.append(
                 v4.new_markdown_cell(
-                    render.markdown_cell(render.transcript_html([prompt]) + _images(prompt)),
+                    render.markdown_cell(render.transcript_html([prompt])),
                     metadata=_cell_meta([prompt]),
                 )
             )
@@ -143,15 +143,6 @@ def _answer_cells(messages: list[Message], code_cells: bool) -> list[Any]:
                 shown.append(render.html(text))
     flush()
     return cells
-
-
-def _images(message: Message) -> str:
-    """The images the user sent, inline: data URLs we build from checked image bytes (a
-    URL the model wrote never becomes an image: render.py makes those links)."""
-    return "".join(
-        f'<p><img src="{image.data_url}" alt="image {number} of the prompt"></p>\n'
-        for number, image in enumerate(message.images, 1)
-    )
 
 
 def _cell_meta(messages: list[Message]) -> dict[str, Any]:

@@ -198,8 +198,18 @@ def transcript_html(messages: Iterable[Message], system: str | None = None) -> s
             if answer:
                 out.append(_said("assistant", answer))
         elif message.role in ("user", "system"):
-            out.append(_said("you" if message.role == "user" else "system", html(message.text)))
+            said = html(message.text) + images_html(message)
+            out.append(_said("you" if message.role == "user" else "system", said))
     return "".join(out)
+
+
+def images_html(message: Message) -> str:
+    """The images the user sent, inline: data URLs built here from checked image bytes (a
+    URL the model wrote never becomes an image: those become links)."""
+    return "".join(
+        f'<p><img src="{image.data_url}" alt="image {number} of the prompt"></p>\n'
+        for number, image in enumerate(message.images, 1)
+    )
 
 
 def transcript_text(messages: Iterable[Message], system: str | None = None) -> str:

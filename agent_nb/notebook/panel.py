@@ -35,9 +35,9 @@ import traitlets
 
 from ..agent import Agent
 from ..errors import AgentError
-from ..messages import Message
 from ..session import Session
 from . import render
+from ._panel_items import RenderedMessages
 from .live import BYTE_BUDGET, MESSAGE_BYTES, UPDATE_INTERVAL, _Blocks
 
 #: Bytes the tail may cost beyond BYTE_BUDGET per character received (a short answer's
@@ -71,6 +71,7 @@ class ChatPanel(anywidget.AnyWidget):
         self._sessions: dict[str, Session] = {session.session_id: session}
         self._session = session
         self._shown: list[str] = []  # ids of the messages the front end shows
+        self._html = RenderedMessages()
         self._task: asyncio.Task | None = None
         self._started = self._stop_early = False
         self._display_ids: list[str] = []
@@ -153,7 +154,9 @@ class ChatPanel(anywidget.AnyWidget):
         """The static transcript shown where the widget cannot be (no kernel, nbviewer)."""
         session = self._session
         return {
-            "text/html": render.session_html(session.session_id, session.messages, session.system),
+            "text/html": render.session_html(
+                session.session_id, session.messages, session.system, self._html
+            ),
             "text/plain": f"ChatPanel(session {session.session_id!r})",
         }
 
@@ -177,9 +180,9 @@ class ChatPanel(anywidget.AnyWidget):
         messages = self._session.messages
         ids = [m.id for m in messages]
         if not reset and ids[: len(self._shown)] == self._shown:
-            self._post(type="append", items=_items(messages, len(self._shown)))
+            self._post(type="append", items=self._html.items(messages, len(self._shown)))
         else:
-            self._post(type="reset", items=_items(messages, 0), **self._notes)
+            self._post(type="reset", items=self._html.items(messages, 0), **self._notes)
         self._shown = ids
 
     def _end(self, **notes: str) -> None:
@@ -357,20 +360,3 @@ class _LiveTail:
         self._post(type="delta", done=done, tail=tail)
         self._sent += MESSAGE_BYTES + len(done) + len(tail or "")
         self._last = now
-
-
-def _items(messages: list[Message], start: int) -> list[dict[str, str]]:
-    """Messages from `start` on as the panel shows them: {"role", "html"}, tool results
-    inside their calls' blocks."""
-    results = {r.tool_call_id: r for m in messages for r in m.tool_results}
-    items = []
-    for message in messages[start:]:
-        if message.role == "assistant":
-            shown = render.turn_html([message], results)
-        elif message.role in ("user", "system"):
-            shown = render.html(message.text)
-        else:
-            continue
-        if shown:
-            items.append({"role": message.role, "html": shown})
-    return items

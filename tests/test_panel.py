@@ -7,6 +7,7 @@ messages and state updates) is captured and measured as the JSON it would travel
 from __future__ import annotations
 
 import asyncio
+import html
 import json
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import pytest
 from fake_openai import Reply
 from xss_corpus import PAYLOADS, problems
 
-from agent_nb import Agent, ChatPanel, Message, Session
+from agent_nb import Agent, ChatPanel, Message, Session, tool
 from agent_nb.notebook import panel as panel_module
 from agent_nb.notebook.live import MESSAGE_BYTES
 
@@ -223,3 +224,429 @@ async def test_undo_drops_the_last_turn_from_the_session(server):
     panel._handle_custom_msg({"type": "undo"}, [])  # nothing left: said so, nothing changes
     assert panel.session.messages == []
     assert "nothing to undo" in recorder.custom("end")[-1]["error"]
+
+
+# -- the controls ----------------------------------------------------------------------------
+
+
+def bank(ran: list[str], server, **kwargs) -> Agent:
+    """An agent whose `transfer` tool needs approval; `ran` records what actually ran."""
+
+    @tool(requires_approval=True)
+    def transfer(amount: int, to: str) -> str:
+        """Send money."""
+        ran.append(f"transfer {amount} {to}")
+        return f"sent {amount} to {to}"
+
+    return Agent(
+        provider="openai", model="m", base_url=server.url, api_key="k", tools=[transfer], **kwargs
+    )
+
+
+def transfer_call(*amounts: int) -> Reply:
+    calls = [{"name": "transfer", "arguments": {"amount": a, "to": "Bob"}} for a in amounts]
+    return Reply(tool_calls=calls)
+
+
+def view(recorder: Recorder) -> list[dict]:
+    """The items the front end shows now: its resets and appends, replayed."""
+    items: list[dict] = []
+    for message in recorder.custom():
+        if message["type"] == "reset":
+            items = list(message["items"])
+        elif message["type"] == "append":
+            items += message["items"]
+    return items
+
+
+def items_html(recorder: Recorder) -> str:
+    return "".join(i["html"] for i in view(recorder))
+
+
+def error_of(recorder: Recorder) -> str:
+    """The last inline error, as the user reads it."""
+    return html.unescape(recorder.custom("end")[-1]["error"])
+
+
+def call_ids(markup: str) -> list[str]:
+    """The calls whose cards offer Approve / Deny (panel.js makes the buttons in this place)."""
+    import re
+
+    return re.findall(r'class="agent-nb-panel-approval" data-call="([^"]+)"', markup)
+
+
+async def test_approve_runs_the_waiting_call_once_and_a_second_click_changes_nothing(server):
+    ran: list[str] = []
+    server.script(transfer_call(5), Reply(text="Sent."))
+    panel = ChatPanel(bank(ran, server).session())
+    recorder = Recorder(panel)
+    response = await panel.send("pay Bob 5")
+    assert response.pending_approvals and ran == []
+    appended = items_html(recorder)
+    (call,) = call_ids(appended)  # the card offers Approve and Deny
+    assert "needs your approval" in appended
+    handle = panel._handle_custom_msg
+    handle({"type": "approve", "call": call}, [])
+    task = panel._task
+    handle({"type": "approve", "call": call}, [])  # a double click: ignored while it runs
+    handle({"type": "deny", "call": call}, [])
+    assert panel._task is task
+    await task
+    assert ran == ["transfer 5 Bob"] and len(server.requests) == 2
+    assert panel.session.messages[-1].text == "Sent." and panel.session.pending_approvals == []
+    cards = items_html(recorder)
+    assert "sent 5 to Bob" in cards and call_ids(cards) == []
+    # the same click once more, from a view that is behind: said so, nothing runs
+    before = panel.session.messages
+    handle({"type": "approve", "call": call}, [])
+    assert panel._task is None and ran == ["transfer 5 Bob"]
+    assert panel.session.messages == before
+    assert "waits for approval" in recorder.custom("end")[-1]["error"]
+
+
+async def test_a_call_id_the_server_uses_again_is_shown_with_its_own_round(server):
+    ran: list[str] = []
+    server.script(transfer_call(5), Reply(text="Sent."), transfer_call(7))  # both "call_0"
+    panel = ChatPanel(bank(ran, server).session())
+    recorder = Recorder(panel)
+    await panel.send("pay Bob 5")
+    (call,) = call_ids(items_html(recorder))
+    panel._handle_custom_msg({"type": "approve", "call": call}, [])
+    await panel._task
+    await panel.send("pay Bob 7")
+    panel._handle_custom_msg({"type": "hello"}, [])  # a view opening: all of it, rendered again
+    first, second = [i["html"] for i in view(recorder) if "agent-nb-panel-tool" in i["html"]]
+    assert "sent 5 to Bob" in first and call_ids(first) == [] and "tool-done" in first
+    assert call_ids(second) == [call] and "sent" not in second
+
+
+async def test_deny_tells_the_model_and_runs_nothing(server):
+    ran: list[str] = []
+    server.script(transfer_call(5), Reply(text="Not sent."))
+    panel = ChatPanel(bank(ran, server).session())
+    recorder = Recorder(panel)
+    await panel.send("pay Bob 5")
+    (call,) = call_ids(items_html(recorder))
+    panel._handle_custom_msg({"type": "deny", "call": call}, [])
+    await panel._task
+    assert ran == []
+    told = [m for m in server.requests[-1]["messages"] if m["role"] == "tool"]
+    assert "did not approve" in told[0]["content"]
+    assert panel.session.messages[-1].text == "Not sent."
+
+
+async def test_two_waiting_calls_resume_when_both_are_decided(server):
+    ran: list[str] = []
+    server.script(transfer_call(1, 2), Reply(text="One sent."))
+    panel = ChatPanel(bank(ran, server).session())
+    recorder = Recorder(panel)
+    await panel.send("pay twice")
+    first, second = call_ids(items_html(recorder))
+    panel._handle_custom_msg({"type": "approve", "call": first}, [])
+    assert panel._task is None and len(server.requests) == 1  # the other still waits
+    shown = items_html(recorder)
+    assert "approved: runs when" in shown and call_ids(shown) == [second]
+    panel._handle_custom_msg({"type": "deny", "call": second}, [])
+    await panel._task
+    assert ran == ["transfer 1 Bob"] and panel.session.messages[-1].text == "One sent."
+
+
+def test_tool_cards_are_inert_with_hostile_names_arguments_results_and_ids():
+    from agent_nb.messages import ToolCallPart, ToolResultPart
+
+    history = []
+    for n, payload in enumerate(PAYLOADS):
+        call = ToolCallPart(
+            id=f'c{n}"><img src=x onerror=alert(1)>', name=payload, arguments={"x": payload}
+        )
+        history.append(Message.user("go"))
+        history.append(Message(role="assistant", parts=(call,)))
+        history.append(
+            Message.tool(
+                [
+                    ToolResultPart(
+                        tool_call_id=call.id, name=payload, content=payload, is_error=n % 2 == 0
+                    )
+                ]
+            )
+        )
+    history.append(Message.user("go"))
+    waiting = ToolCallPart(id="w\"'><script>", name="<b>x</b>", arguments={})
+    history.append(Message(role="assistant", parts=(waiting,)))
+    history.append(Message(role="tool", parts=(), metadata={"awaiting_approval": [waiting.id]}))
+    panel = ChatPanel(Session(Agent(provider="test"), messages=history))
+    recorder = Recorder(panel)
+    panel._handle_custom_msg({"type": "hello"}, [])
+    items = recorder.custom("reset")[-1]["items"]
+    for item in items:
+        assert problems(item["html"]) == [], item
+    assert all(item["id"] for item in items)
+    assert call_ids(items[-1]["html"]) == ["w&quot;&#x27;&gt;&lt;script&gt;"]
+
+
+async def test_regenerate_answers_again_and_keeps_the_old_answer_as_a_branch(server):
+    server.script(Reply(text="first answer"), Reply(text="second answer"))
+    panel, recorder = panel_on(server, session_id="main")
+    await panel.send("question")
+    old = panel.session.messages
+    handle = panel._handle_custom_msg
+    handle({"type": "regenerate", "id": old[-1].id}, [])
+    task = panel._task
+    handle({"type": "regenerate", "id": old[-1].id}, [])  # a double click
+    assert panel._task is task
+    await task
+    assert len(server.requests) == 2
+    assert [m.text for m in panel.session.messages] == ["question", "second answer"]
+    assert panel.session.session_id == "main"
+    kept = panel._sessions["main~1"]
+    assert kept.messages == old  # the earlier answer, as it was
+    controls = recorder.custom("controls")[-1]
+    assert [b["id"] for b in controls["branches"]] == ["main", "main~1"]
+    assert controls["current"] == "main"
+    # an answer that is no longer the last one cannot be regenerated: said so, nothing changes
+    handle({"type": "regenerate", "id": old[-1].id}, [])
+    assert panel._task is None and len(server.requests) == 2
+    assert "only the last answer" in recorder.custom("end")[-1]["error"]
+    panel.switch("main~1")
+    assert panel.session.messages[-1].text == "first answer"
+
+
+async def test_a_regenerate_that_fails_changes_nothing_and_retry_does_it_again(server):
+    server.script(
+        Reply(text="first answer"),
+        Reply(status=500, error={"error": {"message": "boom"}}),
+        Reply(text="second answer"),
+    )
+    agent = Agent(provider="openai", model="m", base_url=server.url, api_key="k", max_retries=0)
+    panel = ChatPanel(agent.session(session_id="main"))
+    recorder = Recorder(panel)
+    await panel.send("question")
+    old = panel.session.messages
+    panel._handle_custom_msg({"type": "regenerate", "id": old[-1].id}, [])
+    await panel._task
+    assert panel.session.messages == old and "main~1" not in panel._sessions
+    end = recorder.custom("end")[-1]
+    assert "boom" in end["error"] and end["retry"] is True
+    assert "first answer" in items_html(recorder)
+    panel._handle_custom_msg({"type": "retry"}, [])
+    await panel._task
+    assert [m.text for m in panel.session.messages] == ["question", "second answer"]
+    assert panel._sessions["main~1"].messages == old
+    assert recorder.custom("end")[-1]["retry"] is False
+
+
+async def test_a_regenerate_stopped_midway_keeps_what_was_shown_and_the_old_answer(server):
+    words = " ".join(f"w{i}" for i in range(400))
+    server.script(Reply(text="old answer"), Reply(text=words, chunk_delay=0.02))
+    panel, recorder = panel_on(server, session_id="main")
+    await panel.send("question")
+    old = panel.session.messages
+    first = len(recorder.custom("delta"))
+    panel._handle_custom_msg({"type": "regenerate", "id": old[-1].id}, [])
+    while not any(d["tail"] for d in recorder.custom("delta")[first:]):
+        await asyncio.sleep(0.01)
+    panel._handle_custom_msg({"type": "stop"}, [])
+    await panel._task
+    question, partial = panel.session.messages
+    assert question.text == "question" and partial.metadata.get("interrupted")
+    assert 0 < len(partial.text) < len(words) and words.startswith(partial.text)
+    assert panel._sessions["main~1"].messages == old
+    assert "partial answer is kept" in error_of(recorder)
+
+
+async def test_retry_sends_a_failed_prompt_again(server):
+    server.script(Reply(status=401, error={"error": {"message": "bad key"}}), Reply(text="hi"))
+    panel, recorder = panel_on(server)
+    await panel.send("hello")
+    assert recorder.custom("end")[-1]["retry"] is True
+    assert recorder.custom("controls")[-1]["last_prompt"] == ""  # not in history: ↑ has none
+    panel._handle_custom_msg({"type": "retry"}, [])
+    await panel._task
+    assert [m.text for m in panel.session.messages] == ["hello", "hi"]
+    assert recorder.custom("controls")[-1]["last_prompt"] == "hello"
+    panel._handle_custom_msg({"type": "retry"}, [])  # nothing failed: nothing to do
+    assert panel._task is None and len(server.requests) == 2
+
+
+class FailingStore:
+    """A MemoryStore that fails to save sessions whose id matches `failing`."""
+
+    def __new__(cls, failing: str):
+        from agent_nb.stores import MemoryStore
+
+        class Failing(MemoryStore):
+            def save(self, session_id, data):
+                if failing in session_id:
+                    raise OSError("disk full")
+                super().save(session_id, data)
+
+        return Failing()
+
+
+@pytest.mark.parametrize("control", ["regenerate", "edit"])
+async def test_a_store_that_fails_mid_fork_leaves_the_conversation_as_it_was(server, control):
+    server.script(Reply(text="answer"))
+    store = FailingStore("~")
+    agent = Agent(provider="openai", model="m", base_url=server.url, api_key="k")
+    panel = ChatPanel(agent.session(session_id="main", store=store))
+    recorder = Recorder(panel)
+    await panel.send("question")
+    before, stored = panel.session.messages, store.load("main")
+    if control == "regenerate":
+        panel._handle_custom_msg({"type": "regenerate", "id": before[-1].id}, [])
+    else:
+        panel._handle_custom_msg({"type": "send", "text": "changed", "edit": before[0].id}, [])
+    assert panel._task is None and len(server.requests) == 1
+    assert panel.session.session_id == "main" and panel.session.messages == before
+    assert store.load("main") == stored and store.list_sessions() == ["main"]
+    assert list(panel._sessions) == ["main"]
+    error = recorder.custom("end")[-1]["error"]
+    assert "disk full" in error and ("branch" in error or "fork" in error)
+    assert [m["id"] for m in recorder.custom("reset")[-1]["items"]] == [m.id for m in before]
+
+
+async def test_edit_an_earlier_prompt_forks_there_and_the_branch_switcher_goes_back(server):
+    server.script(Reply(text="one"), Reply(text="two"), Reply(text="edited answer"))
+    panel, recorder = panel_on(server, session_id="main")
+    await panel.send("first")
+    await panel.send("second")
+    original = panel.session.messages
+    handle = panel._handle_custom_msg
+    handle({"type": "edit", "id": original[0].id}, [])
+    (editing,) = recorder.custom("editing")
+    assert editing == {"type": "editing", "id": original[0].id, "text": "first"}
+    handle({"type": "send", "text": "first, edited", "edit": original[0].id}, [])
+    await panel._task
+    fork = panel.session
+    assert fork.session_id == "main~1" and panel.session_id == "main~1"
+    assert [m.text for m in fork.messages] == ["first, edited", "edited answer"]
+    assert server.requests[-1]["messages"] == [{"role": "user", "content": "first, edited"}]
+    controls = recorder.custom("controls")[-1]
+    assert [b["id"] for b in controls["branches"]] == ["main", "main~1"]
+    assert [s["id"] for s in controls["sessions"]] == ["main~1"]  # one family, one entry
+    handle({"type": "switch", "session": "main"}, [])
+    assert panel.session.messages == original
+    # a prompt that is gone (the view was behind): said so, nothing sent
+    handle({"type": "send", "text": "x", "edit": "no-such-id"}, [])
+    handle({"type": "edit", "id": fork.messages[0].id}, [])  # not in this branch
+    assert panel._task is None and len(server.requests) == 3
+    assert "no longer in session 'main'" in error_of(recorder)
+
+
+async def test_switching_while_an_answer_streams_is_refused_and_the_answer_goes_on(server):
+    server.script(Reply(text=" ".join(f"w{i}" for i in range(200)), chunk_delay=0.01))
+    agent = Agent(provider="openai", model="m", base_url=server.url, api_key="k")
+    other = agent.session(session_id="other")
+    panel = ChatPanel(agent.session(session_id="main"))
+    panel._sessions["other"] = other
+    recorder = Recorder(panel)
+    task = panel.send("go")
+    while not recorder.custom("delta"):
+        await asyncio.sleep(0.01)
+    handle = panel._handle_custom_msg
+    handle({"type": "switch", "session": "other"}, [])
+    handle({"type": "new"}, [])
+    assert panel.session.session_id == "main" and panel._task is task
+    assert all("Stop first" in e["error"] for e in recorder.custom("end"))
+    response = await task
+    assert response.text.endswith("w199") and panel.session.messages[-1].text == response.text
+    handle({"type": "switch", "session": "nowhere"}, [])  # not a listed session: refused
+    assert panel.session.session_id == "main"
+    assert "no session 'nowhere'" in error_of(recorder)
+    handle({"type": "switch", "session": "other"}, [])
+    assert panel.session is other
+
+
+def test_the_session_switcher_lists_the_store_newest_first_with_titles(tmp_path):
+    from agent_nb.stores import SQLiteStore
+
+    store = SQLiteStore(str(tmp_path / "s.db"))
+    agent = Agent(provider="test")
+    for day, name in ((1, "old"), (2, "newer")):
+        saved = agent.session(session_id=name, messages=[Message.user(f"about {name}")])
+        saved.updated_at = f"2026-01-0{day}T00:00:00.000+00:00"
+        store.save(name, saved.to_dict())
+    panel = ChatPanel(agent.session(session_id="newest", store=store))
+    recorder = Recorder(panel)
+    panel._handle_custom_msg({"type": "hello"}, [])
+    controls = recorder.custom("controls")[-1]
+    assert [(s["id"], s["title"]) for s in controls["sessions"]] == [
+        ("newest", ""),
+        ("newer", "about newer"),
+        ("old", "about old"),
+    ]
+    panel._handle_custom_msg({"type": "switch", "session": "old"}, [])
+    assert [m.text for m in panel.session.messages] == ["about old"]
+    panel._handle_custom_msg({"type": "new"}, [])
+    made = panel.session
+    assert made.session_id not in ("old", "newer", "newest") and made.messages == []
+    assert recorder.custom("controls")[-1]["current"] == made.session_id
+    assert recorder.custom("reset")[-1]["items"] == []
+
+
+async def test_the_footer_comes_from_the_history(server):
+    server.script(
+        Reply(text="one", usage={"prompt_tokens": 11, "completion_tokens": 3, "total_tokens": 14}),
+        Reply(text="two", usage={"prompt_tokens": 20, "completion_tokens": 5, "total_tokens": 25}),
+    )
+    panel, recorder = panel_on(server)
+    await panel.send("a")
+    await panel.send("b")
+    footer = recorder.custom("controls")[-1]["footer"]
+    assert "<code>m</code>" in footer and "20 in · 5 out" in footer and "39 tokens" in footer
+    assert " s" in footer  # this panel timed the turn
+    # a new view of the same session (a re-opened notebook, another panel): the same facts
+    again = ChatPanel(panel.session)
+    other = Recorder(again)
+    again._handle_custom_msg({"type": "hello"}, [])
+    shown = other.custom("controls")[-1]["footer"]
+    assert "20 in · 5 out" in shown and "39 tokens" in shown
+    again._handle_custom_msg({"type": "undo"}, [])  # after undo: the turn left
+    shown = other.custom("controls")[-1]["footer"]
+    assert "11 in · 3 out" in shown and "14 tokens" in shown
+
+
+async def test_controls_take_hostile_messages_from_the_front_end_without_a_change(server):
+    server.script(Reply(text="answer"))
+    panel, _ = panel_on(server, session_id="main")
+    await panel.send("question")
+    before = panel.session.messages
+    handle = panel_module._Handler(panel)  # called directly: ipywidgets would log an exception
+    for kind in ("regenerate", "edit", "approve", "deny", "switch", "retry", "send"):
+        for value in (None, 1, ["x"], {"a": 1}, "", "no-such-id"):
+            message = {"type": kind, "id": value, "call": value, "session": value}
+            if kind == "send":
+                message.update(text="changed", edit=value)
+            handle(panel, message, [])
+            assert panel._task is None, (kind, value)
+    assert panel.session.messages == before and panel.session.session_id == "main"
+    assert list(panel._sessions) == ["main"] and len(server.requests) == 1
+
+
+def test_a_panel_from_session_panel_shares_the_notebooks_sessions(server):
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    try:
+        server.script(Reply(text="first"), Reply(text="again"), Reply(text="in the branch"))
+        shell.user_ns["bot"] = Agent(provider="openai", model="m", base_url=server.url, api_key="k")
+        shell.run_cell("%load_ext agent_nb\n%agent bot\n%session new other")
+        panel = shell.run_cell("%session panel main").result
+        recorder = Recorder(panel)
+        panel.send("question")
+        panel._handle_custom_msg({"type": "regenerate", "id": panel.session.messages[-1].id}, [])
+        # the notebook's sessions are listed, and the old answer's branch is the notebook's
+        listed = [s["id"] for s in recorder.custom("controls")[-1]["sessions"]]
+        assert sorted(listed) == ["main", "other"]
+        shell.run_cell("%%chat main~1\nand from a cell")
+        assert [m.text for m in panel._sessions["main~1"].messages] == [
+            "question",
+            "first",
+            "and from a cell",
+            "in the branch",
+        ]
+    finally:
+        from agent_nb import notebook
+
+        notebook._loaded.pop(id(shell), None)  # a later shell may get this id
+        InteractiveShell.clear_instance()

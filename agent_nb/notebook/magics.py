@@ -509,7 +509,9 @@ class ChatMagics(Magics):
     def _session_panel(self, rest: list[str]) -> Any:
         from .panel import ChatPanel
 
-        return ChatPanel(self.session(rest[0] if rest else None))
+        panel = ChatPanel(self.session(rest[0] if rest else None))
+        panel._share(self.sessions)  # its forks and switches are the notebook's sessions
+        return panel
 
     def _session_list(self, rest: list[str]) -> None:
         if not self.sessions:

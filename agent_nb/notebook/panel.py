@@ -6,9 +6,16 @@ custom messages:
 
 - to the front end: `reset` (the whole conversation), `append` (messages new in the
   session), `start` (a prompt is on its way), `delta` (finished blocks of the streaming
-  answer, appended once, and the re-rendered tail since the last block), `end` (the turn's
-  footer or error; the `append` before it has replaced the live answer with the session's);
+  answer, appended once, and the re-rendered tail since the last block), `card` (a tool
+  call's card with its result, in place of the call's), `end` (the turn's error, and
+  whether Retry can do it again; the `append` before it has replaced the live answer with
+  the session's);
 - from it: `hello` (a view opened: send it the conversation), `send`, `stop`, `undo`.
+
+The controls (_panel_controls.py) add `controls` (the switchers, the footer, the prompt ↑
+recalls) and `editing` (a prompt's text, to edit) to the front end, and `regenerate`,
+`edit`, `send` with `edit` (fork there), `approve`, `deny`, `retry`, `switch` and `new`
+from it.
 
 The answer streams as an asyncio task on the kernel's loop, so Stop and the other controls
 are handled while tokens arrive. A turn made elsewhere on the same session (`%%chat`) shows
@@ -24,10 +31,12 @@ refreshed (update_display_data) after every turn, so the saved notebook has the 
 from __future__ import annotations
 
 import asyncio
+import functools
 import pathlib
 import time
 import uuid
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 import anywidget
@@ -35,8 +44,10 @@ import traitlets
 
 from ..agent import Agent
 from ..errors import AgentError
+from ..messages import Message, ToolResultPart
 from ..session import Session
-from . import render
+from . import _panel_cards, render
+from ._panel_controls import _Controls
 from ._panel_items import RenderedMessages
 from .live import BYTE_BUDGET, MESSAGE_BYTES, UPDATE_INTERVAL, _Blocks
 
@@ -47,7 +58,7 @@ BYTE_ALLOWANCE = 20_000
 _HERE = pathlib.Path(__file__).parent
 
 
-class ChatPanel(anywidget.AnyWidget):
+class ChatPanel(_Controls, anywidget.AnyWidget):
     """A chat window on a Session (or a new session of an Agent), inside the notebook."""
 
     _esm = _HERE / "panel.js"
@@ -71,11 +82,13 @@ class ChatPanel(anywidget.AnyWidget):
         self._sessions: dict[str, Session] = {session.session_id: session}
         self._session = session
         self._shown: list[str] = []  # ids of the messages the front end shows
-        self._html = RenderedMessages()
+        self._html = RenderedMessages()  # the items' HTML
+        self._transcript = RenderedMessages()  # the fallback's
         self._task: asyncio.Task | None = None
         self._started = self._stop_early = False
         self._display_ids: list[str] = []
-        self._notes: dict[str, str] = {}  # the last turn's footer and error, for a new view
+        self._notes: dict[str, Any] = {}  # the last turn's error, for a new view
+        self._controls_init()
         self.on_msg(_Handler(self))
         self._listen()
 
@@ -99,13 +112,17 @@ class ChatPanel(anywidget.AnyWidget):
                 f"the panel on session {self._session.session_id!r} is answering: "
                 "panel.stop() first, or wait for the answer"
             )
+        return self._launch(self._turn(text))
+
+    def _launch(self, turn: Any) -> Any:
+        """Run the coroutine `turn` as the panel's task (or to its end with no loop)."""
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            return asyncio.run(self._turn(text))
+            return asyncio.run(turn)
         self.busy = True  # at once: a second send before the task starts is refused
         self._started = self._stop_early = False
-        self._task = loop.create_task(self._turn(text))
+        self._task = loop.create_task(turn)
         return self._task
 
     def stop(self) -> None:
@@ -153,9 +170,10 @@ class ChatPanel(anywidget.AnyWidget):
     def _fallback(self) -> dict[str, str]:
         """The static transcript shown where the widget cannot be (no kernel, nbviewer)."""
         session = self._session
+        self._transcript.keep_only(session.messages)
         return {
             "text/html": render.session_html(
-                session.session_id, session.messages, session.system, self._html
+                session.session_id, session.messages, session.system, self._transcript.message_html
             ),
             "text/plain": f"ChatPanel(session {session.session_id!r})",
         }
@@ -180,56 +198,93 @@ class ChatPanel(anywidget.AnyWidget):
         messages = self._session.messages
         ids = [m.id for m in messages]
         if not reset and ids[: len(self._shown)] == self._shown:
-            self._post(type="append", items=self._html.items(messages, len(self._shown)))
+            self._post(type="append", items=self._items_of(messages, len(self._shown)))
         else:
-            self._post(type="reset", items=self._html.items(messages, 0), **self._notes)
+            self._post(type="reset", items=self._items_of(messages), **self._notes)
         self._shown = ids
+        self._post(type="controls", **self._controls())
 
-    def _end(self, **notes: str) -> None:
+    def _items_of(self, messages: list[Message], start: int = 0) -> list[dict[str, str]]:
+        decided = {i: d[0] for i, d in self._session._decisions.items()}
+        self._html.keep_only(messages)
+        return _items(messages, start, decided, self._html)
+
+    def _end(self, **notes: Any) -> None:
         self._notes = notes
         self._post(type="end", **notes)
 
-    async def _turn(self, prompt: str) -> Any:
+    async def _turn(
+        self,
+        prompt: str | None,
+        *,
+        target: Session | None = None,
+        finish: Callable[[str | None], str | None] | None = None,
+        again: Callable[[], Any] | None = None,
+    ) -> Any:
+        """One turn streamed into the panel: `prompt` (None: resume the approved calls) on
+        `target` (the panel's session, or a copy that `finish` then puts in its place).
+        After an error, Retry calls `again` (by default: send `prompt` again)."""
+        session = target or self._session
+        before = [m.id for m in session.messages]
         started = time.monotonic()
-        response, problem = None, None
+        response, problem, failed = None, None, False
         self._started = True
         try:
             if self._stop_early:
                 raise asyncio.CancelledError
             self.busy = True
             self._notes = {}
-            self._post(type="start", user=render.html(prompt))
-            response = await self._stream(prompt)
+            self._again = None
+            self._post(type="start", user=render.html(prompt) if prompt else "")
+            response = await self._stream(session, prompt)
         except asyncio.CancelledError:
             asyncio.current_task().uncancel()  # type: ignore[union-attr]
-            kept = self._session.messages[len(self._shown) + 1 :]
+            kept = [m.id for m in session.messages] != before
             problem = "stopped: " + (
                 "the partial answer is kept" if kept else "nothing had arrived, nothing kept"
             )
         except AgentError as exc:
-            problem = str(exc)
+            problem, failed = str(exc), True
         except Exception as exc:  # shown inline; the session's rules kept its history whole
-            problem = f"{type(exc).__name__}: {exc}"
+            problem, failed = f"{type(exc).__name__}: {exc}", True
         finally:
             self._task = None
-            self.busy = False
+            try:
+                if finish is not None:
+                    problem = finish(problem)
+            finally:
+                self.busy = False
+        if response is not None and response.messages:
+            self._seconds[response.messages[-1].id] = time.monotonic() - started
+        if failed and again is None and prompt:
+            again = functools.partial(self.send, prompt)
+        self._again = again if failed else None
         self._sync()
-        footer = render.footer(response, time.monotonic() - started) if response else ""
         error = f"<p>{render.escaped(problem)}</p>" if problem else ""
-        self._end(footer=footer, error=error)
+        self._end(error=error, retry=self._again is not None)
         self._refresh_fallback()
         return response
 
-    async def _stream(self, prompt: str) -> Any:
+    async def _stream(self, session: Session, prompt: str | None) -> Any:
         live = _LiveTail(self._post)
-        stream = self._session.stream_async(prompt)
+        stream = session.stream_async(prompt) if prompt else session.stream_resume_async()
+        arguments: dict[str, Any] = {}  # by call id: a result's card shows its call's too
         async for event in stream:
             if event.type == "text_delta":
                 live.text(event.text)
             elif event.type == "tool_call":
-                live.block(render.tool_block(event.name, event.arguments, None, False))
+                arguments[event.id] = event.arguments
+                live.block(_panel_cards.tool_card(event.id, event.name, event.arguments))
             elif event.type == "tool_result":
-                live.block(render.tool_block(event.name, {}, event.content, event.is_error))
+                call = event.tool_call_id
+                result = ToolResultPart(
+                    tool_call_id=call,
+                    name=event.name,
+                    content=event.content,
+                    is_error=event.is_error,
+                )
+                shown = _panel_cards.tool_card(call, event.name, arguments.get(call, {}), result)
+                self._post(type="card", call=call, html=shown)  # in place of the call's card
         return stream.response
 
     def _undo(self) -> None:
@@ -290,7 +345,22 @@ class _Handler:
         elif kind == "send":
             text = content.get("text")
             if isinstance(text, str) and text.strip() and not panel.busy:
-                panel.send(text)
+                if "edit" in content:
+                    panel._send_edited(content["edit"], text)
+                else:
+                    panel.send(text)
+        elif kind in ("approve", "deny"):
+            panel._decide(content.get("call"), kind == "approve")
+        elif kind == "regenerate":
+            panel._regenerate(content.get("id"))
+        elif kind == "edit":
+            panel._edit(content.get("id"))
+        elif kind == "retry":
+            panel._retry()
+        elif kind == "switch":
+            panel._choose(content.get("session"))
+        elif kind == "new":
+            panel._new_session()
 
 
 class _AfterCell:
@@ -360,3 +430,40 @@ class _LiveTail:
         self._post(type="delta", done=done, tail=tail)
         self._sent += MESSAGE_BYTES + len(done) + len(tail or "")
         self._last = now
+
+
+def _items(
+    messages: list[Message], start: int, decided: dict[str, bool], rendered: RenderedMessages
+) -> list[dict[str, str]]:
+    """Messages from `start` on as the panel shows them: {"id", "role", "html"}, tool
+    results inside their calls' cards; `decided`: calls approved or denied, still waiting."""
+    waiting = _panel_cards.waiting_ids(messages)
+    items = []
+    for at in range(start, len(messages)):
+        message = messages[at]
+        if message.role == "assistant":
+            # a round's results are in the message after it (servers reuse call ids)
+            after = messages[at + 1] if at + 1 < len(messages) else None
+            results = {r.tool_call_id: r for r in after.tool_results} if after else {}
+            last_round = at == len(messages) - 2
+            calls = [c.id for c in message.tool_calls]
+            key = (
+                tuple(results.get(c) for c in calls),
+                last_round and tuple((c in waiting, decided.get(c)) for c in calls),
+            )
+            shown = rendered.get(
+                message,
+                key,
+                _panel_cards.answer_html,
+                message,
+                results,
+                waiting if last_round else set(),
+                decided if last_round else {},
+            )
+        elif message.role in ("user", "system"):
+            shown = rendered.get(message, None, render.html, message.text)
+        else:
+            continue
+        if shown:
+            items.append({"id": message.id, "role": message.role, "html": shown})
+    return items

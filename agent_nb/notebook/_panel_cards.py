@@ -1,0 +1,128 @@
+"""The HTML of ChatPanel's items that is more than Markdown: tool-call cards and the footer.
+
+Every piece of text in it (a tool's name, arguments and result, call ids, the model's name)
+is escaped into a fixed template, so it is as inert as render.py's output; a card
+waiting for approval has a place (`data-call`) where panel.js puts Approve and Deny.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from . import render
+
+if TYPE_CHECKING:
+    from ..messages import Message, ToolResultPart
+
+#: What a card says of its call, by state.
+_STATES = {
+    "running": "running…",
+    "done": "done",
+    "error": "error",
+    "waiting": "needs your approval",
+    "approved": "approved: runs when the other calls are decided",
+    "denied": "denied: the model is told when the other calls are decided",
+}
+
+
+def _attr(text: str) -> str:
+    return html.escape(render.clean(text), quote=True)
+
+
+def tool_card(
+    call_id: str,
+    name: str,
+    arguments: Any,
+    result: ToolResultPart | None = None,
+    state: str | None = None,
+) -> str:
+    """One tool call as a collapsible card: arguments, result or error, Approve / Deny."""
+    if state is None:
+        state = "running" if result is None else "error" if result.is_error else "done"
+    try:
+        shown_args = json.dumps(arguments, ensure_ascii=False, indent=2)
+    except (TypeError, ValueError):
+        shown_args = repr(arguments)
+    opened = " open" if state in ("waiting", "error") else ""
+    mark = "⚠️" if state == "error" else "🔧"
+    parts = [
+        f'<details class="agent-nb-panel-tool agent-nb-panel-tool-{state}"'
+        f' data-call="{_attr(call_id)}"{opened}>',
+        f"<summary>{mark} <code>{render.escaped(name)}</code> "
+        f'<span class="agent-nb-panel-tool-state">{_STATES.get(state, state)}</span></summary>',
+        '<div class="agent-nb-panel-tool-label">arguments</div>',
+        f"<pre><code>{render.escaped(shown_args)}</code></pre>",
+    ]
+    if result is not None:
+        label = "error" if result.is_error else "result"
+        parts.append(f'<div class="agent-nb-panel-tool-label">{label}</div>')
+        parts.append(f"<pre><code>{render.escaped(result.content)}</code></pre>")
+    if state == "waiting":  # panel.js puts Approve and Deny here (no button in model HTML)
+        parts.append(
+            f'<div class="agent-nb-panel-approval" data-call="{_attr(call_id)}"'
+            f' data-tool="{_attr(name)}"></div>'
+        )
+    parts.append("</details>\n")
+    return "".join(parts)
+
+
+def answer_html(
+    message: Message,
+    results: Mapping[str, ToolResultPart],
+    waiting: set[str],
+    decided: Mapping[str, bool],
+) -> str:
+    """An assistant message: its text as Markdown, then a card for each of its tool calls.
+
+    `waiting`: ids of the calls waiting for approval; `decided`: those already approved (True)
+    or denied (False) while others still wait.
+    """
+    shown = render.html(message.text) if message.text else ""
+    for call in message.tool_calls:
+        state = None
+        if call.id in decided:
+            state = "approved" if decided[call.id] else "denied"
+        elif call.id in waiting:
+            state = "waiting"
+        shown += tool_card(call.id, call.name, call.arguments_json(), results.get(call.id), state)
+    return shown
+
+
+def waiting_ids(messages: list[Message]) -> set[str]:
+    """The ids of the calls the history's last round waits on (see Session.pending_approvals)."""
+    waiting = messages[-1].metadata.get("awaiting_approval") if messages else None
+    return set(waiting) if isinstance(waiting, tuple | list) else set()
+
+
+def footer(messages: Iterable[Message], model: str | None, seconds: float | None) -> str:
+    """The panel's footer from the history: the last answer's model, its tokens and the
+    conversation's, and how long the last turn took (when this panel saw it)."""
+    last_model, last, total, estimated = None, None, [0, 0], False
+    for message in messages:
+        usage = message.metadata.get("usage") if message.role == "assistant" else None
+        if message.role == "user":
+            last = None  # tokens of the last turn: from its first answer on
+        if not isinstance(usage, Mapping):
+            continue
+        tokens = [_count(usage.get("input_tokens")), _count(usage.get("output_tokens"))]
+        last = [a + b for a, b in zip(last or [0, 0], tokens, strict=True)]
+        total = [a + b for a, b in zip(total, tokens, strict=True)]
+        estimated = estimated or bool(usage.get("estimated"))
+        if isinstance(message.metadata.get("model"), str):
+            last_model = message.metadata["model"]
+    about = "~" if estimated else ""
+    facts = [f"<code>{render.escaped(str(last_model or model or '?'))}</code>"]
+    if last:
+        facts.append(f"last turn {about}{last[0]:,} in · {about}{last[1]:,} out tokens")
+    if total != [0, 0]:
+        facts.append(f"conversation {about}{total[0] + total[1]:,} tokens")
+    if seconds is not None:
+        facts.append(f"{seconds:.1f} s")
+    return " · ".join(facts)
+
+
+def _count(value: Any) -> int:
+    return value if type(value) is int and value >= 0 else 0

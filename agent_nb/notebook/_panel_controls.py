@@ -1,0 +1,330 @@
+"""ChatPanel's controls: regenerate, edit = fork, approve / deny, retry, the switchers.
+
+A mixin of ChatPanel (panel.py), so each control is a method next to the conversation it
+changes. Forks follow the notebook's naming (`%session fork`, a cell run again): the
+forks of session `main` are `main~1`, `main~2`, ...; the branch switcher shows a session's
+family (its root and the root's forks), the session switcher one entry per family.
+
+Every control checks the session as it is when the click arrives (a double click, a click
+on a view that is behind), changes nothing when it cannot do what was asked, and says why
+inline. A fork is saved to the store before anything else changes, so a store that fails
+leaves the conversation as it was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ..errors import AgentError
+from ..messages import Message
+from ..session import Session
+from ..stores.base import TITLE_LENGTH, plain
+from . import _panel_cards, render
+from .persist import last_turn
+
+if TYPE_CHECKING:
+    from ..stores.base import SessionInfo
+
+_FORK = re.compile(r"~\d+$")
+#: How many of the store's sessions the switchers list.
+LISTED = 100
+
+
+def root_of(session_id: str) -> str:
+    """The session a fork was made from by name: `main~2` -> `main`."""
+    return _FORK.sub("", session_id)
+
+
+def _snippet(text: str) -> str:
+    text = plain(render.clean(text))
+    return text if len(text) <= TITLE_LENGTH else text[: TITLE_LENGTH - 1].rstrip() + "…"
+
+
+class _Controls:
+    """The controls' methods; ChatPanel supplies the conversation (`_session`, `_sync`...)."""
+
+    _session: Session
+    _sessions: dict[str, Session]
+    _store: Any
+    _shown: list[str]
+    _notes: dict[str, Any]
+    busy: bool
+    _post: Callable[..., None]
+    _sync: Callable[..., None]
+    _end: Callable[..., None]
+    _launch: Callable[..., Any]
+    _turn: Callable[..., Any]
+    switch: Callable[[str], Session]
+    send: Callable[[str], Any]
+    _items_of: Callable[[list[Message]], list[dict[str, str]]]
+
+    def _controls_init(self) -> None:
+        self._again: Callable[[], Any] | None = None  # what Retry does after an error
+        self._seconds: dict[str, float] = {}  # answer id -> how long its turn took here
+
+    def _share(self, sessions: dict[str, Session]) -> None:
+        """Keep the sessions this panel knows in `sessions` (the notebook's, for `%session
+        panel`): its branches are then `%%chat NAME~N`'s, and the notebook's are listed."""
+        sessions.update(self._sessions)
+        self._sessions = sessions
+
+    # -- regenerate ----------------------------------------------------------------------
+
+    def _regenerate(self, message_id: Any) -> None:
+        """Answer the last prompt again; the earlier answer stays, in a fork (`ID~N`)."""
+        if self.busy:
+            return  # a second click while the first regenerates
+        session = self._session
+        history = session.messages
+        ids = [m.id for m in history]
+        cut = last_turn(history)
+        if cut is None or message_id not in ids[cut:]:
+            self._problem(
+                "only the last answer can be regenerated, and this one is no longer last "
+                f"in session {session.session_id!r}; the panel now shows the session as it is"
+            )
+            return
+        try:
+            kept = self._fork(history)
+        except AgentError as exc:
+            self._problem(f"could not keep the earlier answer as a branch: {exc}")
+            return
+        trial = Session(session.agent, session.session_id, session.system, history[:cut])
+        trial._tools = session._tools
+
+        def finish(problem: str | None) -> str | None:
+            new = trial.messages[cut:]
+            if not new:  # nothing came: the session keeps its answer, the copy goes
+                self._drop(kept)
+                return problem
+            if [m.id for m in session.messages] != ids:
+                self._drop(kept)
+                return (
+                    f"session {session.session_id!r} changed while its last prompt was "
+                    "answered again; the new answer was dropped"
+                )
+            session.usage = session.usage + trial.usage
+            try:
+                session._set_history([*history[:cut], *new])
+            except AgentError as exc:
+                return f"answered again, but {exc}"
+            return problem
+
+        self._shown = ids[:cut]
+        self._post(type="reset", items=self._items_of(history[:cut]))
+        self._launch(
+            self._turn(
+                history[cut].text,
+                target=trial,
+                finish=finish,
+                again=lambda: self._regenerate(message_id),
+            )
+        )
+
+    # -- edit an earlier prompt: a fork from there -----------------------------------------
+
+    def _edit(self, message_id: Any) -> None:
+        """The front end asks for a prompt's text, to edit it."""
+        message = self._prompt(message_id)
+        if message is not None:
+            self._post(type="editing", id=message.id, text=render.clean(message.text))
+
+    def _send_edited(self, message_id: Any, text: str) -> None:
+        """Fork the session just before prompt `message_id` and send `text` in the fork."""
+        if self.busy:
+            return
+        message = self._prompt(message_id)
+        if message is None:
+            return
+        history = self._session.messages
+        at = next(i for i, m in enumerate(history) if m.id == message.id)
+        try:
+            fork = self._fork(history[:at])
+        except AgentError as exc:
+            self._problem(f"could not fork the conversation: {exc}")
+            return
+        self._show(fork.session_id)
+        self.send(text)
+
+    def _prompt(self, message_id: Any) -> Message | None:
+        found = next(
+            (m for m in self._session.messages if m.id == message_id and m.role == "user"), None
+        )
+        if found is None:
+            self._problem(
+                f"that prompt is no longer in session {self._session.session_id!r}; "
+                "the panel now shows the session as it is"
+            )
+        return found
+
+    # -- approve / deny --------------------------------------------------------------------
+
+    def _decide(self, call_id: Any, approved: bool) -> None:
+        """Approve or deny a waiting call; once every waiting call is decided, resume."""
+        if self.busy:
+            return
+        session = self._session
+        try:
+            if not isinstance(call_id, str):
+                raise AgentError(f"no tool call {call_id!r} waits for approval")
+            if approved:
+                session.approve(call_id)
+            else:
+                session.deny(call_id, "denied in the chat panel")
+        except AgentError as exc:
+            self._problem(str(exc))
+            return
+        waiting = {call.id for call in session.pending_approvals}
+        if waiting <= set(session._decisions):
+            self._launch(self._turn(None, again=self._resume))
+        else:
+            self._notes = {}
+            self._sync(reset=True)  # the card says what was decided
+
+    def _resume(self) -> None:
+        if not self.busy and self._session.pending_approvals:
+            self._launch(self._turn(None, again=self._resume))
+
+    # -- retry -----------------------------------------------------------------------------
+
+    def _retry(self) -> None:
+        """Do again what failed (the Retry button of an inline error)."""
+        again = self._again
+        if self.busy or again is None:
+            return
+        self._again = None
+        again()
+
+    # -- the switchers -----------------------------------------------------------------------
+
+    def _choose(self, session_id: Any) -> None:
+        """The session or branch switcher: show one of the listed sessions."""
+        if self.busy:
+            self._problem("the panel is answering: press Stop first, then switch")
+            return
+        listed = [entry["id"] for entry in self._listing()]
+        if not isinstance(session_id, str) or session_id not in listed:
+            self._problem(f"no session {session_id!r} to switch to; the list is up to date now")
+            return
+        self._show(session_id)
+
+    def _new_session(self) -> None:
+        if self.busy:
+            self._problem("the panel is answering: press Stop first")
+            return
+        session = self._session.agent.session(store=self._store)
+        self._sessions[session.session_id] = session
+        self._show(session.session_id)
+
+    def _show(self, session_id: str) -> None:
+        self._again = None
+        try:
+            self.switch(session_id)
+        except AgentError as exc:
+            self._problem(str(exc))
+
+    def _listing(self) -> list[dict[str, Any]]:
+        """Every session the panel knows of, newest first: its own, then the store's."""
+        entries: dict[str, dict[str, Any]] = {}
+        for info in self._stored():
+            entries[info.session_id] = {
+                "id": info.session_id,
+                "title": info.title,
+                "count": info.message_count,
+                "updated": info.updated_at or "",
+            }
+        for session in self._sessions.values():
+            messages = session.messages
+            prompts = [m.text for m in messages if m.role == "user"]
+            entries[session.session_id] = {
+                "id": session.session_id,
+                "title": _snippet(prompts[0]) if prompts else "",
+                "last": _snippet(prompts[-1]) if prompts else "",
+                "count": len(messages),
+                "updated": session.updated_at,
+            }
+        return sorted(entries.values(), key=lambda e: e["updated"], reverse=True)
+
+    def _stored(self) -> list[SessionInfo]:
+        if self._store is None:
+            return []
+        try:
+            return self._store.sessions(limit=LISTED)
+        except Exception:  # a store that cannot list: the panel's own sessions still are
+            return []
+
+    def _controls(self) -> dict[str, Any]:
+        """What the controls around the log show: the switchers, the footer, ↑'s prompt."""
+        current = self._session.session_id
+        listing = self._listing()
+        by_id = {entry["id"]: entry for entry in listing}
+        families: dict[str, dict[str, Any]] = {}
+        for entry in listing:  # newest first: a family is listed where its newest member is
+            root = root_of(entry["id"])
+            if root not in families:  # shown by the current branch, the root, or the newest
+                chosen = current if root == root_of(current) else root
+                first = by_id.get(root, entry)
+                families[root] = {"id": by_id.get(chosen, entry)["id"], "title": first["title"]}
+        branches = [
+            {"id": e["id"], "title": e.get("last") or e["title"], "count": e["count"]}
+            for e in listing
+            if root_of(e["id"]) == root_of(current)
+        ]
+        branches.sort(key=lambda e: (e["id"] != root_of(e["id"]), e["id"]))
+        messages = self._session.messages
+        prompts = [m.text for m in messages if m.role == "user"]
+        answers = [m for m in messages if m.role == "assistant"]
+        seconds = self._seconds.get(answers[-1].id) if answers else None
+        return {
+            "current": current,
+            "sessions": [{"id": f["id"], "title": f["title"]} for f in families.values()],
+            "branches": branches,
+            "footer": _panel_cards.footer(messages, self._session.agent.model, seconds),
+            "last_prompt": render.clean(prompts[-1]) if prompts else "",
+        }
+
+    # -- forks -------------------------------------------------------------------------------
+
+    def _fork(self, messages: list[Message]) -> Session:
+        """A new branch of the session with `messages`, saved to its store first."""
+        base = self._session
+        name = self._free_name(root_of(base.session_id))
+        twin = Session(base.agent, name, base.system, messages, store=base.store)
+        twin._tools = base._tools
+        twin._autosave()  # StoreError: nothing has changed yet
+        self._sessions[name] = twin
+        return twin
+
+    def _free_name(self, root: str) -> str:
+        taken = set(self._sessions) | {info.session_id for info in self._stored()}
+        store = self._session.store
+        number = 1
+        while f"{root}~{number}" in taken or (
+            store is not None and _stored_at(store, f"{root}~{number}")
+        ):
+            number += 1
+        return f"{root}~{number}"
+
+    def _drop(self, fork: Session) -> None:
+        """Forget a fork made for nothing (a regenerate that brought no answer)."""
+        self._sessions.pop(fork.session_id, None)
+        if fork.store is not None:
+            # a store that fails here keeps a copy of the session: harmless
+            with contextlib.suppress(Exception):
+                fork.store.delete(fork.session_id)
+
+    def _problem(self, text: str) -> None:
+        """Say inline why a control did nothing, with the panel showing the session as it is."""
+        self._notes = {}
+        self._sync(reset=True)
+        self._end(error=f"<p>{render.escaped(text)}</p>")
+
+
+def _stored_at(store: Any, session_id: str) -> bool:
+    try:
+        return session_id in store
+    except Exception:
+        return False

@@ -398,6 +398,7 @@ def test_the_users_images_show_in_every_transcript_and_the_models_urls_stay_link
         "transcript": render.transcript_html(session.messages),
         "session": session._repr_html_(),
         "panel": ChatPanel(session)._fallback()["text/html"],
+        "panel's log": "".join(i["html"] for i in ChatPanel(session)._items_of(session.messages)),
     }
     for where, html in shown.items():
         assert f'<img src="data:image/png;base64,{b64(png())}"' in html, where

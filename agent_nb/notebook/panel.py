@@ -48,6 +48,7 @@ from ..messages import Message, ToolResultPart
 from ..session import Session
 from . import _panel_cards, _panel_records, render
 from ._panel_controls import _Controls
+from ._panel_items import RenderedMessages
 from .live import BYTE_BUDGET, MESSAGE_BYTES, UPDATE_INTERVAL, _Blocks
 
 #: Bytes the tail may cost beyond BYTE_BUDGET per character received (a short answer's
@@ -83,6 +84,8 @@ class ChatPanel(_Controls, anywidget.AnyWidget):
         self._logged = False  # whether the running turn was asked for in the panel
         self._session = session
         self._shown: list[str] = []  # ids of the messages the front end shows
+        self._html = RenderedMessages()  # the items' HTML
+        self._transcript = RenderedMessages()  # the fallback's
         self._task: asyncio.Task | None = None
         self._started = self._stop_early = False
         self._display_ids: list[str] = []
@@ -191,8 +194,11 @@ class ChatPanel(_Controls, anywidget.AnyWidget):
     def _fallback(self) -> dict[str, str]:
         """The static transcript shown where the widget cannot be (no kernel, nbviewer)."""
         session = self._session
+        self._transcript.keep_only(session.messages)
         return {
-            "text/html": render.session_html(session.session_id, session.messages, session.system),
+            "text/html": render.session_html(
+                session.session_id, session.messages, session.system, self._transcript.message_html
+            ),
             "text/plain": f"ChatPanel(session {session.session_id!r})",
         }
 
@@ -224,7 +230,8 @@ class ChatPanel(_Controls, anywidget.AnyWidget):
 
     def _items_of(self, messages: list[Message], start: int = 0) -> list[dict[str, str]]:
         decided = {i: d[0] for i, d in self._session._decisions.items()}
-        return _items(messages, start, decided)
+        self._html.keep_only(messages)
+        return _items(messages, start, decided, self._html)
 
     def _end(self, **notes: Any) -> None:
         self._notes = notes
@@ -478,7 +485,9 @@ class _LiveTail:
         self._last = now
 
 
-def _items(messages: list[Message], start: int, decided: dict[str, bool]) -> list[dict[str, str]]:
+def _items(
+    messages: list[Message], start: int, decided: dict[str, bool], rendered: RenderedMessages
+) -> list[dict[str, str]]:
     """Messages from `start` on as the panel shows them: {"id", "role", "html"}, tool
     results inside their calls' cards; `decided`: calls approved or denied, still waiting."""
     waiting = _panel_cards.waiting_ids(messages)
@@ -490,11 +499,22 @@ def _items(messages: list[Message], start: int, decided: dict[str, bool]) -> lis
             after = messages[at + 1] if at + 1 < len(messages) else None
             results = {r.tool_call_id: r for r in after.tool_results} if after else {}
             last_round = at == len(messages) - 2
-            shown = _panel_cards.answer_html(
-                message, results, waiting if last_round else set(), decided if last_round else {}
+            calls = [c.id for c in message.tool_calls]
+            key = (
+                tuple(results.get(c) for c in calls),
+                last_round and tuple((c in waiting, decided.get(c)) for c in calls),
+            )
+            shown = rendered.get(
+                message,
+                key,
+                _panel_cards.answer_html,
+                message,
+                results,
+                waiting if last_round else set(),
+                decided if last_round else {},
             )
         elif message.role in ("user", "system"):
-            shown = render.html(message.text)
+            shown = rendered.get(message, None, render.message_html, message, {})
         else:
             continue
         if shown:

@@ -28,10 +28,15 @@ from functools import cache, lru_cache
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from markdown_it import MarkdownIt
 
     from ..messages import Message, ToolResultPart
     from ..session import Response
+
+    #: One message's HTML, as message_html makes it.
+    Shown = Callable[[Message, dict[str, ToolResultPart]], str]
 
 #: Wraps every output: MathJax skips it, except the formulas marked inside, and JupyterLab
 #: (Notebook 7, nbconvert's HTML) styles it as it styles Markdown.
@@ -187,19 +192,29 @@ def turn_html(messages: Iterable[Message], results: dict[str, ToolResultPart] | 
     return "".join(html(part) if kind == "markdown" else part for kind, part in parts)
 
 
-def transcript_html(messages: Iterable[Message], system: str | None = None) -> str:
-    """A whole conversation as HTML."""
+def message_html(message: Message, results: dict[str, ToolResultPart]) -> str:
+    """One message as a transcript shows it ("" for tool results: they are in their calls'
+    blocks, looked up in `results`)."""
+    if message.role == "assistant":
+        return turn_html([message], results)
+    if message.role in ("user", "system"):
+        return html(message.text) + images_html(message)
+    return ""
+
+
+def transcript_html(
+    messages: Iterable[Message], system: str | None = None, shown: Shown = message_html
+) -> str:
+    """A whole conversation as HTML (each message's HTML from `shown`, a message_html)."""
     messages = list(messages)
     results = _results(messages)
     out = [_said("system", html(system))] if system else []
+    names = {"user": "you", "assistant": "assistant", "system": "system"}
     for message in messages:
-        if message.role == "assistant":
-            answer = turn_html([message], results)
-            if answer:
-                out.append(_said("assistant", answer))
-        elif message.role in ("user", "system"):
-            said = html(message.text) + images_html(message)
-            out.append(_said("you" if message.role == "user" else "system", said))
+        if message.role in names:
+            body = shown(message, results)
+            if body or message.role != "assistant":
+                out.append(_said(names[message.role], body))
     return "".join(out)
 
 
@@ -233,11 +248,13 @@ def response_html(response: Response) -> str | None:
     return None
 
 
-def session_html(session_id: str, messages: list[Message], system: str | None) -> str:
+def session_html(
+    session_id: str, messages: list[Message], system: str | None, shown: Shown = message_html
+) -> str:
     """A Session as a notebook shows it: a header line, then the transcript."""
     count = f"{len(messages)} message{'s' if len(messages) != 1 else ''}"
     header = f"<p><em>session <code>{escaped(session_id)}</code> · {count}</em></p>\n"
-    return wrap(header + transcript_html(messages, system))
+    return wrap(header + transcript_html(messages, system, shown))
 
 
 def one_line(text: str) -> str:

@@ -1,0 +1,330 @@
+"""ChatPanel on a long session, in real JupyterLab (headless Chromium), beside the alternatives.
+
+One JupyterLab, one browser; each candidate is a notebook whose first cell builds the same
+500 messages (tests/long_history.py: lines, paragraphs, lists and code) and whose second
+cell shows them:
+
+  agent_nb           ChatPanel(session): the virtual list (this tree)
+  agent_nb before    ChatPanel(session) from git ref --before (default main: one node per
+                     message), run from a copy of that ref's package
+  Panel              panel's ChatInterface(objects=[ChatMessage(...)]) (pip install panel,
+                     or agent-nb[bench]; skipped if it is not installed)
+
+For each: seconds from running the second cell until the last message is in view in its
+scroll box and the box scrolls; the page's DOM nodes and JS heap after a garbage
+collection (Chromium's Performance metrics); then the box scrolled from top to bottom a
+half screen per frame: the frames' intervals (median, 95th percentile, worst) and how many
+took over 50 ms.
+
+Then the comm: a 50,000-token answer streamed into a ChatPanel (no browser: the comm is
+replaced by a recorder, as in tests/test_panel.py), the bytes it sends against a naive
+re-send of the whole message on every token (its Markdown: its HTML would be longer), at
+the panel's update rate and updating on every token.
+
+    .venv/bin/python benchmarks/panel.py [--messages 500] [--tokens 50000] [--before main]
+                                         [--no-browser] [--no-comm]
+
+A run (2 shared cores, 1 Dec 2026): agent_nb opened 500 messages in 0.47 s, 9,374 DOM nodes,
+28.7 MB heap; 407 scroll frames top to bottom, median 16.8 ms, p95 19.6, worst 22.4, none
+over 50 ms. main's non-virtual panel and Panel's ChatInterface did not have the last
+message in view within 180 s (either too slow or not scrolled to the end by itself: not yet
+told apart). Comm, 50,000 tokens (279,680 bytes): 0.7 MB (2.4x) at 20 updates/s, 2.1 MB
+(7.6x) on every token; a naive re-send per token 7,036 MB (10,527x / 3,323x more).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TESTS = ROOT / "tests"
+sys.path.insert(0, str(TESTS))
+
+from _server import ServerProcess  # noqa: E402
+from fake_openai import Reply  # noqa: E402
+from notebook_display import answer  # noqa: E402
+
+#: The last message's marker and its box: in view (every scroll box around it shows it) and
+#: the box scrolls. Searches open shadow roots too (Panel renders in them).
+SHOWN = """(marker) => {
+  const walk = function* (root) {
+    for (const e of root.querySelectorAll('*')) {
+      yield e;
+      if (e.shadowRoot) yield* walk(e.shadowRoot);
+    }
+  };
+  let found = null;
+  for (const e of walk(document))
+    if (!e.children.length && (e.textContent || '').trim().split(/\\s/)[0] === marker) found = e;
+  if (!found) return false;
+  const r = found.getBoundingClientRect();
+  if (!r.height) return false;
+  let box = null;
+  for (let e = found; e; e = e.parentElement || (e.getRootNode() || {}).host) {
+    if (e === document.documentElement) break;
+    const s = getComputedStyle(e);
+    if (/(auto|scroll)/.test(s.overflowY) && e.scrollHeight > e.clientHeight + 1) {
+      const b = e.getBoundingClientRect();
+      if (r.bottom <= b.top + 1 || r.top >= b.bottom - 1) return false;
+      box = box || e;
+    }
+  }
+  if (box) window.__box = box;
+  return Boolean(box);
+}"""
+
+#: Scroll window.__box from top to bottom, `step` px a frame: the frames' intervals (ms).
+FRAMES = """async (step) => {
+  const box = window.__box;
+  const frame = () => new Promise(requestAnimationFrame);
+  for (let i = 0; i < 50 && box.scrollTop > 0; i++) { box.scrollTop = 0; await frame(); }
+  await frame();
+  const times = [];
+  let last = performance.now();
+  for (let i = 0; i < 5000; i++) {
+    const end = box.scrollHeight - box.clientHeight;
+    if (box.scrollTop >= end - 1) break;
+    box.scrollTop = Math.min(end, box.scrollTop + step);
+    await frame();
+    const now = performance.now();
+    times.push(now - last);
+    last = now;
+  }
+  return {times, height: box.scrollHeight, view: box.clientHeight};
+}"""
+
+SESSION = (  # agent_nb from `package` (this tree or the copy), long_history from tests/
+    "import sys\nsys.path[:0] = [{package!r}, {tests!r}]\n"
+    "from long_history import messages\n"
+    "history = messages({count})\n"
+    "from agent_nb import Message\n"  # the last one short: its marker in view at the end
+    "history[-1] = Message.assistant('m{last} the end')\n"
+)
+CANDIDATES = {
+    "agent_nb": (
+        "from agent_nb import Agent, ChatPanel, Session\n"
+        "session = Session(Agent(provider='test'), messages=history)",
+        "ChatPanel(session)",
+    ),
+    "Panel ChatInterface": (
+        "import panel as pn\npn.extension()\n"
+        "feed = [pn.chat.ChatMessage(m.text, user='you' if m.role == 'user' else 'assistant')"
+        " for m in history]",
+        "pn.chat.ChatInterface(objects=feed, height=480)",
+    ),
+}
+
+
+def notebook(setup: str, show: str):
+    import nbformat
+
+    nb = nbformat.v4.new_notebook(
+        cells=[nbformat.v4.new_code_cell(setup), nbformat.v4.new_code_cell(show)]
+    )
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    return nb
+
+
+def package_at(ref: str, folder: Path) -> Path:
+    """agent_nb as it is at git `ref`, unpacked in `folder`."""
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", ref, "agent_nb"], capture_output=True, check=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
+    return folder
+
+
+def open_in_browser(browser, lab, name: str, last: str) -> dict:
+    """Open notebook `name`, run its setup, then time its second cell until `last` shows."""
+    page = browser.page
+    page.goto(f"{lab.url}/lab/tree/{name}")
+    browser.cell(0).wait_for(timeout=120_000)
+    idle = ".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook-ExecutionIndicator"
+    page.wait_for_selector(f"{idle}[data-status='idle']", timeout=120_000)
+    from test_panel_browser import run_cell
+
+    run_cell(browser, 0, Path(tempfile.gettempdir()), tries=5)
+    browser.cell(1).locator(".jp-InputArea-editor").click()
+    started = time.perf_counter()
+    page.keyboard.press("Shift+Enter")
+    try:
+        page.wait_for_function(SHOWN, arg=last, polling=50, timeout=180_000)
+    except Exception:
+        page.screenshot(path=str(Path(tempfile.gettempdir()) / f"bench-panel-{name}.png"))
+        print(f"{name}: the last message was not in view within 180 s", flush=True)
+        return None
+    opened = time.perf_counter() - started
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("Performance.enable")
+    cdp.send("HeapProfiler.collectGarbage")
+    metrics = {m["name"]: m["value"] for m in cdp.send("Performance.getMetrics")["metrics"]}
+    scrolled = page.evaluate(FRAMES, 240)
+    times = sorted(scrolled["times"]) or [0.0]
+    return {
+        "open": opened,
+        "nodes": metrics.get("Nodes", 0),
+        "heap": metrics.get("JSHeapUsedSize", 0) / 1e6,
+        "frames": len(scrolled["times"]),
+        "median": statistics.median(times),
+        "p95": times[int(0.95 * (len(times) - 1))],
+        "worst": times[-1],
+        "slow": sum(t > 50 for t in times),
+        "height": scrolled["height"],
+    }
+
+
+def browser_rounds(count: int, before: str) -> dict[str, dict]:
+    import nbformat
+    from servers import JupyterLabServer
+    from test_browser import Browser
+
+    try:
+        import panel  # noqa: F401
+
+        have_panel = True
+    except ImportError:
+        have_panel = False
+    results: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        (folder / "before").mkdir()
+        old = package_at(before, folder / "before")
+        lab = JupyterLabServer(folder)
+        try:
+            runs = {
+                "agent_nb": ("agent_nb", ROOT),
+                f"agent_nb before ({before})": ("agent_nb", old),
+            }
+            if have_panel:
+                runs["Panel ChatInterface"] = ("Panel ChatInterface", ROOT)
+            for index, (name, (kind, package)) in enumerate(runs.items()):
+                setup, show = CANDIDATES[kind]
+                code = SESSION.format(
+                    package=str(package), tests=str(TESTS), count=count, last=count - 1
+                )
+                code += setup
+                nbformat.write(notebook(code, show), str(lab.root / f"c{index}.ipynb"))
+                with Browser() as browser:
+                    print(f"{name} ...", flush=True)
+                    results[name] = open_in_browser(
+                        browser, lab, f"c{index}.ipynb", f"m{count - 1}"
+                    )
+        finally:
+            lab.stop()
+    if not have_panel:
+        print("Panel is not installed (pip install panel, or agent-nb[bench]): left out")
+    return results
+
+
+def comm_bytes(tokens: int) -> dict[str, dict]:
+    """Bytes over the comm for one answer of `tokens` tokens, ours and naive."""
+    from test_panel import Recorder
+
+    from agent_nb import Agent, ChatPanel
+    from agent_nb.notebook import panel as panel_module
+    from agent_nb.notebook.live import MESSAGE_BYTES
+
+    text = answer(tokens)
+    naive = {"bytes": 0, "received": 0, "messages": 0}
+    text_of = panel_module._LiveTail.text
+
+    def counted(self, delta: str) -> None:  # naive: the whole message again, every token
+        naive["received"] += len(delta.encode())
+        naive["bytes"] += MESSAGE_BYTES + naive["received"]
+        naive["messages"] += 1
+        text_of(self, delta)
+
+    results = {}
+    interval = panel_module.UPDATE_INTERVAL
+    with ServerProcess(Reply(text=text), runs=2) as url:
+        agent = Agent(provider="openai", model="bench", base_url=url, api_key="bench")
+        for name, every in (("agent_nb (20 updates/s)", interval), ("agent_nb (every token)", 0)):
+            panel = ChatPanel(agent.session())
+            recorder = Recorder(panel)
+            panel_module.UPDATE_INTERVAL = every
+            panel_module._LiveTail.text = counted
+            naive.update(bytes=0, received=0, messages=0)
+            try:
+                started = time.perf_counter()
+                response = asyncio.run(panel._turn("write at length"))
+                seconds = time.perf_counter() - started
+            finally:
+                panel_module.UPDATE_INTERVAL = interval
+                panel_module._LiveTail.text = text_of
+            assert response is not None and response.text == text
+            results[name] = {
+                "bytes": recorder.bytes(),
+                "messages": len(recorder.sent),
+                "seconds": seconds,
+            }
+    results["naive re-send per token"] = {
+        "bytes": naive["bytes"],
+        "messages": naive["messages"],
+        "seconds": float("nan"),
+    }
+    return results, len(text.encode())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--messages", type=int, default=500)
+    parser.add_argument("--tokens", type=int, default=50_000)
+    parser.add_argument("--before", default="main", help="git ref of the non-virtual panel")
+    parser.add_argument("--no-browser", action="store_true")
+    parser.add_argument("--no-comm", action="store_true")
+    args = parser.parse_args()
+    if not args.no_browser:
+        if not shutil.which("chromium") and not Path("/usr/bin/chromium").exists():
+            sys.exit("no Chromium (apt-get install chromium)")
+        results = {k: v for k, v in browser_rounds(args.messages, args.before).items() if v}
+        print(f"{args.messages} messages in real JupyterLab, headless Chromium")
+        print(
+            f"{'candidate':<26}{'open s':>8}{'DOM nodes':>11}{'heap MB':>9}{'frames':>8}"
+            f"{'median ms':>11}{'p95 ms':>8}{'worst ms':>10}{'>50 ms':>8}"
+        )
+        for name, r in results.items():
+            print(
+                f"{name:<26}{r['open']:>8.2f}{r['nodes']:>11,.0f}{r['heap']:>9.1f}{r['frames']:>8}"
+                f"{r['median']:>11.1f}{r['p95']:>8.1f}{r['worst']:>10.1f}{r['slow']:>8}"
+            )
+        ours = results.get("agent_nb")
+        for name, r in results.items():
+            if ours and name != "agent_nb":
+                print(
+                    f"{name} / agent_nb: open {r['open'] / ours['open']:.1f}x, DOM nodes "
+                    f"{r['nodes'] / ours['nodes']:.1f}x, heap {r['heap'] / ours['heap']:.1f}x"
+                )
+    if not args.no_comm:
+        results, final = comm_bytes(args.tokens)
+        print(f"\n{args.tokens:,}-token answer ({final:,} bytes of Markdown) over the comm")
+        print(f"{'candidate':<28}{'messages':>10}{'MB sent':>9}{'x answer':>10}{'wall s':>8}")
+        for name, r in results.items():
+            print(
+                f"{name:<28}{r['messages']:>10,}{r['bytes'] / 1e6:>9.1f}"
+                f"{r['bytes'] / final:>10.1f}{r['seconds']:>8.1f}"
+            )
+        naive = results["naive re-send per token"]["bytes"]
+        print(
+            "naive / agent_nb: "
+            + ", ".join(
+                f"{naive / r['bytes']:,.0f}x ({name})"
+                for name, r in results.items()
+                if name.startswith("agent_nb")
+            )
+        )
+
+
+if __name__ == "__main__":
+    main()

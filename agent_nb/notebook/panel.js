@@ -3,11 +3,12 @@
 // text never reaches a parser here. See panel.py for the messages.
 
 const ROLES = { user: "you", assistant: "assistant", system: "system" };
-// model -> the unsent prompt and whether it had the focus, kept when the view is re-made
-// (each turn refreshes the output's static transcript, and JupyterLab re-makes the view)
-const drafts = new WeakMap();
-const focused = new WeakSet();
-const editing = new WeakMap(); // model -> the id of the prompt being edited
+// panel -> the unsent prompt, whether it had the focus, the id of the prompt being edited:
+// kept when the view is re-made. Keyed by the panel's own id (its `_fallback_id`), not by
+// the model: anywidget gives each view a model object of its own.
+const drafts = new Map();
+const focused = new Set();
+const editing = new Map();
 // What each per-message button does: its label and what a screen reader says of it.
 const ACTIONS = {
   copy: ["Copy", "copy this message"],
@@ -427,7 +428,8 @@ function hideFallback(id) {
 
 function render({ model, el }) {
   el.classList.add("agent-nb-panel");
-  const showFallback = hideFallback(model.get("_fallback_id"));
+  const panel = model.get("_fallback_id"); // this panel, the same in each of its views
+  const showFallback = hideFallback(panel);
   const log = element("div", "agent-nb-panel-log");
   const form = element("div", "agent-nb-panel-input");
   const input = element("textarea", "agent-nb-panel-prompt");
@@ -435,7 +437,7 @@ function render({ model, el }) {
   input.placeholder = "Message (Enter sends, Shift+Enter: new line)";
   input.setAttribute("aria-label", "message");
   input.dataset.lmSuppressShortcuts = "true"; // Enter is ours, not JupyterLab's
-  input.value = drafts.get(model) || "";
+  input.value = drafts.get(panel) || "";
   const send = element("button", "agent-nb-panel-send", "Send");
   const stop = element("button", "agent-nb-panel-stop", "Stop");
   const undo = element("button", "agent-nb-panel-undo", "Undo");
@@ -482,17 +484,17 @@ function render({ model, el }) {
       if (!latest || node.dataset.id !== latest.id) node.classList.remove("agent-nb-panel-latest");
   };
   const showEditing = () => {
-    banner.hidden = !editing.has(model);
-    el.classList.toggle("agent-nb-panel-is-editing", editing.has(model));
+    banner.hidden = !editing.has(panel);
+    el.classList.toggle("agent-nb-panel-is-editing", editing.has(panel));
   };
   const stopEditing = () => {
-    editing.delete(model);
+    editing.delete(panel);
     showEditing();
   };
   const cancelEditing = () => {
     stopEditing();
     input.value = "";
-    drafts.delete(model);
+    drafts.delete(panel);
   };
 
   const onMessage = (msg) => {
@@ -500,7 +502,7 @@ function render({ model, el }) {
     if (msg.type === "reset") {
       dropProvisional();
       markLatest(msg.items, true);
-      if (editing.has(model) && !msg.items.some((i) => i.id === editing.get(model)))
+      if (editing.has(panel) && !msg.items.some((i) => i.id === editing.get(panel)))
         cancelEditing(); // the prompt being edited is not in this conversation (a switch)
       list.reset(msg.items);
       if (model.get("busy")) live = startLive(""); // a view opened mid-answer
@@ -513,9 +515,9 @@ function render({ model, el }) {
     } else if (msg.type === "controls") {
       return controls(msg);
     } else if (msg.type === "editing") {
-      editing.set(model, msg.id);
+      editing.set(panel, msg.id);
       input.value = msg.text;
-      drafts.set(model, msg.text);
+      drafts.set(panel, msg.text);
       showEditing();
       input.focus();
       return;
@@ -577,10 +579,10 @@ function render({ model, el }) {
   const submit = () => {
     const text = input.value;
     if (!text.trim() || model.get("busy")) return;
-    if (editing.has(model)) model.send({ type: "send", text, edit: editing.get(model) });
+    if (editing.has(panel)) model.send({ type: "send", text, edit: editing.get(panel) });
     else model.send({ type: "send", text });
     input.value = "";
-    drafts.delete(model);
+    drafts.delete(panel);
     stopEditing();
   };
   const onKey = (event) => {
@@ -597,12 +599,12 @@ function render({ model, el }) {
     input.setRangeText("\n", input.selectionStart, input.selectionEnd, "end");
     onInput();
   };
-  const onInput = () => drafts.set(model, input.value);
+  const onInput = () => drafts.set(panel, input.value);
   const onStop = () => model.send({ type: "stop" });
   const onUndo = () => model.send({ type: "undo" });
   const onEscape = (event) => {
     if (event.key !== "Escape") return;
-    if (editing.has(model)) cancelEditing();
+    if (editing.has(panel)) cancelEditing();
     else if (model.get("busy")) onStop();
     else return; // JupyterLab's: leave the cell
     event.preventDefault();
@@ -672,13 +674,13 @@ function render({ model, el }) {
   model.on("change:busy", onBusy);
   onBusy();
   model.send({ type: "hello" });
-  if (focused.has(model)) {
-    focused.delete(model);
+  if (focused.has(panel)) {
+    focused.delete(panel);
     requestAnimationFrame(() => input.focus());
   }
   return () => {
     showFallback();
-    if (document.activeElement === input) focused.add(model);
+    if (document.activeElement === input) focused.add(panel);
     model.off("msg:custom", onMessage);
     model.off("change:busy", onBusy);
     list.destroy();

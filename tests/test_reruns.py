@@ -319,3 +319,29 @@ def test_a_kept_session_restored_from_the_records_goes_when_its_cells_run_again(
         expected = expected or sessions
         assert sessions == expected
         assert _recorded_sessions(nb) == ["main", "side"]
+
+
+def test_restart_and_run_all_with_a_session_new_cell(tmp_path, monkeypatch):
+    cells = [
+        "%load_ext agent_nb",
+        "%%chat\nMy name is Alice",
+        "%session new side --system Be terse.",
+        "%%chat\nI like tea",
+        "%session use main",
+        "%%chat\nGo on",
+        DUMP,
+    ]
+    nb = run_notebook(*cells, allow_errors=False)
+    fresh = dumped(text_of(nb.cells[-1]))
+    assert len(fresh[0]["main"]) == 4 and len(fresh[0]["side"]) == 2
+    path = tmp_path / "new.ipynb"
+    monkeypatch.setenv("JPY_SESSION_NAME", str(path))
+    for client in (NotebookClient, LabClient, NotebookClient):
+        nbformat.write(nb, str(path))
+        client(nb, timeout=60, kernel_name="python3", allow_errors=False).execute()
+        assert dumped(text_of(nb.cells[-1])) == fresh
+        assert _recorded_sessions(nb) == ["main", "side"]
+    with Kernel() as kernel:  # typed again by hand, it is refused as before
+        kernel.execute("%load_ext agent_nb")
+        refused = kernel.execute("%session new main")
+        assert "session 'main' exists" in refused.error["evalue"]

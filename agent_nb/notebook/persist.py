@@ -294,8 +294,8 @@ class _Replay:
         if entry.record_id is not None:
             self.records.add(entry.record_id)
         self.current = entry.session_id
-        if entry.op in ("turn", "rerun", "fork"):
-            first = messages[0].id if messages and entry.op != "fork" else None
+        if entry.op in ("turn", "rerun", "fork", "system"):  # "system": a %session new
+            first = messages[0].id if messages and entry.op in _TURNS else None
             self.made.append(Made(entry.session_id, first, found.cell_id, found.source))
 
     def _keep(self, session: Session, kept_as: str, later: list[Message]) -> None:

@@ -345,3 +345,28 @@ def test_restart_and_run_all_with_a_session_new_cell(tmp_path, monkeypatch):
         kernel.execute("%load_ext agent_nb")
         refused = kernel.execute("%session new main")
         assert "session 'main' exists" in refused.error["evalue"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a new cell that runs before any restored record is made again talks in the session "
+    "the restore left current (side), on top of the restored turns: nothing rewinds the "
+    "sessions to the notebook's start before the first recorded cell runs again",
+)
+@pytest.mark.parametrize("client", [LabClient, NotebookClient], ids=["cell ids", "no cell ids"])
+def test_a_cell_inserted_above_the_first_turn_talks_in_main_in_restart_and_run_all(
+    client, tmp_path, monkeypatch
+):
+    cells = ["%load_ext agent_nb", "%%chat\nHi", "%session fork side", "%%chat\nB", DUMP]
+    edited = [cells[0], "%%chat\nInserted", *cells[1:]]
+    expected = dumped(text_of(run_notebook(*edited).cells[-1]))
+    assert expected[0]["main"][0] == "Inserted"
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    path = tmp_path / "inserted.ipynb"
+    monkeypatch.setenv("JPY_SESSION_NAME", str(path))
+    client(nb, timeout=60, kernel_name="python3").execute()  # ends in session side
+    nb.cells.insert(1, nbformat.v4.new_code_cell(edited[1]))
+    for _ in range(2):  # saved with the new cell, then Restart Kernel and Run All
+        nbformat.write(nb, str(path))
+        client(nb, timeout=60, kernel_name="python3", allow_errors=False).execute()
+        assert dumped(text_of(nb.cells[-1])) == expected

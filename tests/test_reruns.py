@@ -370,3 +370,25 @@ def test_a_cell_inserted_above_the_first_turn_talks_in_main_in_restart_and_run_a
         nbformat.write(nb, str(path))
         client(nb, timeout=60, kernel_name="python3", allow_errors=False).execute()
         assert dumped(text_of(nb.cells[-1])) == expected
+
+
+def test_a_hand_edited_record_kept_as_its_own_session_is_skipped_and_loses_nothing():
+    from agent_nb import Agent
+    from agent_nb.notebook import persist
+
+    agent = Agent(provider="test")
+    session = agent.session(session_id="main")
+    session.run("A")
+    first = session.messages
+    session.run("B")
+    second = session.messages[2:]
+    rerun = persist.record("rerun", session, second, replaces=first[0].id, kept_as="main")
+    cells = [
+        {"source": "%%chat\nA", "outputs": [{"metadata": persist.record("turn", session, first)}]},
+        {"source": "%%chat\nB", "outputs": [{"metadata": rerun}]},
+    ]
+    lines: list[str] = []
+    replayed = persist.replay(persist.records({"cells": cells}), agent, lines.append)
+    assert [m.text for m in replayed.sessions["main"].messages] == ["A", first[1].text]
+    assert len(lines) == 1 and "cell 2" in lines[0] and "kept_as" in lines[0]
+    assert "'main'" in lines[0]

@@ -189,6 +189,9 @@ def _checked(found: Found) -> _Record:
         checked = _Record.model_validate(entry)
     except pydantic.ValidationError as exc:
         raise _Skip(f"the record is malformed: {_describe(exc)}") from None
+    for key in ("kept_as", "fork_of"):  # a session kept as, or forked from, itself
+        if getattr(checked, key) == checked.session_id:
+            raise _Skip(f"the record's {key} is its own session {checked.session_id!r}")
     if checked.op in _WITH_MESSAGES and checked.messages is None:
         raise _Skip(f"the record of a {checked.op} has no messages")
     return checked

@@ -392,3 +392,39 @@ def test_a_hand_edited_record_kept_as_its_own_session_is_skipped_and_loses_nothi
     assert [m.text for m in replayed.sessions["main"].messages] == ["A", first[1].text]
     assert len(lines) == 1 and "cell 2" in lines[0] and "kept_as" in lines[0]
     assert "'main'" in lines[0]
+
+
+def test_a_failed_rerun_keeps_the_earlier_turn_in_the_saved_notebook_too(server):
+    from fake_openai import Reply
+
+    from agent_nb import Agent
+    from agent_nb.notebook import persist
+
+    cells = [
+        "%load_ext agent_nb",
+        f"%agent provider=openai model=m base_url={server.url} api_key=k max_retries=0",
+        "%%chat\nMy name is Alice",
+        "%%chat\nI live in Lyon",
+        "%%chat\nI like tea",
+    ]
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    client = LabClient(nb, timeout=60, kernel_name="python3", allow_errors=True)
+    with client.setup_kernel():
+        for index, cell in enumerate(nb.cells):
+            client.execute_cell(cell, index)
+        assert len(_recorded(nb)["main"]) == 3
+        server.script(Reply(status=500, error={"error": {"message": "down"}}))
+        client.execute_cell(nb.cells[3], 3)  # "I live in Lyon" again, and the server fails
+        assert any(o.output_type == "error" and "down" in o.evalue for o in nb.cells[3].outputs)
+    replayed = persist.replay(persist.records(nb), Agent(provider="test"))
+    assert _recorded(nb)["main"] == ["My name is Alice", "I live in Lyon", "I like tea"]
+    assert len(replayed.sessions["main"].messages) == 6  # the kernel still holds all six
+
+
+def _recorded(nb) -> dict[str, list[str]]:
+    """The user prompts of each session a restore of this notebook brings back."""
+    from agent_nb import Agent
+    from agent_nb.notebook import persist
+
+    sessions = persist.replay(persist.records(nb), Agent(provider="test")).sessions
+    return {k: [m.text for m in s.messages if m.role == "user"] for k, s in sessions.items()}

@@ -253,17 +253,26 @@ class ChatMagics(Magics):
             extra["kept_as"] = kept_as
         if drops:
             extra["drops"] = drops
-        response = self._turn(
-            trial,
-            prompt,
-            settings,
-            schema,
-            stream=not args.no_stream,
-            fork_of=None,
-            replace=replace,
-            op="rerun",
-            extra=extra,
-        )
+        try:
+            response = self._turn(
+                trial,
+                prompt,
+                settings,
+                schema,
+                stream=not args.no_stream,
+                fork_of=None,
+                replace=replace,
+                op="rerun",
+                extra=extra,
+            )
+        except ChatError:  # the cell's new output replaces its old record: it is given again
+            kept = history[at:end]
+            self._display(
+                render.turn_html(kept),
+                "\n".join(m.text for m in kept if m.role == "assistant"),
+                persist.record("turn", session, kept),
+            )
+            raise
         self.current = session.session_id
         if kept_as is not None:
             print(

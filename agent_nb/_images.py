@@ -35,7 +35,10 @@ def image_part(value: Any, what: str) -> ImagePart:
         return _from_file(Path(value), what)
     if isinstance(value, bytes | bytearray | memoryview):
         return _checked(bytes(value), what)
-    raw = rendered(value)
+    try:
+        raw = rendered(value)
+    except Exception as exc:  # a picture's own _repr_png_ or savefig may raise
+        raise ImageError(f"{what}: making it an image raised {type(exc).__name__}: {exc}") from None
     if raw is None:
         raise ImageError(f"{what} is {_short(value)}, not an image; images= takes {TAKES}")
     return _checked(raw, what)

@@ -98,6 +98,7 @@ class FakeOpenAI:
             self.requests.clear()
             self.request_headers.clear()
             self.probes.clear()
+            self.show = None  # a test that set what a model takes must not leak into the next
 
     def _next(self, body: dict[str, Any], headers: dict[str, str], protocol: str = "chat") -> Reply:
         with self._lock:

@@ -156,3 +156,19 @@ def test_plot_finds_the_figure_when_pyplot_was_loaded_before_agent_nb(server):
         ran = kernel.execute("%%chat --plot\nwhat is it?")
         assert ran.error is None, ran.error
         assert content(server)[0]["type"] == "image_url"
+
+
+def test_a_picture_whose_rendering_raises_is_refused_and_nothing_is_sent(server):
+    with chat_kernel(server) as kernel:
+        kernel.execute(
+            "class Hostile:\n    def _repr_png_(self):\n        raise RuntimeError('boom')\n"
+            "class Bad:\n    def _repr_png_(self):\n        return 42\n"
+            "hostile, bad = Hostile(), Bad()"
+        )
+        for name in ("hostile", "bad"):
+            ran = kernel.execute(f"%%chat\nwhat is {{{name}}}?")
+            assert ran.error["ename"] == "ChatError", ran.error
+            refused = ran.error["evalue"]
+            assert f"{{{name}}}" in refused and "nothing was sent" in refused
+        assert server.requests == []
+        assert "messages: 0\n" in kernel.execute("%session info").shown

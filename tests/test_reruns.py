@@ -319,3 +319,112 @@ def test_a_kept_session_restored_from_the_records_goes_when_its_cells_run_again(
         expected = expected or sessions
         assert sessions == expected
         assert _recorded_sessions(nb) == ["main", "side"]
+
+
+def test_restart_and_run_all_with_a_session_new_cell(tmp_path, monkeypatch):
+    cells = [
+        "%load_ext agent_nb",
+        "%%chat\nMy name is Alice",
+        "%session new side --system Be terse.",
+        "%%chat\nI like tea",
+        "%session use main",
+        "%%chat\nGo on",
+        DUMP,
+    ]
+    nb = run_notebook(*cells, allow_errors=False)
+    fresh = dumped(text_of(nb.cells[-1]))
+    assert len(fresh[0]["main"]) == 4 and len(fresh[0]["side"]) == 2
+    path = tmp_path / "new.ipynb"
+    monkeypatch.setenv("JPY_SESSION_NAME", str(path))
+    for client in (NotebookClient, LabClient, NotebookClient):
+        nbformat.write(nb, str(path))
+        client(nb, timeout=60, kernel_name="python3", allow_errors=False).execute()
+        assert dumped(text_of(nb.cells[-1])) == fresh
+        assert _recorded_sessions(nb) == ["main", "side"]
+    with Kernel() as kernel:  # typed again by hand, it is refused as before
+        kernel.execute("%load_ext agent_nb")
+        refused = kernel.execute("%session new main")
+        assert "session 'main' exists" in refused.error["evalue"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a new cell that runs before any restored record is made again talks in the session "
+    "the restore left current (side), on top of the restored turns: nothing rewinds the "
+    "sessions to the notebook's start before the first recorded cell runs again",
+)
+@pytest.mark.parametrize("client", [LabClient, NotebookClient], ids=["cell ids", "no cell ids"])
+def test_a_cell_inserted_above_the_first_turn_talks_in_main_in_restart_and_run_all(
+    client, tmp_path, monkeypatch
+):
+    cells = ["%load_ext agent_nb", "%%chat\nHi", "%session fork side", "%%chat\nB", DUMP]
+    edited = [cells[0], "%%chat\nInserted", *cells[1:]]
+    expected = dumped(text_of(run_notebook(*edited).cells[-1]))
+    assert expected[0]["main"][0] == "Inserted"
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    path = tmp_path / "inserted.ipynb"
+    monkeypatch.setenv("JPY_SESSION_NAME", str(path))
+    client(nb, timeout=60, kernel_name="python3").execute()  # ends in session side
+    nb.cells.insert(1, nbformat.v4.new_code_cell(edited[1]))
+    for _ in range(2):  # saved with the new cell, then Restart Kernel and Run All
+        nbformat.write(nb, str(path))
+        client(nb, timeout=60, kernel_name="python3", allow_errors=False).execute()
+        assert dumped(text_of(nb.cells[-1])) == expected
+
+
+def test_a_hand_edited_record_kept_as_its_own_session_is_skipped_and_loses_nothing():
+    from agent_nb import Agent
+    from agent_nb.notebook import persist
+
+    agent = Agent(provider="test")
+    session = agent.session(session_id="main")
+    session.run("A")
+    first = session.messages
+    session.run("B")
+    second = session.messages[2:]
+    rerun = persist.record("rerun", session, second, replaces=first[0].id, kept_as="main")
+    cells = [
+        {"source": "%%chat\nA", "outputs": [{"metadata": persist.record("turn", session, first)}]},
+        {"source": "%%chat\nB", "outputs": [{"metadata": rerun}]},
+    ]
+    lines: list[str] = []
+    replayed = persist.replay(persist.records({"cells": cells}), agent, lines.append)
+    assert [m.text for m in replayed.sessions["main"].messages] == ["A", first[1].text]
+    assert len(lines) == 1 and "cell 2" in lines[0] and "kept_as" in lines[0]
+    assert "'main'" in lines[0]
+
+
+def test_a_failed_rerun_keeps_the_earlier_turn_in_the_saved_notebook_too(server):
+    from fake_openai import Reply
+
+    from agent_nb import Agent
+    from agent_nb.notebook import persist
+
+    cells = [
+        "%load_ext agent_nb",
+        f"%agent provider=openai model=m base_url={server.url} api_key=k max_retries=0",
+        "%%chat\nMy name is Alice",
+        "%%chat\nI live in Lyon",
+        "%%chat\nI like tea",
+    ]
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    client = LabClient(nb, timeout=60, kernel_name="python3", allow_errors=True)
+    with client.setup_kernel():
+        for index, cell in enumerate(nb.cells):
+            client.execute_cell(cell, index)
+        assert len(_recorded(nb)["main"]) == 3
+        server.script(Reply(status=500, error={"error": {"message": "down"}}))
+        client.execute_cell(nb.cells[3], 3)  # "I live in Lyon" again, and the server fails
+        assert any(o.output_type == "error" and "down" in o.evalue for o in nb.cells[3].outputs)
+    replayed = persist.replay(persist.records(nb), Agent(provider="test"))
+    assert _recorded(nb)["main"] == ["My name is Alice", "I live in Lyon", "I like tea"]
+    assert len(replayed.sessions["main"].messages) == 6  # the kernel still holds all six
+
+
+def _recorded(nb) -> dict[str, list[str]]:
+    """The user prompts of each session a restore of this notebook brings back."""
+    from agent_nb import Agent
+    from agent_nb.notebook import persist
+
+    sessions = persist.replay(persist.records(nb), Agent(provider="test")).sessions
+    return {k: [m.text for m in s.messages if m.role == "user"] for k, s in sessions.items()}

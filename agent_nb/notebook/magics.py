@@ -253,17 +253,26 @@ class ChatMagics(Magics):
             extra["kept_as"] = kept_as
         if drops:
             extra["drops"] = drops
-        response = self._turn(
-            trial,
-            prompt,
-            settings,
-            schema,
-            stream=not args.no_stream,
-            fork_of=None,
-            replace=replace,
-            op="rerun",
-            extra=extra,
-        )
+        try:
+            response = self._turn(
+                trial,
+                prompt,
+                settings,
+                schema,
+                stream=not args.no_stream,
+                fork_of=None,
+                replace=replace,
+                op="rerun",
+                extra=extra,
+            )
+        except ChatError:  # the cell's new output replaces its old record: it is given again
+            kept = history[at:end]
+            self._display(
+                render.turn_html(kept),
+                "\n".join(m.text for m in kept if m.role == "assistant"),
+                persist.record("turn", session, kept),
+            )
+            raise
         self.current = session.session_id
         if kept_as is not None:
             print(
@@ -518,14 +527,26 @@ class ChatMagics(Magics):
             at = rest.index("--system")
             system = " ".join(rest[at + 1 :])
             rest = rest[:at]
-        session = self._get_agent().session(session_id=rest[0] if rest else None, system=system)
-        if session.session_id in self.sessions:
+        previous = self.cells.previous(fork=True)
+        name = rest[0] if rest else None
+        again = previous is not None and previous.first_id is None
+        again = again and previous.session_id == (name or previous.session_id)
+        session = self._get_agent().session(
+            session_id=previous.session_id if again else name, system=system
+        )
+        old = self.sessions.get(session.session_id)
+        if old is not None and not again:
             raise ChatError(
                 f"session {session.session_id!r} exists; %session use {session.session_id}"
             )
+        kept_as = self._keep_unmade(old, set()) if old is not None else None
         self.sessions[session.session_id] = session
         self.current = session.session_id
-        self._publish(f"new session `{session.session_id}`", persist.record("system", session))
+        self.cells.made(session.session_id, None)
+        note = f"; its earlier turns are kept in `{kept_as}`" if kept_as else ""
+        self._publish(
+            f"new session `{session.session_id}`{note}", persist.record("system", session)
+        )
 
     def _session_panel(self, rest: list[str]) -> Any:
         from .panel import ChatPanel
@@ -589,19 +610,26 @@ class ChatMagics(Magics):
                     f"session {name!r} exists; fork under a new name, or overwrite it: "
                     f"%session fork {name} --replace"
                 )
-            ours = {m.id for m in base.messages}
-            own = [m for m in old.messages if m.id not in ours]
-            later = self.cells.unmade({m.id for m in own if m.role == "user"})
-            if again and later:  # turns of the old fork that no cell has made again stay
-                kept_as = self._free_name(name)
-                self.sessions[kept_as] = old.fork(kept_as)
-                self.cells.keep(kept_as, later, [m.id for m in old.messages])
+            if again:
+                kept_as = self._keep_unmade(old, {m.id for m in base.messages})
             self.cells.forget(name)
         twin = base.fork(name)
         self.sessions[twin.session_id] = twin
         self.current = twin.session_id
         self.cells.made(twin.session_id, None)
         return twin, kept_as
+
+    def _keep_unmade(self, old: Session, ours: set[str]) -> str | None:
+        """A session its cell makes again (a fork, a new session): where its turns that no
+        cell has made again (not among `ours`, the ones it shares with its base) are kept."""
+        own = [m for m in old.messages if m.id not in ours]
+        later = self.cells.unmade({m.id for m in own if m.role == "user"})
+        if not later:
+            return None
+        kept_as = self._free_name(old.session_id)
+        self.sessions[kept_as] = old.fork(kept_as)
+        self.cells.keep(kept_as, later, [m.id for m in old.messages])
+        return kept_as
 
     def _session_clear(self, rest: list[str]) -> None:
         session = self.session()

@@ -190,6 +190,9 @@ def _checked(found: Found) -> _Record:
         checked = _Record.model_validate(entry)
     except pydantic.ValidationError as exc:
         raise _Skip(f"the record is malformed: {_describe(exc)}") from None
+    for key in ("kept_as", "fork_of"):  # a session kept as, or forked from, itself
+        if getattr(checked, key) == checked.session_id:
+            raise _Skip(f"the record's {key} is its own session {checked.session_id!r}")
     if checked.op in _WITH_MESSAGES and checked.messages is None:
         raise _Skip(f"the record of a {checked.op} has no messages")
     if checked.op == "panel" and checked.log is None:
@@ -338,8 +341,8 @@ class _Replay:
         if in_panel:  # the panel's turns: no cell made them, and the current session stays
             return
         self.current = entry.session_id
-        if entry.op in ("turn", "rerun", "fork"):
-            first = messages[0].id if messages and entry.op != "fork" else None
+        if entry.op in ("turn", "rerun", "fork", "system"):  # "system": a %session new
+            first = messages[0].id if messages and entry.op in _TURNS else None
             self.made.append(Made(entry.session_id, first, found.cell_id, found.source))
 
     def _panel(self, entry: _Record, found: Found) -> None:

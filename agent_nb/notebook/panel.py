@@ -85,7 +85,7 @@ class ChatPanel(_Controls, anywidget.AnyWidget):
         self._session = session
         self._shown: list[str] = []  # ids of the messages the front end shows
         self._html = RenderedMessages()  # the items' HTML
-        self._transcript = RenderedMessages()  # the fallback's
+        self._transcript_html = RenderedMessages()  # the fallback's
         self._task: asyncio.Task | None = None
         self._started = self._stop_early = False
         self._display_ids: list[str] = []
@@ -194,10 +194,11 @@ class ChatPanel(_Controls, anywidget.AnyWidget):
     def _fallback(self) -> dict[str, str]:
         """The static transcript shown where the widget cannot be (no kernel, nbviewer)."""
         session = self._session
-        self._transcript.keep_only(session.messages)
+        self._transcript_html.keep_only(session.messages)
+        shown = self._transcript_html.message_html
         return {
             "text/html": render.session_html(
-                session.session_id, session.messages, session.system, self._transcript.message_html
+                session.session_id, session.messages, session.system, shown
             ),
             "text/plain": f"ChatPanel(session {session.session_id!r})",
         }

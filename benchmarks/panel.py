@@ -25,12 +25,13 @@ the panel's update rate and updating on every token.
     .venv/bin/python benchmarks/panel.py [--messages 500] [--tokens 50000] [--before 09d12b1]
                                          [--no-browser] [--no-comm]
 
-A run (2 shared cores, 1 Dec 2026): agent_nb opened 500 messages in 0.47 s, 9,374 DOM nodes,
-28.7 MB heap; 407 scroll frames top to bottom, median 16.8 ms, p95 19.6, worst 22.4, none
-over 50 ms. main's non-virtual panel and Panel's ChatInterface did not have the last
-message in view within 180 s (either too slow or not scrolled to the end by itself: not yet
-told apart). Comm, 50,000 tokens (279,680 bytes): 0.7 MB (2.4x) at 20 updates/s, 2.1 MB
-(7.6x) on every token; a naive re-send per token 7,036 MB (10,527x / 3,323x more).
+Each candidate opens in a JupyterLab workspace of its own: in the default one, JupyterLab
+reopened the earlier candidates' notebooks, their cells ran in the wrong notebook, and the
+"before" panel and Panel's ChatInterface never showed (the 180 s timeouts of the first run).
+A run on main at 76a69b8 (2 shared cores, 1 Dec 2026): agent_nb's ChatPanel fails to display
+(TypeError: 'RenderedMessages' object is not callable, panel.py:183, the attribute
+_transcript hides the method of that name), so the widget is shown twice and its last
+message is off screen: no figure for it until that is fixed.
 """
 
 from __future__ import annotations

@@ -28,10 +28,19 @@ the panel's update rate and updating on every token.
 Each candidate opens in a JupyterLab workspace of its own: in the default one, JupyterLab
 reopened the earlier candidates' notebooks, their cells ran in the wrong notebook, and the
 "before" panel and Panel's ChatInterface never showed (the 180 s timeouts of the first run).
-A run on main at 76a69b8 (2 shared cores, 1 Dec 2026): agent_nb's ChatPanel fails to display
-(TypeError: 'RenderedMessages' object is not callable, panel.py:183, the attribute
-_transcript hides the method of that name), so the widget is shown twice and its last
-message is off screen: no figure for it until that is fixed.
+A run (2 shared cores, 1 Dec 2026, with the test suite running beside it: noisy):
+
+  candidate                   open s  DOM nodes  heap MB  frames  median ms  p95 ms  worst ms
+  agent_nb                      2.05     18,578     32.2     407       16.9    20.6      32.1
+  agent_nb before (09d12b1)     0.79     19,731     29.3       0  (its scroll was not measured)
+  Panel ChatInterface: the last message was not in view within 180 s
+
+  comm, 50,000 tokens (279,680 bytes): 0.7 MB (2.5x) at 20 updates/s, 2.1 MB (7.6x) on
+  every token; a naive re-send per token 7,036 MB (10,266x / 3,323x more).
+
+On an idle machine (the helper's run before the merge) agent_nb opened in 0.47 s with 9,374
+DOM nodes. The merged panel's DOM count includes the saved transcript output (hidden while
+the panel is live, but its 500 messages are still nodes): the next thing to fix.
 """
 
 from __future__ import annotations

@@ -110,6 +110,11 @@ def save(page, path: Path, until: str) -> None:
     assert until in path.read_text(), "the notebook was not saved"
 
 
+def emptied(transcript) -> bool:
+    """Whether the transcript's output holds none of its nodes in the page."""
+    return transcript.evaluate("(e) => e.childNodes.length === 0 && e.offsetParent === null")
+
+
 def test_a_kernel_restart_then_the_panels_cell_run_again_shows_the_same_conversation(
     lab,  # noqa: F811
     server,
@@ -117,7 +122,7 @@ def test_a_kernel_restart_then_the_panels_cell_run_again_shows_the_same_conversa
 ):
     server.script(Reply(text="I will remember **Lyon**."), Reply(text="You live in Lyon."))
     path = lab.root / "restart.ipynb"
-    notebook(path, setup(server), "panel = ChatPanel(agent)\npanel")
+    notebook(path, setup(server), "panel = ChatPanel(agent)\npanel", "panel.close()")
     with Browser() as browser:
         page = browser.page
         open_notebook(browser, f"{lab.url}/lab/tree/restart.ipynb?reset", tmp_path)
@@ -129,12 +134,12 @@ def test_a_kernel_restart_then_the_panels_cell_run_again_shows_the_same_conversa
         wait_for_text(page, "I will remember")
         settled(page)
         before = panel.locator(".agent-nb-panel-message").all_inner_texts()
-        # its transcript, the output after it, is there but hidden while the panel is live
+        # its transcript, the output after it, is there but hidden and emptied while the
+        # panel is live: the page holds only the panel's nodes (the file holds the text)
         fallback = browser.cell(1).locator("[data-agent-nb-fallback]")
-        page.wait_for_function(
-            "(e) => e.innerText.includes('I will remember')", arg=fallback.element_handle()
-        )
+        fallback.wait_for(state="attached")
         assert fallback.is_hidden() and panel.is_visible()
+        assert emptied(fallback)
         panel.screenshot(path=str(tmp_path / "before-restart.png"))
         save(page, path, "I will remember")
 
@@ -169,6 +174,13 @@ def test_a_kernel_restart_then_the_panels_cell_run_again_shows_the_same_conversa
         wait_for_text(page, "You live in Lyon")
         settled(page)
         save(page, path, "You live in Lyon")  # the transcript is refreshed after each turn
+        assert emptied(browser.cell(1).locator("[data-agent-nb-fallback]"))  # the new one too
+        # closed, the panel's views go and its transcript shows in their place
+        run_cell(browser, 2, tmp_path)
+        page.locator(PANEL).wait_for(state="detached", timeout=60_000)
+        shown = browser.cell(1).locator("[data-agent-nb-fallback]")
+        shown.wait_for(state="visible", timeout=60_000)
+        assert "You live in Lyon" in shown.inner_text()
         assert browser.dialogs == []
     history = server.requests[-1]["messages"]
     assert [m["content"] for m in history if m["role"] == "user"] == [

@@ -401,35 +401,68 @@ function option(value, label) {
 }
 
 // The panel's transcript (the output after the widget's, for a notebook shown with no kernel)
-// is hidden while a view of the panel is live: one style rule per panel, kept while any of its
-// views is. (JupyterLab, Notebook 7 and VS Code show every output in one document.)
+// stays out of the page while a view of the panel is live: a style rule per panel hides it at
+// once, and each view empties the transcripts in its output area as they appear (after every
+// turn the kernel sends a new one). It holds every message, which the panel renders only in
+// view: hidden, its nodes would still be the page's largest part. The output's data is left
+// as it is: a save writes the whole transcript. When the last view goes the style rule goes;
+// a transcript it emptied says so (the kernel sends it again when the panel is closed).
 const hiding = new Map(); // fallback id -> {views, style}
+const OUTPUTS = ".jp-OutputArea, .cell_container"; // JupyterLab and Notebook 7; VS Code
+const EMPTIED = "agentNbEmptied";
 
-function hideFallback(id) {
-  if (!/^[0-9a-f]+$/.test(id || "")) return () => {};
+function hideFallback(id, el) {
+  if (!/^[0-9a-f]+$/.test(id || "")) return { watch() {}, show() {} };
+  const marked = `[data-agent-nb-fallback="${id}"]`;
   let entry = hiding.get(id);
   if (!entry) {
     const style = document.createElement("style");
-    const marked = `[data-agent-nb-fallback="${id}"]`;
     style.textContent = `.jp-OutputArea-child:has(${marked}), ${marked} { display: none !important; }`;
     document.head.appendChild(style);
     entry = { views: 0, style };
     hiding.set(id, entry);
   }
   entry.views += 1;
-  return () => {
-    entry.views -= 1;
-    if (entry.views === 0) {
-      entry.style.remove();
-      hiding.delete(id);
+  let root = null, observer = null;
+  const empty = () => {
+    for (const node of root.querySelectorAll(marked)) {
+      if (node.dataset[EMPTIED] === undefined || node.childNodes.length) {
+        node.dataset[EMPTIED] = "";
+        node.replaceChildren();
+      }
     }
+  };
+  return {
+    // Called until the view is in its output area (it may not be when render runs).
+    watch() {
+      if (root || !(root = el.closest(OUTPUTS))) return;
+      empty();
+      observer = new MutationObserver((records) => {
+        if (records.some((r) => !el.contains(r.target))) empty(); // not the panel's own
+      });
+      observer.observe(root, { childList: true, subtree: true });
+    },
+    show() {
+      if (observer) observer.disconnect();
+      if (root) {
+        for (const node of root.querySelectorAll(marked)) {
+          if (node.dataset[EMPTIED] === undefined || node.childNodes.length) continue;
+          node.textContent = "The panel is closed: its transcript shows when the notebook is opened again.";
+        }
+      }
+      entry.views -= 1;
+      if (entry.views === 0) {
+        entry.style.remove();
+        hiding.delete(id);
+      }
+    },
   };
 }
 
 function render({ model, el }) {
   el.classList.add("agent-nb-panel");
   const panel = model.get("_fallback_id"); // this panel, the same in each of its views
-  const showFallback = hideFallback(panel);
+  const fallback = hideFallback(panel, el);
   const log = element("div", "agent-nb-panel-log");
   const form = element("div", "agent-nb-panel-input");
   const input = element("textarea", "agent-nb-panel-prompt");
@@ -498,6 +531,7 @@ function render({ model, el }) {
   };
 
   const onMessage = (msg) => {
+    fallback.watch();
     const focus = el.contains(document.activeElement); // a button of a node about to go
     if (msg.type === "reset") {
       dropProvisional();
@@ -674,12 +708,14 @@ function render({ model, el }) {
   model.on("change:busy", onBusy);
   onBusy();
   model.send({ type: "hello" });
+  fallback.watch();
+  requestAnimationFrame(() => fallback.watch());
   if (focused.has(panel)) {
     focused.delete(panel);
     requestAnimationFrame(() => input.focus());
   }
   return () => {
-    showFallback();
+    fallback.show();
     if (document.activeElement === input) focused.add(panel);
     model.off("msg:custom", onMessage);
     model.off("change:busy", onBusy);

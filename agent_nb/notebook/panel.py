@@ -23,9 +23,11 @@ up when its cell ends: the panel listens to IPython's `post_run_cell`, which cos
 while idle and catches every cell that could have changed the session (a turn made from a
 thread outside any cell shows up at the next cell, or at the panel's next turn).
 
-The output bundle carries, next to the widget view, the session's transcript as sanitized
+The panel shows as two outputs: the widget view, then the session's transcript as sanitized
 text/html: what a saved notebook, nbviewer or nbconvert shows without a kernel. It is
-refreshed (update_display_data) after every turn, so the saved notebook has the latest.
+refreshed (update_display_data) after every turn, so the saved notebook has the latest. A
+live view hides the transcript and empties its nodes in the page (panel.js); `close()`
+sends it again, to show where the views were.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import pathlib
+import sys
 import time
 import uuid
 import weakref
@@ -156,6 +159,13 @@ class ChatPanel(_Controls, anywidget.AnyWidget):
         self._sync(reset=True)
         self._refresh_fallback()
         return session
+
+    def close(self) -> None:
+        """Close the panel: its views go, and its transcript shows in their outputs again."""
+        live = self.comm is not None
+        super().close()
+        if live and not sys.is_finalizing():  # the views emptied it (panel.js hideFallback)
+            self._refresh_fallback()
 
     # -- display -------------------------------------------------------------------------
 

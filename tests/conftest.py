@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
+import shutil
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,6 +16,11 @@ from agent_nb import Agent
 
 #: A key for the loopback server; it is checked for, never for its value.
 TEST_KEY = "test-key-not-secret-0123456789"
+
+#: The browser tests' screenshots, kept after the run (pytest prunes its tmp dirs): one
+#: folder per test, replaced when the test runs again.
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+_SHOTS: list[Path] = []
 
 _ENV = [
     name
@@ -179,6 +187,24 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     server.stop()
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_teardown(item: pytest.Item) -> None:
+    """Copy the screenshots a test saved in its tmp_path to ARTIFACTS."""
+    tmp = getattr(item, "funcargs", {}).get("tmp_path")
+    shots = sorted(Path(tmp).rglob("*.png")) if tmp is not None else []
+    if not shots:
+        return
+    folder = ARTIFACTS / re.sub(r"[^\w.-]+", "_", item.name)
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    for shot in shots:
+        name = "_".join(shot.relative_to(tmp).parts)
+        shutil.copy2(shot, folder / name)
+        _SHOTS.append(folder / name)
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _SHOTS:
+        terminalreporter.write_line(f"{len(_SHOTS)} screenshots in {ARTIFACTS}")
     if _LLAMA_SKIPPED:
         terminalreporter.write_line(f"llama.cpp tests skipped: {_LLAMA_SKIPPED[0]}")

@@ -2,8 +2,9 @@
 shows the same conversation (JupyterLab); it opens, streams and stops in Notebook 7; its
 text reads in JupyterLab's dark theme (colours from the theme, contrast measured).
 
-Screenshots are kept under the test's tmp dir; with DOCS_SCREENSHOTS=1 the dark and
-light theme test also writes docs/img/panel.png and docs/img/panel-dark.png (the docs' pictures).
+Screenshots are kept under the test's tmp dir and copied to test-artifacts/ (conftest.py);
+with DOCS_SCREENSHOTS=1 the dark and light theme test also writes docs/img/panel.png and
+docs/img/panel-dark.png (the docs' pictures).
 """
 
 from __future__ import annotations

@@ -89,6 +89,29 @@ def test_errors_are_short_and_leave_history_unchanged(server):
     assert "api_key" not in text_of(nb.cells[1])
 
 
+def test_a_failed_turns_system_prompt_is_not_kept(server):
+    server.script(
+        Reply(status=500, error={"error": {"message": "upstream exploded"}}),
+        Reply(text="hi"),
+        Reply(text="brief"),
+        Reply(text="still brief"),
+    )
+    nb = run_notebook(
+        "%load_ext agent_nb",
+        f"%agent provider=openai model=gpt-4o base_url={server.url} api_key=k max_retries=0",
+        "%%chat --system 'Be terse.'\nhello",
+        "%%chat\nhello",
+        "%%chat --system 'Be brief.'\nagain",
+        "%%chat\nand again",
+        allow_errors=True,
+    )
+    assert any(o.output_type == "error" for o in nb.cells[2].outputs)
+    first, second, third = (r["messages"] for r in server.requests[1:])
+    assert [m["role"] for m in first] == ["user"]  # the failed turn's --system went with it
+    assert second[0] == {"role": "system", "content": "Be brief."}  # a turn that worked keeps it
+    assert third[0] == {"role": "system", "content": "Be brief."}
+
+
 def test_tool_calls_show_as_collapsible_blocks():
     nb = run_notebook(
         "%load_ext agent_nb",

@@ -6,6 +6,7 @@ import json
 
 import nbformat
 import pytest
+from fake_openai import Reply
 from kernels import Kernel, LabClient, run_notebook, text_of
 from nbclient import NotebookClient
 
@@ -428,3 +429,22 @@ def _recorded(nb) -> dict[str, list[str]]:
 
     sessions = persist.replay(persist.records(nb), Agent(provider="test")).sessions
     return {k: [m.text for m in s.messages if m.role == "user"] for k, s in sessions.items()}
+
+
+def test_a_cell_run_again_with_a_new_system_prompt_that_fails_keeps_the_old_one(server):
+    server.script(
+        Reply(text="hi"),
+        Reply(status=500, error={"error": {"message": "upstream exploded"}}),
+        Reply(text="hi again"),
+    )
+    agent = f"%agent provider=openai model=gpt-4o base_url={server.url} api_key=k max_retries=0"
+    with Kernel() as kernel:
+        assert kernel.execute("%load_ext agent_nb").error is None
+        assert kernel.execute(agent).error is None
+        assert kernel.execute("%%chat --system 'Be terse.'\nhello", cell_id="c").error is None
+        failed = kernel.execute("%%chat --system 'Be brief.'\nhello", cell_id="c")
+        assert "upstream exploded" in failed.error["evalue"]
+        kernel.execute(DUMP)
+        assert kernel.execute("print(_m.sessions['main'].system)").stdout == "Be terse.\n"
+        assert kernel.execute("%%chat\nhello", cell_id="c").error is None  # run again
+    assert server.requests[-1]["messages"][0] == {"role": "system", "content": "Be terse."}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import sys
@@ -192,9 +193,7 @@ class ChatMagics(Magics):
         self._chat_turn(args, prompt, session, fork_of=fork_of, previous=previous)
 
     def _settings(self, args: Any, session: Session) -> tuple[dict[str, Any], Any]:
-        """The turn's settings and schema from %%chat's options (a --system is set now)."""
-        if args.system is not None:
-            session.system = args.system
+        """The turn's settings and schema from %%chat's options."""
         settings: dict[str, Any] = {"images": args.images} if args.images else {}
         if args.model:
             settings["model"] = args.model
@@ -210,15 +209,16 @@ class ChatMagics(Magics):
         """A new turn at the end of `session`; the sessions kept until this cell ran go."""
         settings, schema = self._settings(args, session)
         drops = self.cells.superseded(previous, self.sessions)
-        response = self._turn(
-            session,
-            prompt,
-            settings,
-            schema,
-            stream=not args.no_stream,
-            fork_of=fork_of,
-            extra={"drops": drops} if drops else {},
-        )
+        with _system_for_the_turn(session, args.system):
+            response = self._turn(
+                session,
+                prompt,
+                settings,
+                schema,
+                stream=not args.no_stream,
+                fork_of=fork_of,
+                extra={"drops": drops} if drops else {},
+            )
         self._made(args, session, response, previous, drops)
 
     def _chat_again(self, args: Any, prompt: str, session: Session, previous: Any) -> None:
@@ -254,17 +254,19 @@ class ChatMagics(Magics):
         if drops:
             extra["drops"] = drops
         try:
-            response = self._turn(
-                trial,
-                prompt,
-                settings,
-                schema,
-                stream=not args.no_stream,
-                fork_of=None,
-                replace=replace,
-                op="rerun",
-                extra=extra,
-            )
+            with _system_for_the_turn(session, args.system):
+                trial.system = session.system
+                response = self._turn(
+                    trial,
+                    prompt,
+                    settings,
+                    schema,
+                    stream=not args.no_stream,
+                    fork_of=None,
+                    replace=replace,
+                    op="rerun",
+                    extra=extra,
+                )
         except ChatError:  # the cell's new output replaces its old record: it is given again
             kept = history[at:end]
             self._display(
@@ -853,6 +855,23 @@ class ChatMagics(Magics):
         if position == 2 and words[1] in ("use", "delete"):
             return list(self.sessions)
         return []
+
+
+@contextlib.contextmanager
+def _system_for_the_turn(session: Session, system: str | None) -> Any:
+    """%%chat --system: the session's system prompt from now on, unless the turn fails with
+    nothing kept (then the session is as it was, its system prompt included)."""
+    if system is None:
+        yield
+        return
+    before, ids = session.system, [m.id for m in session.messages]
+    session.system = system
+    try:
+        yield
+    except BaseException:
+        if [m.id for m in session.messages] == ids:
+            session.system = before
+        raise
 
 
 def _value(text: str) -> Any:

@@ -111,7 +111,7 @@ def test_the_panel_streams_stops_and_shares_its_session_with_chat(lab, server, t
         # shows the cell's turn when the cell ends
         run_cell(browser, 2, tmp_path)
         page.wait_for_function(
-            f"document.querySelector('{PANEL}').innerText.includes('from a cell')",
+            f"document.querySelector('{PANEL}')?.innerText.includes('from a cell')",
             timeout=60_000,
         )
         history = server.requests[-1]["messages"]

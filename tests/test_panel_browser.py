@@ -48,17 +48,18 @@ def run_cell(browser, index: int, shots, tries: int = 1) -> None:
     prompt = cell.locator(".jp-InputPrompt")
     ran = "(e) => /\\[\\d+\\]/.test(e.textContent)"
     for attempt in range(tries):
-        cell.locator(".jp-InputArea-editor").click()
-        browser.page.keyboard.press("Shift+Enter")
         try:
+            cell.locator(".jp-InputArea-editor").click()
+            browser.page.keyboard.press("Shift+Enter")
             browser.page.wait_for_function(
                 ran, arg=prompt.element_handle(), timeout=60_000 if attempt == tries - 1 else 10_000
             )
             return
-        except Exception:
+        except Exception as exc:
             if attempt == tries - 1:
                 browser.page.screenshot(path=str(shots / f"cell-{index}-did-not-run.png"))
-                raise
+                dialogs = browser.page.locator(".jp-Dialog").all_inner_texts()
+                raise AssertionError(f"cell {index} did not run; dialogs: {dialogs}") from exc
 
 
 def saved(path) -> str:

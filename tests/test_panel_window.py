@@ -1,7 +1,8 @@
 """ChatPanel's log as a virtual list, in real JupyterLab (headless Chromium): a 500-message
 session opens at its end with few nodes, scrolls to its first message, keeps the view still
 as heights are measured, follows the answer streaming at the bottom (and stays put when the
-reader has scrolled up), and holds a bounded number of nodes after many turns."""
+reader has scrolled up, every time: a token can come before the scroll's event), and holds a
+bounded number of nodes after many turns."""
 
 from __future__ import annotations
 
@@ -162,12 +163,32 @@ def test_a_long_session_opens_at_its_end_and_scrolls_to_its_start(lab, server, t
 
 def test_the_answer_streams_in_view_and_turns_keep_the_nodes_bounded(lab, server, tmp_path):  # noqa: F811
     words = " ".join(f"word{i}" for i in range(1500))
+    # short paragraphs, fast: the tail is sent every 50 ms, so a token often comes between
+    # a scroll and its event (a frame later)
+    lines = "\n\n".join(" ".join(f"line{i}-{j}" for j in range(4)) for i in range(3000))
     turns = [Reply(text=f"answer {i}\n\n" + " ".join(["short"] * (i * 5))) for i in range(30)]
-    server.script(Reply(text=words, chunk_delay=0.02), *turns, Reply(text="from a cell"))
+    server.script(
+        Reply(text=lines, chunk_delay=0.005),
+        Reply(text=words, chunk_delay=0.02),
+        *turns,
+        Reply(text="from a cell"),
+    )
     with Browser() as browser:
         panel = LongPanel(browser, lab, server, tmp_path)
         page = browser.page
         prompt = page.locator(PANEL).locator("textarea")
+
+        # each time the reader scrolls up from the bottom while tokens arrive, they stay up
+        prompt.fill("many short lines")
+        prompt.press("Enter")
+        panel.wait_for("s => s.live.includes('line50-')")
+        for _ in range(40):
+            panel.scroll(10**9)
+            up = panel.scroll("-600")
+            assert up["fromBottom"] > 500, up["fromBottom"]  # not put back at the bottom
+        page.locator(PANEL).locator(".agent-nb-panel-stop").click()
+        panel.wait_for("s => !s.live")
+
         prompt.fill("write at length")
         prompt.press("Enter")
         panel.wait_for("s => s.live.includes('word50')")
@@ -190,7 +211,7 @@ def test_the_answer_streams_in_view_and_turns_keep_the_nodes_bounded(lab, server
         # run, which can come before the last turns' messages to the panel: their count)
         panel.run(2)
         panel.wait_for(
-            f"s => s.size === {COUNT + 2 + 60} && s.fromBottom < 2"
+            f"s => s.size === {COUNT + 4 + 60} && s.fromBottom < 2"
             " && s.placed.at(-1).marker === 'answer'",
         )
         after = panel.state()
@@ -204,7 +225,7 @@ def test_the_answer_streams_in_view_and_turns_keep_the_nodes_bounded(lab, server
             middle = panel.scroll(after["scrollHeight"] // 2)
         seen = middle["visible"][0]
         panel.run(3)
-        panel.wait_for(f"s => s.size === {COUNT + 2 + 60 + 2}")  # the cell's turn is listed
+        panel.wait_for(f"s => s.size === {COUNT + 4 + 60 + 2}")  # the cell's turn is listed
         page.wait_for_function(  # and then the output's transcript refreshed: all is done
             f"document.querySelector('{VISIBLE} [data-agent-nb-fallback]')?.textContent"
             ".includes('from a cell')",

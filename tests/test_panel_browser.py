@@ -1,6 +1,10 @@
 """ChatPanel in real JupyterLab (headless Chromium): type and send, tokens arrive, Stop keeps
 what was read, `%%chat` on the same session shows up in the panel, and the saved notebook
-shows the conversation without a kernel. Screenshots are kept under the test's tmp dir."""
+shows the conversation without a kernel. Then every control, one walk through them all, the
+same in JupyterLab and in Notebook 7: copy, regenerate, ↑, approve and deny, `%%chat` and the
+panel on one session, undo, the keyboard, an edit and the branch switcher, the session
+switcher and a new session, Escape, the dark theme. Screenshots are kept under the test's
+tmp dir."""
 
 from __future__ import annotations
 
@@ -44,17 +48,18 @@ def run_cell(browser, index: int, shots, tries: int = 1) -> None:
     prompt = cell.locator(".jp-InputPrompt")
     ran = "(e) => /\\[\\d+\\]/.test(e.textContent)"
     for attempt in range(tries):
-        cell.locator(".jp-InputArea-editor").click()
-        browser.page.keyboard.press("Shift+Enter")
         try:
+            cell.locator(".jp-InputArea-editor").click()
+            browser.page.keyboard.press("Shift+Enter")
             browser.page.wait_for_function(
                 ran, arg=prompt.element_handle(), timeout=60_000 if attempt == tries - 1 else 10_000
             )
             return
-        except Exception:
+        except Exception as exc:
             if attempt == tries - 1:
                 browser.page.screenshot(path=str(shots / f"cell-{index}-did-not-run.png"))
-                raise
+                dialogs = browser.page.locator(".jp-Dialog").all_inner_texts()
+                raise AssertionError(f"cell {index} did not run; dialogs: {dialogs}") from exc
 
 
 def saved(path) -> str:
@@ -107,7 +112,7 @@ def test_the_panel_streams_stops_and_shares_its_session_with_chat(lab, server, t
         # shows the cell's turn when the cell ends
         run_cell(browser, 2, tmp_path)
         page.wait_for_function(
-            f"document.querySelector('{PANEL}').innerText.includes('from a cell')",
+            f"document.querySelector('{PANEL}')?.innerText.includes('from a cell')",
             timeout=60_000,
         )
         history = server.requests[-1]["messages"]
@@ -155,10 +160,13 @@ def test_the_panel_streams_stops_and_shares_its_session_with_chat(lab, server, t
         browser.page.screenshot(path=str(tmp_path / "saved-without-kernel.png"))
 
 
+#: Where each front end opens a notebook (JupyterLab: `?reset`, not the last test's tabs).
+FRONT_ENDS = {"jupyterlab": "lab/tree/{}?reset", "notebook7": "notebooks/{}"}
+
 CONTROLS = [
-    "from agent_nb import Agent, ChatPanel, Message, tool\n"
+    "from agent_nb import Agent, Message, tool\n"
     "from agent_nb.stores import SQLiteStore\n"
-    "store = SQLiteStore('chats.db')\n"
+    "store = SQLiteStore({db!r})\n"
     "@tool(requires_approval=True)\n"
     "def transfer(amount: int, to: str) -> str:\n"
     "    '''Send money.'''\n"
@@ -168,12 +176,38 @@ CONTROLS = [
     "              tools=[transfer], store=store)\n"
     "older = agent.session(session_id='older')\n"
     "older.add_message(Message.user('an older chat'))\n"
-    "older.add_message(Message.assistant('from before'))",
-    "panel = ChatPanel(agent.session(session_id='main'))\npanel",
+    "older.add_message(Message.assistant('from before'))\n"
+    "%load_ext agent_nb\n%agent agent",
+    "%session panel main",  # the session `%%chat main` talks in
+    "%%chat main\nand now from a cell",
 ]
 
 
 REGENERATE = ".agent-nb-panel-regenerate"
+
+
+def open_notebook(browser, url: str, shots) -> None:
+    """Open `url` and wait until its notebook is shown and its kernel has started."""
+    browser.page.goto(url)
+    try:
+        browser.cell(0).wait_for(timeout=120_000)
+        browser.page.wait_for_selector(
+            ".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook-ExecutionIndicator"
+            "[data-status='idle']",
+            state="attached",  # (Notebook 7 has it, not shown)
+            timeout=120_000,
+        )
+    except Exception:
+        browser.page.screenshot(path=str(shots / "did-not-open.png"))
+        raise
+
+
+def choose_theme(page, name: str) -> None:
+    """Settings > Theme > `name`, and wait until it is the page's theme."""
+    page.locator(".lm-MenuBar-itemLabel").get_by_text("Settings", exact=True).click()
+    page.locator(".lm-Menu-itemLabel").get_by_text("Theme", exact=True).hover()
+    page.locator(".lm-Menu-itemLabel").get_by_text(name, exact=True).click()
+    page.wait_for_function(f"document.body.dataset.jpThemeName === {json.dumps(name)}")
 
 
 def shot(page, path) -> None:
@@ -190,10 +224,16 @@ def shot(page, path) -> None:
 
 def until(page, condition: str) -> None:
     """Wait until `condition` (JavaScript on `p`, the panel) holds in a panel that shows
-    the conversation and is not answering (a view the output re-makes starts empty)."""
+    the conversation and is not answering: ready (a view the output re-makes starts
+    empty), not busy, and the turn's messages in the log (the answer that streamed in is
+    dropped when they come, a moment after `busy` goes). An element the condition reads
+    that is not there yet (a TypeError on null) means not yet."""
     page.wait_for_function(
-        f"(p => !!p && p.dataset.ready === '1' && !p.classList.contains('agent-nb-panel-busy')"
-        f" && ({condition}))(document.querySelector('{PANEL}'))",
+        f"(p => {{ try {{ return !!p && p.dataset.ready === '1'"
+        f" && !p.classList.contains('agent-nb-panel-busy')"
+        f" && !p.querySelector('.agent-nb-panel-provisional') && ({condition}); }}"
+        f" catch (e) {{ if (e instanceof TypeError) return false; throw e; }} }})"
+        f"(document.querySelector('{PANEL}'))",
         timeout=60_000,
     )
 
@@ -205,7 +245,203 @@ def has(*texts: str, gone: tuple[str, ...] = ()) -> str:
     return " && ".join(checks) or "true"
 
 
-def test_the_controls_regenerate_approve_deny_edit_switch_copy(lab, server, tmp_path):  # noqa: F811
+class Controls:
+    """The controls notebook open in `front_end`, its panel shown on session main."""
+
+    def __init__(self, browser, lab, server, front_end: str, shots) -> None:  # noqa: F811
+        name = f"controls-{front_end}.ipynb"  # a kernel and a store of its own
+        setup = CONTROLS[0].replace("{db!r}", repr(f"chats-{front_end}.db"))
+        cells = [setup.replace("{url!r}", repr(server.url)), *CONTROLS[1:]]
+        nb = panel_notebook(server)  # (its kernelspec)
+        nb.cells = [nbformat.v4.new_code_cell(c) for c in cells]
+        nbformat.write(nb, str(lab.root / name))
+        self.browser, self.page, self.server, self.shots = browser, browser.page, server, shots
+        self.front_end = front_end
+        self.page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=lab.url)
+        open_notebook(browser, f"{lab.url}/{FRONT_ENDS[front_end].format(name)}", shots)
+        in_lab = self.page.locator(".jp-LabShell").count() == 1
+        assert in_lab == (front_end == "jupyterlab"), self.page.url
+        run_cell(browser, 0, shots, tries=5)
+        run_cell(browser, 1, shots)
+        self.panel = self.page.locator(PANEL)
+        self.panel.wait_for(timeout=60_000)
+        self.prompt = self.panel.locator("textarea")
+        self.branches = self.panel.locator(".agent-nb-panel-branches")
+        self.sessions = self.panel.locator(".agent-nb-panel-sessions")
+
+    def send(self, text: str) -> None:
+        self.prompt.fill(text)
+        self.prompt.press("Enter")
+
+    def until(self, condition: str) -> None:
+        until(self.page, condition)
+
+    def shot(self, name: str) -> None:
+        shot(self.page, self.shots / f"{self.front_end}-{name}.png")
+
+
+def copy_a_code_block_and_a_message(c: Controls) -> None:
+    """A code block through the Clipboard API; a message with the API refused (fallback)."""
+    c.send("first question")
+    c.until(has("first answer") + " && !!p.querySelector('.agent-nb-panel-copy-code')")
+    c.panel.locator(".agent-nb-panel-copy-code").click()
+    c.page.wait_for_function("navigator.clipboard.readText().then(t => t === \"print('hi')\")")
+    c.page.evaluate(
+        "() => { navigator.clipboard.writeText = () => Promise.reject(new Error('no')); }"
+    )
+    c.panel.locator(".agent-nb-panel-assistant").last.locator("[data-action=copy]").click()
+    copied = c.page.wait_for_function(  # what the message's Copy did (it says so for 2 s)
+        f"document.querySelector('{PANEL} .agent-nb-panel-assistant"
+        " [data-action=copy][data-copied]')?.dataset.copied"
+    ).json_value()
+    if copied == "copied":  # execCommand("copy") worked
+        text = c.page.evaluate("navigator.clipboard.readText()")
+    else:  # the text is selected for Ctrl+C
+        text = c.page.evaluate("String(window.getSelection())")
+    assert text.startswith("first answer, with code:") and "print('hi')" in text
+    assert "Copy" not in text  # the code block's button is not part of the message
+    c.shot("copy")
+
+
+def regenerate_then_recall_the_prompt(c: Controls) -> None:
+    """Regenerate: a new answer, the old one kept as a branch; ↑ recalls the last prompt."""
+    c.panel.locator(".agent-nb-panel-assistant").last.locator("[data-action=regenerate]").click()
+    branches = ".agent-nb-panel-branches"
+    c.until(
+        has("regenerated answer", gone=("first answer",))
+        + f" && p.querySelector('{branches}').options.length === 2"
+        + f" && p.querySelector('{branches}').value === 'main'",
+    )
+    # only the last answer offers Regenerate; ↑ in the empty input recalls the last prompt
+    c.until(f"[...p.querySelectorAll('{REGENERATE}')].filter(b => b.offsetParent).length == 1")
+    c.prompt.click()
+    c.prompt.press("ArrowUp")
+    c.until("p.querySelector('textarea').value === 'first question'")
+    c.prompt.fill("")
+    c.shot("regenerated")
+
+
+def approve_one_call_and_deny_another(c: Controls) -> None:
+    """Approved from the keyboard, the call runs and the model answers; denied, nothing
+    runs and the model is told."""
+    c.send("pay Bob 5")
+    c.until(has("needs your approval") + " && !!p.querySelector('[data-action=approve]')")
+    c.shot("approval")
+    approve = c.panel.locator(".agent-nb-panel-approval button[data-action=approve]")
+    approve.press("Enter")  # from the keyboard: the focused button
+    c.until(has("Sent 5 to Bob.") + " && !p.querySelector('[data-action=approve]')")
+    c.until("p.querySelector('.agent-nb-panel-tool-done').textContent.includes('sent 5')")
+
+    c.send("pay Bob 7")
+    c.until("!!p.querySelector('[data-action=deny]')")
+    c.panel.locator(".agent-nb-panel-approval button[data-action=deny]").click()
+    c.until(has("Not sent."))
+    told = [m for m in c.server.requests[-1]["messages"] if m["role"] == "tool"]
+    assert "did not approve" in told[-1]["content"]
+    c.until("p.querySelectorAll('.agent-nb-panel-tool-error').length === 1")  # denied
+    c.shot("denied")
+
+
+def a_chat_cell_and_the_panel_share_the_session(c: Controls) -> None:
+    """`%%chat main` is sent the panel's turns, the panel shows the cell's; Undo drops
+    the cell's turn, then the denied one."""
+    run_cell(c.browser, 2, c.shots)
+    c.until(has("answer from a cell"))
+    history = c.server.requests[-1]["messages"]
+    asked = [m["content"] for m in history if m["role"] == "user"]
+    assert asked == ["first question", "pay Bob 5", "pay Bob 7", "and now from a cell"]
+    answers = [m["content"] for m in history if m["role"] == "assistant" and m.get("content")]
+    assert answers == ["regenerated answer", "Sent 5 to Bob.", "Not sent."]
+    assert c.panel.locator("strong", has_text="answer").count() == 1  # rendered Markdown
+    c.shot("chat-cell")
+    c.panel.locator(".agent-nb-panel-undo").click()
+    c.until(has("Not sent.", gone=("from a cell",)))
+    c.panel.locator(".agent-nb-panel-undo").click()
+    c.until(has("Sent 5 to Bob.", gone=("Not sent.",)))
+
+
+def the_keyboard_moves_and_escape_cancels_an_edit(c: Controls) -> None:
+    """Tab goes from the input to Send; Edit from the keyboard, then Escape cancels it."""
+    c.prompt.focus()
+    c.page.keyboard.press("Tab")
+    assert c.page.evaluate("document.activeElement.textContent") == "Send"
+    edit = c.panel.locator(".agent-nb-panel-user").first.locator("[data-action=edit]")
+    edit.press("Enter")
+    c.until("p.querySelector('textarea').value === 'first question'")
+    assert c.page.evaluate("document.activeElement.tagName") == "TEXTAREA"
+    c.page.keyboard.press("Escape")
+    c.until("p.querySelector('.agent-nb-panel-editing').hidden")
+    assert c.prompt.input_value() == ""
+
+
+def edit_the_first_prompt_then_switch_branches(c: Controls) -> None:
+    """An edited first prompt forks the conversation there, in branch main~2; the branch
+    switcher goes back to main, whole."""
+    c.panel.locator(".agent-nb-panel-user").first.locator("[data-action=edit]").click()
+    c.until("p.querySelector('textarea').value === 'first question'")
+    c.until("!p.querySelector('.agent-nb-panel-editing').hidden")
+    c.send("edited question")
+    c.until(
+        has("edited answer", gone=("Sent 5 to Bob.",))
+        + " && p.querySelector('.agent-nb-panel-branches').value === 'main~2'"
+        + " && p.querySelector('.agent-nb-panel-branches').options.length === 3",
+    )
+    c.until("p.querySelector('.agent-nb-panel-editing').hidden")
+    assert c.server.requests[-1]["messages"] == [{"role": "user", "content": "edited question"}]
+    c.shot("edited-branch")
+    c.branches.select_option("main")
+    c.until(has("Sent 5 to Bob.", "regenerated answer", gone=("edited answer",)))
+    c.shot("branch-main")
+
+
+def switch_sessions_and_start_a_new_one(c: Controls) -> None:
+    """The session switcher lists the store's sessions, with their titles; New session."""
+    c.until("p.querySelector('.agent-nb-panel-sessions').innerText.includes('older chat')")
+    c.sessions.select_option("older")
+    c.until(has("from before", gone=("regenerated answer",)))
+    c.panel.locator(".agent-nb-panel-new").click()
+    c.until("p.querySelectorAll('.agent-nb-panel-message').length === 0")
+    c.shot("new-session")
+
+
+def escape_stops_the_answer(c: Controls) -> None:
+    """Escape stops the answer streaming; the footer says which model answered."""
+    c.send("a long one")
+    c.page.wait_for_function(
+        f"(document.querySelector('{PANEL} .agent-nb-panel-live') || {{}}).innerText"
+        "?.includes('word20')",
+        timeout=60_000,
+    )
+    c.prompt.press("Escape")
+    c.until(
+        "p.querySelector('.agent-nb-panel-error').innerText.startsWith('stopped')"
+        " && p.querySelector('.agent-nb-panel-status code').innerText === 'm'",
+    )
+    c.shot("stopped")
+
+
+def the_dark_theme_darkens_the_panel(c: Controls) -> None:
+    """The colours are the front end's theme: dark in JupyterLab Dark."""
+    background = "getComputedStyle(document.querySelector('{}')).backgroundColor"
+    choose_theme(c.page, "JupyterLab Light")  # (the server keeps the last test's choice)
+    light = c.page.evaluate(background.format(PANEL))
+    choose_theme(c.page, "JupyterLab Dark")
+    c.sessions.select_option("main")
+    c.until(has("Sent 5 to Bob."))
+    dark = c.page.evaluate(background.format(PANEL))
+    channels = [int(v) for v in dark[dark.index("(") + 1 : dark.index(")")].split(",")[:3]]
+    assert dark != light and sum(channels) < 3 * 80, (light, dark)
+    c.shot("dark")
+
+
+@pytest.mark.parametrize("front_end", FRONT_ENDS)
+def test_the_controls_regenerate_approve_deny_share_edit_switch_copy(
+    lab,  # noqa: F811
+    server,
+    tmp_path,
+    front_end,
+):
+    """Every control, the same steps and checks in JupyterLab and in Notebook 7."""
     transfer = [{"name": "transfer", "arguments": {"amount": 5, "to": "Bob"}}]
     denied = [{"name": "transfer", "arguments": {"amount": 7, "to": "Bob"}}]
     server.script(
@@ -215,167 +451,22 @@ def test_the_controls_regenerate_approve_deny_edit_switch_copy(lab, server, tmp_
         Reply(text="Sent 5 to Bob."),
         Reply(tool_calls=denied),
         Reply(text="Not sent."),
+        Reply(text="**answer** from a cell"),
         Reply(text="edited answer"),
         Reply(text=WORDS, chunk_delay=0.05),
     )
-    cells = [CONTROLS[0].replace("{url!r}", repr(server.url)), CONTROLS[1]]
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
-    nb.metadata["kernelspec"] = {
-        "name": "python3",
-        "display_name": "Python 3",
-        "language": "python",
-    }
-    nbformat.write(nb, str(lab.root / "controls.ipynb"))
     with Browser() as browser:
-        page = browser.page
-        page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=lab.url)
-        page.goto(f"{lab.url}/lab/tree/controls.ipynb?reset")  # not the last test's tabs
-        browser.cell(0).wait_for(timeout=120_000)
-        idle = ".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook-ExecutionIndicator"
-        page.wait_for_selector(f"{idle}[data-status='idle']", timeout=120_000)
-        run_cell(browser, 0, tmp_path, tries=5)
-        run_cell(browser, 1, tmp_path)
-        panel = page.locator(PANEL)
-        panel.wait_for(timeout=60_000)
-        prompt = panel.locator("textarea")
-
-        def send(text: str) -> None:
-            prompt.fill(text)
-            prompt.press("Enter")
-
-        send("first question")
-        until(page, has("first answer") + " && !!p.querySelector('.agent-nb-panel-copy-code')")
-
-        # copy a code block (the Clipboard API), then a message (the API refused: fallback)
-        panel.locator(".agent-nb-panel-copy-code").click()
-        page.wait_for_function("navigator.clipboard.readText().then(t => t === \"print('hi')\")")
-        page.evaluate(
-            "() => { navigator.clipboard.writeText = () => Promise.reject(new Error('no')); }"
-        )
-        answer = panel.locator(".agent-nb-panel-assistant").last
-        copy = answer.locator("[data-action=copy]")
-        copy.click()
-        page.wait_for_function(
-            f"document.querySelector('{PANEL} .agent-nb-panel-assistant [data-copied]')"
-        )
-        if copy.get_attribute("data-copied") == "copied":  # execCommand("copy") worked
-            text = page.evaluate("navigator.clipboard.readText()")
-        else:  # the text is selected for Ctrl+C
-            text = page.evaluate("String(window.getSelection())")
-        assert text.startswith("first answer, with code:") and "print('hi')" in text
-        assert "Copy" not in text  # the code block's button is not part of the message
-        shot(page, tmp_path / "controls-copy.png")
-
-        # regenerate: a new answer; the old one is kept as a branch
-        answer.locator("[data-action=regenerate]").click()
-        branches = ".agent-nb-panel-branches"
-        until(
-            page,
-            has("regenerated answer", gone=("first answer",))
-            + f" && p.querySelector('{branches}').options.length === 2"
-            + f" && p.querySelector('{branches}').value === 'main'",
-        )
-        branches = panel.locator(branches)
-        # only the last answer offers Regenerate; ↑ in the empty input recalls the last prompt
-        until(
-            page, f"[...p.querySelectorAll('{REGENERATE}')].filter(b => b.offsetParent).length == 1"
-        )
-        prompt.click()
-        prompt.press("ArrowUp")
-        until(page, "p.querySelector('textarea').value === 'first question'")
-        prompt.fill("")
-        shot(page, tmp_path / "controls-regenerated.png")
-
-        # approve a tool call, from the keyboard: it runs, the model answers
-        send("pay Bob 5")
-        until(page, has("needs your approval") + " && !!p.querySelector('[data-action=approve]')")
-        shot(page, tmp_path / "controls-approval.png")
-        approve = panel.locator(".agent-nb-panel-approval button[data-action=approve]")
-        approve.press("Enter")  # from the keyboard: the focused button
-        until(page, has("Sent 5 to Bob.") + " && !p.querySelector('[data-action=approve]')")
-        until(page, "p.querySelector('.agent-nb-panel-tool-done').textContent.includes('sent 5')")
-
-        # deny one: nothing runs, the model is told
-        send("pay Bob 7")
-        until(page, "!!p.querySelector('[data-action=deny]')")
-        panel.locator(".agent-nb-panel-approval button[data-action=deny]").click()
-        until(page, has("Not sent."))
-        told = [m for m in server.requests[-1]["messages"] if m["role"] == "tool"]
-        assert "did not approve" in told[-1]["content"]
-        until(page, "p.querySelectorAll('.agent-nb-panel-tool-error').length === 1")  # denied
-        shot(page, tmp_path / "controls-denied.png")
-
-        # undo the denied turn
-        panel.locator(".agent-nb-panel-undo").click()
-        until(page, has("Sent 5 to Bob.", gone=("Not sent.",)))
-
-        # keyboard: Tab goes from the input to Send; Escape cancels an edit
-        prompt.focus()
-        page.keyboard.press("Tab")
-        assert page.evaluate("document.activeElement.textContent") == "Send"
-        edit = panel.locator(".agent-nb-panel-user").first.locator("[data-action=edit]")
-        edit.press("Enter")
-        until(page, "p.querySelector('textarea').value === 'first question'")
-        assert page.evaluate("document.activeElement.tagName") == "TEXTAREA"
-        page.keyboard.press("Escape")
-        until(page, "p.querySelector('.agent-nb-panel-editing').hidden")
-        assert prompt.input_value() == ""
-
-        # edit the first prompt: the conversation forks there, in branch main~2
-        edit.click()
-        until(page, "p.querySelector('textarea').value === 'first question'")
-        until(page, "!p.querySelector('.agent-nb-panel-editing').hidden")
-        send("edited question")
-        until(
-            page,
-            has("edited answer", gone=("Sent 5 to Bob.",))
-            + " && p.querySelector('.agent-nb-panel-branches').value === 'main~2'"
-            + " && p.querySelector('.agent-nb-panel-branches').options.length === 3",
-        )
-        until(page, "p.querySelector('.agent-nb-panel-editing').hidden")
-        assert server.requests[-1]["messages"] == [{"role": "user", "content": "edited question"}]
-        shot(page, tmp_path / "controls-edited-branch.png")
-
-        # the branch switcher goes back to main, whole
-        branches.select_option("main")
-        until(page, has("Sent 5 to Bob.", "regenerated answer", gone=("edited answer",)))
-        shot(page, tmp_path / "controls-branch-main.png")
-
-        # the session switcher: the store's sessions, with their titles; a new session
-        sessions = panel.locator(".agent-nb-panel-sessions")
-        until(page, "p.querySelector('.agent-nb-panel-sessions').innerText.includes('older chat')")
-        sessions.select_option("older")
-        until(page, has("from before", gone=("regenerated answer",)))
-        panel.locator(".agent-nb-panel-new").click()
-        until(page, "p.querySelectorAll('.agent-nb-panel-message').length === 0")
-        shot(page, tmp_path / "controls-new-session.png")
-
-        # Escape stops the answer streaming; the footer says which model answered
-        send("a long one")
-        page.wait_for_function(
-            f"(document.querySelector('{PANEL} .agent-nb-panel-live') || {{}}).innerText"
-            "?.includes('word20')",
-            timeout=60_000,
-        )
-        prompt.press("Escape")
-        until(
-            page,
-            "(p.querySelector('.agent-nb-panel-error') || {}).innerText?.startsWith('stopped')"
-            " && p.querySelector('.agent-nb-panel-status code').innerText === 'm'",
-        )
-        shot(page, tmp_path / "controls-stopped.png")
-
-        # the colours are JupyterLab's theme: dark in JupyterLab Dark
-        background = "getComputedStyle(document.querySelector('{}')).backgroundColor"
-        light = page.evaluate(background.format(PANEL))
-        page.locator(".lm-MenuBar-itemLabel").get_by_text("Settings", exact=True).click()
-        page.locator(".lm-Menu-itemLabel").get_by_text("Theme", exact=True).hover()
-        page.locator(".lm-Menu-itemLabel").get_by_text("JupyterLab Dark", exact=True).click()
-        page.wait_for_function("document.body.dataset.jpThemeName === 'JupyterLab Dark'")
-        sessions.select_option("main")
-        until(page, has("Sent 5 to Bob."))
-        dark = page.evaluate(background.format(PANEL))
-        channels = [int(c) for c in dark[dark.index("(") + 1 : dark.index(")")].split(",")[:3]]
-        assert dark != light and sum(channels) < 3 * 80, (light, dark)
-        shot(page, tmp_path / "controls-dark.png")
+        controls = Controls(browser, lab, server, front_end, tmp_path)
+        for step in (
+            copy_a_code_block_and_a_message,
+            regenerate_then_recall_the_prompt,
+            approve_one_call_and_deny_another,
+            a_chat_cell_and_the_panel_share_the_session,
+            the_keyboard_moves_and_escape_cancels_an_edit,
+            edit_the_first_prompt_then_switch_branches,
+            switch_sessions_and_start_a_new_one,
+            escape_stops_the_answer,
+            the_dark_theme_darkens_the_panel,
+        ):
+            step(controls)
         assert browser.dialogs == []

@@ -19,7 +19,7 @@ import pytest
 from fake_openai import Reply
 from nbformat.sign import NotebookNotary
 from test_browser import Browser, lab  # noqa: F401 - `lab` is a fixture
-from test_panel_browser import WORDS, run_cell
+from test_panel_browser import WORDS, choose_theme, open_notebook, run_cell
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -58,20 +58,6 @@ def setup(server) -> str:
         " api_key='k')\n"
         "print(os.getpid())"
     )
-
-
-def open_notebook(browser, url: str, shots: Path) -> None:
-    browser.page.goto(url)
-    try:
-        browser.cell(0).wait_for(timeout=120_000)
-        browser.page.wait_for_selector(  # its kernel has started
-            f"{VISIBLE} .jp-Notebook-ExecutionIndicator[data-status='idle']",
-            state="attached",
-            timeout=120_000,
-        )
-    except Exception:
-        browser.page.screenshot(path=str(shots / "did-not-open.png"))
-        raise
 
 
 def send(panel, text: str) -> None:
@@ -290,11 +276,7 @@ CONTRASTS = """(panel) => {
 
 
 def theme(page, name: str) -> None:
-    menu_item = page.locator(".lm-MenuBar-itemLabel").get_by_text("Settings", exact=True)
-    menu_item.click()
-    page.locator(".lm-Menu-itemLabel").get_by_text("Theme", exact=True).hover()
-    page.locator(".lm-Menu-itemLabel").get_by_text(name, exact=True).click()
-    page.wait_for_function(f"document.body.dataset.jpThemeName === {json.dumps(name)}")
+    choose_theme(page, name)
     page.wait_for_timeout(1_000)  # the theme's stylesheet applied
 
 

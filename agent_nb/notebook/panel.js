@@ -122,6 +122,17 @@ class MessageList {
     this.update();
   }
 
+  // A scroll the reader made whose event has not come yet (it comes with the next frame):
+  // taken in before a message changes the log, else update() would put the view back at
+  // the bottom (an answer's next tokens undid a scroll up). Only then can scrollTop differ
+  // from where place() left it, as onScroll knows: the reader, or a shorter log (clamped,
+  // so at the bottom).
+  noticeScroll() {
+    const log = this.log;
+    if (this.placed === null || !log.isConnected || log.clientWidth === 0) return;
+    if (Math.abs(log.scrollTop - this.placed) >= 1) this.stuck = this.atBottom();
+  }
+
   // Scroll to the bottom and stay there (a prompt was sent).
   stick() {
     this.stuck = true;
@@ -189,7 +200,11 @@ class MessageList {
 
   update() {
     const log = this.log;
-    if (this.updating || !log.isConnected || log.clientWidth === 0) return; // not laid out
+    if (this.updating) return;
+    if (!log.isConnected || log.clientWidth === 0) { // not laid out (hidden: a tab away)
+      this.placed = null; // its scrollTop may be lost meanwhile: not the reader's scroll
+      return;
+    }
     this.updating = true;
     try {
       this.gap = parseFloat(getComputedStyle(this.box).rowGap) || 0;
@@ -533,6 +548,7 @@ function render({ model, el }) {
   const onMessage = (msg) => {
     fallback.watch();
     const focus = el.contains(document.activeElement); // a button of a node about to go
+    list.noticeScroll();
     if (msg.type === "reset") {
       dropProvisional();
       markLatest(msg.items, true);

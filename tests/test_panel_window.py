@@ -224,11 +224,16 @@ def test_the_answer_streams_in_view_and_turns_keep_the_nodes_bounded(lab, server
         for _ in range(5):
             middle = panel.scroll(after["scrollHeight"] // 2)
         seen = middle["visible"][0]
+        transcript = f"{VISIBLE} [data-agent-nb-fallback]"
+        page.eval_on_selector_all(transcript, "(all) => all.forEach((e) => { e.dataset.old = 1; })")
         panel.run(3)
         panel.wait_for(f"s => s.size === {COUNT + 4 + 60 + 2}")  # the cell's turn is listed
-        page.wait_for_function(  # and then the output's transcript refreshed: all is done
-            f"document.querySelector('{VISIBLE} [data-agent-nb-fallback]')?.textContent"
-            ".includes('from a cell')",
+        # and then the output's transcript refreshed (a new one, emptied by the live view:
+        # the page holds none of its ~600 messages): all is done
+        page.wait_for_function(
+            f"[...document.querySelectorAll('{transcript}')].some("
+            "(e) => e.dataset.old === undefined && e.dataset.agentNbEmptied === ''"
+            " && e.childNodes.length === 0)",
             timeout=60_000,
         )
         back = panel.state()

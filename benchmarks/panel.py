@@ -9,13 +9,25 @@ cell shows them:
                      before the virtual list: one node per message), run from a copy of
                      that ref's package
   Panel              panel's ChatInterface(objects=[ChatMessage(...)]) (pip install panel,
-                     or agent-nb[bench]; skipped if it is not installed)
+                     or agent-nb[bench]; skipped if it is not installed). Panel loads BokehJS
+                     and its own files from its CDN: the browser is served them from the
+                     installed packages (anything else off the machine gets a 404, its icon
+                     font too). Its inline mode is no way round: it sets each model's
+                     stylesheets one at a time, each re-walking the whole document (over
+                     three minutes for 50 messages, 25 s for 20).
 
 For each: seconds from running the second cell until the last message is in view in its
-scroll box and the box scrolls; the page's DOM nodes and JS heap after a garbage
-collection (Chromium's Performance metrics); then the box scrolled from top to bottom a
-half screen per frame: the frames' intervals (median, 95th percentile, worst) and how many
-took over 50 ms.
+scroll box (every scroll box around it, shadow roots searched too) and that box stays the
+same for a second (09d12b1's first view is replaced right after it shows; timed is the one
+that stays); how many messages are rendered then (the virtual list and Panel's lazy feed
+render only some); the page's DOM nodes and JS heap after a garbage collection (Chromium's
+Performance metrics); then the box scrolled through the whole history: first to its top
+until the first message is rendered (untimed: Panel's feed loads the earlier messages as its
+top is reached), then down a half screen per frame until the last is rendered at the bottom:
+the intervals of the frames that scrolled (median, 95th percentile, worst), how many took
+over 50 ms, and the px scrolled. Each candidate's figures are printed as it ends, then the
+table; a candidate without figures says why (what it had rendered at the timeout, its
+cell's error).
 
 Then the comm: a 50,000-token answer streamed into a ChatPanel (no browser: the comm is
 replaced by a recorder, as in tests/test_panel.py), the bytes it sends against a naive
@@ -23,7 +35,7 @@ re-send of the whole message on every token (its Markdown: its HTML would be lon
 the panel's update rate and updating on every token.
 
     .venv/bin/python benchmarks/panel.py [--messages 500] [--tokens 50000] [--before 09d12b1]
-                                         [--no-browser] [--no-comm]
+                                         [--no-browser] [--no-comm] [--only NAME ...]
 
 Each candidate opens in a JupyterLab workspace of its own: in the default one, JupyterLab
 reopened the earlier candidates' notebooks, their cells ran in the wrong notebook, and the

@@ -190,7 +190,7 @@ def _read_notebook(shell: Any, agent: Agent) -> list[persist.Panel]:
     if path is None:
         return []
     try:
-        notebook = _ipynb.read(Path(path).read_text(encoding="utf-8"), 4)
+        notebook = _ipynb.read_for_records(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, _ipynb.UnreadableNotebook) as exc:
         print(f"agent_nb: cannot read {path} for its chat panels: {exc}", file=sys.stderr)
         return []

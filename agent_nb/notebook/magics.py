@@ -802,7 +802,7 @@ class ChatMagics(Magics):
                 "cannot tell which notebook this is; give its path: %session restore PATH.ipynb"
             )
         try:
-            notebook = _ipynb.read(Path(path).read_text(encoding="utf-8"), 4)
+            notebook = _ipynb.read_for_records(Path(path).read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, _ipynb.UnreadableNotebook) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
             raise ChatError(f"cannot restore from {path}: {reason}; nothing was restored") from None

@@ -93,6 +93,25 @@ def read(text: str, as_version: int) -> Notebook:
     return Notebook(node, parts.damaged_cells, parts.damaged_sessions)
 
 
+def read_for_records(text: str) -> Notebook:
+    """The notebook in `text` for reading its cells' outputs, as plain JSON: not nbformat,
+    whose first import costs about a second in a Jupyter kernel (jsonschema's format
+    checkers), in `%load_ext` and in opening a panel. What plain JSON does not read as a
+    version 4 notebook is read by `read` (its recovery, its errors)."""
+    try:
+        node = json.loads(text)
+    except (ValueError, RecursionError):
+        node = None
+    if (
+        isinstance(node, dict)
+        and node.get("nbformat") == 4
+        and isinstance(node.get("cells"), list)
+        and isinstance(node.get("metadata"), dict)
+    ):
+        return Notebook(node)
+    return read(text, 4)
+
+
 def _problem(exc: BaseException) -> str:
     for error in (exc, exc.__cause__ or exc.__context__):
         if isinstance(error, json.JSONDecodeError):

@@ -1,0 +1,59 @@
+"""Reading a notebook's records (%load_ext's restore, a panel's earlier log): plain JSON,
+without importing nbformat, and the part-by-part reading of a damaged file kept."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import nbformat
+import pytest
+
+from agent_nb.notebook import persist
+from agent_nb.stores import _ipynb
+
+
+def saved(tmp_path, *sources: str):
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(s) for s in sources])
+    nb.cells[1].outputs = [
+        nbformat.v4.new_output("display_data", {"text/plain": "x"}, metadata={"agent_nb": {}})
+    ]
+    path = tmp_path / "n.ipynb"
+    nbformat.write(nb, str(path))
+    return path
+
+
+def test_a_notebook_is_read_as_plain_json_without_nbformat(tmp_path):
+    path = saved(tmp_path, "a = 1", "%%chat\nhi")
+    code = (
+        "import sys\nfrom agent_nb.stores import _ipynb\n"
+        f"nb = _ipynb.read_for_records(open({str(path)!r}).read())\n"
+        "print(len(nb.node['cells']), nb.node['cells'][1]['outputs'][0]['metadata'],"
+        " 'nbformat' in sys.modules)"
+    )
+    ran = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert ran.stdout.split() == ["2", "{'agent_nb':", "{}}", "False"]
+
+
+def test_a_damaged_cell_is_still_read_part_by_part(tmp_path):
+    path = saved(tmp_path, "a = 1", "%%chat\nhi", "b = 2")
+    text = path.read_text().replace('"a = 1"', '"a = 1')  # the first cell's: broken JSON
+    assert text != path.read_text()
+    notebook = _ipynb.read_for_records(text)
+    assert list(notebook.damaged_cells) == [0]
+    assert notebook.node["cells"][1]["outputs"][0]["metadata"] == {"agent_nb": {}}
+
+
+@pytest.mark.parametrize(
+    "text", ["[]", '{"cells": 3}', '{"nbformat": 4, "cells": [], "metadata": []}', "[" * 100_000]
+)
+def test_what_is_no_notebook_is_refused_as_before(text):
+    with pytest.raises(_ipynb.UnreadableNotebook, match="not|nested"):
+        _ipynb.read_for_records(text)
+
+
+def test_its_records_are_those_nbformat_reads(tmp_path):
+    path = saved(tmp_path, "x", "%%chat\nhello\nthere")  # a source of several lines
+    plain = persist.records(_ipynb.read_for_records(path.read_text()).node)
+    assert plain == persist.records(nbformat.read(str(path), 4))
+    assert plain[0].source == "%%chat\nhello\nthere"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import html
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from . import render
@@ -74,13 +74,14 @@ def answer_html(
     results: Mapping[str, ToolResultPart],
     waiting: set[str],
     decided: Mapping[str, bool],
+    markdown: Callable[[str], str] = render.html,
 ) -> str:
     """An assistant message: its text as Markdown, then a card for each of its tool calls.
 
     `waiting`: ids of the calls waiting for approval; `decided`: those already approved (True)
-    or denied (False) while others still wait.
+    or denied (False) while others still wait; `markdown` renders the text.
     """
-    shown = render.html(message.text) if message.text else ""
+    shown = markdown(message.text) if message.text else ""
     for call in message.tool_calls:
         state = None
         if call.id in decided:

@@ -11,15 +11,36 @@ from ..messages import Message, ToolResultPart
 from . import render
 
 
+class RenderedMarkdown:
+    """render.html, kept by text: the items and the transcript render each text once."""
+
+    def __init__(self) -> None:
+        self._kept: dict[str, str] = {}
+
+    def __call__(self, text: str) -> str:
+        shown = self._kept.get(text)
+        if shown is None:
+            shown = self._kept[text] = render.html(text)
+        return shown
+
+    def keep_only(self, messages: list[Message]) -> None:
+        """Forget the texts of no message in `messages`."""
+        texts = {m.text for m in messages}
+        for gone in [t for t in self._kept if t not in texts]:
+            del self._kept[gone]
+
+
 class RenderedMessages:
     """HTML kept by message id: `get(message, key, make, *args)` is make(*args) for
     `message` until the message or `key` (whatever else its HTML depends on) changes.
 
     A hit needs the same message (the very object, or an equal one: an id is only a name).
+    `markdown` renders the texts (shared by the panel's two).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, markdown: RenderedMarkdown) -> None:
         self._kept: dict[str, tuple[Message, Hashable, str]] = {}
+        self.markdown = markdown
 
     def get(self, message: Message, key: Hashable, make: Callable[..., str], *args: Any) -> str:
         kept = self._kept.get(message.id)
@@ -34,8 +55,9 @@ class RenderedMessages:
         ids = {m.id for m in messages}
         for gone in [i for i in self._kept if i not in ids]:
             del self._kept[gone]
+        self.markdown.keep_only(messages)
 
     def message_html(self, message: Message, results: dict[str, ToolResultPart]) -> str:
         """render.message_html, kept (a render.Shown, for the transcript)."""
         answers = tuple(results.get(call.id) for call in message.tool_calls)
-        return self.get(message, answers, render.message_html, message, results)
+        return self.get(message, answers, render.message_html, message, results, self.markdown)

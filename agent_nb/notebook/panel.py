@@ -51,7 +51,7 @@ from ..messages import Message, ToolResultPart
 from ..session import Session
 from . import _panel_cards, _panel_records, render
 from ._panel_controls import _Controls
-from ._panel_items import RenderedMessages
+from ._panel_items import RenderedMarkdown, RenderedMessages
 from .live import BYTE_BUDGET, MESSAGE_BYTES, UPDATE_INTERVAL, _Blocks
 
 #: Bytes the tail may cost beyond BYTE_BUDGET per character received (a short answer's
@@ -87,8 +87,9 @@ class ChatPanel(_Controls, anywidget.AnyWidget):
         self._logged = False  # whether the running turn was asked for in the panel
         self._session = session
         self._shown: list[str] = []  # ids of the messages the front end shows
-        self._html = RenderedMessages()  # the items' HTML
-        self._transcript_html = RenderedMessages()  # the fallback's
+        markdown = RenderedMarkdown()
+        self._html = RenderedMessages(markdown)  # the items' HTML
+        self._transcript_html = RenderedMessages(markdown)  # the fallback's
         self._task: asyncio.Task | None = None
         self._started = self._stop_early = False
         self._display_ids: list[str] = []
@@ -187,8 +188,7 @@ class ChatPanel(_Controls, anywidget.AnyWidget):
 
         bundle = super()._repr_mimebundle_()
         view = bundle[0] if isinstance(bundle, tuple) else bundle
-        plain = self._fallback()["text/plain"]
-        display({**view, "text/plain": plain}, raw=True)
+        display({**view, "text/plain": self._plain()}, raw=True)
         display_id = uuid.uuid4().hex
         data, metadata = self._transcript()
         display(data, metadata=metadata, raw=True, display_id=display_id)
@@ -210,8 +210,11 @@ class ChatPanel(_Controls, anywidget.AnyWidget):
             "text/html": render.session_html(
                 session.session_id, session.messages, session.system, shown
             ),
-            "text/plain": f"ChatPanel(session {session.session_id!r})",
+            "text/plain": self._plain(),
         }
+
+    def _plain(self) -> str:
+        return f"ChatPanel(session {self._session.session_id!r})"
 
     def _refresh_fallback(self) -> None:
         if not self._display_ids:
@@ -523,9 +526,10 @@ def _items(
                 results,
                 waiting if last_round else set(),
                 decided if last_round else {},
+                rendered.markdown,
             )
         elif message.role in ("user", "system"):
-            shown = rendered.get(message, None, render.message_html, message, {})
+            shown = rendered.get(message, None, render.message_html, message, {}, rendered.markdown)
         else:
             continue
         if shown:

@@ -186,19 +186,26 @@ def turn_parts(
     return parts
 
 
-def turn_html(messages: Iterable[Message], results: dict[str, ToolResultPart] | None = None) -> str:
-    """One turn's answer as HTML: each message's text, then its tool calls."""
+def turn_html(
+    messages: Iterable[Message],
+    results: dict[str, ToolResultPart] | None = None,
+    markdown: Callable[[str], str] = html,
+) -> str:
+    """One turn's answer as HTML: each message's text, then its tool calls (`markdown`
+    renders the text: html, or one that keeps what it rendered)."""
     parts = turn_parts(messages, results)
-    return "".join(html(part) if kind == "markdown" else part for kind, part in parts)
+    return "".join(markdown(part) if kind == "markdown" else part for kind, part in parts)
 
 
-def message_html(message: Message, results: dict[str, ToolResultPart]) -> str:
+def message_html(
+    message: Message, results: dict[str, ToolResultPart], markdown: Callable[[str], str] = html
+) -> str:
     """One message as a transcript shows it ("" for tool results: they are in their calls'
     blocks, looked up in `results`)."""
     if message.role == "assistant":
-        return turn_html([message], results)
+        return turn_html([message], results, markdown)
     if message.role in ("user", "system"):
-        return html(message.text) + images_html(message)
+        return markdown(message.text) + images_html(message)
     return ""
 
 

@@ -37,22 +37,30 @@ the panel's update rate and updating on every token.
     .venv/bin/python benchmarks/panel.py [--messages 500] [--tokens 50000] [--before 09d12b1]
                                          [--no-browser] [--no-comm] [--only NAME ...]
 
-Each candidate opens in a JupyterLab workspace of its own: in the default one, JupyterLab
-reopened the earlier candidates' notebooks, their cells ran in the wrong notebook, and the
-"before" panel and Panel's ChatInterface never showed (the 180 s timeouts of the first run).
-A run (2 shared cores, 1 Dec 2026, with the test suite running beside it: noisy):
+Each candidate opens in a JupyterLab workspace of its own (in the default one JupyterLab
+reopens the earlier candidates' notebooks, and their cells ran in the wrong notebook).
 
-  candidate                   open s  DOM nodes  heap MB  frames  median ms  p95 ms  worst ms
-  agent_nb                      2.05     18,578     32.2     407       16.9    20.6      32.1
-  agent_nb before (09d12b1)     0.79     19,731     29.3       0  (its scroll was not measured)
-  Panel ChatInterface: the last message was not in view within 180 s
+A run on this machine (2 shared cores, idle otherwise; 2 Dec 2026, main after the fixes
+below):
 
-  comm, 50,000 tokens (279,680 bytes): 0.7 MB (2.5x) at 20 updates/s, 2.1 MB (7.6x) on
-  every token; a naive re-send per token 7,036 MB (10,266x / 3,323x more).
+  candidate                 open s  rendered  DOM nodes  heap MB  frames  median  p95 ms  worst
+  agent_nb                    0.41         7      9,321     32.0     407    16.8    19.8   26.3
+  agent_nb before (09d12b1)   0.96       500     30,599     29.3     408    16.7    18.0   22.7
+  Panel ChatInterface         8.06        53     53,082     64.5     814    35.8   595.4 2230.3
+  (frames: ms between frames while scrolling; Panel's: 316 of 814 over 50 ms)
 
-On an idle machine (the helper's run before the merge) agent_nb opened in 0.47 s with 9,374
-DOM nodes. The merged panel's DOM count includes the saved transcript output (hidden while
-the panel is live, but its 500 messages are still nodes): the next thing to fix.
+  comm, 50,000 tokens (279,680 bytes of Markdown): 0.7 MB (2.4x) at 20 updates/s, 2.1 MB
+  (7.6x) on every token; a naive re-send per token 7,036 MB (10,451x / 3,323x more).
+
+What the figures showed on the way there: on 1 Dec the merged panel opened in 1.7-2.0 s with
+19,101 DOM nodes. The nodes were the saved transcript's (a second output, hidden while the
+panel is live but its 500 messages still in the page): a live view now empties it. The time
+was nbformat's first import in the kernel (~1 s: jsonschema's format checkers), made to
+read the notebook's earlier panel records: they are read as plain JSON now. Rendering each
+message's Markdown once for the items and the transcript took the Python side from 0.65 s to
+0.37 s. Panel's ChatInterface had never shown (180 s timeouts): `import panel` in this file
+imported the file itself, so the check that Panel is installed was always true, and offline
+Panel's CDN files were missing (now served from the installed package).
 """
 
 from __future__ import annotations

@@ -75,3 +75,16 @@ def test_a_cell_source_of_the_wrong_type_does_not_stop_the_restore(tmp_path, sou
     assert [f.source for f in found] == [""]
     replayed = persist.replay(found, Agent(provider="test"))
     assert [m.text for m in replayed.sessions["main"].messages] == ["hi"]
+
+
+def test_a_part_nested_deeper_than_read_takes_is_read_as_read_reads_it(tmp_path):
+    path = saved(tmp_path, "x", "%%chat\nhi")
+    node = json.loads(path.read_text())  # a panel's log entry 480 deep: plain JSON reads it,
+    node["cells"][1]["outputs"][0]["metadata"]["agent_nb"] = json.loads("[" * 480 + "]" * 480)
+    text = json.dumps(node)  # and publishing the log again raised RecursionError in its cell
+    with pytest.raises(_ipynb.UnreadableNotebook, match="nested too deeply"):
+        _ipynb.read(text, 4)
+    with pytest.raises(_ipynb.UnreadableNotebook, match="nested too deeply"):
+        _ipynb.read_for_records(text)
+    node["cells"][1]["outputs"][0]["metadata"]["agent_nb"] = json.loads("[" * 190 + "]" * 190)
+    assert "nbformat" not in type(_ipynb.read_for_records(json.dumps(node)).node).__module__

@@ -3,13 +3,17 @@ without importing nbformat, and the part-by-part reading of a damaged file kept.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
 import nbformat
 import pytest
 
+from agent_nb.agent import Agent
+from agent_nb.messages import Message
 from agent_nb.notebook import persist
+from agent_nb.session import Session
 from agent_nb.stores import _ipynb
 
 
@@ -57,3 +61,30 @@ def test_its_records_are_those_nbformat_reads(tmp_path):
     plain = persist.records(_ipynb.read_for_records(path.read_text()).node)
     assert plain == persist.records(nbformat.read(str(path), 4))
     assert plain[0].source == "%%chat\nhello\nthere"
+
+
+@pytest.mark.parametrize("source", [["%%chat\n", 1], ["%%chat\n", None], 7])
+def test_a_cell_source_of_the_wrong_type_does_not_stop_the_restore(tmp_path, source):
+    path = saved(tmp_path, "x", "%%chat\nhi")
+    nb = nbformat.read(str(path), 4)
+    session = Session(Agent(provider="test"), "main")
+    nb.cells[1].outputs[0].metadata = persist.record("turn", session, [Message.user("hi")])
+    node = json.loads(nbformat.writes(nb))
+    node["cells"][1]["source"] = source  # nbformat's read refused the whole file for this
+    found = persist.records(_ipynb.read_for_records(json.dumps(node)).node)
+    assert [f.source for f in found] == [""]
+    replayed = persist.replay(found, Agent(provider="test"))
+    assert [m.text for m in replayed.sessions["main"].messages] == ["hi"]
+
+
+def test_a_part_nested_deeper_than_read_takes_is_read_as_read_reads_it(tmp_path):
+    path = saved(tmp_path, "x", "%%chat\nhi")
+    node = json.loads(path.read_text())  # a panel's log entry 480 deep: plain JSON reads it,
+    node["cells"][1]["outputs"][0]["metadata"]["agent_nb"] = json.loads("[" * 480 + "]" * 480)
+    text = json.dumps(node)  # and publishing the log again raised RecursionError in its cell
+    with pytest.raises(_ipynb.UnreadableNotebook, match="nested too deeply"):
+        _ipynb.read(text, 4)
+    with pytest.raises(_ipynb.UnreadableNotebook, match="nested too deeply"):
+        _ipynb.read_for_records(text)
+    node["cells"][1]["outputs"][0]["metadata"]["agent_nb"] = json.loads("[" * 190 + "]" * 190)
+    assert "nbformat" not in type(_ipynb.read_for_records(json.dumps(node)).node).__module__

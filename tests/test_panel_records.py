@@ -359,3 +359,26 @@ def test_a_panel_on_another_session_does_not_move_where_chat_talks(tmp_path, mon
     assert fresh[0]["side"][::2] == ["in the side panel"] and fresh[1] == "main"
     again = restart_and_run_all(nb, tmp_path / "side.ipynb", monkeypatch)
     assert dumped(text_of(again.cells[-1])) == fresh
+
+
+def test_a_closed_panel_displayed_again_shows_its_transcript_not_a_traceback():
+    with Kernel() as kernel:
+        assert kernel.execute(SETUP + "\npanel = ChatPanel(agent)\npanel").error is None
+        assert (
+            kernel.execute(
+                "panel.session.add_message(__import__('agent_nb').Message.user('hi'))"
+            ).error
+            is None
+        )
+        assert kernel.execute("panel.close()").error is None
+        for shown in ("panel", "display(panel)"):
+            again = kernel.execute(shown)
+            assert again.error is None, again.error
+            (output,) = [
+                m["content"]
+                for m in again.messages
+                if m["msg_type"] in ("display_data", "execute_result")
+            ]
+            assert "application/vnd.jupyter.widget-view+json" not in output["data"]
+            assert "hi" in output["data"]["text/html"]
+            assert "agent_nb" not in output["metadata"]  # the panel's record stays in its cell

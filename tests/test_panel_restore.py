@@ -314,3 +314,61 @@ def test_the_panel_reads_in_the_light_and_dark_themes(lab, server, tmp_path):  #
                 continue
             assert found is not None, (what, case)
             assert found[0] >= 4.5, (what, found, case)  # WCAG AA for text
+
+
+def test_one_panel_in_two_cells_hides_both_transcripts_and_close_shows_both(
+    lab,  # noqa: F811
+    server,
+    tmp_path,
+):
+    server.script(Reply(text="I will remember **Lyon**."))
+    path = lab.root / "two-views.ipynb"
+    cells = [setup(server), "panel = ChatPanel(agent)\npanel", "panel", "panel.close()", "panel"]
+    notebook(path, *cells)
+    with Browser() as browser:
+        page = browser.page
+        open_notebook(browser, f"{lab.url}/lab/tree/two-views.ipynb?reset", tmp_path)
+        run_cell(browser, 0, tmp_path, tries=5)
+        run_cell(browser, 1, tmp_path)
+        run_cell(browser, 2, tmp_path)
+        page.wait_for_function("(s) => document.querySelectorAll(s).length === 2", arg=PANEL)
+        transcripts = page.locator(f"{VISIBLE} [data-agent-nb-fallback]")
+        page.wait_for_function(  # both views' transcripts, emptied and hidden
+            "(s) => { const t = [...document.querySelectorAll(s)];"
+            " return t.length === 2 && t.every((e) => !e.childNodes.length && !e.offsetParent); }",
+            arg=f"{VISIBLE} [data-agent-nb-fallback]",
+            timeout=60_000,
+        )
+        transcripts.evaluate_all("(t) => t.forEach((e) => { e.dataset.old = 'yes'; })")
+        send(page.locator(PANEL).first, "I live in Lyon")
+        wait_for_text(page, "I will remember")
+        page.wait_for_function(  # refreshed after the turn (new nodes), emptied again
+            "(s) => { const t = [...document.querySelectorAll(s)];"
+            " return t.length === 2 && t.every((e) => !e.childNodes.length && !e.offsetParent); }",
+            arg=f"{VISIBLE} [data-agent-nb-fallback]:not([data-old])",
+            timeout=60_000,
+        )
+        run_cell(browser, 3, tmp_path)  # closed: both transcripts show, with the turn
+        page.locator(PANEL).first.wait_for(state="detached", timeout=60_000)
+        for index in (1, 2):
+            shown = browser.cell(index).locator("[data-agent-nb-fallback]")
+            shown.wait_for(state="visible", timeout=60_000)
+            page.wait_for_function(
+                "(e) => e.innerText.includes('I will remember Lyon')",
+                arg=shown.element_handle(),
+                timeout=60_000,
+            )
+        run_cell(browser, 4, tmp_path)  # displayed again once closed: its transcript
+        again = browser.cell(4).locator(".jp-OutputArea")
+        page.wait_for_function(
+            "(e) => e.innerText.includes('I will remember Lyon')",
+            arg=again.element_handle(),
+            timeout=60_000,
+        )
+        assert "Error" not in again.inner_text()
+        save(page, path, "I will remember")
+        assert browser.dialogs == []
+    nb = nbformat.read(str(path), as_version=4)
+    for index in (1, 2):  # the saved file keeps each whole transcript
+        html = "".join(o.get("data", {}).get("text/html", "") for o in nb.cells[index].outputs)
+        assert "I live in Lyon" in html and "Lyon</strong>" in html

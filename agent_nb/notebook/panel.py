@@ -171,6 +171,8 @@ class ChatPanel(_Controls, anywidget.AnyWidget):
     # -- display -------------------------------------------------------------------------
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        if self.comm is None:  # closed: no view can be made (ipywidgets would raise)
+            return self._fallback()
         bundle = super()._repr_mimebundle_(**kwargs)
         if bundle is None:
             return None
@@ -186,6 +188,9 @@ class ChatPanel(_Controls, anywidget.AnyWidget):
         output keeps the transcript in sight there. A live view hides it (panel.js)."""
         from IPython.display import display
 
+        if self.comm is None:  # closed: its conversation, with no record (that is its cell's)
+            display(self._fallback(), raw=True)
+            return
         bundle = super()._repr_mimebundle_()
         view = bundle[0] if isinstance(bundle, tuple) else bundle
         display({**view, "text/plain": self._plain()}, raw=True)

@@ -118,16 +118,24 @@ def records(notebook: Any, damaged: Mapping[int, str] | None = None) -> list[Fou
         for output in outputs if isinstance(outputs, list) else []:
             metadata = output.get("metadata") if isinstance(output, Mapping) else None
             if isinstance(metadata, Mapping) and KEY in metadata:
-                cell_id, source = cell.get("id"), cell.get("source")
+                cell_id = cell.get("id")
                 found.append(
                     Found(
                         where,
                         metadata[KEY],
                         cell_id=cell_id if isinstance(cell_id, str) else None,
-                        source="".join(source) if isinstance(source, list) else str(source or ""),
+                        source=_source(cell.get("source")),
                     )
                 )
     return found
+
+
+def _source(source: Any) -> str:
+    """A cell's source as text: a string, or a list of strings joined ("" for anything else:
+    plain JSON reads a file as it is, without nbformat's joining, which refused it)."""
+    if isinstance(source, list) and all(isinstance(line, str) for line in source):
+        return "".join(source)
+    return source if isinstance(source, str) else ""
 
 
 def _cell_name(index: int, cell: Any) -> str:

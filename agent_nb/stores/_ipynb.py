@@ -107,9 +107,24 @@ def read_for_records(text: str) -> Notebook:
         and node.get("nbformat") == 4
         and isinstance(node.get("cells"), list)
         and isinstance(node.get("metadata"), dict)
+        and not _nested_deeper_than(node, MAX_PART_DEPTH + 2)  # a cell is level 3
     ):
         return Notebook(node)
     return read(text, 4)
+
+
+def _nested_deeper_than(node: Any, limit: int) -> bool:
+    """Whether `node` nests lists and dicts more than `limit` levels deep (read without
+    recursion: what nbformat refused, or read part by part, must not reach code that
+    recurses, such as a panel's record being published again)."""
+    stack = [(node, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = value.values() if isinstance(value, dict) else value
+        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
+    return False
 
 
 def _problem(exc: BaseException) -> str:

@@ -382,3 +382,15 @@ def test_a_closed_panel_displayed_again_shows_its_transcript_not_a_traceback():
             assert "application/vnd.jupyter.widget-view+json" not in output["data"]
             assert "hi" in output["data"]["text/html"]
             assert "agent_nb" not in output["metadata"]  # the panel's record stays in its cell
+
+
+def test_two_panels_in_one_cell_are_two_sessions_and_a_rerun_gives_each_its_own_back():
+    code = (
+        "a = ChatPanel(agent)\nb = ChatPanel(agent)\n"
+        "print(a.session.session_id, b.session.session_id, a.session is b.session)"
+    )
+    with Kernel() as kernel:
+        assert kernel.execute(SETUP).error is None
+        first = kernel.execute(code, cell_id="two").stdout.split()
+        assert first[0] != first[1] and first[2] == "False"
+        assert kernel.execute(code, cell_id="two").stdout.split() == first  # in their places

@@ -47,7 +47,18 @@ class _Kernel:
     """One kernel's panels: saved ones not yet claimed, and each cell's last panel's log."""
 
     saved: list[persist.Panel] | None = None  # None: the notebook has not been read
+    #: by cell id and place in the cell ("id/0", "id/1": a cell may open several panels)
     latest: dict[str, Log] = field(default_factory=dict)
+    run: str | None = None  # the execution running now (its message id) ...
+    opened: int = 0  # ... and the panels it has opened so far
+
+    def place(self, shell: Any) -> int:
+        """The place in the running cell of the panel opening now."""
+        run = ((_parent(shell) or {}).get("header") or {}).get("msg_id")
+        if run != self.run:
+            self.run, self.opened = run, 0
+        self.opened += 1
+        return self.opened - 1
 
 
 _kernels: dict[int, _Kernel] = {}
@@ -77,7 +88,8 @@ def open_panel(session_or_agent: Session | Agent, store: Any) -> Opened:
     store = store if store is not None else (given.store if given is not None else agent.store)
     cell = _running_cell(shell)
     magics = _magics(shell)
-    log, last = _earlier(shell, cell, agent, magics is not None)
+    key = f"{cell[0]}/{_kernel(shell).place(shell)}" if cell and cell[0] else None
+    log, last = _earlier(shell, cell, key, agent, magics is not None)
     sessions: dict[str, Session] = magics.sessions if magics is not None else {}
     if given is not None and sessions.get(given.session_id, given) is not given:
         sessions = {}  # a session of the same name as one of %%chat's: the panel keeps apart
@@ -92,8 +104,8 @@ def open_panel(session_or_agent: Session | Agent, store: Any) -> Opened:
         session = agent.session(store=store)
     sessions.setdefault(session.session_id, session)
     opened = Log(session.session_id, entries)
-    if cell is not None and cell[0] is not None:
-        _kernel(shell).latest[cell[0]] = opened
+    if key is not None:
+        _kernel(shell).latest[key] = opened
     return Opened(session, sessions, opened)
 
 
@@ -160,15 +172,16 @@ def _running_cell(shell: Any) -> tuple[str | None, str] | None:
 
 
 def _earlier(
-    shell: Any, cell: tuple[str | None, str] | None, agent: Agent, restoring: bool
+    shell: Any, cell: tuple[str | None, str] | None, key: str | None, agent: Agent, restoring: bool
 ) -> tuple[list[dict[str, Any]], str | None]:
-    """The log of the panel this cell made before, and the session it showed last."""
+    """The log of the panel this cell made before at this place (`key`: cell id/place), and
+    the session it showed last."""
     if cell is None:
         return [], None
     cell_id, source = cell
     kernel = _kernel(shell)
-    if cell_id is not None and cell_id in kernel.latest:
-        latest = kernel.latest[cell_id]
+    if key is not None and key in kernel.latest:
+        latest = kernel.latest[key]
         return list(latest.entries), latest.session_id
     if kernel.saved is None:
         kernel.saved = [] if restoring else _read_notebook(shell, agent)

@@ -372,3 +372,43 @@ def test_one_panel_in_two_cells_hides_both_transcripts_and_close_shows_both(
     for index in (1, 2):  # the saved file keeps each whole transcript
         html = "".join(o.get("data", {}).get("text/html", "") for o in nb.cells[index].outputs)
         assert "I live in Lyon" in html and "Lyon</strong>" in html
+
+
+def test_the_transcript_stands_in_while_the_kernel_cannot_answer_the_panel(
+    lab,  # noqa: F811
+    server,
+    tmp_path,
+):
+    # The cell goes on running after the panel shows: its view's hello waits till the cell
+    # ends, so the view has nothing to show; after STAND_IN_MS (panel.js) the transcript does.
+    path = lab.root / "busy.ipynb"
+    cells = [
+        setup(server),
+        "session = agent.session()\nsession.run('hello')\npanel = ChatPanel(session)\n"
+        "display(panel)\nimport time\ntime.sleep(12)",
+    ]
+    server.script(Reply(text="the answer before the panel"))
+    notebook(path, *cells)
+    with Browser() as browser:
+        page = browser.page
+        open_notebook(browser, f"{lab.url}/lab/tree/busy.ipynb?reset", tmp_path)
+        run_cell(browser, 0, tmp_path, tries=5)
+        browser.cell(1).locator(".jp-InputArea-editor").click()
+        page.keyboard.press("Shift+Enter")
+        page.locator(PANEL).wait_for(timeout=60_000)  # the view, with nothing from the kernel
+        transcript = browser.cell(1).locator("[data-agent-nb-fallback]")
+        assert browser.cell(1).locator(".agent-nb-panel-message").count() == 0
+        transcript.wait_for(state="visible", timeout=20_000)  # it stands in
+        assert "the answer before the panel" in transcript.inner_text()
+        assert browser.cell(1).locator(".agent-nb-panel-message").count() == 0
+        browser.cell(1).screenshot(path=str(tmp_path / "stand-in.png"))
+        # the cell ends, the kernel answers: the panel shows it and the transcript goes
+        wait_for_text(page, "the answer before the panel")
+        page.wait_for_function(  # (by selector: a refresh would replace the node)
+            "(cell) => { const t = cell.querySelector('[data-agent-nb-fallback]');"
+            " return t && !t.childNodes.length && !t.offsetParent; }",
+            arg=browser.cell(1).element_handle(),
+            timeout=60_000,
+        )
+        browser.cell(1).screenshot(path=str(tmp_path / "answered.png"))
+        assert browser.dialogs == []

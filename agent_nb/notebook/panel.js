@@ -416,29 +416,52 @@ function option(value, label) {
 }
 
 // The panel's transcript (the output after the widget's, for a notebook shown with no kernel)
-// stays out of the page while a view of the panel is live: a style rule per panel hides it at
-// once, and each view empties the transcripts in its output area as they appear (after every
-// turn the kernel sends a new one). It holds every message, which the panel renders only in
-// view: hidden, its nodes would still be the page's largest part. The output's data is left
-// as it is: a save writes the whole transcript. When the last view goes the style rule goes;
-// a transcript it emptied says so (the kernel sends it again when the panel is closed).
-const hiding = new Map(); // fallback id -> {views, style}
+// stays out of the page while a view of the panel is live: a style rule per panel hides it
+// from the view's start, and once the kernel has answered the view, the view empties the
+// transcripts in its output area as they appear (after every turn the kernel sends a new
+// one). It holds every message, which the panel renders only in view: hidden, its nodes
+// would still be the page's largest part. The output's data is left as it is: a save writes
+// the whole transcript. A view the kernel has not answered within STAND_IN_MS (no kernel, a
+// view made from saved widget state; or a cell still running) lets the transcript show until
+// it does. When the last view goes the style rule goes; a transcript it emptied says so (the
+// kernel sends it again when the panel is closed).
+const hiding = new Map(); // fallback id -> {holds, style}
 const OUTPUTS = ".jp-OutputArea, .cell_container"; // JupyterLab and Notebook 7; VS Code
 const EMPTIED = "agentNbEmptied";
+const STAND_IN_MS = 3000;
 
-function hideFallback(id, el) {
-  if (!/^[0-9a-f]+$/.test(id || "")) return { watch() {}, show() {} };
-  const marked = `[data-agent-nb-fallback="${id}"]`;
+// Keep panel `id`'s transcripts hidden until the returned release() is called.
+function holdHidden(id, marked) {
   let entry = hiding.get(id);
   if (!entry) {
     const style = document.createElement("style");
     style.textContent = `.jp-OutputArea-child:has(${marked}), ${marked} { display: none !important; }`;
     document.head.appendChild(style);
-    entry = { views: 0, style };
+    entry = { holds: 0, style };
     hiding.set(id, entry);
   }
-  entry.views += 1;
-  let root = null, observer = null;
+  entry.holds += 1;
+  let held = true;
+  return () => {
+    if (!held) return;
+    held = false;
+    entry.holds -= 1;
+    if (entry.holds === 0) {
+      entry.style.remove();
+      hiding.delete(id);
+    }
+  };
+}
+
+function hideFallback(id, el) {
+  if (!/^[0-9a-f]+$/.test(id || "")) return { live() {}, show() {} };
+  const marked = `[data-agent-nb-fallback="${id}"]`;
+  let release = holdHidden(id, marked);
+  let root = null, observer = null, live = false, gone = false;
+  const standIn = setTimeout(() => {
+    release();
+    release = null;
+  }, STAND_IN_MS);
   const empty = () => {
     for (const node of root.querySelectorAll(marked)) {
       if (node.dataset[EMPTIED] === undefined || node.childNodes.length) {
@@ -447,17 +470,32 @@ function hideFallback(id, el) {
       }
     }
   };
+  const watch = (frames) => { // the view may not be in its output area yet: a frame later
+    if (root || gone) return;
+    root = el.closest(OUTPUTS);
+    if (!root) {
+      if (frames > 0) requestAnimationFrame(() => watch(frames - 1));
+      return;
+    }
+    empty();
+    observer = new MutationObserver((records) => {
+      if (records.some((r) => !el.contains(r.target))) empty(); // not the panel's own
+    });
+    observer.observe(root, { childList: true, subtree: true });
+  };
   return {
-    // Called until the view is in its output area (it may not be when render runs).
-    watch() {
-      if (root || !(root = el.closest(OUTPUTS))) return;
-      empty();
-      observer = new MutationObserver((records) => {
-        if (records.some((r) => !el.contains(r.target))) empty(); // not the panel's own
-      });
-      observer.observe(root, { childList: true, subtree: true });
+    // The kernel has answered the view (called on each message from it).
+    live() {
+      if (!live) {
+        live = true;
+        clearTimeout(standIn);
+        if (!release) release = holdHidden(id, marked);
+      }
+      watch(120);
     },
     show() {
+      gone = true;
+      clearTimeout(standIn);
       if (observer) observer.disconnect();
       if (root) {
         for (const node of root.querySelectorAll(marked)) {
@@ -465,11 +503,7 @@ function hideFallback(id, el) {
           node.textContent = "The panel is closed: its transcript shows when the notebook is opened again.";
         }
       }
-      entry.views -= 1;
-      if (entry.views === 0) {
-        entry.style.remove();
-        hiding.delete(id);
-      }
+      if (release) release();
     },
   };
 }
@@ -546,7 +580,7 @@ function render({ model, el }) {
   };
 
   const onMessage = (msg) => {
-    fallback.watch();
+    fallback.live();
     const focus = el.contains(document.activeElement); // a button of a node about to go
     list.noticeScroll();
     if (msg.type === "reset") {
@@ -724,8 +758,6 @@ function render({ model, el }) {
   model.on("change:busy", onBusy);
   onBusy();
   model.send({ type: "hello" });
-  fallback.watch();
-  requestAnimationFrame(() => fallback.watch());
   if (focused.has(panel)) {
     focused.delete(panel);
     requestAnimationFrame(() => input.focus());

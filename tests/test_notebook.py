@@ -8,7 +8,7 @@ import re
 import nbformat
 import pytest
 from fake_openai import Reply
-from kernels import Kernel, chat_kernel, run_notebook, text_of
+from kernels import Kernel, LabClient, chat_kernel, run_notebook, text_of
 
 from agent_nb.notebook.live import PART_END
 from agent_nb.notebook.render import CLOSE, OPEN, html
@@ -428,6 +428,40 @@ def test_a_failed_retry_keeps_the_last_turn_and_every_record(server, tmp_path, m
         assert "restored 2 turns in 1 session" in loaded.stdout and "skipped" not in loaded.stderr
         history = kernel.execute("%session history").shown
         assert history.count("[user]") == 1 and "A better answer" in history
+
+
+def test_a_retry_cell_run_again_that_fails_keeps_its_earlier_record(server, tmp_path, monkeypatch):
+    fail = Reply(status=500, error={"error": {"message": "upstream exploded"}})
+    server.script(Reply(text="The first answer"), Reply(text="A better answer"), fail, fail)
+    agent = f"%agent provider=openai model=m base_url={server.url} api_key=k max_retries=0"
+    nb = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_code_cell(f"%load_ext agent_nb\n{agent}"),
+            nbformat.v4.new_code_cell("%%chat\nMy name is Alice"),
+            nbformat.v4.new_code_cell("%session retry"),
+        ]
+    )
+    client = LabClient(nb, timeout=60, kernel_name="python3", allow_errors=True)
+    with client.setup_kernel():
+        for index, cell in enumerate(nb.cells):
+            client.execute_cell(cell, index)
+        [retried] = records_in(nb.cells[2])
+        client.execute_cell(nb.cells[2], 2)  # run again: the provider fails
+    assert any(o.output_type == "error" for o in nb.cells[2].outputs)
+    [again] = records_in(nb.cells[2])  # what the cell did is still in its output
+    assert {**again, "record_id": None} == {**retried, "record_id": None}
+    assert "A better answer" in shown_text(nb.cells[2])
+
+    path = tmp_path / "retry.ipynb"  # and after a restore, the same once more
+    nbformat.write(nb, str(path))
+    monkeypatch.setenv("JPY_SESSION_NAME", str(path))
+    with Kernel() as kernel:
+        assert "restored 2 turns" in kernel.execute(f"%load_ext agent_nb\n{agent}").stdout
+        again = kernel.execute("%session retry", cell_id=nb.cells[2].id)
+        assert "upstream exploded" in again.error["evalue"]
+        shown = [m["content"]["metadata"].get("agent_nb") for m in again.of_type("display_data")]
+        assert [r["op"] for r in shown if r] == ["retry"]
+        assert "A better answer" in kernel.execute("%session history").shown
 
 
 def test_an_interrupted_retry_keeps_the_last_turn(server):

@@ -17,6 +17,7 @@ from IPython.core.magic_arguments import argument, magic_arguments
 
 from ..agent import Agent
 from ..errors import AgentError, InvalidSessionData, SessionNotFoundError, StoreError
+from ..messages import Message
 from ..session import Response, Session
 from ..stores.base import SessionStore
 from . import _images, _panel_records, export, persist, prompts, render
@@ -45,6 +46,9 @@ class ChatMagics(Magics):
         self.sessions: dict[str, Session] = {}
         self.current: str | None = None
         self.cells = Cells(self._saved_sources)
+        #: cell id -> the first message of the turn its `%session retry` made: a re-run of
+        #: that cell that fails shows that turn's record again (its output replaces the old)
+        self._retried: dict[str, str] = {}
         self._offline: str | None = None  # the notice, until a turn uses the offline provider
         self.figures = _images.Figures(shell)
 
@@ -268,12 +272,7 @@ class ChatMagics(Magics):
                     extra=extra,
                 )
         except ChatError:  # the cell's new output replaces its old record: it is given again
-            kept = history[at:end]
-            self._display(
-                render.turn_html(kept),
-                "\n".join(m.text for m in kept if m.role == "assistant"),
-                persist.record("turn", session, kept),
-            )
+            self._show_again(session, history[at:end], "turn")
             raise
         self.current = session.session_id
         if kept_as is not None:
@@ -282,6 +281,15 @@ class ChatMagics(Magics):
                 f"after it are kept in session {kept_as!r} (%session use {kept_as})"
             )
         self._made(args, session, response, previous, drops)
+
+    def _show_again(self, session: Session, kept: list[Message], op: str) -> None:
+        """A turn the running cell made before, shown with its record again: the cell's new
+        output replaces its old one, which a restore reads."""
+        self._display(
+            render.turn_html(kept),
+            "\n".join(m.text for m in kept if m.role == "assistant"),
+            persist.record(op, session, kept),
+        )
 
     def _made(
         self, args: Any, session: Session, response: Response, previous: Any, drops: list[str]
@@ -674,15 +682,23 @@ class ChatMagics(Magics):
 
         unsaved: list[StoreError] = []
         images = history[cut].images
-        response = self._turn(
-            trial,
-            history[cut].text,
-            {"images": images} if images else {},
-            None,
-            stream=True,
-            fork_of=None,
-            replace=replace,
-        )
+        try:
+            response = self._turn(
+                trial,
+                history[cut].text,
+                {"images": images} if images else {},
+                None,
+                stream=True,
+                fork_of=None,
+                replace=replace,
+            )
+        except ChatError:
+            made = self._retried.get(self.cells.cell_id or "")
+            if made is not None and history[cut].id == made:  # this cell's, from its last run
+                self._show_again(session, history[cut:], "retry")
+            raise
+        if self.cells.cell_id is not None and response.messages:
+            self._retried[self.cells.cell_id] = response.messages[0].id
         if unsaved:
             raise ChatError(f"answered again, but {unsaved[0]}")
         return response
@@ -818,6 +834,7 @@ class ChatMagics(Magics):
         self.sessions.update(sessions)
         self.current = replayed.current or self.current
         self.cells.restored(replayed.made)
+        self._retried.update(replayed.retried)
         for kept_as, (waiting, history) in replayed.kept.items():  # they go as in the run
             self.cells.keep(kept_as, waiting, history)
         _panel_records.restored(self.shell, replayed.panels)

@@ -257,6 +257,7 @@ class Replayed:
     made: list[Made]
     kept: dict[str, tuple[set[str], list[str]]]
     panels: list[Panel]
+    retried: dict[str, str]  # cell id -> the first message of the turn its retry made
 
 
 class _Replay:
@@ -274,6 +275,7 @@ class _Replay:
         self.turns = 0
         self.made: list[Made] = []
         self.kept: dict[str, tuple[set[str], list[str]]] = {}
+        self.retried: dict[str, str] = {}
 
     def apply(self, entry: _Record, found: Found, *, in_panel: bool = False) -> None:
         if entry.record_id is not None and entry.record_id in self.records:
@@ -349,6 +351,8 @@ class _Replay:
         if in_panel:  # the panel's turns: no cell made them, and the current session stays
             return
         self.current = entry.session_id
+        if entry.op == "retry" and found.cell_id is not None and messages:
+            self.retried[found.cell_id] = messages[0].id
         if entry.op in ("turn", "rerun", "fork", "system"):  # "system": a %session new
             first = messages[0].id if messages and entry.op in _TURNS else None
             self.made.append(Made(entry.session_id, first, found.cell_id, found.source))
@@ -412,7 +416,9 @@ def replay(
         if report is not None:
             report(f"agent_nb: skipped the record in {item.where}: {problem}")
     kept = {name: wait for name, wait in state.kept.items() if name in state.sessions}
-    return Replayed(state.sessions, state.current, state.turns, state.made, kept, state.panels)
+    return Replayed(
+        state.sessions, state.current, state.turns, state.made, kept, state.panels, state.retried
+    )
 
 
 def drop_last_turn(session: Session) -> list[Message]:

@@ -33,6 +33,7 @@ from .messages import (
     ThinkingPart,
     ToolCallPart,
     ToolResultPart,
+    _count,
     clean_json,
     clean_text,
 )
@@ -471,10 +472,6 @@ async def _check_images(provider: Any, model: str, state: _Turn) -> None:
         f"would send {' and '.join(filter(None, (sent, held)))}: choose a model that takes "
         "images (model=...), or leave them out; nothing was sent"
     )
-
-
-def _count(number: int, thing: str) -> str:
-    return f"{number} {thing}{'' if number == 1 else 's'}"
 
 
 class _Turn:

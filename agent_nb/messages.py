@@ -103,6 +103,11 @@ def _frozen_json(value: Any, what: str) -> Any:
         ) from None
 
 
+def _count(number: int, thing: str) -> str:
+    """`1 turn`, `3 turns`."""
+    return f"{number} {thing}{'' if number == 1 else 's'}"
+
+
 def _short(value: Any, limit: int = 60) -> str:
     """`repr(value)`, cut to about `limit` characters."""
     import reprlib
@@ -203,7 +208,6 @@ class ImagePart(_Part):
             raw = base64.b64decode(self.data, validate=True)
         except (binascii.Error, ValueError):
             raise ValueError("the image data is not base64") from None
-        check_image_size(len(raw))
         found = image_type(raw)
         if found != self.media_type:
             what = f"a {found.split('/')[1].upper()} image" if found else "not an image"

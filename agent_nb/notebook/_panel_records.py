@@ -20,7 +20,6 @@ from __future__ import annotations
 import sys
 import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from ..agent import Agent
@@ -203,15 +202,11 @@ def _read_notebook(shell: Any, agent: Agent) -> list[persist.Panel]:
     if path is None:
         return []
     try:
-        notebook = _ipynb.read_for_records(Path(path).read_text(encoding="utf-8"))
+        found = persist.read_records(path)
     except (OSError, UnicodeDecodeError, _ipynb.UnreadableNotebook) as exc:
         print(f"agent_nb: cannot read {path} for its chat panels: {exc}", file=sys.stderr)
         return []
-    found = [
-        f
-        for f in persist.records(notebook.node, notebook.damaged_cells)
-        if isinstance(f.entry, dict) and f.entry.get("op") == "panel"
-    ]
+    found = [f for f in found if isinstance(f.entry, dict) and f.entry.get("op") == "panel"]
     return persist.replay(found, agent, lambda line: print(line, file=sys.stderr)).panels
 
 

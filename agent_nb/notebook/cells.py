@@ -29,6 +29,7 @@ class Cells:
 
     def __init__(self, saved: Callable[[], list[str] | None] = lambda: None) -> None:
         self._saved = saved  # the code cells' text in the notebook file, if it is known
+        self._saved_now: list[str] | bool | None = False  # read once a cell (False: not yet)
         self.cell_id: str | None = None
         self.source = ""
         self._made_here = 0  # turns and forks the running cell has made so far
@@ -52,6 +53,7 @@ class Cells:
         self.cell_id = cell_id if isinstance(cell_id, str) and cell_id else None
         self.source = getattr(info, "raw_cell", "") or ""
         self._made_here = 0
+        self._saved_now = False  # the file may have been saved since the last cell
         self._key = None
         self._found = None
         self._made_item = None
@@ -99,11 +101,14 @@ class Cells:
         those, new); the first such after the one made last (cells running top to bottom),
         else the first."""
         same = [m for m in self._ran if m.source == self.source and m.place == place]
-        saved = self._saved() if same else None
-        if saved is None or saved.count(self.source) > len(same):
+        if same and self._saved_now is False:  # a cell that makes several turns reads it once
+            self._saved_now = self._saved()
+        saved = self._saved_now if same else None
+        if not isinstance(saved, list) or saved.count(self.source) > len(same):
             return None
         after = self._ran.index(self._at) + 1 if self._at in self._ran else 0
-        later = [m for m in same if m in self._ran[after:]]
+        since = self._ran[after:]
+        later = [m for m in same if m in since]
         return (later or ([] if forward_only else same) or [None])[0]
 
     def made(self, session_id: str, first_id: str | None) -> None:

@@ -8,7 +8,6 @@ import shlex
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from IPython.core.error import UsageError
@@ -17,7 +16,7 @@ from IPython.core.magic_arguments import argument, magic_arguments
 
 from ..agent import Agent
 from ..errors import AgentError, InvalidSessionData, SessionNotFoundError, StoreError
-from ..messages import Message
+from ..messages import Message, _count
 from ..session import Response, Session
 from ..stores.base import SessionStore
 from . import _images, _panel_records, export, persist, prompts, render
@@ -818,7 +817,7 @@ class ChatMagics(Magics):
                 "cannot tell which notebook this is; give its path: %session restore PATH.ipynb"
             )
         try:
-            notebook = _ipynb.read_for_records(Path(path).read_text(encoding="utf-8"))
+            found = persist.read_records(path)
         except (OSError, UnicodeDecodeError, _ipynb.UnreadableNotebook) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
             raise ChatError(f"cannot restore from {path}: {reason}; nothing was restored") from None
@@ -828,7 +827,6 @@ class ChatMagics(Magics):
             skipped.append(line)
             print(line, file=sys.stderr)
 
-        found = persist.records(notebook.node, notebook.damaged_cells)
         replayed = persist.replay(found, self._get_agent(), report)
         sessions, turns = replayed.sessions, replayed.turns
         self.sessions.update(sessions)
@@ -909,10 +907,6 @@ def _store_at(path: str | None) -> SessionStore:
     if path.endswith(".ipynb"):
         return NotebookStore(path)
     return SQLiteStore(path)
-
-
-def _count(number: int, thing: str) -> str:
-    return f"{number} {thing}{'s' if number != 1 else ''}"
 
 
 def _described(session: Session) -> str:

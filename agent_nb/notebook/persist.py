@@ -83,15 +83,11 @@ def cell_sources(path: Path) -> list[str] | None:
         return None
     if not isinstance(cells, list):
         return None
-    sources = []
-    for cell in cells:
-        if isinstance(cell, Mapping) and cell.get("cell_type") == "code":
-            source = cell.get("source")
-            if isinstance(source, list) and all(isinstance(line, str) for line in source):
-                sources.append("".join(source))
-            elif isinstance(source, str):
-                sources.append(source)
-    return sources
+    return [
+        _source(cell.get("source"))
+        for cell in cells
+        if isinstance(cell, Mapping) and cell.get("cell_type") == "code"
+    ]
 
 
 @dataclass(frozen=True)
@@ -103,6 +99,15 @@ class Found:
     problem: str | None = None  # set when the cell itself could not be read
     cell_id: str | None = None
     source: str = ""
+
+
+def read_records(path: str | Path) -> list[Found]:
+    """agent_nb's records in the notebook saved at `path`, in cell order. Raises OSError,
+    UnicodeDecodeError or UnreadableNotebook (stores._ipynb) when the file cannot be read."""
+    from ..stores import _ipynb
+
+    notebook = _ipynb.read_for_records(Path(path).read_text(encoding="utf-8"))
+    return records(notebook.node, notebook.damaged_cells)
 
 
 def records(notebook: Any, damaged: Mapping[int, str] | None = None) -> list[Found]:

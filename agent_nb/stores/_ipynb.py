@@ -107,24 +107,10 @@ def read_for_records(text: str) -> Notebook:
         and node.get("nbformat") == 4
         and isinstance(node.get("cells"), list)
         and isinstance(node.get("metadata"), dict)
-        and not _nested_deeper_than(node, MAX_PART_DEPTH + 2)  # a cell is level 3
+        and _depth(node, MAX_PART_DEPTH + 2) <= MAX_PART_DEPTH + 2  # a cell is level 3
     ):
         return Notebook(node)
     return read(text, 4)
-
-
-def _nested_deeper_than(node: Any, limit: int) -> bool:
-    """Whether `node` nests lists and dicts more than `limit` levels deep (read without
-    recursion: what nbformat refused, or read part by part, must not reach code that
-    recurses, such as a panel's record being published again)."""
-    stack = [(node, 1)]
-    while stack:
-        value, depth = stack.pop()
-        if depth > limit:
-            return True
-        children = value.values() if isinstance(value, dict) else value
-        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
-    return False
 
 
 def _problem(exc: BaseException) -> str:
@@ -266,15 +252,17 @@ def _part(text: str, line: int) -> tuple[Any, str | None]:
     return (None, too_deep) if _depth(value) > MAX_PART_DEPTH else (value, None)
 
 
-def _depth(value: Any) -> int:
-    """How deeply `value` nests (a scalar is 0), counted without recursion."""
+def _depth(value: Any, limit: int = MAX_PART_DEPTH) -> int:
+    """How deeply `value` nests (a scalar is 0), counted without recursion, up to the first
+    level past `limit`. (What nbformat refused, or read part by part, must not reach code
+    that recurses, such as a panel's record being published again.)"""
     deepest = 0
     stack = [(value, 1)]
     while stack:
         item, depth = stack.pop()
         if isinstance(item, dict | list):
             deepest = max(deepest, depth)
-            if deepest > MAX_PART_DEPTH:
+            if deepest > limit:
                 return deepest
             children = item.values() if isinstance(item, dict) else item
             stack.extend((child, depth + 1) for child in children)

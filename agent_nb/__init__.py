@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from .agent import Agent
 from .errors import AgentError
-from .events import Usage
+from .events import Response, Usage
 from .messages import Message
-from .session import AsyncJsonStream, AsyncStream, JsonStream, Response, Session, Stream
+from .session import AsyncJsonStream, AsyncStream, JsonStream, Session, Stream
 from .tools import ModelRetry, Tool, tool
 
 __all__ = [

@@ -18,14 +18,23 @@ from ._images import image_parts
 from ._output import OutputPlan
 from .errors import (
     ApprovalPendingError,
-    ConfigurationError,
     ImageError,
     OutputValidationError,
     ProviderError,
     StreamError,
     ToolError,
 )
-from .events import Completion, Done, Event, TextDelta, ThinkingDelta, ToolCall, ToolResult, Usage
+from .events import (
+    Completion,
+    Done,
+    Event,
+    Response,
+    TextDelta,
+    ThinkingDelta,
+    ToolCall,
+    ToolResult,
+    Usage,
+)
 from .messages import (
     ImagePart,
     Message,
@@ -38,11 +47,11 @@ from .messages import (
     clean_text,
 )
 from .providers.base import Request
-from .tools import ArgumentError, ModelRetry, Tool, as_tool, format_validation_error
+from .tools import ArgumentError, ModelRetry, Tool, Toolset, format_validation_error
 
 if TYPE_CHECKING:
     from ._output import OutputType
-    from .session import Response, Session
+    from .session import Session
 
 _INTERRUPTED = "interrupted before the tool finished"
 _NOT_A_BATCH = (
@@ -60,22 +69,6 @@ class Reader(Protocol):
     turn: _Turn | None
 
     def unseen(self) -> int: ...
-
-
-class Toolset:
-    """The tools a turn may call, by name, and their schemas for the provider."""
-
-    def __init__(self, tools: Iterable[Tool | Callable[..., Any]] = ()) -> None:
-        self.tools: dict[str, Tool] = {}
-        for item in tools:
-            t = as_tool(item)
-            if t.name in self.tools:
-                raise ConfigurationError(f"two tools are named {t.name!r}; tool names must differ")
-            self.tools[t.name] = t
-        self.schemas = [t.schema() for t in self.tools.values()]
-
-    def __bool__(self) -> bool:
-        return bool(self.tools)
 
 
 async def turn(
@@ -586,8 +579,6 @@ class _Turn:
         return sorted(results, key=lambda r: order.get(r.tool_call_id, len(order)))
 
     def response(self, output: OutputType | None) -> Response:
-        from .session import Response
-
         last = self.last
         messages = [m for m in self.messages if m.id not in self.discarded]
         said = [m for m in messages if m.role == "assistant"]

@@ -6,13 +6,12 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from . import providers
-from ._loop import Toolset
 from .errors import ConfigurationError, SessionNotFoundError
 from .messages import Message
 from .providers.base import Provider
-from .session import Session
+from .session import Session, stored_session
 from .stores.base import SessionStore
-from .tools import Tool
+from .tools import Tool, Toolset
 
 if TYPE_CHECKING:
     import httpx
@@ -105,7 +104,7 @@ class Agent:
             if system is not None:
                 session.system = system
             if tools is not None:
-                session._tools = Toolset(tools)
+                session.tools = tools
             return session
         return Session(
             self,
@@ -135,14 +134,7 @@ class Agent:
                 f"no session {session_id!r} in {store!r} ({contents}); "
                 "start one with agent.session(session_id=..., store=...)"
             )
-        # The key is the session's id, whatever id the data carries (data saved by hand under
-        # another key, a copy): its saves then go to that key, never to a second entry.
-        session = Session._from_data(
-            data, self, session_id=session_id, where=f"session {session_id!r} in {store!r}"
-        )
-        session.store = store
-        session._mark_saved()
-        return session
+        return stored_session(data, self, session_id, store)
 
 
 def _check_store(store: Any) -> SessionStore | None:

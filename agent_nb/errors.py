@@ -22,6 +22,7 @@ __all__ = [
     "RateLimitError",
     "ServerError",
     "SessionBusyError",
+    "SessionChangedError",
     "SessionNotFoundError",
     "StoreError",
     "StreamError",
@@ -148,6 +149,10 @@ class OutputValidationError(AgentError):
 
 class SessionBusyError(AgentError):
     """A turn is already running on this session; sessions take one turn at a time."""
+
+
+class SessionChangedError(AgentError):
+    """A session changed while one of its turns was answered again; it was left as it is."""
 
 
 class ImageError(AgentError, ValueError):

@@ -6,13 +6,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
-    from .messages import Message
-    from .session import Response
+    from .messages import Message, ToolCallPart
 
 __all__ = [
     "Completion",
     "Done",
     "Event",
+    "Response",
     "TextDelta",
     "ThinkingDelta",
     "ToolCall",
@@ -132,3 +132,29 @@ class Completion:
 
 
 Event = TextDelta | ThinkingDelta | ToolCall | ToolResult | Done
+
+
+@dataclass(frozen=True)
+class Response:
+    """One finished turn: its answer, the messages it added, and what it cost."""
+
+    text: str
+    messages: tuple[Message, ...]
+    usage: Usage = field(default_factory=Usage)
+    model: str | None = None
+    finish_reason: str | None = None
+    output: Any = None
+    refusal: str | None = None
+    interrupted: bool = False
+    #: Tool calls this turn stopped at, waiting for approval (see Session.resume).
+    pending_approvals: tuple[ToolCallPart, ...] = ()
+    #: Answers the model gave for structured output (more than 1: retries; `usage` counts all).
+    attempts: int = 0
+
+    def __str__(self) -> str:
+        return self.text
+
+    def _repr_html_(self) -> str | None:
+        from ._render import answer_html
+
+        return answer_html(self.text, self.refusal)

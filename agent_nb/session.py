@@ -8,60 +8,37 @@ import os
 import threading
 import uuid
 from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
 import pydantic
 
-from . import _loop, _runner
+from . import _loop, _runner, _turns
 from ._output import OutputType
+from ._turns import Turn
 from .errors import (
+    AgentError,
     ApprovalPendingError,
+    ConfigurationError,
     InvalidSessionData,
     SessionBusyError,
+    SessionChangedError,
     StoreError,
 )
-from .events import Done, Event, TextDelta, ToolCall, Usage
+from .events import Done, Event, Response, TextDelta, ToolCall, Usage
 from .messages import Message, ToolCallPart, _short
+from .tools import Tool, Toolset
 
 if TYPE_CHECKING:
     from .agent import Agent
     from .stores.base import SessionStore
-    from .tools import Tool
 
 _log = logging.getLogger("agent_nb")
 
-__all__ = ["AsyncJsonStream", "AsyncStream", "JsonStream", "Response", "Session", "Stream"]
+__all__ = ["AsyncJsonStream", "AsyncStream", "JsonStream", "Retake", "Session", "Stream", "Turn"]
 
 #: The version of `Session.to_dict()`'s format; `from_dict` refuses newer data.
 FORMAT_VERSION = 1
-
-
-@dataclass(frozen=True)
-class Response:
-    """One finished turn: its answer, the messages it added, and what it cost."""
-
-    text: str
-    messages: tuple[Message, ...]
-    usage: Usage = field(default_factory=Usage)
-    model: str | None = None
-    finish_reason: str | None = None
-    output: Any = None
-    refusal: str | None = None
-    interrupted: bool = False
-    #: Tool calls this turn stopped at, waiting for approval (see Session.resume).
-    pending_approvals: tuple[ToolCallPart, ...] = ()
-    #: Answers the model gave for structured output (more than 1: retries; `usage` counts all).
-    attempts: int = 0
-
-    def __str__(self) -> str:
-        return self.text
-
-    def _repr_html_(self) -> str | None:
-        from .notebook.render import response_html
-
-        return response_html(self)
 
 
 class Session:
@@ -79,7 +56,7 @@ class Session:
     ) -> None:
         self.agent = agent
         #: This session's own tools (None: the agent's).
-        self._tools = None if tools is None else _loop.Toolset(tools)
+        self._tools = None if tools is None else Toolset(tools)
         #: approve()/deny() decisions on waiting calls: id -> (approved, reason, the call);
         #: a decision holds only for the very call it was made on, and goes with any change
         #: of history.
@@ -105,8 +82,13 @@ class Session:
         """The tools the model may call in this session (the agent's unless given others)."""
         return list(self._toolset.tools.values())
 
+    @tools.setter
+    def tools(self, tools: Iterable[Tool | Callable[..., Any]] | None) -> None:
+        """This session's own tools from now on; None: the agent's."""
+        self._tools = None if tools is None else Toolset(tools)
+
     @property
-    def _toolset(self) -> _loop.Toolset:
+    def _toolset(self) -> Toolset:
         return self.agent._toolset if self._tools is None else self._tools
 
     # -- history ---------------------------------------------------------------------------
@@ -116,21 +98,24 @@ class Session:
         """A copy of the history; changing it does not change the session."""
         return list(self._messages)
 
+    @messages.setter
+    def messages(self, messages: Iterable[Message]) -> None:
+        """Replace the whole history (saved once); the system prompt stays."""
+        checked = _check_messages(messages)
+        with self._idle():
+            self._replace(checked)
+
     def clear(self) -> None:
         """Forget every message; the system prompt stays."""
         with self._idle():
-            self._messages = []
-            self._decisions.clear()
-            self._touch()
-            self._autosave()
+            self._replace([])
 
-    def _set_history(self, messages: list[Message]) -> None:
-        """Replace the history with `messages` (one save, not one per message)."""
-        with self._idle():
-            self._messages = list(messages)
-            self._decisions.clear()
-            self._touch()
-            self._autosave()
+    def _replace(self, messages: list[Message]) -> None:
+        """Make `messages` the history and save it; the caller holds the lock."""
+        self._messages = messages
+        self._decisions.clear()
+        self._touch()
+        self._autosave()
 
     def add_message(self, message: Message) -> None:
         """Append a message to the history as it is."""
@@ -140,18 +125,88 @@ class Session:
                 f"got {type(message).__name__}"
             )
         with self._idle():
-            self._messages.append(message)
-            self._decisions.clear()
-            self._touch()
-            self._autosave()
+            self._replace([*self._messages, message])
 
-    def fork(self, session_id: str | None = None) -> Session:
-        """A new session with this one's history so far; the two then diverge."""
+    def fork(self, session_id: str | None = None, *, at: Turn | str | None = None) -> Session:
+        """A new session with this one's history so far; the two then diverge.
+
+        With `at` (a Turn of `turns()`, or its first message's id), the fork holds only the
+        history before that turn: a place to ask it differently.
+        """
         with self._idle():
+            end = len(self._messages) if at is None else self._find(at).start
             twin = Session(self.agent, session_id=session_id, system=self.system, store=self.store)
             twin._tools = self._tools
-            twin._messages = list(self._messages)  # messages are immutable: share them
+            twin._messages = self._messages[:end]  # messages are immutable: share them
         return twin
+
+    # -- turns as units of history ---------------------------------------------------------
+
+    def turns(self) -> list[Turn]:
+        """The history as turns: each prompt with everything that answered it."""
+        return _turns.split(self._messages)
+
+    def undo(self) -> Turn | None:
+        """Remove the last turn (the last prompt and all after it); returns it, None if none."""
+        with self._idle():
+            start = _turns.last_start(self._messages)
+            if start is None:
+                return None
+            removed = Turn(start, tuple(self._messages[start:]))
+            self._replace(self._messages[:start])
+        return removed
+
+    def remove_turn(self, turn: Turn | str) -> Turn | None:
+        """Remove one turn (a Turn of `turns()`, or its first message's id); None if it is
+        not in the history (any more)."""
+        with self._idle():
+            try:
+                removed = self._find(turn)
+            except ValueError:
+                return None
+            self._replace(self._messages[: removed.start] + self._messages[removed.end :])
+        return removed
+
+    def retake(self, turn: Turn | str | None = None) -> Retake:
+        """Answer `turn` (default: the last) again, on a copy, without touching this session.
+
+        Run a turn on `retake.copy` (the history before `turn`, this session's agent, tools
+        and system prompt, no store), then `retake.commit()`: the copy's new turn replaces
+        `turn` and every turn after it, unless this session changed in the meantime.
+        """
+        with self._idle():
+            start = _turns.last_start(self._messages) if turn is None else self._find(turn).start
+            if start is None:
+                raise AgentError(f"session {self.session_id!r} has no prompt to answer again")
+            return Retake(self, start)
+
+    def retry(self, **settings: Any) -> Response:
+        """Answer the last prompt again; the new answer replaces the old once it has finished.
+
+        Nothing changes if it fails or is stopped. Settings as for `run()`.
+        """
+        return _runner.run(self.retry_async(**settings))
+
+    async def retry_async(self, **settings: Any) -> Response:
+        retake = self.retake()
+        prompt = retake.replaced[0]
+        if prompt.images and "images" not in settings:
+            settings["images"] = list(prompt.images)
+        response = await retake.copy.run_async(prompt.text, **settings)
+        retake.commit()
+        return response
+
+    def _find(self, turn: Turn | str) -> Turn:
+        """The turn that starts at `turn`'s first message (or the message with that id)."""
+        first_id = turn.id if isinstance(turn, Turn) else turn
+        found = _turns.span(self._messages, first_id)
+        if found is None:
+            raise ValueError(
+                f"no turn starting at message {_short(first_id)} in session "
+                f"{self.session_id!r}; take one from session.turns()"
+            )
+        start, end = found
+        return Turn(start, tuple(self._messages[start:end]))
 
     # -- turns -----------------------------------------------------------------------------
 
@@ -184,6 +239,11 @@ class Session:
         if len(messages) < 2 or not isinstance(waiting, tuple | list):
             return []
         return [call for call in messages[-2].tool_calls if call.id in set(waiting)]
+
+    @property
+    def decisions(self) -> dict[str, bool]:
+        """The approve()/deny() decisions made on waiting calls: call id -> approved."""
+        return {call_id: made[0] for call_id, made in self._decisions.items()}
 
     def approve(self, call_id: str) -> None:
         """Let a waiting tool call run when the turn resumes."""
@@ -259,6 +319,17 @@ class Session:
         self.updated_at = _now()
 
     # -- autosave --------------------------------------------------------------------------
+
+    def save(self) -> None:
+        """Save the whole session to its store now (it saves itself after every change)."""
+        if self.store is None:
+            raise ConfigurationError(
+                f"session {self.session_id!r} has no store to save to: "
+                "agent.session(store=...) or session.store = ..."
+            )
+        with self._idle():
+            self._saved = None  # the whole session, whatever the store held
+            self._autosave()
 
     def _changes(self) -> dict[str, Any] | None:
         """`store.append` arguments for what was added since the last save, if only added."""
@@ -355,7 +426,7 @@ class Session:
         With `code_cells=True`, Python code blocks in answers become runnable code cells.
         `nbformat.write(nb, "chat.ipynb")` saves it; `Session.from_notebook` reads it back.
         """
-        from .notebook.export import to_notebook
+        from ._export import to_notebook
 
         return to_notebook(self, code_cells=code_cells)
 
@@ -364,12 +435,12 @@ class Session:
         cls, path: str | os.PathLike[str], agent: Agent, session_id: str | None = None
     ) -> Session:
         """The session a notebook holds: an export, or a notebook of %%chat cells."""
-        from .notebook.export import from_notebook
+        from ._export import from_notebook
 
         return from_notebook(path, agent, session_id)
 
     def _repr_html_(self) -> str:
-        from .notebook.render import session_html
+        from ._render import session_html
 
         return session_html(self.session_id, self._messages, self.system)
 
@@ -390,6 +461,59 @@ class Session:
         session.created_at = parsed.created_at or session.created_at
         session.updated_at = parsed.updated_at or session.updated_at
         return session
+
+
+def stored_session(data: Any, agent: Agent, session_id: str, store: SessionStore) -> Session:
+    """The session `store` holds under `session_id` (`data`), saving itself there."""
+    # The key is the session's id, whatever id the data carries (data saved by hand under
+    # another key, a copy): its saves then go to that key, never to a second entry.
+    session = Session._from_data(
+        data, agent, session_id=session_id, where=f"session {session_id!r} in {store!r}"
+    )
+    session.store = store
+    session._mark_saved()
+    return session
+
+
+class Retake:
+    """A turn answered again on a copy of its session (see `Session.retake`)."""
+
+    def __init__(self, session: Session, start: int) -> None:
+        history = session._messages
+        self._session = session
+        self._start = start
+        self._ids = [m.id for m in history]
+        #: What `commit()` replaces: the turn answered again and every turn after it.
+        self.replaced: tuple[Message, ...] = tuple(history[start:])
+        #: The session to answer on: the history before the turn.
+        self.copy = Session(session.agent, session.session_id, session.system, history[:start])
+        self.copy._tools = session._tools
+
+    @property
+    def changed(self) -> bool:
+        """Whether the session's history changed since the copy was made."""
+        return [m.id for m in self._session._messages] != self._ids
+
+    def check(self) -> None:
+        """SessionChangedError if the session changed since the copy was made."""
+        if self.changed:
+            raise SessionChangedError(
+                f"session {self._session.session_id!r} changed while its turn was answered "
+                "again; it was left as it is"
+            )
+
+    def commit(self) -> list[Message]:
+        """Put the copy's new messages in place of `replaced`; returns them ([]: the copy
+        made none, and the session is left as it is). The copy's usage is added."""
+        session, copy = self._session, self.copy
+        new = copy._messages[self._start :]
+        if not new:
+            return []
+        with session._idle():
+            self.check()
+            session.usage = session.usage + copy.usage
+            session._replace(session._messages[: self._start] + new)
+        return new
 
 
 class _Held:

@@ -11,13 +11,15 @@ import inspect
 import json
 import re
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, overload
 
 import pydantic
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-__all__ = ["ModelRetry", "Tool", "tool"]
+from .errors import ConfigurationError
+
+__all__ = ["ModelRetry", "Tool", "Toolset", "tool"]
 
 #: A tool's result longer than this many characters is cut, with a note to the model.
 MAX_RESULT_CHARS = 100_000
@@ -344,3 +346,19 @@ def _clean_schema(schema: dict[str, Any]) -> dict[str, Any]:
     schema.setdefault("properties", {})
     schema["type"] = "object"
     return schema
+
+
+class Toolset:
+    """The tools a turn may call, by name, and their schemas for the provider."""
+
+    def __init__(self, tools: Iterable[Tool | Callable[..., Any]] = ()) -> None:
+        self.tools: dict[str, Tool] = {}
+        for item in tools:
+            t = as_tool(item)
+            if t.name in self.tools:
+                raise ConfigurationError(f"two tools are named {t.name!r}; tool names must differ")
+            self.tools[t.name] = t
+        self.schemas = [t.schema() for t in self.tools.values()]
+
+    def __bool__(self) -> bool:
+        return bool(self.tools)

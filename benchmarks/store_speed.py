@@ -51,7 +51,7 @@ def history(count: int) -> list[Message]:
 async def time_ours(store: SessionStore, count: int, rounds: int) -> tuple[float, float]:
     """Median seconds of (a save after one turn, a load) at `count` messages."""
     session = Agent(provider=TestProvider(), model="bench").session(store=store)
-    await asyncio.to_thread(session._set_history, history(count))
+    await asyncio.to_thread(setattr, session, "messages", history(count))
     saves, loads = [], []
     for _ in range(rounds):
         session._commit([Message.user(PROMPT), Message.assistant(ANSWER)], Usage())

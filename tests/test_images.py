@@ -16,9 +16,9 @@ from fake_openai import Reply
 from PIL import Image
 
 from agent_nb import Agent, Message, Session
+from agent_nb._export import from_notebook, to_notebook
 from agent_nb.errors import ConfigurationError, ImageError, InvalidSessionData, ServerError
 from agent_nb.messages import MAX_IMAGE_BYTES, ImagePart, TextPart
-from agent_nb.notebook.export import from_notebook, to_notebook
 from agent_nb.providers import AnthropicProvider, OpenAIProvider
 from agent_nb.providers.testing import TestProvider
 
@@ -390,7 +390,7 @@ def test_the_users_images_show_in_every_transcript_and_the_models_urls_stay_link
     the user sent (a data URL built from its checked bytes); a URL in any text, the user's
     or the model's, is a link and never loads."""
     from agent_nb import ChatPanel
-    from agent_nb.notebook import render
+    from agent_nb import _render as render
 
     session = Agent(provider=TestProvider(), model="test").session()
     session.run("what is this? ![x](https://evil.example/pixel.png)", images=[png(), jpeg()])

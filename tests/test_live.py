@@ -9,9 +9,9 @@ import IPython.display
 import pytest
 from xss_corpus import problems
 
+from agent_nb._render import CLOSE, OPEN, html, tool_block
 from agent_nb.notebook import live
 from agent_nb.notebook.live import LiveHTML, _Blocks
-from agent_nb.notebook.render import CLOSE, OPEN, html, tool_block
 
 
 def cuts(text: str) -> list[str]:

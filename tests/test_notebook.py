@@ -10,8 +10,8 @@ import pytest
 from fake_openai import Reply
 from kernels import Kernel, LabClient, chat_kernel, run_notebook, text_of
 
+from agent_nb._render import CLOSE, OPEN, html
 from agent_nb.notebook.live import PART_END
-from agent_nb.notebook.render import CLOSE, OPEN, html
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -135,6 +135,32 @@ def test_tool_calls_show_as_collapsible_blocks():
         "tool",
         "assistant",
     ]
+
+
+def test_retry_in_a_session_with_its_own_tools_keeps_them():
+    """`%session retry` answers on a copy: the copy has the session's own tools, not the
+    agent's (it had none, so the retried answer called no tool)."""
+    nb = run_notebook(
+        "%load_ext agent_nb",
+        "from agent_nb import Agent, ChatPanel, tool\n"
+        "@tool\n"
+        "def get_weather(city: str) -> str:\n"
+        "    '''Weather for a city.'''\n"
+        "    return f'sunny in {city}'\n"
+        "\n"
+        "session = Agent(provider='test').session('weather', tools=[get_weather])\n"
+        "panel = ChatPanel(session)",
+        "%%chat weather\nWhat is the weather in Paris?",
+        "%session retry",
+        "print([m.role for m in session.messages], session.messages[-1].text)",
+    )
+    roles = ["user", "assistant", "tool", "assistant"]
+    assert [m["role"] for m in record(nb.cells[2])["messages"]] == roles
+    retried = record(nb.cells[3])
+    assert retried["op"] == "retry"
+    assert [m["role"] for m in retried["messages"]] == roles
+    assert "sunny in Paris" in json.dumps(retried["messages"][2])
+    assert text_of(nb.cells[4]).startswith(str(roles))
 
 
 def test_session_subcommands():

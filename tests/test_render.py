@@ -15,11 +15,11 @@ from test_live import Screen
 from xss_corpus import PAYLOADS, chat_completion, chat_stream, problems
 
 from agent_nb import Agent, Message, Session
-from agent_nb.events import Usage
+from agent_nb import _render as render
+from agent_nb.events import Response, Usage
 from agent_nb.messages import ToolCallPart, ToolResultPart
-from agent_nb.notebook import live, render
+from agent_nb.notebook import live
 from agent_nb.notebook.live import LiveHTML
-from agent_nb.session import Response
 
 
 def assert_inert(markup: str, payload: str) -> None:

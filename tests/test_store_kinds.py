@@ -37,7 +37,7 @@ def test_sqlite_default_path_comes_from_the_environment_or_the_user_data_dir(tmp
 def test_sqlite_after_a_turn_writes_only_that_turn(tmp_path):
     store = SQLiteStore(tmp_path / "s.db")
     session = bot(store).session()
-    session._set_history([Message.user(f"m{i}") for i in range(500)])
+    session.messages = [Message.user(f"m{i}") for i in range(500)]
     statements: list[str] = []
     store._db.set_trace_callback(statements.append)
     session.run("one more")

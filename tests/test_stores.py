@@ -24,7 +24,6 @@ from hypothesis import strategies as st
 from agent_nb import Agent, Message
 from agent_nb.errors import InvalidSessionData, SessionNotFoundError, StoreError
 from agent_nb.messages import TextPart, ThinkingPart, ToolCallPart, ToolResultPart
-from agent_nb.notebook.persist import drop_last_turn
 from agent_nb.providers.testing import TestProvider
 from agent_nb.stores import SessionInfo, SessionStore
 
@@ -183,7 +182,7 @@ def test_autosave_after_every_turn_and_resume(store):
     resumed.run("four")
     assert len(store.load("work")["messages"]) == 8
 
-    drop_last_turn(resumed)  # %session undo
+    resumed.undo()  # %session undo
     assert store.load("work") == resumed.to_dict()
     resumed.run("four again")
     assert store.load("work") == resumed.to_dict()
@@ -266,7 +265,7 @@ def long_session(store: SessionStore | None, count: int = 10_000) -> Any:
     messages = []
     for i in range(count // 2):
         messages += [Message.user(f"question {i} {UNICODE}"), Message.assistant(f"answer {i}")]
-    session._set_history(messages)
+    session.messages = messages
     return session
 
 

@@ -12,7 +12,7 @@ import json
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from . import render
+from .. import _render as render
 
 if TYPE_CHECKING:
     from ..messages import Message, ToolResultPart

@@ -20,12 +20,12 @@ import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ..errors import AgentError
+from .. import _render as render
+from ..errors import AgentError, SessionChangedError
 from ..messages import Message
 from ..session import Session
 from ..stores.base import TITLE_LENGTH, plain
-from . import _panel_cards, _panel_records, render
-from .persist import last_turn
+from . import _panel_cards, _panel_records
 
 if TYPE_CHECKING:
     from ..stores.base import SessionInfo
@@ -83,49 +83,46 @@ class _Controls:
             return  # a second click while the first regenerates
         session = self._session
         history = session.messages
-        ids = [m.id for m in history]
-        cut = last_turn(history)
-        if cut is None or message_id not in ids[cut:]:
+        turns = session.turns()
+        last = turns[-1] if turns and turns[-1].prompt is not None else None
+        if last is None or message_id not in [m.id for m in last.messages]:
             self._problem(
                 "only the last answer can be regenerated, and this one is no longer last "
                 f"in session {session.session_id!r}; the panel now shows the session as it is"
             )
             return
         try:
-            kept = self._fork(history)
+            kept = self._fork()
         except AgentError as exc:
             self._problem(f"could not keep the earlier answer as a branch: {exc}")
             return
-        trial = Session(session.agent, session.session_id, session.system, history[:cut])
-        trial._tools = session._tools
+        retake = session.retake(last)
 
         def finish(problem: str | None) -> str | None:
-            new = trial.messages[cut:]
-            if not new:  # nothing came: the session keeps its answer, the copy goes
-                self._drop(kept)
-                return problem
-            if [m.id for m in session.messages] != ids:
+            try:
+                new = retake.commit()
+            except SessionChangedError:
                 self._drop(kept)
                 return (
                     f"session {session.session_id!r} changed while its last prompt was "
                     "answered again; the new answer was dropped"
                 )
-            session.usage = session.usage + trial.usage
-            try:
-                session._set_history([*history[:cut], *new])
-            except AgentError as exc:
+            except AgentError as exc:  # answered, and in the session: its store missed it
                 return f"answered again, but {exc}"
+            if not new:  # nothing came: the session keeps its answer, the copy goes
+                self._drop(kept)
+                return problem
             if self._logged:  # in the notebook's records: the branch, then the swap
                 self._note(_panel_records.switch(kept, known=False))
-                self._note(_panel_records.undo(session, history[cut:]))
+                self._note(_panel_records.undo(session, list(last.messages)))
             return problem
 
-        self._shown = ids[:cut]
-        self._post(type="reset", items=self._items_of(history[:cut]))
+        self._shown = [m.id for m in history[: last.start]]
+        self._post(type="reset", items=self._items_of(history[: last.start]))
         self._launch(
             self._turn(
-                history[cut].text,
-                target=trial,
+                last.prompt.text,
+                target=retake.copy,
                 finish=finish,
                 again=lambda: self._regenerate(message_id),
             )
@@ -146,10 +143,8 @@ class _Controls:
         message = self._prompt(message_id)
         if message is None:
             return
-        history = self._session.messages
-        at = next(i for i, m in enumerate(history) if m.id == message.id)
         try:
-            fork = self._fork(history[:at])
+            fork = self._fork(at=message.id)
         except AgentError as exc:
             self._problem(f"could not fork the conversation: {exc}")
             return
@@ -196,7 +191,7 @@ class _Controls:
             self._problem(str(exc))
             return
         waiting = {call.id for call in session.pending_approvals}
-        if waiting <= set(session._decisions):
+        if waiting <= set(session.decisions):
             self._launch(self._turn(None, again=self._resume))
         else:
             self._notes = {}
@@ -316,14 +311,14 @@ class _Controls:
 
     # -- forks -------------------------------------------------------------------------------
 
-    def _fork(self, messages: list[Message]) -> Session:
-        """A new branch of the session with `messages`, saved to its store first."""
+    def _fork(self, at: str | None = None) -> Session:
+        """A new branch of the session (of its history before message `at`), saved to its
+        store first."""
         base = self._session
-        name = self._free_name(root_of(base.session_id))
-        twin = Session(base.agent, name, base.system, messages, store=base.store)
-        twin._tools = base._tools
-        twin._autosave()  # StoreError: nothing has changed yet
-        self._sessions[name] = twin
+        twin = base.fork(self._free_name(root_of(base.session_id)), at=at)
+        if twin.store is not None:
+            twin.save()  # StoreError: nothing has changed yet
+        self._sessions[twin.session_id] = twin
         return twin
 
     def _free_name(self, root: str) -> str:

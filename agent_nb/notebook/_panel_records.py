@@ -250,7 +250,7 @@ def _put_back(
                 drops = _turn_again(session, list(entry.messages), sessions, cells)
                 raw = {**raw, "drops": drops} if drops else raw
         elif entry.op == "undo" and entry.replaces is not None:
-            persist.drop_turn(session, entry.replaces)
+            session.remove_turn(entry.replaces)
         kept.append(raw)
     return kept
 
@@ -261,7 +261,7 @@ def _turn_again(
     """Append a logged turn; the sessions a cell run again kept only for it go."""
     made = persist.Made(session.session_id, messages[0].id)
     drops = cells.superseded(made, sessions) if cells is not None else []
-    session._set_history([*session.messages, *messages])
+    session.messages = [*session.messages, *messages]
     if cells is not None:
         cells.made_again(made)
     for dropped in drops:

@@ -18,7 +18,7 @@ import time
 import uuid
 from typing import Any
 
-from .render import clean, display_data, html, publishable, tool_block, wrap
+from .._render import clean, display_data, html, publishable, tool_block, wrap
 
 #: The display is refreshed at most this often while an answer streams.
 UPDATE_INTERVAL = 0.05

@@ -14,12 +14,22 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 
+from .. import _export as export
+from .. import _render as render
+from .. import _turns
 from ..agent import Agent
-from ..errors import AgentError, InvalidSessionData, SessionNotFoundError, StoreError
+from ..errors import (
+    AgentError,
+    InvalidSessionData,
+    SessionChangedError,
+    SessionNotFoundError,
+    StoreError,
+)
+from ..events import Response
 from ..messages import Message, _count
-from ..session import Response, Session
+from ..session import Session
 from ..stores.base import SessionStore
-from . import _images, _panel_records, export, persist, prompts, render
+from . import _images, _panel_records, persist, prompts
 from .cells import Cells
 from .live import live_answer
 
@@ -230,26 +240,22 @@ class ChatMagics(Magics):
         settings, schema = self._settings(args, session)
         history = session.messages
         order = [m.id for m in history]
-        at = order.index(previous.first_id)
-        users = [i for i in range(at + 1, len(history)) if history[i].role == "user"]
-        end = users[0] if users else len(history)  # where the turns after this one start
-        later = self.cells.unmade({history[i].id for i in users})
+        at, end = _turns.span(history, previous.first_id) or (len(history), len(history))
+        later = self.cells.unmade({m.id for m in history[end:] if m.role == "user"})
         kept_as = self._free_name(session.session_id) if later else None
         drops = self.cells.superseded(previous, self.sessions)
-        trial = Session(session.agent, session.session_id, session.system, history[:at])
-        trial._tools = session._tools
+        retake = session.retake(previous.first_id)
+        trial = retake.copy
 
         def replace(response: Response) -> None:
-            if [m.id for m in session.messages] != order:
-                raise ChatError(
-                    f"session {session.session_id!r} changed while this cell was answered "
-                    "again; it was left as it is"
-                )
+            try:
+                retake.check()
+            except SessionChangedError as exc:
+                raise ChatError(str(exc)) from None
             if kept_as is not None:
                 self.sessions[kept_as] = session.fork(kept_as)
                 self.cells.keep(kept_as, later, order)
-            session.usage = session.usage + response.usage
-            session._set_history([*history[:at], *response.messages])
+            retake.commit()
 
         extra: dict[str, Any] = {"replaces": previous.first_id}
         if kept_as:
@@ -441,7 +447,7 @@ class ChatMagics(Magics):
                 session.deny(rest[0], " ".join(rest[1:]) or None)
         except AgentError as exc:
             raise ChatError(str(exc)) from None
-        undecided = [c.id for c in session.pending_approvals if c.id not in session._decisions]
+        undecided = [c.id for c in session.pending_approvals if c.id not in session.decisions]
         if undecided:
             print(f"agent_nb: {verb}d; still waiting: {', '.join(undecided)}")
             return None
@@ -647,45 +653,42 @@ class ChatMagics(Magics):
 
     def _session_undo(self, rest: list[str]) -> None:
         session = self.session()
-        removed = persist.drop_last_turn(session)
-        if not removed:
+        removed = session.undo()
+        if removed is None:
             raise ChatError("nothing to undo")
         self._publish(
-            f"dropped the last turn of `{session.session_id}` ({len(removed)} messages)",
+            f"dropped the last turn of `{session.session_id}` ({len(removed.messages)} messages)",
             persist.record("undo", session),
         )
 
     def _session_retry(self, rest: list[str]) -> Response:
         session = self.session()
-        history = session.messages
-        cut = persist.last_turn(history)
-        if cut is None:
-            raise ChatError("nothing to retry")
         # The new answer is made on a copy that lacks the last turn: until it has finished,
         # the session, its store and the notebook's records are as they were.
-        trial = Session(session.agent, session.session_id, session.system, history[:cut])
+        try:
+            retake = session.retake()
+        except AgentError:
+            raise ChatError("nothing to retry") from None
+        replaced = retake.replaced
 
         def replace(response: Response) -> None:
-            if [m.id for m in session.messages] != [m.id for m in history]:
-                raise ChatError(
-                    f"session {session.session_id!r} changed while its last prompt was answered "
-                    "again; it was left as it is"
-                )
-            session.usage = session.usage + response.usage
-            if response.messages:
-                self.cells.moved(history[cut].id, response.messages[0].id)
             try:
-                session._set_history([*history[:cut], *response.messages])
+                new = retake.commit()
+            except SessionChangedError as exc:
+                raise ChatError(str(exc)) from None
             except StoreError as exc:
+                new = list(response.messages)
                 unsaved.append(exc)
+            if new:
+                self.cells.moved(replaced[0].id, new[0].id)
 
         unsaved: list[StoreError] = []
-        images = history[cut].images
+        prompt = replaced[0]
         try:
             response = self._turn(
-                trial,
-                history[cut].text,
-                {"images": images} if images else {},
+                retake.copy,
+                prompt.text,
+                {"images": prompt.images} if prompt.images else {},
                 None,
                 stream=True,
                 fork_of=None,
@@ -693,8 +696,8 @@ class ChatMagics(Magics):
             )
         except ChatError:
             made = self._retried.get(self.cells.cell_id or "")
-            if made is not None and history[cut].id == made:  # this cell's, from its last run
-                self._show_again(session, history[cut:], "retry")
+            if made is not None and prompt.id == made:  # this cell's, from its last run
+                self._show_again(session, list(replaced), "retry")
             raise
         if self.cells.cell_id is not None and response.messages:
             self._retried[self.cells.cell_id] = response.messages[0].id

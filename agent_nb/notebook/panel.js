@@ -1,5 +1,5 @@
 // ChatPanel's front end (anywidget ES module, no build step). Every HTML string it inserts
-// comes from the kernel, rendered and sanitized there (agent_nb/notebook/render.py); model
+// comes from the kernel, rendered and sanitized there (agent_nb/_render.py); model
 // text never reaches a parser here. See panel.py for the messages.
 
 const ROLES = { user: "you", assistant: "assistant", system: "system" };

@@ -45,11 +45,12 @@ from typing import Any
 import anywidget
 import traitlets
 
+from .. import _render as render
 from ..agent import Agent
 from ..errors import AgentError
 from ..messages import Message, ToolResultPart
 from ..session import Session
-from . import _panel_cards, _panel_records, render
+from . import _panel_cards, _panel_records
 from ._panel_controls import _Controls
 from ._panel_items import RenderedMarkdown, RenderedMessages
 from .live import BYTE_BUDGET, MESSAGE_BYTES, UPDATE_INTERVAL, _Blocks
@@ -248,7 +249,7 @@ class ChatPanel(_Controls, anywidget.AnyWidget):
         self._post(type="controls", **self._controls())
 
     def _items_of(self, messages: list[Message], start: int = 0) -> list[dict[str, str]]:
-        decided = {i: d[0] for i, d in self._session._decisions.items()}
+        decided = self._session.decisions
         self._html.keep_only(messages)
         return _items(messages, start, decided, self._html)
 
@@ -341,16 +342,14 @@ class ChatPanel(_Controls, anywidget.AnyWidget):
         """Drop the session's last turn (the Undo button)."""
         if self.busy:
             return
-        from .persist import drop_last_turn
-
         try:
-            removed = drop_last_turn(self._session)
+            removed = self._session.undo()
         except AgentError as exc:  # a store that failed: the session is as it was
             self._end(error=f"<p>{render.escaped(str(exc))}</p>")
             return
         self._notes = {}
         if removed:
-            self._note(_panel_records.undo(self._session, removed))
+            self._note(_panel_records.undo(self._session, list(removed.messages)))
         self._sync()
         if not removed:
             self._end(error="<p>nothing to undo</p>")

@@ -22,6 +22,7 @@ from typing import Annotated, Any, Literal
 
 import pydantic
 
+from .. import _turns
 from ..agent import Agent
 from ..messages import Message, _short
 from ..session import FORMAT_VERSION, Session, _describe, _session_id
@@ -315,12 +316,12 @@ class _Replay:
         if entry.op in _TURNS and messages and messages[0].id in self.undone:
             raise _Skip("its turn was undone in a chat panel")
         if entry.op == "load":  # a session loaded from a store replaces what was there
-            session._set_history(messages)
+            session.messages = messages
             session.system = entry.system
         elif entry.op in _TURNS:
             history = session.messages
             if entry.op == "retry":
-                cut = last_turn(history) or 0
+                cut = _turns.last_start(history) or 0
                 for made in self.made:  # the cell that made the turn made its new answer
                     if cut < len(history) and messages and made.first_id == history[cut].id:
                         made.first_id = messages[0].id
@@ -336,16 +337,16 @@ class _Replay:
                         later = history[order.index(entry.replaces) + 1 :]
                         self._keep(session, entry.kept_as, later)
                     history = history[: order.index(entry.replaces)]
-            session._set_history(history + messages)
+            session.messages = history + messages
             session.system = entry.system  # as it was when the turn was made (%%chat --system)
             self.turns += 1
         elif entry.op == "clear":
             session.clear()
         elif entry.op == "undo" and entry.replaces is not None:
-            drop_turn(session, entry.replaces)
+            session.remove_turn(entry.replaces)
             self.undone.add(entry.replaces)  # a later cell's turn, if it comes later
         elif entry.op == "undo":
-            drop_last_turn(session)
+            session.undo()
         elif entry.op == "system":
             session.system = entry.system
         for dropped in entry.drops:
@@ -424,34 +425,3 @@ def replay(
     return Replayed(
         state.sessions, state.current, state.turns, state.made, kept, state.panels, state.retried
     )
-
-
-def drop_last_turn(session: Session) -> list[Message]:
-    """Remove the last turn (from the last user message on); returns what was removed."""
-    messages = session.messages
-    cut = last_turn(messages)
-    if cut is None:
-        return []
-    session._set_history(messages[:cut])
-    return messages[cut:]
-
-
-def drop_turn(session: Session, first_id: str) -> list[Message]:
-    """Remove the turn that starts with message `first_id`, if it is there; returns it."""
-    messages = session.messages
-    order = [m.id for m in messages]
-    if first_id not in order:
-        return []
-    start = order.index(first_id)
-    users = [i for i in range(start + 1, len(messages)) if messages[i].role == "user"]
-    end = users[0] if users else len(messages)
-    session._set_history(messages[:start] + messages[end:])
-    return messages[start:end]
-
-
-def last_turn(messages: list[Message]) -> int | None:
-    """Where the last turn starts (its user message), or None if there is none."""
-    for index in range(len(messages) - 1, -1, -1):
-        if messages[index].role == "user":
-            return index
-    return None

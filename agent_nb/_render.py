@@ -25,15 +25,14 @@ import json
 import re
 from collections.abc import Iterable
 from functools import cache, lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from markdown_it import MarkdownIt
 
-    from ..messages import Message, ToolResultPart
-    from ..session import Response
+    from .messages import Message, ToolResultPart
 
     #: One message's HTML, as message_html makes it.
     Shown = Callable[[Message, dict[str, ToolResultPart]], str]
@@ -131,7 +130,16 @@ def display_data(shown: str, plain: str | None = None) -> dict[str, str]:
     return data
 
 
-def footer(response: Response, seconds: float | None) -> str:
+class _Answer(Protocol):
+    """What `footer` reads of a Response (events.py imports this module, not the reverse)."""
+
+    model: str | None
+    usage: Any
+    interrupted: bool
+    finish_reason: str | None
+
+
+def footer(response: _Answer, seconds: float | None) -> str:
     """The line under an answer: model, tokens, seconds, and how it ended (HTML)."""
     facts = [f"<code>{escaped(str(response.model))}</code>"] if response.model else []
     usage = response.usage
@@ -246,12 +254,12 @@ def transcript_text(messages: Iterable[Message], system: str | None = None) -> s
     return clean("\n\n".join(out) + "\n")
 
 
-def response_html(response: Response) -> str | None:
+def answer_html(text: str, refusal: str | None) -> str | None:
     """A Response as a notebook shows it: its answer (None: nothing to show)."""
-    if response.text:
-        return wrap(html(response.text))
-    if response.refusal:
-        return wrap(f"<p><em>(refused: {escaped(response.refusal)})</em></p>")
+    if text:
+        return wrap(html(text))
+    if refusal:
+        return wrap(f"<p><em>(refused: {escaped(refusal)})</em></p>")
     return None
 
 

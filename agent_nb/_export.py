@@ -6,13 +6,13 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import InvalidSessionData
-from ..messages import Message
-from . import render
+from . import _render as render
+from .errors import InvalidSessionData
+from .messages import Message
 
 if TYPE_CHECKING:
-    from ..agent import Agent
-    from ..session import Session
+    from .agent import Agent
+    from .session import Session
 
 KEY = "agent_nb"
 #: The fences taken as Python code.
@@ -82,8 +82,8 @@ def from_notebook(
     """The session an exported notebook (or a notebook of %%chat cells) holds."""
     import nbformat
 
-    from ..session import Session
-    from . import persist
+    from .notebook import persist
+    from .session import Session
 
     notebook = nbformat.read(path, as_version=4)
     ours = notebook.metadata.get(KEY) or {}

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from ._streams import AsyncJsonStream, AsyncStream, JsonStream, Stream
 from .agent import Agent
 from .errors import AgentError
 from .events import Response, Usage
 from .messages import Message
-from .session import AsyncJsonStream, AsyncStream, JsonStream, Session, Stream
+from .session import Session
 from .tools import ModelRetry, Tool, tool
 
 __all__ = [

@@ -7,6 +7,7 @@ stopped midway keeps what its reader saw (see `_Turn.interrupted`).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import inspect
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
 from contextlib import aclosing
@@ -50,13 +51,63 @@ from .providers.base import Request
 from .tools import ArgumentError, ModelRetry, Tool, Toolset, format_validation_error
 
 if TYPE_CHECKING:
+    import threading
+
     from ._output import OutputType
-    from .session import Session
+    from .providers.base import Provider
 
 _INTERRUPTED = "interrupted before the tool finished"
 _NOT_A_BATCH = (
     "{0!r}.complete() must yield lists of events (one list per piece of the answer), got {1!r}"
 )
+
+
+class AgentConfig(Protocol):
+    """What sessions and their turns read of an Agent (agent.Agent is the one there is).
+
+    A protocol, so that neither this module nor session.py imports agent.py, which imports
+    them: the core's modules import one way.
+    """
+
+    provider: Provider
+    model: str
+    system: str | None
+    defaults: dict[str, Any]
+    approve: Callable[..., Any] | None
+    max_tool_rounds: int
+    max_concurrency: int
+    _toolset: Toolset
+
+
+class Host(Protocol):
+    """What a turn needs of the session it runs in (session.Session is the one there is).
+
+    The turn and the session own the history together: the turn holds `_lock` while it
+    runs, reads `_messages` and `_decisions`, and commits through `_commit`.
+    """
+
+    agent: AgentConfig
+    session_id: str
+    system: str | None
+    _lock: threading.Lock
+    _messages: list[Message]
+    _decisions: dict[str, tuple[bool, str | None, ToolCallPart]]
+
+    @property
+    def pending_approvals(self) -> list[ToolCallPart]: ...
+
+    @property
+    def _toolset(self) -> Toolset: ...
+
+    def _busy(self) -> Exception: ...
+
+    def _commit(
+        self, messages: list[Message], usage: Usage, base: list[Message] | None = None
+    ) -> None: ...
+
+    def _autosave(self, *, quiet: bool = False) -> None: ...
+
+    async def _autosave_async(self, response: Response) -> None: ...
 
 
 class Reader(Protocol):
@@ -71,8 +122,67 @@ class Reader(Protocol):
     def unseen(self) -> int: ...
 
 
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """A turn's settings, checked once before anything is sent."""
+
+    model: str
+    toolset: Toolset
+    #: Asked before a requires_approval tool runs (None: such calls wait for a decision).
+    approve: Callable[..., Any] | None
+    #: What the provider is sent as settings (temperature, max_tokens, tool_choice, ...).
+    request: dict[str, Any]
+    images: tuple[ImagePart, ...] = ()
+    output: OutputType | None = None
+    #: How structured output is asked for (None: plain text).
+    plan: OutputPlan | None = None
+    output_retries: int = 1
+    #: A tool_choice that forces a call holds for the first round only, unless this is set.
+    repeat_tool_choice: bool = False
+
+
+def settings_for(
+    session: Host, prompt: str | None, given: dict[str, Any], output: OutputType | None
+) -> Settings:
+    """The turn's Settings from the call's `given` settings over the agent's defaults.
+
+    `given` may hold `tools` (this call's tools instead of the session's), `approve` (the
+    approval callback), `images` (sent with the prompt, see _images.image_parts), `model`,
+    `output_mode`, `output_retries` and `repeat_tool_choice`; the rest goes to the provider.
+    """
+    if prompt is not None and not isinstance(prompt, str):
+        raise TypeError(f"the prompt must be a str, got {type(prompt).__name__}")
+    agent = session.agent
+    given = dict(given)
+    images = image_parts(given.pop("images", None))
+    if images and prompt is None:
+        raise TypeError("images= goes with a prompt; a resumed turn sends none")
+    request = {**agent.defaults, **given}
+    tools = request.pop("tools", None)
+    approve = request.pop("approve", None) or agent.approve
+    if approve is not None and not callable(approve):
+        raise TypeError(f"approve= takes a function of the tool call, got {approve!r}")
+    model = request.pop("model", None) or agent.model
+    output_mode = request.pop("output_mode", "auto")
+    repeat = bool(request.pop("repeat_tool_choice", False))
+    retries = request.pop("output_retries", 1)
+    if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
+        raise TypeError(f"output_retries must be an int >= 0, got {retries!r}")
+    return Settings(
+        model=model,
+        toolset=session._toolset if tools is None else _call_tools(tools),
+        approve=approve,
+        request=request,
+        images=images,
+        output=output,
+        plan=None if output is None else OutputPlan(output, output_mode, agent.provider, model),
+        output_retries=retries,
+        repeat_tool_choice=repeat,
+    )
+
+
 async def turn(
-    session: Session,
+    session: Host,
     prompt: str | None,
     settings: dict[str, Any],
     output: OutputType | None,
@@ -80,152 +190,48 @@ async def turn(
     stream: bool,
     reader: Reader | None = None,
 ) -> AsyncGenerator[list[Event], None]:
-    """One turn: request, stream, run tools, repeat; commit only a finished turn.
+    """One turn: settings, then model rounds and tool rounds until the answer, then finish;
+    only a finished turn is committed.
 
     Events come in lists, one per piece of the answer that arrived. `reader` is the stream's
     side: what it has taken decides what a stopped turn keeps, and before the answer is
     finished and before tools run, the turn waits until the reader has taken every event so
     far (so nothing it did not see is kept, and no tool it did not see called runs).
-    `settings` may hold `tools` (this call's tools instead of the session's) and `approve`
-    (the approval callback) and `images` (sent with the prompt, see _images.image_parts).
     With `prompt` None, the turn resumes the round that waits for approvals: it runs the
     decided calls, then asks the model again.
     """
-    if prompt is not None and not isinstance(prompt, str):
-        raise TypeError(f"the prompt must be a str, got {type(prompt).__name__}")
-    agent = session.agent
-    settings = dict(settings)
-    images = image_parts(settings.pop("images", None))
-    if images and prompt is None:
-        raise TypeError("images= goes with a prompt; a resumed turn sends none")
-    settings = {**agent.defaults, **settings}
-    tools = settings.pop("tools", None)
-    toolset = session._toolset if tools is None else _call_tools(tools)
-    approve = settings.pop("approve", None) or agent.approve
-    if approve is not None and not callable(approve):
-        raise TypeError(f"approve= takes a function of the tool call, got {approve!r}")
-    model = settings.pop("model", None) or agent.model
-    plan = None
-    output_mode = settings.pop("output_mode", "auto")
-    if output is not None:
-        plan = OutputPlan(output, output_mode, agent.provider, model)
-    # a tool_choice that forces a call holds for the first round only (else the model is
-    # forced to call tools until max_tool_rounds), unless repeat_tool_choice=True
-    repeat_choice = bool(settings.pop("repeat_tool_choice", False))
-    output_retries = settings.pop("output_retries", 1)
-    if (
-        not isinstance(output_retries, int)
-        or isinstance(output_retries, bool)
-        or output_retries < 0
-    ):
-        raise TypeError(f"output_retries must be an int >= 0, got {output_retries!r}")
-    if not session._lock.acquire(blocking=False):
-        raise session._busy()
-    try:
-        waiting = session.pending_approvals
-        if prompt is not None and waiting:
-            raise ApprovalPendingError(_waiting_text(session, waiting))
-        if prompt is not None:
-            session._decisions.clear()  # none can be for a call of this new turn
-        if prompt is None and not waiting:
-            raise ApprovalPendingError(
-                f"session {session.session_id!r} has no tool calls waiting for approval: "
-                "there is nothing to resume"
-            )
-        state = _Turn(session, prompt, images)
-    except BaseException:
-        session._lock.release()
-        raise
+    checked = settings_for(session, prompt, settings, output)
+    state = _begin(session, prompt, checked)
     caught_up = None
     if reader is not None:
         reader.turn = state
         caught_up = getattr(reader, "caught_up", None)
     stopped = False
     try:
-        await _check_images(agent.provider, model, state)
+        await _check_images(session.agent.provider, checked.model, state)
         if prompt is None:  # finish the round that waited
             state.resume_round()
-            async with aclosing(_tool_round(state, toolset, agent, approve, caught_up)) as round_:
+            async with aclosing(_tool_round(state, checked, caught_up)) as round_:
                 async for events in round_:  # closed with the turn: finished calls are kept
                     yield events
-            state.end_tool_round()
-        rounds = 0  # tool rounds run
         while not state.awaiting:
-            system, tool_specs, schema, choice = (
-                plan.shape(session.system, toolset.schemas)
-                if plan is not None
-                else (session.system, toolset.schemas, None, None)
-            )
-            request = Request(
-                model=model,
-                messages=state.base + state.messages,
-                system=system,
-                tools=tool_specs,
-                output=schema,
-                settings=settings,
-                stream=stream,
-                tool_choice=choice,
-            )
-            completion = None
-            shown_any = False
-            try:
-                async with aclosing(agent.provider.complete(request)) as batches:
-                    async for batch in batches:
-                        if type(batch) is not list:
-                            raise TypeError(_NOT_A_BATCH.format(agent.provider, batch))
-                        shown: list[Event] = []
-                        for event in batch:
-                            kind = type(event)
-                            if kind is TextDelta:
-                                state.pending.append(event.text)
-                                shown.append(event)
-                            elif kind is Completion:
-                                completion = event
-                            elif kind is ThinkingDelta:
-                                shown.append(event)
-                        if shown:
-                            shown_any = True
-                            yield shown
-            except ProviderError as error:
-                if not shown_any and plan is not None and plan.fallback(error):
-                    continue  # the same request, asked in the other mode
-                raise
-            if completion is None:
-                raise StreamError(
-                    "the provider's stream ended without a final message",
-                    provider=agent.provider.name,
-                )
+            async with aclosing(_model_round(state, checked, stream)) as answer:
+                async for events in answer:
+                    yield events
             if caught_up is not None:
                 await caught_up()
-            state.finish(completion)
-            if plan is not None:
-                state.messages[-1] = plan.answer(state.messages[-1])
-            calls = state.messages[-1].tool_calls
+            calls = _answered(state, checked)
+            if calls is None:
+                break
             if not calls:
-                if output is None or state.output_ok(output, output_retries):
-                    break
-                continue  # the model was told what is wrong with its answer
-            if rounds == agent.max_tool_rounds:
-                raise ToolError(
-                    f"the model kept calling tools for {agent.max_tool_rounds} rounds; "
-                    "raise Agent(max_tool_rounds=...) if that is expected"
-                )
-            rounds += 1
-            if not repeat_choice and settings.get("tool_choice") not in (None, "auto", "none"):
-                settings = {k: v for k, v in settings.items() if k != "tool_choice"}
-            state.calls = calls
+                continue  # the model was told what is wrong with its structured answer
             yield [ToolCall(c.id, c.name, c.arguments_json()) for c in calls]
             if caught_up is not None:
                 await caught_up()
-            async with aclosing(_tool_round(state, toolset, agent, approve, caught_up)) as round_:
-                async for events in round_:  # closed with the turn: finished calls are kept
+            async with aclosing(_tool_round(state, checked, caught_up)) as round_:
+                async for events in round_:
                     yield events
-            state.end_tool_round()
-        response = state.response(output)
-        if plan is not None:
-            plan.worked()
-        state.commit(response)
-        await session._autosave_async(response)
+        response = await _finish(state, checked)
     except Exception:
         # Nothing of a failed turn reaches history, but for a resume whose approved calls
         # ran: their round is kept, or they would wait (and run) again.
@@ -239,6 +245,122 @@ async def turn(
     yield [Done(response)]
 
 
+def _begin(session: Host, prompt: str | None, settings: Settings) -> _Turn:
+    """The turn, once it holds the session: one turn at a time, none past waiting calls."""
+    if not session._lock.acquire(blocking=False):
+        raise session._busy()
+    try:
+        waiting = session.pending_approvals
+        if prompt is not None and waiting:
+            raise ApprovalPendingError(_waiting_text(session, waiting))
+        if prompt is not None:
+            session._decisions.clear()  # none can be for a call of this new turn
+        if prompt is None and not waiting:
+            raise ApprovalPendingError(
+                f"session {session.session_id!r} has no tool calls waiting for approval: "
+                "there is nothing to resume"
+            )
+        return _Turn(session, prompt, settings)
+    except BaseException:
+        session._lock.release()
+        raise
+
+
+async def _model_round(
+    state: _Turn, settings: Settings, stream: bool
+) -> AsyncIterator[list[Event]]:
+    """One request and its streamed answer, shown as it comes; its Completion is left in
+    `state.completion`. Asked again in the other output mode if the first fails unshown."""
+    provider = state.session.agent.provider
+    while True:
+        request = _request(state, settings, stream)
+        state.completion = None
+        shown_any = False
+        try:
+            async with aclosing(provider.complete(request)) as batches:
+                async for batch in batches:
+                    if type(batch) is not list:
+                        raise TypeError(_NOT_A_BATCH.format(provider, batch))
+                    shown = state.take(batch)
+                    if shown:
+                        shown_any = True
+                        yield shown
+        except ProviderError as error:
+            plan = settings.plan
+            if not shown_any and plan is not None and plan.fallback(error):
+                continue  # the same request, asked in the other mode
+            raise
+        if state.completion is None:
+            raise StreamError(
+                "the provider's stream ended without a final message", provider=provider.name
+            )
+        return
+
+
+def _request(state: _Turn, settings: Settings, stream: bool) -> Request:
+    system, schemas = state.session.system, settings.toolset.schemas
+    tools, schema, choice = schemas, None, None
+    if settings.plan is not None:
+        system, tools, schema, choice = settings.plan.shape(system, schemas)
+    return Request(
+        model=settings.model,
+        messages=state.base + state.messages,
+        system=system,
+        tools=tools,
+        output=schema,
+        settings=state.request_settings,
+        stream=stream,
+        tool_choice=choice,
+    )
+
+
+def _answered(state: _Turn, settings: Settings) -> list[ToolCallPart] | None:
+    """Take the round's answer: the tool calls to run next, [] to ask again (a structured
+    answer that failed validation), None when the turn has its answer."""
+    assert state.completion is not None
+    state.finish(state.completion)
+    if settings.plan is not None:
+        state.messages[-1] = settings.plan.answer(state.messages[-1])
+    calls = state.messages[-1].tool_calls
+    if not calls:
+        output = settings.output
+        return None if output is None or state.output_ok(output, settings.output_retries) else []
+    limit = state.session.agent.max_tool_rounds
+    if state.rounds == limit:
+        raise ToolError(
+            f"the model kept calling tools for {limit} rounds; "
+            "raise Agent(max_tool_rounds=...) if that is expected"
+        )
+    state.rounds += 1
+    forced = state.request_settings.get("tool_choice") not in (None, "auto", "none")
+    if forced and not settings.repeat_tool_choice:
+        state.request_settings = {
+            k: v for k, v in state.request_settings.items() if k != "tool_choice"
+        }
+    state.calls = calls
+    return calls
+
+
+async def _tool_round(
+    state: _Turn, settings: Settings, caught_up: Callable[[], Any] | None
+) -> AsyncIterator[list[Event]]:
+    """Decide and run the round's calls, then close the round with their results."""
+    async with aclosing(_decided_calls(state, settings, caught_up)) as calls:
+        async for events in calls:
+            yield events
+    state.end_tool_round()
+
+
+async def _finish(state: _Turn, settings: Settings) -> Response:
+    """The finished turn: its Response, committed to history and saved."""
+    response = state.response(settings.output)
+    if settings.plan is not None:
+        settings.plan.worked()
+    state.commit(response)
+    await state.session._autosave_async(response)
+    return response
+
+
 async def final(batches: AsyncGenerator[list[Event], None]) -> Response:
     """The Response of a turn run to its end without a reader."""
     async with aclosing(batches):
@@ -248,7 +370,7 @@ async def final(batches: AsyncGenerator[list[Event], None]) -> Response:
     raise AssertionError("a turn ended without a Done event")  # pragma: no cover
 
 
-def _waiting_text(session: Session, waiting: list[ToolCallPart]) -> str:
+def _waiting_text(session: Host, waiting: list[ToolCallPart]) -> str:
     calls = ", ".join(f"{c.id!r} ({c.name})" for c in waiting)
     return (
         f"session {session.session_id!r} has tool calls waiting for approval: {calls}; "
@@ -269,17 +391,14 @@ def _call_tools(tools: Any) -> Toolset:
 # -- tools ----------------------------------------------------------------------------------
 
 
-async def _tool_round(
-    state: _Turn,
-    toolset: Toolset,
-    agent: Any,
-    approve: Callable[..., Any] | None,
-    caught_up: Callable[[], Any] | None,
+async def _decided_calls(
+    state: _Turn, settings: Settings, caught_up: Callable[[], Any] | None
 ) -> AsyncIterator[list[Event]]:
     """Decide the round's calls that need approval, then run the approved and the rest.
 
     A call with no decision and no callback to ask waits: `state.awaiting` says which.
     """
+    toolset, approve = settings.toolset, settings.approve
     decisions = state.session._decisions
     runnable = []
     for call in state.calls:
@@ -309,7 +428,8 @@ async def _tool_round(
         await caught_up()
     if runnable:
         state.started = True  # from here a stop keeps the round: no call may run twice
-    async with aclosing(_run_calls(runnable, toolset, state, agent.max_concurrency)) as results:
+    limit = state.session.agent.max_concurrency
+    async with aclosing(_run_calls(runnable, toolset, state, limit)) as results:
         async for result in results:
             yield [_result_event(result)]
 
@@ -470,16 +590,17 @@ async def _check_images(provider: Any, model: str, state: _Turn) -> None:
 class _Turn:
     """The messages of a turn being built, kept aside until the turn completes."""
 
-    def __init__(
-        self, session: Session, prompt: str | None, images: tuple[ImagePart, ...] = ()
-    ) -> None:
+    def __init__(self, session: Host, prompt: str | None, settings: Settings) -> None:
         self.session = session
         self.base = session._messages  # the history this turn extends
         self.messages = (
             []
             if prompt is None
-            else [Message(role="user", parts=(*images, TextPart(text=clean_text(prompt))))]
+            else [Message(role="user", parts=(*settings.images, TextPart(text=clean_text(prompt))))]
         )
+        self.request_settings = settings.request  # less a forced tool_choice after round 1
+        self.rounds = 0  # tool rounds run
+        self.completion: Completion | None = None  # the model round's, once it has ended
         self.done: set[str] = set()  # calls of the round resumed that already have results
         self.awaiting: list[str] = []  # calls of this round that wait for approval
         self.started = False  # tool calls have started
@@ -496,6 +617,20 @@ class _Turn:
         self.last: Completion | None = None
         self.committed = False
         self.ended = False
+
+    def take(self, batch: list[Any]) -> list[Event]:
+        """Take a batch of the provider's events: the ones to show (text, thinking)."""
+        shown: list[Event] = []
+        for event in batch:
+            kind = type(event)
+            if kind is TextDelta:
+                self.pending.append(event.text)
+                shown.append(event)
+            elif kind is Completion:
+                self.completion = event
+            elif kind is ThinkingDelta:
+                shown.append(event)
+        return shown
 
     def finish(self, completion: Completion) -> None:
         self.saw_text = self.saw_text or bool(self.pending)

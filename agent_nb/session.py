@@ -2,43 +2,37 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
 import uuid
 from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 
-import pydantic
-
-from . import _loop, _runner, _turns
+from . import _format, _loop, _runner, _turns
+from ._loop import AgentConfig
 from ._output import OutputType
+from ._streams import AsyncJsonStream, AsyncStream, JsonStream, Stream
 from ._turns import Turn
 from .errors import (
     AgentError,
     ApprovalPendingError,
     ConfigurationError,
-    InvalidSessionData,
     SessionBusyError,
     SessionChangedError,
     StoreError,
 )
-from .events import Done, Event, Response, TextDelta, ToolCall, Usage
+from .events import Event, Response, Usage
 from .messages import Message, ToolCallPart, _short
 from .tools import Tool, Toolset
 
 if TYPE_CHECKING:
-    from .agent import Agent
     from .stores.base import SessionStore
 
 _log = logging.getLogger("agent_nb")
 
 __all__ = ["AsyncJsonStream", "AsyncStream", "JsonStream", "Retake", "Session", "Stream", "Turn"]
-
-#: The version of `Session.to_dict()`'s format; `from_dict` refuses newer data.
-FORMAT_VERSION = 1
 
 
 class Session:
@@ -46,7 +40,7 @@ class Session:
 
     def __init__(
         self,
-        agent: Agent,
+        agent: AgentConfig,
         session_id: str | None = None,
         system: str | None = None,
         messages: Iterable[Message] | None = None,
@@ -63,7 +57,7 @@ class Session:
         self._decisions: dict[str, tuple[bool, str | None, ToolCallPart]] = {}
         self.session_id = _check_id(session_id) if session_id is not None else _new_id()
         self.system = system
-        self._messages: list[Message] = _check_messages(messages) if messages else []
+        self._messages: list[Message] = _format.check_messages(messages) if messages else []
         self._lock = threading.Lock()
         self.usage = Usage()
         self.created_at = self.updated_at = _now()
@@ -101,7 +95,7 @@ class Session:
     @messages.setter
     def messages(self, messages: Iterable[Message]) -> None:
         """Replace the whole history (saved once); the system prompt stays."""
-        checked = _check_messages(messages)
+        checked = _format.check_messages(messages)
         with self._idle():
             self._replace(checked)
 
@@ -411,7 +405,7 @@ class Session:
     def _header(self) -> dict[str, Any]:
         """`to_dict()` without the messages."""
         return {
-            "version": FORMAT_VERSION,
+            "version": _format.FORMAT_VERSION,
             "session_id": self.session_id,
             "system": self.system,
             "model": self.agent.model,
@@ -432,7 +426,7 @@ class Session:
 
     @classmethod
     def from_notebook(
-        cls, path: str | os.PathLike[str], agent: Agent, session_id: str | None = None
+        cls, path: str | os.PathLike[str], agent: AgentConfig, session_id: str | None = None
     ) -> Session:
         """The session a notebook holds: an export, or a notebook of %%chat cells."""
         from ._export import from_notebook
@@ -445,16 +439,21 @@ class Session:
         return session_html(self.session_id, self._messages, self.system)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], agent: Agent) -> Session:
+    def from_dict(cls, data: Mapping[str, Any], agent: AgentConfig) -> Session:
         """Rebuild a session from `to_dict()` data; InvalidSessionData names what is wrong."""
         return cls._from_data(data, agent)
 
     @classmethod
     def _from_data(
-        cls, data: Any, agent: Agent, *, session_id: str | None = None, where: str | None = None
+        cls,
+        data: Any,
+        agent: AgentConfig,
+        *,
+        session_id: str | None = None,
+        where: str | None = None,
     ) -> Session:
         """`from_dict`; `session_id` (a store's key) replaces the data's, errors start `where`."""
-        parsed = _parse_session_data(data, where)
+        parsed = _format.parse(data, where)
         session = cls(agent, session_id=session_id or parsed.session_id, system=parsed.system)
         session._messages = list(parsed.messages)
         session.usage = Usage(**parsed.usage.model_dump()) if parsed.usage else Usage()
@@ -463,7 +462,7 @@ class Session:
         return session
 
 
-def stored_session(data: Any, agent: Agent, session_id: str, store: SessionStore) -> Session:
+def stored_session(data: Any, agent: AgentConfig, session_id: str, store: SessionStore) -> Session:
     """The session `store` holds under `session_id` (`data`), saving itself there."""
     # The key is the session's id, whatever id the data carries (data saved by hand under
     # another key, a copy): its saves then go to that key, never to a second entry.
@@ -529,197 +528,6 @@ class _Held:
         self._lock.release()
 
 
-class Stream(_runner.SyncIterator[Event]):
-    """The events of one streamed turn; `.response` is set once it has finished.
-
-    Leaving the loop early in any way (`break`, an exception, `close()`, `with`, dropping
-    the stream, Ctrl-C) ends the turn at once, keeping the text read so far.
-    """
-
-    def __init__(self, make_turn: Callable[[Any], AsyncGenerator[list[Event], None]]) -> None:
-        super().__init__(make_turn, _count_text)
-        self.response: Response | None = None
-
-    def _arrived(self, events: list[Event]) -> None:
-        if type(events[-1]) is Done:
-            self.response = events[-1].response
-
-    def __enter__(self) -> Stream:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Stop the turn; text that has been read is kept in history, marked interrupted."""
-        super().close()
-
-
-class AsyncStream:
-    """The events of one streamed turn, for `async for`; awaiting it returns itself.
-
-    Leaving the loop early (`break`, an exception, dropping the stream) ends the turn at
-    once, keeping the text read so far; so does `aclose()` or cancelling the reading task.
-    """
-
-    def __init__(self, make_turn: Callable[[Any], AsyncGenerator[list[Event], None]]) -> None:
-        self._reader = _PullReader()  # shared with the turn, which must not hold `self`
-        self._turn = make_turn(self._reader)
-        self.response: Response | None = None
-
-    def __await__(self):  # type: ignore[no-untyped-def]
-        async def itself() -> AsyncStream:
-            return self
-
-        return itself().__await__()
-
-    def __aiter__(self) -> AsyncStream:
-        return self
-
-    async def __anext__(self) -> Event:
-        reader = self._reader
-        if reader.pos == len(reader.batch):
-            batch = await self._turn.__anext__()
-            if type(batch[-1]) is Done:
-                self.response = batch[-1].response
-            reader.batch, reader.pos = batch, 0
-        event = reader.batch[reader.pos]
-        reader.pos += 1
-        return event
-
-    async def __aenter__(self) -> AsyncStream:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        """Stop the turn; text that has been read is kept in history, marked interrupted."""
-        await self._turn.aclose()
-
-    def __del__(self) -> None:
-        # Dropped while its turn waits at a `yield` (a `break`): end the turn now, not when
-        # the event loop gets round to closing the generator, so the session is free at once.
-        turn = self._reader.turn
-        if turn is not None and not turn.ended:
-            turn.end(self._reader.unseen, stopped=True)
-
-
-class _Partials:
-    """Structured output as it grows: each new value the JSON so far validates as."""
-
-    def __init__(self, output: OutputType) -> None:
-        self._output = output
-        self._text = ""
-        self._last: Any = None
-
-    def add(self, event: Event) -> Any:
-        """The new partial value `event` makes, or None if nothing new."""
-        kind = type(event)
-        if kind is Done:
-            final = event.response.output
-            return None if final == self._last else final
-        if kind is not TextDelta:
-            if kind is ToolCall:  # the JSON comes after the tools
-                self._text = ""
-            return None
-        before = self._text
-        self._text += event.text
-        value = self._output.partial(self._text)
-        if value is None and before and _complete_json(before):  # a retry: a new answer
-            self._text = event.text
-            value = self._output.partial(self._text)
-        if value is None or value == self._last:
-            return None
-        self._last = value
-        return value
-
-
-def _complete_json(text: str) -> bool:
-    try:
-        json.loads(text)
-    except ValueError:
-        return False
-    return True
-
-
-class JsonStream:
-    """The structured answer of one streamed turn, validated so far, as it grows."""
-
-    def __init__(self, stream: Stream, output: OutputType) -> None:
-        self._stream = stream
-        self._partials = _Partials(output)
-
-    @property
-    def response(self) -> Response | None:
-        return self._stream.response
-
-    def __iter__(self) -> JsonStream:
-        return self
-
-    def __next__(self) -> Any:
-        while True:
-            value = self._partials.add(next(self._stream))
-            if value is not None:
-                return value
-
-    def __enter__(self) -> JsonStream:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Stop the turn (what was read is kept, as for `stream()`)."""
-        self._stream.close()
-
-
-class AsyncJsonStream:
-    """`JsonStream` for `async for`."""
-
-    def __init__(self, stream: AsyncStream, output: OutputType) -> None:
-        self._stream = stream
-        self._partials = _Partials(output)
-
-    @property
-    def response(self) -> Response | None:
-        return self._stream.response
-
-    def __aiter__(self) -> AsyncJsonStream:
-        return self
-
-    async def __anext__(self) -> Any:
-        while True:
-            value = self._partials.add(await self._stream.__anext__())
-            if value is not None:
-                return value
-
-    async def __aenter__(self) -> AsyncJsonStream:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        await self._stream.aclose()
-
-
-class _PullReader:
-    """What an AsyncStream shares with its turn: the batch being read and how far."""
-
-    def __init__(self) -> None:
-        self.turn: _loop._Turn | None = None
-        self.batch: list[Event] = []
-        self.pos = 0
-
-    def unseen(self) -> int:
-        return _count_text(self.batch[self.pos :])
-
-
-def _count_text(events: Iterable[Event]) -> int:
-    return sum(type(event) is TextDelta for event in events)
-
-
 # -- helpers -------------------------------------------------------------------------------
 
 
@@ -735,148 +543,3 @@ def _check_id(session_id: Any) -> str:
     if not isinstance(session_id, str) or not session_id.strip():
         raise TypeError(f"session_id must be a non-empty str, got {_short(session_id)}")
     return session_id
-
-
-def _check_messages(messages: Iterable[Any]) -> list[Message]:
-    checked = []
-    for index, message in enumerate(messages):
-        if isinstance(message, Message):
-            checked.append(message)
-        elif isinstance(message, Mapping):
-            try:
-                checked.append(Message.model_validate(message))
-            except pydantic.ValidationError as exc:
-                raise InvalidSessionData(_INVALID + _describe(exc, f"messages[{index}]")) from None
-        else:
-            raise TypeError(
-                f"messages[{index}] must be a Message (Message.user(...)), "
-                f"got {type(message).__name__}"
-            )
-    return checked
-
-
-_Count = Annotated[pydantic.StrictInt, pydantic.Field(ge=0)]
-
-
-class _UsageData(pydantic.BaseModel):
-    model_config = pydantic.ConfigDict(extra="forbid", defer_build=True)
-
-    input_tokens: _Count = 0
-    output_tokens: _Count = 0
-    cached_tokens: _Count = 0
-    reasoning_tokens: _Count = 0
-    estimated: _Count = 0
-
-
-def _session_id(value: str) -> str:
-    if not value.strip():
-        raise ValueError("a session id must not be empty or blank")
-    return value
-
-
-class _SessionData(pydantic.BaseModel):
-    """What `Session.to_dict()` makes, exactly: every field of the right JSON type, no others."""
-
-    model_config = pydantic.ConfigDict(extra="forbid", defer_build=True)
-
-    version: Annotated[pydantic.StrictInt, pydantic.Field(ge=1)]
-    session_id: Annotated[pydantic.StrictStr, pydantic.AfterValidator(_session_id)]
-    system: pydantic.StrictStr | None = None
-    model: pydantic.StrictStr | None = None
-    messages: list[Message]
-    created_at: pydantic.StrictStr | None = None
-    updated_at: pydantic.StrictStr | None = None
-    usage: _UsageData | None = None
-
-
-def _parse_session_data(data: Any, where: str | None = None) -> _SessionData:
-    """`data` checked against the format; errors start with `where` (default: the data's id)."""
-    if not isinstance(data, Mapping):
-        raise InvalidSessionData(
-            _named(where, f"session data must be a dict from Session.to_dict(), got {_short(data)}")
-        )
-    if where is None and isinstance(data.get("session_id"), str) and data["session_id"]:
-        where = f"session {_short(data['session_id'])}"
-    version = data.get("version")
-    if type(version) is int and version > FORMAT_VERSION:
-        raise InvalidSessionData(
-            _named(
-                where,
-                f"version: session data is format version {version}, newer than this agent_nb "
-                f"reads ({FORMAT_VERSION}); upgrade agent_nb (pip install -U agent-nb)",
-            )
-        )
-    try:
-        parsed = _SessionData.model_validate(data)
-    except pydantic.ValidationError as exc:
-        raise InvalidSessionData(_named(where, _INVALID + _describe(exc))) from None
-    problem = _waiting_problem(parsed.messages)
-    if problem:
-        raise InvalidSessionData(_named(where, _INVALID + problem))
-    return parsed
-
-
-def _waiting_problem(messages: list[Message]) -> str | None:
-    """What is wrong with the calls the history says wait for approval, if anything."""
-    if not messages or "awaiting_approval" not in messages[-1].metadata:
-        return None
-    at = f"messages[{len(messages) - 1}].metadata.awaiting_approval"
-    waiting = messages[-1].metadata["awaiting_approval"]
-    if not isinstance(waiting, tuple | list) or not all(isinstance(w, str) for w in waiting):
-        return f"{at}: a list of tool call ids, got {_short(waiting)}"
-    calls = {c.id for c in messages[-2].tool_calls} if len(messages) > 1 else set()
-    unknown = [w for w in waiting if w not in calls]
-    if messages[-1].role != "tool" or unknown:
-        return f"{at}: {_short(unknown or waiting)} is no tool call of the message before"
-    return None
-
-
-def _named(where: str | None, problem: str) -> str:
-    return f"{where}: {problem}" if where else problem
-
-
-_INVALID = "invalid session data: "
-
-
-def _describe(error: pydantic.ValidationError, prefix: str = "") -> str:
-    """What is wrong, field by field (the first five): `messages[3].role: ...; ...`."""
-    problems = []
-    for item in error.errors(include_url=False)[:5]:
-        path = prefix
-        loc = item["loc"]
-        for index, part in enumerate(loc):
-            if isinstance(part, int):
-                path += f"[{part}]"
-            elif index >= 2 and loc[index - 2] == "parts" and isinstance(loc[index - 1], int):
-                continue  # the part's type tag that pydantic puts in the path, not a field
-            else:
-                name = part if part.isidentifier() and len(part) <= 60 else _short(part)
-                path += f".{name}" if path else name
-        problems.append(f"{path}: {_reason(item)}")
-    more = error.error_count() - len(problems)
-    tail = f" (and {more} more)" if more > 0 else ""
-    return "; ".join(problems) + tail
-
-
-def _reason(item: Any) -> str:
-    kind = item["type"]
-    if kind == "missing":
-        return "missing"
-    if kind == "extra_forbidden":
-        return "an unknown key (agent_nb writes no such field)"
-    if kind == "value_error":
-        return str(item["ctx"]["error"])
-    if kind.endswith("_type") or kind == "int_from_float":
-        return f"{item['msg']}, got {_JSON_TYPES.get(type(item['input']), 'a Python object')}"
-    return item["msg"]
-
-
-_JSON_TYPES = {
-    str: "a string",
-    bool: "a boolean",
-    int: "an integer",
-    float: "a number",
-    type(None): "null",
-    list: "a list",
-    dict: "an object",
-}

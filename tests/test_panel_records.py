@@ -216,8 +216,9 @@ def test_in_one_kernel_a_cell_run_again_and_then_the_panel_cell_put_its_turns_ba
 
 def test_a_damaged_or_hostile_panel_record_is_skipped_and_the_rest_replays():
     from agent_nb import Agent, Message
+    from agent_nb._format import FORMAT_VERSION
     from agent_nb.notebook import persist
-    from agent_nb.session import FORMAT_VERSION, Session
+    from agent_nb.session import Session
 
     session = Session(Agent(provider="test"), "main")
     good = [Message.user("hi"), Message.assistant("hello")]

@@ -145,8 +145,8 @@ def test_a_cell_that_makes_several_turns_remakes_each_in_its_place():
 
 def test_a_use_record_of_a_session_no_record_made_is_skipped():
     from agent_nb import Agent
+    from agent_nb._format import FORMAT_VERSION
     from agent_nb.notebook import persist
-    from agent_nb.session import FORMAT_VERSION
 
     use = {"version": FORMAT_VERSION, "op": "use", "session_id": "ghost", "record_id": "r1"}
     cell = {

@@ -41,7 +41,7 @@ def test_messages_before_any_prompt_make_a_turn_without_one():
     session.add_message(Message.assistant("hello first"))
     session.add_message(Message.user("hi"))
     turns = session.turns()
-    assert [t.prompt for t in turns][0] is None
+    assert turns[0].prompt is None
     assert [len(t.messages) for t in turns] == [1, 1]
     assert chat().turns() == []
 
@@ -165,7 +165,10 @@ def test_a_failed_retry_changes_nothing_and_saves_nothing():
 def test_the_messages_setter_replaces_the_history_once_validated():
     store = MemoryStore()
     session = chat("one", replies=["a1"], store=store)
-    session.messages = [Message.user("hi"), {"role": "assistant", "parts": [{"type": "text", "text": "yo"}]}]
+    session.messages = [
+        Message.user("hi"),
+        {"role": "assistant", "parts": [{"type": "text", "text": "yo"}]},
+    ]
     assert [m.text for m in session.messages] == ["hi", "yo"]
     assert len(store.load(session.session_id)["messages"]) == 2
     with pytest.raises(TypeError, match=r"messages\[0\] must be a Message"):

@@ -23,9 +23,10 @@ from typing import Annotated, Any, Literal
 import pydantic
 
 from .. import _turns
+from .._format import FORMAT_VERSION, check_session_id, describe
 from ..agent import Agent
 from ..messages import Message, _short
-from ..session import FORMAT_VERSION, Session, _describe, _session_id
+from ..session import Session
 
 #: The key of agent_nb's records in output metadata.
 KEY = "agent_nb"
@@ -156,7 +157,7 @@ def _cell_name(index: int, cell: Any) -> str:
     return f"cell {index + 1}" + (f" ({', '.join(details)})" if details else "")
 
 
-_SessionId = Annotated[pydantic.StrictStr, pydantic.AfterValidator(_session_id)]
+_SessionId = Annotated[pydantic.StrictStr, pydantic.AfterValidator(check_session_id)]
 
 
 class _Record(pydantic.BaseModel):
@@ -203,7 +204,7 @@ def _checked(found: Found) -> _Record:
     try:
         checked = _Record.model_validate(entry)
     except pydantic.ValidationError as exc:
-        raise _Skip(f"the record is malformed: {_describe(exc)}") from None
+        raise _Skip(f"the record is malformed: {describe(exc)}") from None
     for key in ("kept_as", "fork_of"):  # a session kept as, or forked from, itself
         if getattr(checked, key) == checked.session_id:
             raise _Skip(f"the record's {key} is its own session {checked.session_id!r}")

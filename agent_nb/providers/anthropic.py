@@ -11,8 +11,8 @@ from httpx_sse import ServerSentEvent
 from .. import errors
 from ..events import Completion, TextDelta, ThinkingDelta, Usage
 from ..messages import ImagePart, Message, TextPart, ThinkingPart, ToolCallPart
-from ._http import HTTPClient, HTTPProvider
-from ._shape import index, obj, string, text, tokens, wrong
+from ._shape import index, obj, string, text, tokens, tool_call, wrong
+from ._transport import HTTPProvider
 from .base import ProviderBatch, Request
 
 ANTHROPIC_BASE_URL = "https://api.anthropic.com"
@@ -50,7 +50,7 @@ class AnthropicProvider(HTTPProvider):
         return headers
 
     async def _attempt(self, body: dict[str, Any], stream: bool) -> AsyncIterator[ProviderBatch]:
-        state = _State()
+        state = _MessageState()
         http = self._http
         if not stream:
 
@@ -67,7 +67,7 @@ class AnthropicProvider(HTTPProvider):
                     events.append(ThinkingDelta(state.thinking_text()))
                 if state.text():
                     events.append(TextDelta(state.text()))
-                events.append(state.completion(http))
+                events.append(state.completion())
                 return events
 
             yield await http.post_json("/v1/messages", body, parse)
@@ -93,7 +93,7 @@ class AnthropicProvider(HTTPProvider):
                 )
             if state.stop_reason is None and not state.blocks:
                 raise http.no_answer("stop reason")
-            return state.completion(http)
+            return state.completion()
 
         async for events in http.post_sse("/v1/messages", body, read, finish):
             yield events
@@ -212,7 +212,7 @@ def _block(block: dict[str, Any], where: str) -> _Block:
 
 
 @dataclass
-class _State:
+class _MessageState:
     blocks: dict[int, _Block] = field(default_factory=dict)
     input_tokens: int = 0
     cached_tokens: int = 0
@@ -298,7 +298,7 @@ class _State:
     def _ordered(self) -> list[_Block]:
         return [self.blocks[i] for i in sorted(self.blocks)]
 
-    def completion(self, http: HTTPClient) -> Completion:
+    def completion(self) -> Completion:
         parts: list[Any] = []
         for block in self._ordered():
             if block.kind == "text":
@@ -314,7 +314,7 @@ class _State:
             elif block.kind == "tool_use":
                 raw = "".join(block.text)
                 if raw.strip():
-                    parts.append(http.tool_call(block.id, block.name, raw))
+                    parts.append(tool_call(block.id, block.name, raw))
                 else:
                     parts.append(ToolCallPart(id=block.id, name=block.name, arguments=block.input))
             # other block kinds (server tools and their results) are skipped

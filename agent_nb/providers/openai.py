@@ -13,8 +13,8 @@ from httpx_sse import ServerSentEvent
 
 from ..events import Completion, TextDelta, ThinkingDelta, Usage
 from ..messages import ImagePart, Message, TextPart, ThinkingPart, ToolCallPart
-from ._http import HTTPClient, HTTPProvider
-from ._shape import Malformed, index, items, obj, string, text, tokens, wrong
+from ._shape import Malformed, index, items, obj, string, text, tokens, tool_call, wrong
+from ._transport import HTTPProvider
 from .base import ProviderBatch, Request
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
@@ -106,7 +106,7 @@ class OpenAIProvider(HTTPProvider):
                     raise http.no_answer("finish reason")
             if state.usage is None:  # a server that sends none, even when asked
                 state.usage = estimate_usage(body, state)
-            return state.completion(http)
+            return state.completion()
 
         async for events in http.post_sse("/chat/completions", body, read, finish):
             yield events
@@ -173,7 +173,7 @@ class OpenAIProvider(HTTPProvider):
             events.append(ThinkingDelta("".join(state.thinking)))
         if state.text:
             events.append(TextDelta("".join(state.text)))
-        events.append(state.completion(self._http))
+        events.append(state.completion())
         return events
 
 
@@ -279,7 +279,7 @@ class _StreamState:
         """Whether nothing of an answer arrived: no text, reasoning, refusal or tool call."""
         return not (self.text or self.thinking or self.refusal or self.calls)
 
-    def completion(self, http: HTTPClient) -> Completion:
+    def completion(self) -> Completion:
         parts: list[Any] = []
         if self.thinking:
             parts.append(ThinkingPart(text="".join(self.thinking)))
@@ -288,9 +288,7 @@ class _StreamState:
         for position in sorted(self.calls):
             buffer = self.calls[position]
             parts.append(
-                http.tool_call(
-                    buffer.id or f"call_{position}", buffer.name, "".join(buffer.arguments)
-                )
+                tool_call(buffer.id or f"call_{position}", buffer.name, "".join(buffer.arguments))
             )
         refusal = "".join(self.refusal) or None
         return Completion(

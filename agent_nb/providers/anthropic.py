@@ -39,7 +39,7 @@ class AnthropicProvider(HTTPProvider):
     base_url_env = "ANTHROPIC_BASE_URL"
     default_base_url = keyed_base_url = ANTHROPIC_BASE_URL
 
-    async def _takes_images(self, model: str) -> bool | None:
+    async def takes_images(self, model: str) -> bool | None:
         # every Claude since Claude 3 takes images; the ones before took text only
         return False if model.startswith(("claude-2", "claude-instant", "claude-1")) else None
 

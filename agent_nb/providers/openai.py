@@ -63,7 +63,7 @@ class OpenAIProvider(HTTPProvider):
             # (llama.cpp's, grammar-enforced) before words in the instructions
             self.output_modes = ("native", "json_object", "prompted")
 
-    async def _takes_images(self, model: str) -> bool | None:
+    async def takes_images(self, model: str) -> bool | None:
         if self.official:
             return False if _TEXT_ONLY.fullmatch(model.split("/")[-1]) else None
         if model not in self._image_support:

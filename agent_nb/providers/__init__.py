@@ -168,10 +168,10 @@ def _builtin_class(name: str) -> type[Provider]:
 
 def _same_definition(old: Factory, new: Factory) -> bool:
     """Whether `new` is `old` defined again (its module and qualified name are old's)."""
-    return _origin(new)[1] is not None and _origin(old) == _origin(new)
+    return _defined_at(new)[1] is not None and _defined_at(old) == _defined_at(new)
 
 
-def _origin(factory: Factory) -> tuple[str | None, str | None]:
+def _defined_at(factory: Factory) -> tuple[str | None, str | None]:
     """Where `factory` was defined: its module and qualified name (None for an instance)."""
     return getattr(factory, "__module__", None), getattr(factory, "__qualname__", None)
 
@@ -179,7 +179,7 @@ def _origin(factory: Factory) -> tuple[str | None, str | None]:
 def _describe(factory: Factory) -> str:
     if isinstance(factory, _Builtin):
         return f"the built-in {factory!r}"
-    module, qualname = _origin(factory)
+    module, qualname = _defined_at(factory)
     return f"{module}.{qualname}" if module and qualname else repr(factory)
 
 

@@ -159,22 +159,10 @@ class HTTPClient(ErrorFactory):
                     request_id=request_id(response.headers),
                 )
             events: ProviderBatch = []
-            last = False
             try:
                 # httpx errors while reading (a drop, a stall) become typed errors in `retrying`
                 async for batch in _event_batches(response, self.timeout.read):
-                    for sse in batch:
-                        try:
-                            last = read(sse, events)
-                        except errors.AgentError:
-                            raise
-                        except (Malformed, *_SHAPE_ERRORS) as exc:
-                            named = sse.event not in ("", "message")  # httpx-sse's default
-                            what = f"the {sse.event} event" if named else "a stream event"
-                            raise self.unreadable(exc, what, sse.data) from None
-                        if last:
-                            break
-                    if last:
+                    if self._read(batch, read, events):
                         break
                     if events:
                         yield events
@@ -190,6 +178,25 @@ class HTTPClient(ErrorFactory):
                     yield events
                 raise
             yield events
+
+    def _read(
+        self,
+        batch: list[ServerSentEvent],
+        read: Callable[[ServerSentEvent, ProviderBatch], bool],
+        events: ProviderBatch,
+    ) -> bool:
+        """Hand one network read's server-sent events to `read`: True at the stream's last."""
+        for sse in batch:
+            try:
+                if read(sse, events):
+                    return True
+            except errors.AgentError:
+                raise
+            except (Malformed, *_SHAPE_ERRORS) as exc:
+                named = sse.event not in ("", "message")  # httpx-sse's default
+                what = f"the {sse.event} event" if named else "a stream event"
+                raise self.unreadable(exc, what, sse.data) from None
+        return False
 
     async def retrying(self, attempt: Callable[[], AsyncIterator[T]]) -> AsyncIterator[T]:
         """Run `attempt` again after a retryable failure, but never once it has yielded."""

@@ -252,7 +252,7 @@ class _MessageState:
             self.started = True
             message = obj(data.get("message"), "message")
             self.model = text(message.get("model"), "message.model")
-            self._usage(message.get("usage"), "message.usage")
+            self._take_usage(message.get("usage"), "message.usage")
         elif kind == "content_block_start":
             position = index(data.get("index"), "index", len(self.blocks))
             self.blocks[position] = _block(
@@ -263,20 +263,20 @@ class _MessageState:
             self.stop_reason = (
                 text(delta.get("stop_reason"), "delta.stop_reason") or self.stop_reason
             )
-            self._usage(data.get("usage"), "usage")
+            self._take_usage(data.get("usage"), "usage")
         elif kind == "message_stop":
             self.stopped = True
 
     def read_message(self, payload: dict[str, Any]) -> None:
         self.model = text(payload.get("model"), "model")
         self.stop_reason = text(payload.get("stop_reason"), "stop_reason")
-        self._usage(payload.get("usage"), "usage")
+        self._take_usage(payload.get("usage"), "usage")
         for position, block in enumerate(payload["content"]):
             where = f"content[{position}]"
             self.blocks[position] = _block(obj(block, where), where)
         self.started = self.stopped = True
 
-    def _usage(self, raw: Any, where: str) -> None:
+    def _take_usage(self, raw: Any, where: str) -> None:
         usage = obj(raw, where)
         if "input_tokens" in usage:
             self.cached_tokens = tokens(usage, "cache_read_input_tokens", where) or 0

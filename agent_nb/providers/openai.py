@@ -165,7 +165,7 @@ class OpenAIProvider(HTTPProvider):
         state.model = text(payload.get("model"), "model")
         state.feed_message(obj(choice["message"], "choices[0].message"))
         state.finish_reason = text(choice.get("finish_reason"), "choices[0].finish_reason") or None
-        state.usage = _usage(payload.get("usage"))
+        state.usage = _read_usage(payload.get("usage"))
         if state.finish_reason is None and state.empty():
             raise self._http.no_answer("finish reason")
         events: ProviderBatch = []
@@ -203,7 +203,7 @@ class _StreamState:
             self.model = text(chunk.get("model"), "model")
         usage = chunk.get("usage")
         if usage is not None:
-            self.usage = _usage(usage)
+            self.usage = _read_usage(usage)
         choices = chunk.get("choices")
         if type(choices) is not list:
             choices = items(choices, "choices")
@@ -321,7 +321,7 @@ def estimate_usage(body: dict[str, Any], state: _StreamState) -> Usage:
     )
 
 
-def _usage(raw: Any) -> Usage:
+def _read_usage(raw: Any) -> Usage:
     usage = obj(raw, "usage")
     return Usage(
         input_tokens=tokens(usage, "prompt_tokens", "usage") or 0,

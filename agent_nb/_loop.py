@@ -576,7 +576,7 @@ async def _check_images(provider: Any, model: str, state: _Turn) -> None:
     takes none (as far as the provider knows)."""
     new = sum(len(m.images) for m in state.messages)
     old = sum(len(m.images) for m in state.base)
-    if not (new or old) or await provider._takes_images(model) is not False:
+    if not (new or old) or await provider.takes_images(model) is not False:
         return
     sent = f"{_count(new, 'image')} with this prompt" if new else ""
     held = f"{_count(old, 'image')} in the session's history" if old else ""

@@ -36,6 +36,14 @@ def hermetic_env(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
+@pytest.fixture(autouse=True)
+def builtin_providers_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A provider a test (or a docs page) registers is gone after it."""
+    from agent_nb import providers
+
+    monkeypatch.setattr(providers, "_REGISTRY", dict(providers._REGISTRY))
+
+
 @pytest.fixture(scope="session")
 def _server() -> Iterator[FakeOpenAI]:
     with FakeOpenAI() as server:

@@ -140,7 +140,7 @@ def test_connection_refused_is_retried_then_typed(monkeypatch):
         api_key="k",
         max_retries=1,
     )
-    monkeypatch.setattr("agent_nb.providers._http._backoff", lambda attempt, after: 0.01)
+    monkeypatch.setattr("agent_nb.providers._transport._backoff", lambda attempt, after: 0.01)
     with pytest.raises(APIConnectionError, match="cannot reach"):
         agent.session().run("hi")
 
@@ -228,7 +228,7 @@ def test_error_event_inside_a_200_stream_is_typed(server):
 
 
 def test_anthropic_overloaded_before_output_is_retried(server, monkeypatch):
-    monkeypatch.setattr("agent_nb.providers._http._backoff", lambda attempt, after: 0.01)
+    monkeypatch.setattr("agent_nb.providers._transport._backoff", lambda attempt, after: 0.01)
     server.script(
         Reply(raw=anthropic_stream(START, OVERLOADED)),
         Reply(raw=anthropic_stream(START, *text_block("Hello"), end("end_turn"), STOP)),
@@ -248,7 +248,7 @@ def test_anthropic_overloaded_after_output_is_a_typed_error(server):
 
 
 def test_anthropic_529_is_retried(server, monkeypatch):
-    monkeypatch.setattr("agent_nb.providers._http._backoff", lambda attempt, after: 0.01)
+    monkeypatch.setattr("agent_nb.providers._transport._backoff", lambda attempt, after: 0.01)
     overloaded = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
     server.script(
         Reply(raw=json.dumps(overloaded), status=529, content_type="application/json"),
@@ -340,7 +340,7 @@ def test_a_429_with_an_http_date_retry_after_waits_until_then(server, monkeypatc
     async def sleep(seconds: float) -> None:
         waits.append(seconds)
 
-    monkeypatch.setattr("agent_nb.providers._http.asyncio.sleep", sleep)
+    monkeypatch.setattr("agent_nb.providers._transport.asyncio.sleep", sleep)
     when = email.utils.formatdate(time.time() + 30, usegmt=True)
     limited = Reply(status=429, headers={"retry-after": when}, error={"error": {"message": "slow"}})
     server.script(limited, Reply(status=500, error={"error": {"message": "then this"}}))

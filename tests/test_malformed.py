@@ -413,7 +413,7 @@ def test_unreadable_retry_after_falls_back_to_backoff(server, monkeypatch, heade
     async def sleep(seconds: float) -> None:
         waits.append(seconds)
 
-    monkeypatch.setattr("agent_nb.providers._http.asyncio.sleep", sleep)
+    monkeypatch.setattr("agent_nb.providers._transport.asyncio.sleep", sleep)
     limited = Reply(
         status=429,
         headers={"retry-after": header},
@@ -426,7 +426,7 @@ def test_unreadable_retry_after_falls_back_to_backoff(server, monkeypatch, heade
 
 
 def test_unreadable_retry_after_is_a_rate_limit_error_after_the_retries(server, monkeypatch):
-    monkeypatch.setattr("agent_nb.providers._http._backoff", lambda attempt, after: 0.0)
+    monkeypatch.setattr("agent_nb.providers._transport._backoff", lambda attempt, after: 0.0)
     limited = Reply(
         status=429, headers={"retry-after": "soon"}, error={"error": {"message": "slow"}}
     )

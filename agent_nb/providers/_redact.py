@@ -21,7 +21,7 @@ _SECRET_NAME = re.compile(
 _MIN_SECRET = 8
 
 # The value classes stop at quotes and backslashes, so a redacted JSON text stays JSON.
-_TOKEN = r"[A-Za-z0-9._~+/=-]"
+_KEY_CHAR = r"[A-Za-z0-9._~+/=-]"
 _SHAPES = re.compile(
     "|".join(
         [
@@ -32,7 +32,7 @@ _SHAPES = re.compile(
             r"id[-_]?token|client[-_]?secret|secret|password|passwd)[\"']?\s*[:=]\s*[\"']?)"
             r"(?>(?:(?i:bearer|basic|token)\s+)?)[^\s\"',;&<>{}\[\]\\]+",
             r"(?P<query>[?&](?i:key|token|sig|signature)=)[^\s\"'&#<>\\]+",
-            r"(?P<scheme>\b(?i:bearer)\s+)" + _TOKEN + r"{6,}",
+            r"(?P<scheme>\b(?i:bearer)\s+)" + _KEY_CHAR + r"{6,}",
             # user:password@ in a URL
             r"(?P<userinfo>://[^/\s:@\"']*:)[^/\s@\"']+(?=@)",
             # the shapes of the usual providers' keys, and JWTs

@@ -1,4 +1,5 @@
-"""Type checks on the JSON a provider sent: a wrong type is a Malformed naming the field.
+"""Reading the JSON a provider sent: decoding it, and type checks whose failure (a
+Malformed) names the field.
 
 A null counts as absent, as the official SDKs read it. HTTPClient turns a Malformed into a
 StreamError that names the provider and shows the event or body it came from.
@@ -6,7 +7,12 @@ StreamError that names the provider and shows the event or body it came from.
 
 from __future__ import annotations
 
+import json
 from typing import Any
+
+import pydantic
+
+from ..messages import ToolCallPart
 
 #: The largest token count taken: JSON's exact integers, which every store reads back.
 MAX_TOKENS = 2**53 - 1
@@ -20,6 +26,38 @@ _KINDS = {
     dict: "an object",
     type(None): "null",
 }
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+#: json.loads, minus its per-call checks, refusing NaN and Infinity: what is kept in the
+#: history (tool arguments) must still be JSON when it is stored.
+decode_json = json.JSONDecoder(parse_constant=_refuse_constant).decode
+
+
+def loads(text: str) -> Any:
+    """json.loads; ValueError for whatever is not JSON Python can hold (too deep, too long)."""
+    try:
+        return decode_json(text)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
+def tool_call(call_id: str, name: str, raw: str) -> ToolCallPart:
+    """A tool call from the JSON text of its arguments the model wrote ("" means none).
+
+    Text that is not a JSON object is kept as `invalid_arguments`: the turn sends it back
+    to the model as an error result to correct, instead of failing.
+    """
+    try:
+        arguments = loads(raw) if raw.strip() else {}
+        if isinstance(arguments, dict):
+            return ToolCallPart(id=call_id, name=name, arguments=arguments)
+    except (ValueError, pydantic.ValidationError):  # not JSON, or not JSON we keep
+        pass
+    return ToolCallPart(id=call_id, name=name, invalid_arguments=raw)
 
 
 class Malformed(Exception):

@@ -11,8 +11,8 @@ from httpx_sse import ServerSentEvent
 from .. import errors
 from ..events import Completion, TextDelta, ThinkingDelta, Usage
 from ..messages import ImagePart, Message, TextPart, ThinkingPart, ToolCallPart
-from ._http import HTTPClient, HTTPProvider
-from ._shape import index, obj, string, text, tokens, wrong
+from ._shape import index, obj, string, text, tokens, tool_call, wrong
+from ._transport import HTTPProvider
 from .base import ProviderBatch, Request
 
 ANTHROPIC_BASE_URL = "https://api.anthropic.com"
@@ -39,7 +39,7 @@ class AnthropicProvider(HTTPProvider):
     base_url_env = "ANTHROPIC_BASE_URL"
     default_base_url = keyed_base_url = ANTHROPIC_BASE_URL
 
-    async def _takes_images(self, model: str) -> bool | None:
+    async def takes_images(self, model: str) -> bool | None:
         # every Claude since Claude 3 takes images; the ones before took text only
         return False if model.startswith(("claude-2", "claude-instant", "claude-1")) else None
 
@@ -50,7 +50,7 @@ class AnthropicProvider(HTTPProvider):
         return headers
 
     async def _attempt(self, body: dict[str, Any], stream: bool) -> AsyncIterator[ProviderBatch]:
-        state = _State()
+        state = _MessageState()
         http = self._http
         if not stream:
 
@@ -67,7 +67,7 @@ class AnthropicProvider(HTTPProvider):
                     events.append(ThinkingDelta(state.thinking_text()))
                 if state.text():
                     events.append(TextDelta(state.text()))
-                events.append(state.completion(http))
+                events.append(state.completion())
                 return events
 
             yield await http.post_json("/v1/messages", body, parse)
@@ -93,7 +93,7 @@ class AnthropicProvider(HTTPProvider):
                 )
             if state.stop_reason is None and not state.blocks:
                 raise http.no_answer("stop reason")
-            return state.completion(http)
+            return state.completion()
 
         async for events in http.post_sse("/v1/messages", body, read, finish):
             yield events
@@ -212,7 +212,7 @@ def _block(block: dict[str, Any], where: str) -> _Block:
 
 
 @dataclass
-class _State:
+class _MessageState:
     blocks: dict[int, _Block] = field(default_factory=dict)
     input_tokens: int = 0
     cached_tokens: int = 0
@@ -252,7 +252,7 @@ class _State:
             self.started = True
             message = obj(data.get("message"), "message")
             self.model = text(message.get("model"), "message.model")
-            self._usage(message.get("usage"), "message.usage")
+            self._take_usage(message.get("usage"), "message.usage")
         elif kind == "content_block_start":
             position = index(data.get("index"), "index", len(self.blocks))
             self.blocks[position] = _block(
@@ -263,20 +263,20 @@ class _State:
             self.stop_reason = (
                 text(delta.get("stop_reason"), "delta.stop_reason") or self.stop_reason
             )
-            self._usage(data.get("usage"), "usage")
+            self._take_usage(data.get("usage"), "usage")
         elif kind == "message_stop":
             self.stopped = True
 
     def read_message(self, payload: dict[str, Any]) -> None:
         self.model = text(payload.get("model"), "model")
         self.stop_reason = text(payload.get("stop_reason"), "stop_reason")
-        self._usage(payload.get("usage"), "usage")
+        self._take_usage(payload.get("usage"), "usage")
         for position, block in enumerate(payload["content"]):
             where = f"content[{position}]"
             self.blocks[position] = _block(obj(block, where), where)
         self.started = self.stopped = True
 
-    def _usage(self, raw: Any, where: str) -> None:
+    def _take_usage(self, raw: Any, where: str) -> None:
         usage = obj(raw, where)
         if "input_tokens" in usage:
             self.cached_tokens = tokens(usage, "cache_read_input_tokens", where) or 0
@@ -298,7 +298,7 @@ class _State:
     def _ordered(self) -> list[_Block]:
         return [self.blocks[i] for i in sorted(self.blocks)]
 
-    def completion(self, http: HTTPClient) -> Completion:
+    def completion(self) -> Completion:
         parts: list[Any] = []
         for block in self._ordered():
             if block.kind == "text":
@@ -314,7 +314,7 @@ class _State:
             elif block.kind == "tool_use":
                 raw = "".join(block.text)
                 if raw.strip():
-                    parts.append(http.tool_call(block.id, block.name, raw))
+                    parts.append(tool_call(block.id, block.name, raw))
                 else:
                     parts.append(ToolCallPart(id=block.id, name=block.name, arguments=block.input))
             # other block kinds (server tools and their results) are skipped

@@ -49,7 +49,8 @@ class Provider(abc.ABC):
 
     `complete` returns an async iterator of lists of TextDelta / ThinkingDelta events, a list
     for each piece of the answer that arrives (one network read), the last list ending with
-    exactly one Completion; anything else raises a ProviderError subclass.
+    exactly one Completion; anything else raises a ProviderError subclass. Capabilities are
+    attributes (`output_modes`) and async methods (`takes_images`) the session asks.
     """
 
     #: The name users pass as `provider=`.
@@ -66,9 +67,10 @@ class Provider(abc.ABC):
     def complete(self, request: Request) -> AsyncIterator[ProviderBatch]:
         """Stream one model call."""
 
-    async def _takes_images(self, model: str) -> bool | None:
-        """Whether `model` takes images: False refuses a turn with images before it is sent;
-        None (not known) sends it, and the provider says if it cannot."""
+    async def takes_images(self, model: str) -> bool | None:
+        """Whether `model` takes images: False refuses a turn with images before it is sent,
+        naming the model; None (not known, the default) sends it, and the provider says if
+        it cannot. Asked before each turn that carries images, so cache what it costs."""
         return None
 
     async def aclose(self) -> None:

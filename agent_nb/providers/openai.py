@@ -13,8 +13,8 @@ from httpx_sse import ServerSentEvent
 
 from ..events import Completion, TextDelta, ThinkingDelta, Usage
 from ..messages import ImagePart, Message, TextPart, ThinkingPart, ToolCallPart
-from ._http import HTTPClient, HTTPProvider
-from ._shape import Malformed, index, items, obj, string, text, tokens, wrong
+from ._shape import Malformed, index, items, obj, string, text, tokens, tool_call, wrong
+from ._transport import HTTPProvider
 from .base import ProviderBatch, Request
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
@@ -63,7 +63,7 @@ class OpenAIProvider(HTTPProvider):
             # (llama.cpp's, grammar-enforced) before words in the instructions
             self.output_modes = ("native", "json_object", "prompted")
 
-    async def _takes_images(self, model: str) -> bool | None:
+    async def takes_images(self, model: str) -> bool | None:
         if self.official:
             return False if _TEXT_ONLY.fullmatch(model.split("/")[-1]) else None
         if model not in self._image_support:
@@ -106,7 +106,7 @@ class OpenAIProvider(HTTPProvider):
                     raise http.no_answer("finish reason")
             if state.usage is None:  # a server that sends none, even when asked
                 state.usage = estimate_usage(body, state)
-            return state.completion(http)
+            return state.completion()
 
         async for events in http.post_sse("/chat/completions", body, read, finish):
             yield events
@@ -165,7 +165,7 @@ class OpenAIProvider(HTTPProvider):
         state.model = text(payload.get("model"), "model")
         state.feed_message(obj(choice["message"], "choices[0].message"))
         state.finish_reason = text(choice.get("finish_reason"), "choices[0].finish_reason") or None
-        state.usage = _usage(payload.get("usage"))
+        state.usage = _read_usage(payload.get("usage"))
         if state.finish_reason is None and state.empty():
             raise self._http.no_answer("finish reason")
         events: ProviderBatch = []
@@ -173,7 +173,7 @@ class OpenAIProvider(HTTPProvider):
             events.append(ThinkingDelta("".join(state.thinking)))
         if state.text:
             events.append(TextDelta("".join(state.text)))
-        events.append(state.completion(self._http))
+        events.append(state.completion())
         return events
 
 
@@ -203,7 +203,7 @@ class _StreamState:
             self.model = text(chunk.get("model"), "model")
         usage = chunk.get("usage")
         if usage is not None:
-            self.usage = _usage(usage)
+            self.usage = _read_usage(usage)
         choices = chunk.get("choices")
         if type(choices) is not list:
             choices = items(choices, "choices")
@@ -279,7 +279,7 @@ class _StreamState:
         """Whether nothing of an answer arrived: no text, reasoning, refusal or tool call."""
         return not (self.text or self.thinking or self.refusal or self.calls)
 
-    def completion(self, http: HTTPClient) -> Completion:
+    def completion(self) -> Completion:
         parts: list[Any] = []
         if self.thinking:
             parts.append(ThinkingPart(text="".join(self.thinking)))
@@ -288,9 +288,7 @@ class _StreamState:
         for position in sorted(self.calls):
             buffer = self.calls[position]
             parts.append(
-                http.tool_call(
-                    buffer.id or f"call_{position}", buffer.name, "".join(buffer.arguments)
-                )
+                tool_call(buffer.id or f"call_{position}", buffer.name, "".join(buffer.arguments))
             )
         refusal = "".join(self.refusal) or None
         return Completion(
@@ -323,7 +321,7 @@ def estimate_usage(body: dict[str, Any], state: _StreamState) -> Usage:
     )
 
 
-def _usage(raw: Any) -> Usage:
+def _read_usage(raw: Any) -> Usage:
     usage = obj(raw, "usage")
     return Usage(
         input_tokens=tokens(usage, "prompt_tokens", "usage") or 0,

@@ -11,8 +11,8 @@ from httpx_sse import ServerSentEvent
 from .. import errors
 from ..events import Completion, TextDelta, ThinkingDelta, Usage
 from ..messages import Message, TextPart, ThinkingPart, ToolCallPart
-from ._http import HTTPClient
-from ._shape import items, obj, string, text, tokens, wrong
+from ._shape import items, obj, string, text, tokens, tool_call, wrong
+from ._transport import HTTPClient
 from .base import ProviderBatch, Request
 from .openai import OpenAIProvider, _arguments_text, content_list, reasoning_model
 
@@ -26,7 +26,7 @@ class OpenAIResponsesProvider(OpenAIProvider):
     json_object_form = False
 
     async def _attempt(self, body: dict[str, Any], stream: bool) -> AsyncIterator[ProviderBatch]:
-        state = _State()
+        state = _ResponseState()
         http = self._http
         if not stream:
 
@@ -157,7 +157,7 @@ def _items(message: Message) -> list[dict[str, Any]]:
 
 
 @dataclass
-class _State:
+class _ResponseState:
     text: list[str] = field(default_factory=list)
     thinking: list[str] = field(default_factory=list)
     refusal: list[str] = field(default_factory=list)
@@ -181,7 +181,7 @@ class _State:
                 call_id = text(item.get("call_id"), f"{at}.call_id")
                 arguments = string(item.get("arguments"), f"{at}.arguments")
                 call_id = call_id or string(item.get("id"), f"{at}.id")
-                self.calls.append(http.tool_call(call_id, name, arguments))
+                self.calls.append(tool_call(call_id, name, arguments))
             elif kind == "message" and not streamed_text:
                 for number, content in enumerate(items(item.get("content"), f"{at}.content")):
                     part = f"{at}.content[{number}]"

@@ -41,7 +41,7 @@ _VERBS = {
 }
 _WORD = re.compile(r"\S+\s*")
 _PROMPTED_SCHEMA = re.compile(r"```json\n(.*?)\n```", re.DOTALL)  # json(output_mode="prompted")
-_TOKEN = re.compile(r"[A-Za-z0-9][\w.@-]*[A-Za-z0-9]|[A-Za-z0-9]")
+_PROMPT_TOKEN = re.compile(r"[A-Za-z0-9][\w.@-]*[A-Za-z0-9]|[A-Za-z0-9]")
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 
 
@@ -264,7 +264,7 @@ def _example(schema: Any, root: dict[str, Any], context: _Context, name: str) ->
 
 
 def _string_for(name: str, context: _Context) -> str:
-    tokens = _TOKEN.findall(context.prompt)
+    tokens = _PROMPT_TOKEN.findall(context.prompt)
     for stem in (w for w in _name_words(name) if w not in {"id", "name", "key"}):
         for token in tokens:
             if token.lower().startswith(stem) and len(token) > len(stem):

@@ -1,15 +1,13 @@
-"""HTTP for every provider, once: clients, timeouts, retries, error mapping, SSE."""
+"""HTTP for every provider, once: the client, timeouts, redirects, retries, SSE, and the base
+of the providers reached over HTTP. What a failure means is _errors.py's."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import email.utils
 import json
-import math
 import os
 import random
-import re
 import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -17,49 +15,26 @@ from contextlib import aclosing, asynccontextmanager
 from typing import Any, TypeVar
 
 import httpx
-import pydantic
 from httpx_sse import ServerSentEvent
 from httpx_sse._decoders import SSEDecoder, SSELineDecoder  # the decoders aiter_sse runs
 
 from .. import errors
 from ..events import Completion
-from ..messages import ToolCallPart
+from ._errors import ErrorFactory, request_id
 from ._redact import Redactor, redact_http_logs, secrets_of
-from ._shape import Malformed, wrong
+from ._shape import Malformed, decode_json, loads, wrong
 from .base import Provider, ProviderBatch, Request
 
 T = TypeVar("T")
-E = TypeVar("E", bound=errors.ProviderError)
 redact_http_logs()
 
-
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-#: json.loads, minus its per-call checks, refusing NaN and Infinity: what is kept in the
-#: history (tool arguments) must still be JSON when it is stored.
-_decode_json = json.JSONDecoder(parse_constant=_refuse_constant).decode
 #: What reading a body of an unexpected shape can raise, when no check named the field first.
 _SHAPE_ERRORS = (AttributeError, TypeError, ValueError, KeyError, IndexError, RecursionError)
 
 DEFAULT_TIMEOUT = httpx.Timeout(connect=10.0, read=120.0, write=30.0, pool=30.0)
-_RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504, 529}
 _MAX_RETRY_AFTER = 60.0
 _MAX_REDIRECTS = 5
 _DEFAULT_PORTS = {"http": 80, "https": 443}
-
-_STATUS_ERRORS: dict[int, type[errors.ProviderError]] = {
-    400: errors.BadRequestError,
-    401: errors.AuthenticationError,
-    403: errors.PermissionDeniedError,
-    404: errors.NotFoundError,
-    408: errors.APITimeoutError,
-    409: errors.ServerError,
-    413: errors.BadRequestError,
-    422: errors.BadRequestError,
-    429: errors.RateLimitError,
-}
 
 
 def make_timeout(timeout: float | httpx.Timeout | None) -> httpx.Timeout:
@@ -74,8 +49,12 @@ def make_timeout(timeout: float | httpx.Timeout | None) -> httpx.Timeout:
 _PROBE_TIMEOUT = httpx.Timeout(5.0)
 
 
-class HTTPClient:
-    """One provider's connection to its server: a pooled AsyncClient per event loop."""
+class HTTPClient(ErrorFactory):
+    """One provider's connection to its server: a pooled AsyncClient per event loop.
+
+    It is the ErrorFactory of that provider too: the errors it raises, and those its
+    provider raises about an answer, are made redacted of the credentials it sends.
+    """
 
     def __init__(
         self,
@@ -88,14 +67,16 @@ class HTTPClient:
         transport: httpx.AsyncBaseTransport | None = None,
         key_hint: str | None = None,
     ) -> None:
-        self.provider = provider
         self.base_url = base_url.rstrip("/")
         self._headers = dict(headers)
+        super().__init__(
+            provider=provider,
+            redact=Redactor(secrets_of(self._headers, self.base_url)),
+            key_hint=key_hint,
+        )
         self.timeout = make_timeout(timeout)
         self.max_retries = max_retries
         self._transport = transport
-        self._key_hint = key_hint
-        self._redact = Redactor(secrets_of(self._headers, self.base_url))
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient]
         self._clients = weakref.WeakKeyDictionary()
         self._retired: list[httpx.AsyncClient] = []  # dropped after a stream broke off
@@ -115,7 +96,7 @@ class HTTPClient:
         return client
 
     def __repr__(self) -> str:
-        return f"HTTPClient(provider={self.provider!r}, base_url={self._redact(self.base_url)!r})"
+        return f"HTTPClient(provider={self.provider!r}, base_url={self.redact(self.base_url)!r})"
 
     async def aclose(self) -> None:
         loop = asyncio.get_running_loop()
@@ -135,21 +116,21 @@ class HTTPClient:
             except httpx.HTTPError as exc:
                 raise self._broken(exc, response.headers) from None
         try:
-            payload = _loads(text)
+            payload = loads(text)
         except ValueError:
             raise self.error(
                 errors.StreamError,
                 "the answer is not JSON",
                 excerpt=text,
                 status=response.status_code,
-                request_id=_request_id(response.headers),
+                request_id=request_id(response.headers),
             ) from None
         try:
             return parse(payload)
         except errors.AgentError:
             raise
         except (Malformed, *_SHAPE_ERRORS) as exc:
-            raise self._unreadable(exc, "the answer", text) from None
+            raise self.unreadable(exc, "the answer", text) from None
 
     async def post_sse(
         self,
@@ -175,25 +156,13 @@ class HTTPClient:
                     f"expected an event stream, got {content_type or 'no content type'}",
                     excerpt=text,
                     status=response.status_code,
-                    request_id=_request_id(response.headers),
+                    request_id=request_id(response.headers),
                 )
             events: ProviderBatch = []
-            last = False
             try:
                 # httpx errors while reading (a drop, a stall) become typed errors in `retrying`
                 async for batch in _event_batches(response, self.timeout.read):
-                    for sse in batch:
-                        try:
-                            last = read(sse, events)
-                        except errors.AgentError:
-                            raise
-                        except (Malformed, *_SHAPE_ERRORS) as exc:
-                            named = sse.event not in ("", "message")  # httpx-sse's default
-                            what = f"the {sse.event} event" if named else "a stream event"
-                            raise self._unreadable(exc, what, sse.data) from None
-                        if last:
-                            break
-                    if last:
+                    if self._read(batch, read, events):
                         break
                     if events:
                         yield events
@@ -203,12 +172,31 @@ class HTTPClient:
                 except errors.AgentError:
                     raise
                 except (Malformed, *_SHAPE_ERRORS) as exc:
-                    raise self._unreadable(exc, "the answer", "") from None
+                    raise self.unreadable(exc, "the answer", "") from None
             except Exception:
                 if events:
                     yield events
                 raise
             yield events
+
+    def _read(
+        self,
+        batch: list[ServerSentEvent],
+        read: Callable[[ServerSentEvent, ProviderBatch], bool],
+        events: ProviderBatch,
+    ) -> bool:
+        """Hand one network read's server-sent events to `read`: True at the stream's last."""
+        for sse in batch:
+            try:
+                if read(sse, events):
+                    return True
+            except errors.AgentError:
+                raise
+            except (Malformed, *_SHAPE_ERRORS) as exc:
+                named = sse.event not in ("", "message")  # httpx-sse's default
+                what = f"the {sse.event} event" if named else "a stream event"
+                raise self.unreadable(exc, what, sse.data) from None
+        return False
 
     async def retrying(self, attempt: Callable[[], AsyncIterator[T]]) -> AsyncIterator[T]:
         """Run `attempt` again after a retryable failure, but never once it has yielded."""
@@ -249,7 +237,7 @@ class HTTPClient:
             try:
                 if response.status_code != 200:
                     return None
-                return _loads((await response.aread()).decode("utf-8", errors="replace"))
+                return loads((await response.aread()).decode("utf-8", errors="replace"))
             finally:
                 await response.aclose()
         except (httpx.HTTPError, errors.AgentError, ValueError):
@@ -288,7 +276,7 @@ class HTTPClient:
         try:
             if response.status_code >= 400:
                 text = (await response.aread()).decode("utf-8", errors="replace")
-                raise self._status_error(response, text)
+                raise self.status_error(response, text)
             yield response
         finally:
             await response.aclose()
@@ -323,76 +311,10 @@ class HTTPClient:
             status=response.status_code,
         )
 
-    def error(self, cls: type[E], message: str, *, excerpt: str | None = None, **fields: Any) -> E:
-        """An error about this provider's answer: every one is made here, redacted.
-
-        `message`, `code` and `request_id` lose this client's credentials and anything shaped
-        like a key or a bearer token; `excerpt`, raw text from the server, is redacted, then
-        shortened (so no cut leaves part of a key), then quoted after the message.
-        """
-        redact = self._redact
-        message = _snippet(redact(message), 2000)
-        if excerpt:
-            message = f"{message}: {_snippet(redact(excerpt))!r}"
-        for name in ("code", "request_id"):
-            if fields.get(name) is not None:
-                fields[name] = redact(str(fields[name]))
-        return cls(message, provider=self.provider, **fields)
-
-    def _status_error(self, response: httpx.Response, text: str) -> errors.ProviderError:
-        status = response.status_code
-        cls = _STATUS_ERRORS.get(status) or (
-            errors.ServerError if status >= 500 else errors.ProviderError
-        )
-        message, code, body_request_id = _error_message(self._redact(text))
-        # Some servers (llama-cpp-python, other FastAPI apps) answer a malformed request with
-        # a 500 carrying the validation error: a fault of the request, not worth a retry.
-        misread = status >= 500 and bool(_REQUEST_FAULT.search(f"{message} {code or ''}"))
-        if misread:
-            cls = errors.BadRequestError
-        error = self.error(
-            cls,
-            message,
-            status=status,
-            request_id=_request_id(response.headers) or body_request_id,
-            code=code,
-            retry_after=_retry_after(response.headers),
-            hint="the server says 500, but what it rejects is the request: check the "
-            "settings and model this call sends"
-            if misread
-            else _hint(status, self._key_hint),
-        )
-        if status in _RETRY_STATUS and not misread:
-            error.retryable = True
-        return error
-
-    def error_event(
-        self, payload: Any, headers: httpx.Headers | None = None
-    ) -> errors.ProviderError:
-        """The typed error for an error object sent inside a stream (an `event: error`)."""
-        message, code, request_id = _error_message(self._redact(json.dumps(payload)))
-        kind = str(code or "")
-        if "overloaded" in kind or "rate_limit" in kind or kind in {"429", "529", "503"}:
-            cls: type[errors.ProviderError] = (
-                errors.RateLimitError
-                if "rate_limit" in kind or kind == "429"
-                else errors.ServerError
-            )
-        elif "server" in kind or "internal" in kind or kind.startswith("5"):
-            cls = errors.ServerError
-        else:
-            cls = errors.ProviderError
-        return self.error(
-            cls,
-            message,
-            code=code,
-            request_id=(_request_id(headers) if headers is not None else None) or request_id,
-        )
-
     def event_object(self, sse: ServerSentEvent, what: str = "a stream event") -> dict[str, Any]:
         """The JSON object of one server-sent event; an `event: error` raises what it carries."""
         try:
-            data = _decode_json(sse.data)
+            data = decode_json(sse.data)
         except (ValueError, RecursionError):
             raise self.malformed(f"{what} is not valid JSON", sse.data) from None
         if type(data) is not dict or sse.event == "error":
@@ -400,17 +322,6 @@ class HTTPClient:
                 raise self.error_event(data)
             raise wrong("it", "an object", data)
         return data
-
-    def malformed(self, what: str, data: str) -> errors.StreamError:
-        return self.error(errors.StreamError, what, excerpt=data)
-
-    def _unreadable(self, exc: Exception, what: str, data: str) -> errors.StreamError:
-        """The StreamError for a body or event whose fields are not what the API sends."""
-        if isinstance(exc, Malformed):
-            detail = str(exc)
-        else:  # no check named the field: say what Python found
-            detail = f"of an unexpected shape, {type(exc).__name__}: {exc}"
-        return self.error(errors.StreamError, f"{what} is malformed: {detail}", excerpt=data)
 
     def ended_early(self, terminator: str, *, nothing: bool = False) -> errors.StreamError:
         """The error for a stream that stopped before `terminator`: never a short answer.
@@ -444,14 +355,6 @@ class HTTPClient:
             if client is not None:
                 self._retired.append(client)
 
-    def no_answer(self, missing: str) -> errors.StreamError:
-        """The error for an answer that carried nothing: no content and no `missing`."""
-        return self.error(
-            errors.StreamError,
-            f"the answer carried nothing: no content and no {missing}; the turn was not saved, "
-            "try again",
-        )
-
     def _broken(self, exc: httpx.HTTPError, headers: httpx.Headers | None) -> errors.ProviderError:
         """The error for an answer that stalled or broke off after its headers arrived."""
         if isinstance(exc, httpx.TimeoutException):
@@ -459,27 +362,13 @@ class HTTPClient:
                 errors.APITimeoutError,
                 f"the stream stalled: nothing arrived for {self.timeout.read} s "
                 "(raise the read timeout with timeout=...)",
-                request_id=_request_id(headers),
+                request_id=request_id(headers),
             )
         return self.error(
             errors.APIConnectionError,
             f"the connection dropped mid-stream ({type(exc).__name__}: {exc})",
-            request_id=_request_id(headers),
+            request_id=request_id(headers),
         )
-
-    def tool_call(self, call_id: str, name: str, raw: str) -> ToolCallPart:
-        """A tool call from the JSON text of its arguments the model wrote ("" means none).
-
-        Text that is not a JSON object is kept as `invalid_arguments`: the turn sends it back
-        to the model as an error result to correct, instead of failing.
-        """
-        try:
-            arguments = _loads(raw) if raw.strip() else {}
-            if isinstance(arguments, dict):
-                return ToolCallPart(id=call_id, name=name, arguments=arguments)
-        except (ValueError, pydantic.ValidationError):  # not JSON, or not JSON we keep
-            pass
-        return ToolCallPart(id=call_id, name=name, invalid_arguments=raw)
 
 
 async def _event_batches(
@@ -511,12 +400,6 @@ async def _event_batches(
 
 
 _JSON = {"content-type": "application/json"}
-#: What a 5xx body says when the fault is the request's (a validation error).
-_REQUEST_FAULT = re.compile(
-    r"validation error|Input should be|Field required|Extra inputs are not permitted|"
-    r"invalid_request_error|unrecognized (?:argument|field)",
-    re.IGNORECASE,
-)
 
 
 def _json_body(body: dict[str, Any]) -> bytes:
@@ -533,88 +416,14 @@ def _json_body(body: dict[str, Any]) -> bytes:
         return joined.encode("utf-8")
 
 
-def _loads(text: str) -> Any:
-    """json.loads; ValueError for whatever is not JSON Python can hold (too deep, too long)."""
-    try:
-        return _decode_json(text)
-    except RecursionError:
-        raise ValueError("nested too deeply") from None
-
-
 def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
     return url.scheme, url.host, url.port or _DEFAULT_PORTS.get(url.scheme)
-
-
-def _error_message(text: str) -> tuple[str, str | None, str | None]:
-    """The provider's own message, code and request id, from any of the usual error shapes."""
-    try:
-        payload = _loads(text)
-    except ValueError:
-        return (_snippet(text) or "no error message in the answer"), None, None
-    request_id = payload.get("request_id") if isinstance(payload, dict) else None
-    if not isinstance(request_id, str):
-        request_id = None
-    error = payload.get("error", payload) if isinstance(payload, dict) else payload
-    if isinstance(error, str):
-        return error, None, request_id
-    if not isinstance(error, dict):
-        return _snippet(text), None, request_id
-    message = error.get("message") or error.get("detail") or _snippet(text)
-    code = error.get("code") or error.get("type")
-    if isinstance(error.get("metadata"), dict) and error["metadata"].get("raw"):
-        message = f"{message}: {error['metadata']['raw']}"  # shortened once redacted
-    return str(message), (str(code) if code is not None else None), request_id
-
-
-def _hint(status: int, key_hint: str | None) -> str | None:
-    if status == 401:
-        return f"check the API key ({key_hint} or api_key=...)" if key_hint else "check the API key"
-    if status == 404:
-        return "check the model name and base_url"
-    if status == 429:
-        return "slow down, or raise max_retries to wait and retry automatically"
-    return None
-
-
-def _request_id(headers: httpx.Headers | None) -> str | None:
-    if headers is None:
-        return None
-    return headers.get("x-request-id") or headers.get("request-id")
-
-
-def _retry_after(headers: httpx.Headers) -> float | None:
-    """The wait the server asks for, in seconds; None (so: backoff) when it says none we read."""
-    if (value := _seconds(headers.get("retry-after-ms"))) is not None:
-        return value / 1000
-    value = headers.get("retry-after")
-    if value is None:
-        return None
-    if (seconds := _seconds(value)) is not None:
-        return seconds
-    try:  # an HTTP date
-        when = email.utils.parsedate_to_datetime(value).timestamp()
-    except (TypeError, ValueError, OverflowError, OSError):
-        return None
-    return max(0.0, when - time.time())
-
-
-def _seconds(value: str | None) -> float | None:
-    try:
-        seconds = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return None
-    return seconds if math.isfinite(seconds) and seconds >= 0 else None
 
 
 def _backoff(attempt: int, retry_after: float | None) -> float:
     if retry_after is not None and 0 <= retry_after <= _MAX_RETRY_AFTER:
         return retry_after
     return min(8.0, 0.5 * 2**attempt) * random.uniform(0.75, 1.0)
-
-
-def _snippet(text: str, limit: int = 300) -> str:
-    text = text.strip()
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class HTTPProvider(Provider):
@@ -664,7 +473,7 @@ class HTTPProvider(Provider):
 
     def redacted(self, text: str) -> str:
         """`text` with this provider's credentials, and anything shaped like a key, masked."""
-        return self._http._redact(text)
+        return self._http.redact(text)
 
     def auth_headers(self, api_key: str | None) -> dict[str, str]:
         """The headers that carry the key (and any the API always wants)."""

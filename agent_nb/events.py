@@ -22,7 +22,7 @@ __all__ = [
 
 
 #: The fields of `Usage`, as `Usage.to_dict()` names them.
-USAGE_FIELDS = (
+_USAGE_FIELDS = (
     "input_tokens",
     "output_tokens",
     "cached_tokens",
@@ -44,7 +44,7 @@ class Usage:
     estimated: int = 0
 
     def __post_init__(self) -> None:
-        for name in USAGE_FIELDS:
+        for name in _USAGE_FIELDS:
             value = getattr(self, name)
             if type(value) is not int:  # not a bool, a float, a str or an int subclass
                 if isinstance(value, int) and not isinstance(value, bool):
@@ -68,7 +68,7 @@ class Usage:
         )
 
     def to_dict(self) -> dict[str, int]:
-        data = {name: getattr(self, name) for name in USAGE_FIELDS}
+        data = {name: getattr(self, name) for name in _USAGE_FIELDS}
         if not data["estimated"]:
             del data["estimated"]  # as before estimates existed
         return data

@@ -14,6 +14,21 @@ from .messages import Message, _short
 #: The version of `Session.to_dict()`'s format; `from_dict` refuses newer data.
 FORMAT_VERSION = 1
 
+_JSON_TYPES = {
+    str: "a string",
+    bool: "a boolean",
+    int: "an integer",
+    float: "a number",
+    list: "a list",
+    dict: "an object",
+    type(None): "null",
+}
+
+
+def json_type(value: Any, other: str | None = None) -> str:
+    """What a JSON value is, in words (`other`, or its Python type's name, if not JSON)."""
+    return _JSON_TYPES.get(type(value)) or other or type(value).__name__
+
 
 def check_messages(messages: Iterable[Any]) -> list[Message]:
     """`messages` as Messages (dicts are validated); errors name the message and field."""
@@ -146,16 +161,5 @@ def _reason(item: Any) -> str:
     if kind == "value_error":
         return str(item["ctx"]["error"])
     if kind.endswith("_type") or kind == "int_from_float":
-        return f"{item['msg']}, got {_JSON_TYPES.get(type(item['input']), 'a Python object')}"
+        return f"{item['msg']}, got {json_type(item['input'], 'a Python object')}"
     return item["msg"]
-
-
-_JSON_TYPES = {
-    str: "a string",
-    bool: "a boolean",
-    int: "an integer",
-    float: "a number",
-    type(None): "null",
-    list: "a list",
-    dict: "an object",
-}

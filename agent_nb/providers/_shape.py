@@ -12,20 +12,11 @@ from typing import Any
 
 import pydantic
 
+from .._format import json_type
 from ..messages import ToolCallPart
 
 #: The largest token count taken: JSON's exact integers, which every store reads back.
 MAX_TOKENS = 2**53 - 1
-
-_KINDS = {
-    str: "a string",
-    bool: "a boolean",
-    int: "an integer",
-    float: "a number",
-    list: "a list",
-    dict: "an object",
-    type(None): "null",
-}
 
 
 def _refuse_constant(name: str) -> Any:
@@ -62,11 +53,6 @@ def tool_call(call_id: str, name: str, raw: str) -> ToolCallPart:
 
 class Malformed(Exception):
     """A field of a provider's answer has the wrong type or an impossible value."""
-
-
-def json_type(value: Any) -> str:
-    """What a JSON value is, in words."""
-    return _KINDS.get(type(value), type(value).__name__)
 
 
 def wrong(where: str, expected: str, value: Any) -> Malformed:

@@ -17,8 +17,8 @@ from fake_openai import Reply
 from xss_corpus import PAYLOADS, problems
 
 from agent_nb import Agent, ChatPanel, Message, Session, tool
-from agent_nb.notebook import panel as panel_module
 from agent_nb.notebook.live import MESSAGE_BYTES
+from agent_nb.notebook.panel import widget as panel_module
 
 
 class Recorder:

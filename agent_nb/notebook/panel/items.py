@@ -7,8 +7,8 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable
 from typing import Any
 
-from .. import _render as render
-from ..messages import Message, ToolResultPart
+from ... import _render as render
+from ...messages import Message, ToolResultPart
 
 
 class RenderedMarkdown:

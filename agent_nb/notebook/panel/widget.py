@@ -45,15 +45,16 @@ from typing import Any
 import anywidget
 import traitlets
 
-from .. import _render as render
-from ..agent import Agent
-from ..errors import AgentError
-from ..messages import Message, ToolResultPart
-from ..session import Session
-from . import _panel_cards, _panel_records
-from ._panel_controls import _Controls
-from ._panel_items import RenderedMarkdown, RenderedMessages
-from .live import BYTE_BUDGET, MESSAGE_BYTES, UPDATE_INTERVAL, _Blocks
+from ... import _render as render
+from ...agent import Agent
+from ...errors import AgentError
+from ...messages import Message, ToolResultPart
+from ...session import Session
+from .. import _panel_records
+from ..live import BYTE_BUDGET, MESSAGE_BYTES, UPDATE_INTERVAL, _Blocks
+from . import cards as _panel_cards
+from .controls import _Controls
+from .items import RenderedMarkdown, RenderedMessages
 
 #: Bytes the tail may cost beyond BYTE_BUDGET per character received (a short answer's
 #: tail refreshes at the full rate; then the budget rules).

@@ -20,15 +20,16 @@ import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .. import _render as render
-from ..errors import AgentError, SessionChangedError
-from ..messages import Message
-from ..session import Session
-from ..stores.base import TITLE_LENGTH, plain
-from . import _panel_cards, _panel_records
+from ... import _render as render
+from ...errors import AgentError, SessionChangedError
+from ...messages import Message
+from ...session import Session
+from ...stores.base import TITLE_LENGTH, plain
+from .. import _panel_records
+from . import cards as _panel_cards
 
 if TYPE_CHECKING:
-    from ..stores.base import SessionInfo
+    from ...stores.base import SessionInfo
 
 _FORK = re.compile(r"~\d+$")
 #: How many of the store's sessions the switchers list.

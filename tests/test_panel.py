@@ -17,8 +17,9 @@ from fake_openai import Reply
 from xss_corpus import PAYLOADS, problems
 
 from agent_nb import Agent, ChatPanel, Message, Session, tool
-from agent_nb.notebook import panel as panel_module
+from agent_nb.notebook import live
 from agent_nb.notebook.live import MESSAGE_BYTES
+from agent_nb.notebook.panel import widget as panel_module
 
 
 class Recorder:
@@ -65,7 +66,7 @@ def test_a_panel_takes_a_session_or_an_agent():
 @pytest.fixture
 def every_token(monkeypatch):
     """No throttle: the front end is updated on every token (the worst case for bytes)."""
-    monkeypatch.setattr(panel_module, "UPDATE_INTERVAL", 0.0)
+    monkeypatch.setattr(live, "UPDATE_INTERVAL", 0.0)
 
 
 async def test_a_long_answer_streams_as_deltas_not_resends(server, every_token):

@@ -8,6 +8,9 @@ every UPDATE_INTERVAL, and only while the bytes sent stay within the budget belo
 ends as a few HTML outputs that together read as the one answer; the last carries the footer,
 the turn's record and, as text/plain, the whole answer's text (so a plain-text reader sees it
 once).
+
+The cutting and rendering (MarkdownTail) and the pace (Throttle) are shared with the chat
+panel, which sends the same finished blocks and tail as messages over its comm.
 """
 
 from __future__ import annotations
@@ -88,6 +91,68 @@ class _Blocks:
         self.scanned -= cut
 
 
+class MarkdownTail:
+    """A growing Markdown text: finished blocks rendered once, the rest (its tail) on demand.
+
+    The one streaming-Markdown tail of the package: `%%chat`'s live output and the chat
+    panel's deltas both cut and render an answer with it.
+    """
+
+    def __init__(self) -> None:
+        self._text: list[str] = []  # the text since the last cut
+        self._blocks = _Blocks()
+
+    def __len__(self) -> int:
+        return sum(map(len, self._text))
+
+    def add(self, delta: str) -> None:
+        self._text.append(delta)
+
+    def cut(self) -> str:
+        """The HTML of the blocks finished since the last cut ("": none); they leave the tail."""
+        if not self._text:
+            return ""
+        text = "".join(self._text)
+        cut = self._blocks.last_cut(text)
+        done = ""
+        if cut:
+            done = html(text[:cut])
+            self._blocks.shift(cut)
+            text = text[cut:]
+        self._text = [text] if text else []
+        return done
+
+    def end(self) -> str:
+        """The text is complete (a tool call follows): the HTML of all the tail, now finished."""
+        text = "".join(self._text)
+        self._text = []
+        self._blocks = _Blocks()
+        return html(text) if text else ""
+
+    def html(self) -> str:
+        """The tail rendered, as it stands."""
+        text = "".join(self._text)
+        return html(text) if text else ""
+
+
+class Throttle:
+    """When a streaming display may send: at most every UPDATE_INTERVAL, and only while the
+    bytes sent stay within BYTE_BUDGET per character received plus `allowance`."""
+
+    def __init__(self, allowance: int = 0) -> None:
+        self.allowance = allowance
+        self.received = 0  # characters of the answer so far
+        self.sent = 0  # bytes sent to the front end so far
+        self.last = 0.0  # when the display was last refreshed (time.monotonic)
+
+    def due(self, now: float) -> bool:
+        return now - self.last >= UPDATE_INTERVAL
+
+    def room(self) -> int:
+        """The bytes the budget has left."""
+        return BYTE_BUDGET * self.received + self.allowance - self.sent
+
+
 class LiveHTML:
     """An answer streaming into a notebook cell through display ids."""
 
@@ -96,18 +161,15 @@ class LiveHTML:
         self._done: list[str] = []  # the HTML of finished blocks not yet in an output
         self._done_size = 0
         self._tools: dict[str, list[Any]] = {}  # call id -> [name, arguments, result, error]
-        self._tail: list[str] = []  # the text of the current message since the last cut
-        self._blocks = _Blocks()
+        self._tail = MarkdownTail()  # the current message's text since the last cut
+        self._throttle = Throttle(BYTE_ALLOWANCE)
         self._display_id: str | None = None
         self._parts = 0
-        self._received = 0
-        self._sent = 0
-        self._last = 0.0
 
     # -- what arrives -------------------------------------------------------------------------
 
     def text(self, delta: str) -> None:
-        self._tail.append(delta)
+        self._tail.add(delta)
         self._text.append(delta)
         self._arrived(len(delta))
 
@@ -148,47 +210,33 @@ class LiveHTML:
     # -- how it is shown ----------------------------------------------------------------------
 
     def _arrived(self, size: int) -> None:
-        self._received += size
+        self._throttle.received += size
         now = time.monotonic()
-        if now - self._last >= UPDATE_INTERVAL:
+        if self._throttle.due(now):
             self._refresh(now)
 
     def _refresh(self, now: float) -> None:
-        self._last = now
-        self._cut()
-        if self._done_size >= max(MIN_PART, self._received // PART_FRACTION) and (
+        self._throttle.last = now
+        self._add_done(self._tail.cut())
+        if self._done_size >= max(MIN_PART, self._throttle.received // PART_FRACTION) and (
             self._parts < MAX_PARTS
         ):
             self._freeze()  # one message per refresh: the tail shows at the next
             return
-        room = BYTE_BUDGET * self._received + BYTE_ALLOWANCE - self._sent - _ENVELOPE
-        room -= len(STREAMING)
-        if self._done_size + sum(map(len, self._tail)) > room:
+        room = self._throttle.room() - _ENVELOPE - len(STREAMING)
+        if self._done_size + len(self._tail) > room:
             return  # it cannot fit (HTML is no shorter than its text, give or take): no render
         shown = self._live()
         if shown.strip() and len(shown) <= room:
             self._publish(shown + STREAMING, None, None)
 
-    def _cut(self) -> None:
-        if not self._tail:
-            return
-        text = "".join(self._tail)
-        cut = self._blocks.last_cut(text)
-        if cut:
-            self._add_done(html(text[:cut]))
-            self._blocks.shift(cut)
-            text = text[cut:]
-        self._tail = [text] if text else []
-
     def _end_text(self) -> None:
         """The message's text is complete: all of it is a finished block."""
-        text = "".join(self._tail)
-        if text:
-            self._add_done(html(text))
-        self._tail = []
-        self._blocks = _Blocks()
+        self._add_done(self._tail.end())
 
     def _add_done(self, rendered: str) -> None:
+        if not rendered:
+            return
         self._done.append(rendered)
         self._done_size += len(rendered)
 
@@ -201,14 +249,13 @@ class LiveHTML:
 
     def _live(self) -> str:
         pending = "".join(tool_block(*tool) for tool in self._tools.values())
-        tail = "".join(self._tail)
-        return "".join(self._done) + pending + (html(tail) if tail else "")
+        return "".join(self._done) + pending + self._tail.html()
 
     def _publish(self, shown: str, plain: str | None, metadata: dict[str, Any] | None) -> None:
         from IPython.display import display, update_display
 
         data = display_data(shown, plain)  # plain: the whole answer, once, with the last output
-        self._sent += sum(map(len, data.values())) + MESSAGE_BYTES
+        self._throttle.sent += sum(map(len, data.values())) + MESSAGE_BYTES
         metadata = publishable(metadata) if metadata else {}
         if self._display_id is None:
             self._display_id = uuid.uuid4().hex
@@ -221,7 +268,7 @@ class LivePlain:
     """An answer streaming into a terminal: the text as it comes, tool calls as lines."""
 
     def __init__(self) -> None:
-        self._last = 0.0
+        self._throttle = Throttle()
         self._wrote = False
 
     def text(self, delta: str) -> None:
@@ -252,9 +299,9 @@ class LivePlain:
         sys.stdout.write(clean(text))
         self._wrote = True
         now = time.monotonic()
-        if now - self._last >= UPDATE_INTERVAL:
+        if self._throttle.due(now):
             sys.stdout.flush()
-            self._last = now
+            self._throttle.last = now
 
 
 def live_answer(*, rich: bool) -> LiveHTML | LivePlain:

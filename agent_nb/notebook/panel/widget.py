@@ -1,21 +1,9 @@
 """ChatPanel: a chat window on a Session, one anywidget model per panel.
 
 The Session is the truth and the panel a view of it. Every piece of HTML the front end shows
-is rendered and sanitized here (render.py); panel.js only inserts it. The comm carries
-custom messages:
-
-- to the front end: `reset` (the whole conversation), `append` (messages new in the
-  session), `start` (a prompt is on its way), `delta` (finished blocks of the streaming
-  answer, appended once, and the re-rendered tail since the last block), `card` (a tool
-  call's card with its result, in place of the call's), `end` (the turn's error, and
-  whether Retry can do it again; the `append` before it has replaced the live answer with
-  the session's);
-- from it: `hello` (a view opened: send it the conversation), `send`, `stop`, `undo`.
-
-The controls (_panel_controls.py) add `controls` (the switchers, the footer, the prompt ↑
-recalls) and `editing` (a prompt's text, to edit) to the front end, and `regenerate`,
-`edit`, `send` with `edit` (fork there), `approve`, `deny`, `retry`, `switch` and `new`
-from it.
+is rendered and sanitized here (render.py); panel.js only inserts it. The panel and its views
+talk in the messages protocol.py names; what the views ask is done by the panel's Controls
+(controls.py), and the answer streams to them as deltas (stream.py).
 
 The answer streams as an asyncio task on the kernel's loop, so Stop and the other controls
 are handled while tokens arrive. A turn made elsewhere on the same session (`%%chat`) shows
@@ -45,24 +33,22 @@ from typing import Any
 import anywidget
 import traitlets
 
-from .. import _render as render
-from ..agent import Agent
-from ..errors import AgentError
-from ..messages import Message, ToolResultPart
-from ..session import Session
-from . import _panel_cards, _panel_records
-from ._panel_controls import _Controls
-from ._panel_items import RenderedMarkdown, RenderedMessages
-from .live import BYTE_BUDGET, MESSAGE_BYTES, UPDATE_INTERVAL, _Blocks
-
-#: Bytes the tail may cost beyond BYTE_BUDGET per character received (a short answer's
-#: tail refreshes at the full rate; then the budget rules).
-BYTE_ALLOWANCE = 20_000
+from ... import _render as render
+from ...agent import Agent
+from ...errors import AgentError
+from ...messages import Message
+from ...session import Session
+from .. import _panel_records
+from . import protocol
+from .controls import Controls
+from .items import RenderedMarkdown, RenderedMessages, items_of
+from .protocol import ToView
+from .stream import stream
 
 _HERE = pathlib.Path(__file__).parent
 
 
-class ChatPanel(_Controls, anywidget.AnyWidget):
+class ChatPanel(anywidget.AnyWidget):
     """A chat window on a Session (or a new session of an Agent), inside the notebook."""
 
     _esm = _HERE / "panel.js"
@@ -95,7 +81,7 @@ class ChatPanel(_Controls, anywidget.AnyWidget):
         self._started = self._stop_early = False
         self._display_ids: list[str] = []
         self._notes: dict[str, Any] = {}  # the last turn's error, for a new view
-        self._controls_init()
+        self._controls = Controls(self)
         self.on_msg(_Handler(self))
         self._listen()
 
@@ -233,29 +219,46 @@ class ChatPanel(_Controls, anywidget.AnyWidget):
 
     # -- the conversation ------------------------------------------------------------------
 
-    def _post(self, **content: Any) -> None:
-        """A custom message to every view (Widget.send is the prompt here)."""
-        self._send({"method": "custom", "content": content})
+    def _share(self, sessions: dict[str, Session]) -> None:
+        """Keep the sessions this panel knows in `sessions` (the notebook's, for `%session
+        panel`): its branches are then `%%chat NAME~N`'s, and the notebook's are listed."""
+        sessions.update(self._sessions)
+        self._sessions = sessions
+
+    def _post(self, kind: ToView, **fields: Any) -> None:
+        """A message to every view (Widget.send is the prompt here)."""
+        self._send(protocol.message(kind, **fields))
 
     def _sync(self, *, reset: bool = False) -> None:
         """Bring the front end to the session's history: the new messages, or all of it."""
         messages = self._session.messages
         ids = [m.id for m in messages]
         if not reset and ids[: len(self._shown)] == self._shown:
-            self._post(type="append", items=self._items_of(messages, len(self._shown)))
+            self._post(ToView.APPEND, items=self._items_of(messages, len(self._shown)))
         else:
-            self._post(type="reset", items=self._items_of(messages), **self._notes)
+            self._post(ToView.RESET, items=self._items_of(messages), **self._notes)
         self._shown = ids
-        self._post(type="controls", **self._controls())
+        self._post(ToView.CONTROLS, **self._controls.state())
+
+    def _resync(self) -> None:
+        """Show the whole session again, without the last turn's notes."""
+        self._notes = {}
+        self._sync(reset=True)
+
+    def _show_only(self, messages: list[Message]) -> None:
+        """Show `messages` alone (the history before a prompt answered again)."""
+        self._shown = [m.id for m in messages]
+        self._post(ToView.RESET, items=self._items_of(messages))
 
     def _items_of(self, messages: list[Message], start: int = 0) -> list[dict[str, str]]:
-        decided = self._session.decisions
         self._html.keep_only(messages)
-        return _items(messages, start, decided, self._html)
+        return items_of(messages, start, self._session.decisions, self._html)
 
     def _end(self, **notes: Any) -> None:
         self._notes = notes
-        self._post(type="end", **notes)
+        self._post(ToView.END, **notes)
+
+    # -- a turn ------------------------------------------------------------------------------
 
     async def _turn(
         self,
@@ -274,13 +277,7 @@ class ChatPanel(_Controls, anywidget.AnyWidget):
         response, problem, failed = None, None, False
         self._started = True
         try:
-            if self._stop_early:
-                raise asyncio.CancelledError
-            self.busy = True
-            self._notes = {}
-            self._again = None
-            self._post(type="start", user=render.html(prompt) if prompt else "")
-            response = await self._stream(session, prompt)
+            response = await self._answer(session, prompt)
         except asyncio.CancelledError:
             asyncio.current_task().uncancel()  # type: ignore[union-attr]
             kept = [m.id for m in session.messages] != before
@@ -298,62 +295,26 @@ class ChatPanel(_Controls, anywidget.AnyWidget):
                     problem = finish(problem)
             finally:
                 self.busy = False
-        waited = prompt is None and session is self._session
-        if waited and [m.id for m in session.messages] != before:
-            self._note_turn(before, resumed=True)
-        elif not waited:
-            self._note_turn(before)
+        self._note_turn(session, prompt, before)
         if response is not None and response.messages:
-            self._seconds[response.messages[-1].id] = time.monotonic() - started
+            self._controls.seconds[response.messages[-1].id] = time.monotonic() - started
         if failed and again is None and prompt:
             again = functools.partial(self.send, prompt)
-        self._again = again if failed else None
+        self._controls.again = again if failed else None
         self._sync()
         error = f"<p>{render.escaped(problem)}</p>" if problem else ""
-        self._end(error=error, retry=self._again is not None)
+        self._end(error=error, retry=failed and again is not None)
         self._refresh_fallback()
         return response
 
-    async def _stream(self, session: Session, prompt: str | None) -> Any:
-        live = _LiveTail(self._post)
-        stream = session.stream_async(prompt) if prompt else session.stream_resume_async()
-        # by call id: a result's card shows its call's arguments too (a resume's calls are
-        # the waiting ones: no tool_call event comes for them)
-        arguments = {c.id: c.arguments_json() for c in session.pending_approvals}
-        async for event in stream:
-            if event.type == "text_delta":
-                live.text(event.text)
-            elif event.type == "tool_call":
-                arguments[event.id] = event.arguments
-                live.block(_panel_cards.tool_card(event.id, event.name, event.arguments))
-            elif event.type == "tool_result":
-                call = event.tool_call_id
-                result = ToolResultPart(
-                    tool_call_id=call,
-                    name=event.name,
-                    content=event.content,
-                    is_error=event.is_error,
-                )
-                shown = _panel_cards.tool_card(call, event.name, arguments.get(call, {}), result)
-                self._post(type="card", call=call, html=shown)  # in place of the call's card
-        return stream.response
-
-    def _undo(self) -> None:
-        """Drop the session's last turn (the Undo button)."""
-        if self.busy:
-            return
-        try:
-            removed = self._session.undo()
-        except AgentError as exc:  # a store that failed: the session is as it was
-            self._end(error=f"<p>{render.escaped(str(exc))}</p>")
-            return
+    async def _answer(self, session: Session, prompt: str | None) -> Any:
+        if self._stop_early:  # stopped before it began
+            raise asyncio.CancelledError
+        self.busy = True
         self._notes = {}
-        if removed:
-            self._note(_panel_records.undo(self._session, list(removed.messages)))
-        self._sync()
-        if not removed:
-            self._end(error="<p>nothing to undo</p>")
-        self._refresh_fallback()
+        self._controls.again = None
+        self._post(ToView.START, user=render.html(prompt) if prompt else "")
+        return await stream(session, prompt, self._post)
 
     # -- the panel's log (its record in the notebook) -------------------------------------------
 
@@ -361,10 +322,14 @@ class ChatPanel(_Controls, anywidget.AnyWidget):
         self._log.entries.append(entry)
         self._log.session_id = self._session.session_id
 
-    def _note_turn(self, before: list[str], *, resumed: bool = False) -> None:
-        """Log the turn just made, if it was asked for in the panel (a cell's code that sends
-        makes its turn again when it runs again); `resumed`: it replaced the waiting round."""
-        if resumed:  # the round that waited is the last of `before`, replaced once anything ran
+    def _note_turn(self, session: Session, prompt: str | None, before: list[str]) -> None:
+        """Log the turn just made on `session` from history `before`, if it was asked for in
+        the panel (a cell's code that sends makes its turn again when it runs again). A
+        resume (no `prompt`) replaced the round that waited, once anything ran."""
+        resumed = prompt is None and session is self._session
+        if resumed and [m.id for m in session.messages] == before:
+            return  # nothing ran
+        if resumed:  # the round that waited is the last of `before`
             before = before[:-1]
         messages = self._session.messages
         made = messages[len(before) :]
@@ -404,34 +369,8 @@ class _Handler:
 
     def __call__(self, widget: Any, content: Any, buffers: Any) -> None:
         panel = self._panel()
-        if panel is None or not isinstance(content, dict):
-            return
-        kind = content.get("type")
-        if kind == "hello":
-            panel._sync(reset=True)
-        elif kind == "stop":
-            panel.stop()
-        elif kind == "undo":
-            panel._undo()
-        elif kind == "send":
-            text = content.get("text")
-            if isinstance(text, str) and text.strip() and not panel.busy:
-                if "edit" in content:
-                    panel._send_edited(content["edit"], text)
-                else:
-                    panel.send(text)
-        elif kind in ("approve", "deny"):
-            panel._decide(content.get("call"), kind == "approve", content.get("id"))
-        elif kind == "regenerate":
-            panel._regenerate(content.get("id"))
-        elif kind == "edit":
-            panel._edit(content.get("id"))
-        elif kind == "retry":
-            panel._retry()
-        elif kind == "switch":
-            panel._choose(content.get("session"))
-        elif kind == "new":
-            panel._new_session()
+        if panel is not None:
+            protocol.receive(panel._controls, content)
 
 
 class _AfterCell:
@@ -448,94 +387,3 @@ class _AfterCell:
                 self.shell.events.unregister("post_run_cell", self)
             return
         panel._after_cell()
-
-
-class _LiveTail:
-    """The streaming answer as deltas: finished blocks rendered once, the tail re-rendered.
-
-    Blocks are cut where Markdown allows (live.py's rules); the tail is re-sent at most every
-    UPDATE_INTERVAL and only while the bytes stay within live.py's budget, so a long answer
-    costs a few times its size, not its square.
-    """
-
-    def __init__(self, post: Any) -> None:
-        self._post = post
-        self._tail = ""
-        self._done: list[str] = []
-        self._blocks = _Blocks()
-        self._received = 0
-        self._sent = 0
-        self._last = 0.0
-
-    def text(self, delta: str) -> None:
-        self._tail += delta
-        self._received += len(delta)
-        cut = self._blocks.last_cut(self._tail)
-        if cut:
-            self._done.append(render.html(self._tail[:cut]))
-            self._tail = self._tail[cut:]
-            self._blocks.shift(cut)
-        self._flush()
-
-    def block(self, shown: str) -> None:
-        """A whole block of HTML (a tool call): the text before it is finished."""
-        if self._tail:
-            self._done.append(render.html(self._tail))
-        self._tail = ""
-        self._blocks = _Blocks()
-        self._done.append(shown)
-        self._flush(force=True)
-
-    def _flush(self, *, force: bool = False) -> None:
-        now = time.monotonic()
-        if not force and now - self._last < UPDATE_INTERVAL:
-            return
-        budget = BYTE_BUDGET * self._received + BYTE_ALLOWANCE
-        tail = None  # over budget (its HTML is no shorter than its text): finished blocks only
-        if self._sent + MESSAGE_BYTES + len(self._tail) <= budget:
-            tail = render.html(self._tail) if self._tail else ""
-        elif not self._done:
-            return
-        done = "".join(self._done)
-        self._done = []
-        self._post(type="delta", done=done, tail=tail)
-        self._sent += MESSAGE_BYTES + len(done) + len(tail or "")
-        self._last = now
-
-
-def _items(
-    messages: list[Message], start: int, decided: dict[str, bool], rendered: RenderedMessages
-) -> list[dict[str, str]]:
-    """Messages from `start` on as the panel shows them: {"id", "role", "html"}, tool
-    results inside their calls' cards; `decided`: calls approved or denied, still waiting."""
-    waiting = _panel_cards.waiting_ids(messages)
-    items = []
-    for at in range(start, len(messages)):
-        message = messages[at]
-        if message.role == "assistant":
-            # a round's results are in the message after it (servers reuse call ids)
-            after = messages[at + 1] if at + 1 < len(messages) else None
-            results = {r.tool_call_id: r for r in after.tool_results} if after else {}
-            last_round = at == len(messages) - 2
-            calls = [c.id for c in message.tool_calls]
-            key = (
-                tuple(results.get(c) for c in calls),
-                last_round and tuple((c in waiting, decided.get(c)) for c in calls),
-            )
-            shown = rendered.get(
-                message,
-                key,
-                _panel_cards.answer_html,
-                message,
-                results,
-                waiting if last_round else set(),
-                decided if last_round else {},
-                rendered.markdown,
-            )
-        elif message.role in ("user", "system"):
-            shown = rendered.get(message, None, render.message_html, message, {}, rendered.markdown)
-        else:
-            continue
-        if shown:
-            items.append({"id": message.id, "role": message.role, "html": shown})
-    return items

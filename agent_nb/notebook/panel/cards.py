@@ -12,10 +12,10 @@ import json
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from .. import _render as render
+from ... import _render as render
 
 if TYPE_CHECKING:
-    from ..messages import Message, ToolResultPart
+    from ...messages import Message, ToolResultPart
 
 #: What a card says of its call, by state.
 _STATES = {

@@ -1,9 +1,10 @@
-"""ChatPanel's controls: regenerate, edit = fork, approve / deny, retry, the switchers.
+"""ChatPanel's controls: what each button of a view does to the panel's conversation.
 
-A mixin of ChatPanel (panel.py), so each control is a method next to the conversation it
-changes. Forks follow the notebook's naming (`%session fork`, a cell run again): the
-forks of session `main` are `main~1`, `main~2`, ...; the branch switcher shows a session's
-family (its root and the root's forks), the session switcher one entry per family.
+Send, Stop, Undo, regenerate, edit = fork, approve / deny, retry, the switchers. The panel
+holds one Controls (composition); protocol.py hands it the views' messages. Forks follow the
+notebook's naming (`%session fork`, a cell run again): the forks of session `main` are
+`main~1`, `main~2`, ...; the branch switcher shows a session's family (its root and the
+root's forks), the session switcher one entry per family.
 
 Every control checks the session as it is when the click arrives (a double click, a click
 on a view that is behind), changes nothing when it cannot do what was asked, and says why
@@ -20,22 +21,25 @@ import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .. import _render as render
-from ..errors import AgentError, SessionChangedError
-from ..messages import Message
-from ..session import Session
-from ..stores.base import TITLE_LENGTH, plain
-from . import _panel_cards, _panel_records
+from ... import _render as render
+from ...errors import AgentError, SessionChangedError
+from ...messages import Message
+from ...session import Session
+from ...stores.base import TITLE_LENGTH, plain
+from .. import _panel_records
+from . import cards
+from .protocol import ToView
 
 if TYPE_CHECKING:
-    from ..stores.base import SessionInfo
+    from ...stores.base import SessionInfo
+    from .widget import ChatPanel
 
 _FORK = re.compile(r"~\d+$")
 #: How many of the store's sessions the switchers list.
-LISTED = 100
+_LISTED = 100
 
 
-def root_of(session_id: str) -> str:
+def _root_of(session_id: str) -> str:
     """The session a fork was made from by name: `main~2` -> `main`."""
     return _FORK.sub("", session_id)
 
@@ -45,43 +49,53 @@ def _snippet(text: str) -> str:
     return text if len(text) <= TITLE_LENGTH else text[: TITLE_LENGTH - 1].rstrip() + "…"
 
 
-class _Controls:
-    """The controls' methods; ChatPanel supplies the conversation (`_session`, `_sync`...)."""
+class Controls:
+    """The controls of one panel: its views' requests, done on its conversation."""
 
-    _session: Session
-    _sessions: dict[str, Session]
-    _store: Any
-    _shown: list[str]
-    _notes: dict[str, Any]
-    busy: bool
-    _post: Callable[..., None]
-    _sync: Callable[..., None]
-    _end: Callable[..., None]
-    _launch: Callable[..., Any]
-    _logged: bool  # whether the running turn was asked for in the panel
-    _note: Callable[[dict[str, Any]], None]  # an entry of the panel's log (its record)
-    _turn: Callable[..., Any]
-    switch: Callable[[str], Session]
-    send: Callable[[str], Any]
-    _items_of: Callable[[list[Message]], list[dict[str, str]]]
+    def __init__(self, panel: ChatPanel) -> None:
+        self._panel = panel
+        self.again: Callable[[], Any] | None = None  # what Retry does after an error
+        self.seconds: dict[str, float] = {}  # answer id -> how long its turn took here
 
-    def _controls_init(self) -> None:
-        self._again: Callable[[], Any] | None = None  # what Retry does after an error
-        self._seconds: dict[str, float] = {}  # answer id -> how long its turn took here
+    # -- the conversation ----------------------------------------------------------------
 
-    def _share(self, sessions: dict[str, Session]) -> None:
-        """Keep the sessions this panel knows in `sessions` (the notebook's, for `%session
-        panel`): its branches are then `%%chat NAME~N`'s, and the notebook's are listed."""
-        sessions.update(self._sessions)
-        self._sessions = sessions
+    def hello(self) -> None:
+        """A view opened: it gets the whole conversation."""
+        self._panel._sync(reset=True)
+
+    def send(self, text: str) -> None:
+        if not self._panel.busy:  # a second prompt while the first is answered
+            self._panel.send(text)
+
+    def stop(self) -> None:
+        self._panel.stop()
+
+    def undo(self) -> None:
+        """Drop the session's last turn (the Undo button)."""
+        panel = self._panel
+        if panel.busy:
+            return
+        try:
+            removed = panel.session.undo()
+        except AgentError as exc:  # a store that failed: the session is as it was
+            panel._end(error=f"<p>{render.escaped(str(exc))}</p>")
+            return
+        panel._notes = {}
+        if removed:
+            panel._note(_panel_records.undo(panel.session, list(removed.messages)))
+        panel._sync()
+        if not removed:
+            panel._end(error="<p>nothing to undo</p>")
+        panel._refresh_fallback()
 
     # -- regenerate ----------------------------------------------------------------------
 
-    def _regenerate(self, message_id: Any) -> None:
+    def regenerate(self, message_id: Any) -> None:
         """Answer the last prompt again; the earlier answer stays, in a fork (`ID~N`)."""
-        if self.busy:
+        panel = self._panel
+        if panel.busy:
             return  # a second click while the first regenerates
-        session = self._session
+        session = panel.session
         history = session.messages
         turns = session.turns()
         last = turns[-1] if turns and turns[-1].prompt is not None else None
@@ -112,33 +126,33 @@ class _Controls:
             if not new:  # nothing came: the session keeps its answer, the copy goes
                 self._drop(kept)
                 return problem
-            if self._logged:  # in the notebook's records: the branch, then the swap
-                self._note(_panel_records.switch(kept, known=False))
-                self._note(_panel_records.undo(session, list(last.messages)))
+            if panel._logged:  # in the notebook's records: the branch, then the swap
+                panel._note(_panel_records.switch(kept, known=False))
+                panel._note(_panel_records.undo(session, list(last.messages)))
             return problem
 
-        self._shown = [m.id for m in history[: last.start]]
-        self._post(type="reset", items=self._items_of(history[: last.start]))
-        self._launch(
-            self._turn(
+        panel._show_only(history[: last.start])
+        panel._launch(
+            panel._turn(
                 last.prompt.text,
                 target=retake.copy,
                 finish=finish,
-                again=lambda: self._regenerate(message_id),
+                again=lambda: self.regenerate(message_id),
             )
         )
 
     # -- edit an earlier prompt: a fork from there -----------------------------------------
 
-    def _edit(self, message_id: Any) -> None:
+    def edit(self, message_id: Any) -> None:
         """The front end asks for a prompt's text, to edit it."""
         message = self._prompt(message_id)
         if message is not None:
-            self._post(type="editing", id=message.id, text=render.clean(message.text))
+            self._panel._post(ToView.EDITING, id=message.id, text=render.clean(message.text))
 
-    def _send_edited(self, message_id: Any, text: str) -> None:
+    def send_edited(self, message_id: Any, text: str) -> None:
         """Fork the session just before prompt `message_id` and send `text` in the fork."""
-        if self.busy:
+        panel = self._panel
+        if panel.busy:
             return
         message = self._prompt(message_id)
         if message is None:
@@ -149,33 +163,33 @@ class _Controls:
             self._problem(f"could not fork the conversation: {exc}")
             return
         if _panel_records.from_the_front_end():
-            self._note(_panel_records.switch(fork, known=False))
+            panel._note(_panel_records.switch(fork, known=False))
         self._show(fork.session_id)
-        self.send(text)
+        panel.send(text)
 
     def _prompt(self, message_id: Any) -> Message | None:
-        found = next(
-            (m for m in self._session.messages if m.id == message_id and m.role == "user"), None
-        )
+        session = self._panel.session
+        found = next((m for m in session.messages if m.id == message_id and m.role == "user"), None)
         if found is None:
             self._problem(
-                f"that prompt is no longer in session {self._session.session_id!r}; "
+                f"that prompt is no longer in session {session.session_id!r}; "
                 "the panel now shows the session as it is"
             )
         return found
 
     # -- approve / deny --------------------------------------------------------------------
 
-    def _decide(self, call_id: Any, approved: bool, message_id: Any) -> None:
+    def decide(self, call_id: Any, approved: bool, message_id: Any) -> None:
         """Approve or deny a waiting call of message `message_id`; once every waiting call is
         decided, resume.
 
         The message is checked too: servers reuse call ids, and a click on a card that is no
         longer the waiting one must not decide a new call that has the same id.
         """
-        if self.busy:
+        panel = self._panel
+        if panel.busy:
             return
-        session = self._session
+        session = panel.session
         history = session.messages
         try:
             if len(history) < 2 or history[-2].id != message_id or not isinstance(call_id, str):
@@ -192,30 +206,30 @@ class _Controls:
             return
         waiting = {call.id for call in session.pending_approvals}
         if waiting <= set(session.decisions):
-            self._launch(self._turn(None, again=self._resume))
+            panel._launch(panel._turn(None, again=self._resume))
         else:
-            self._notes = {}
-            self._sync(reset=True)  # the card says what was decided
+            panel._resync()  # the card says what was decided
 
     def _resume(self) -> None:
-        if not self.busy and self._session.pending_approvals:
-            self._launch(self._turn(None, again=self._resume))
+        panel = self._panel
+        if not panel.busy and panel.session.pending_approvals:
+            panel._launch(panel._turn(None, again=self._resume))
 
     # -- retry -----------------------------------------------------------------------------
 
-    def _retry(self) -> None:
+    def retry(self) -> None:
         """Do again what failed (the Retry button of an inline error)."""
-        again = self._again
-        if self.busy or again is None:
+        again = self.again
+        if self._panel.busy or again is None:
             return
-        self._again = None
+        self.again = None
         again()
 
     # -- the switchers -----------------------------------------------------------------------
 
-    def _choose(self, session_id: Any) -> None:
+    def choose(self, session_id: Any) -> None:
         """The session or branch switcher: show one of the listed sessions."""
-        if self.busy:
+        if self._panel.busy:
             self._problem("the panel is answering: press Stop first, then switch")
             return
         listed = [entry["id"] for entry in self._listing()]
@@ -224,27 +238,29 @@ class _Controls:
             return
         self._show(session_id)
 
-    def _new_session(self) -> None:
-        if self.busy:
+    def new_session(self) -> None:
+        panel = self._panel
+        if panel.busy:
             self._problem("the panel is answering: press Stop first")
             return
-        session = self._session.agent.session(store=self._store)
-        self._sessions[session.session_id] = session
+        session = panel.session.agent.session(store=panel._store)
+        panel._sessions[session.session_id] = session
         if _panel_records.from_the_front_end():
-            self._note(_panel_records.switch(session, known=False))
+            panel._note(_panel_records.switch(session, known=False))
         self._show(session.session_id)
 
     def _show(self, session_id: str) -> None:
-        self._again = None
+        panel = self._panel
+        self.again = None
         try:
-            self.switch(session_id)
+            panel.switch(session_id)
         except AgentError as exc:  # corrupt data: the error names it and the fix
             self._problem(str(exc))
         except Exception as exc:  # a store that fails to read: the panel stays where it was
             self._problem(
-                f"could not open session {session_id!r} from {self._store!r} "
+                f"could not open session {session_id!r} from {panel._store!r} "
                 f"({type(exc).__name__}: {exc}); the panel still shows "
-                f"{self._session.session_id!r}"
+                f"{panel.session.session_id!r}"
             )
 
     def _listing(self) -> list[dict[str, Any]]:
@@ -257,7 +273,7 @@ class _Controls:
                 "count": info.message_count,
                 "updated": info.updated_at or "",
             }
-        for session in self._sessions.values():
+        for session in self._panel._sessions.values():
             messages = session.messages
             prompts = [m.text for m in messages if m.role == "user"]
             entries[session.session_id] = {
@@ -270,42 +286,43 @@ class _Controls:
         return sorted(entries.values(), key=lambda e: e["updated"], reverse=True)
 
     def _stored(self) -> list[SessionInfo]:
-        if self._store is None:
+        store = self._panel._store
+        if store is None:
             return []
         try:
-            return self._store.sessions(limit=LISTED)
+            return store.sessions(limit=_LISTED)
         except Exception:  # a store that cannot list: the panel's own sessions still are
             return []
 
-    def _controls(self) -> dict[str, Any]:
-        """What the controls around the log show: the switchers, the footer, ↑'s prompt."""
-        current = self._session.session_id
+    def state(self) -> dict[str, Any]:
+        """What the controls around the log show (a `controls` message): the switchers, the
+        footer, the prompt ↑ recalls."""
+        session = self._panel.session
+        current = session.session_id
         listing = self._listing()
         by_id = {entry["id"]: entry for entry in listing}
         families: dict[str, dict[str, Any]] = {}
         for entry in listing:  # newest first: a family is listed where its newest member is
-            root = root_of(entry["id"])
+            root = _root_of(entry["id"])
             if root not in families:  # shown by the current branch, the root, or the newest
-                chosen = current if root == root_of(current) else root
+                chosen = current if root == _root_of(current) else root
                 first = by_id.get(root, entry)
                 families[root] = {"id": by_id.get(chosen, entry)["id"], "title": first["title"]}
         branches = [
             {"id": e["id"], "title": e.get("last") or e["title"], "count": e["count"]}
             for e in listing
-            if root_of(e["id"]) == root_of(current)
+            if _root_of(e["id"]) == _root_of(current)
         ]
-        branches.sort(key=lambda e: (e["id"] != root_of(e["id"]), e["id"]))
-        messages = self._session.messages
+        branches.sort(key=lambda e: (e["id"] != _root_of(e["id"]), e["id"]))
+        messages = session.messages
         prompts = [m.text for m in messages if m.role == "user"]
         answers = [m for m in messages if m.role == "assistant"]
-        seconds = self._seconds.get(answers[-1].id) if answers else None
+        seconds = self.seconds.get(answers[-1].id) if answers else None
         return {
             "current": current,
             "sessions": [{"id": f["id"], "title": f["title"]} for f in families.values()],
             "branches": branches,
-            "footer": _panel_cards.footer(
-                messages, self._session.agent.model, seconds, self._session.updated_at
-            ),
+            "footer": cards.footer(messages, session.agent.model, seconds, session.updated_at),
             "last_prompt": render.clean(prompts[-1]) if prompts else "",
         }
 
@@ -314,16 +331,16 @@ class _Controls:
     def _fork(self, at: str | None = None) -> Session:
         """A new branch of the session (of its history before message `at`), saved to its
         store first."""
-        base = self._session
-        twin = base.fork(self._free_name(root_of(base.session_id)), at=at)
+        base = self._panel.session
+        twin = base.fork(self._free_name(_root_of(base.session_id)), at=at)
         if twin.store is not None:
             twin.save()  # StoreError: nothing has changed yet
-        self._sessions[twin.session_id] = twin
+        self._panel._sessions[twin.session_id] = twin
         return twin
 
     def _free_name(self, root: str) -> str:
-        taken = set(self._sessions) | {info.session_id for info in self._stored()}
-        store = self._session.store
+        taken = set(self._panel._sessions) | {info.session_id for info in self._stored()}
+        store = self._panel.session.store
         number = 1
         while f"{root}~{number}" in taken or (
             store is not None and _stored_at(store, f"{root}~{number}")
@@ -333,7 +350,7 @@ class _Controls:
 
     def _drop(self, fork: Session) -> None:
         """Forget a fork made for nothing (a regenerate that brought no answer)."""
-        self._sessions.pop(fork.session_id, None)
+        self._panel._sessions.pop(fork.session_id, None)
         if fork.store is not None:
             # a store that fails here keeps a copy of the session: harmless
             with contextlib.suppress(Exception):
@@ -341,9 +358,8 @@ class _Controls:
 
     def _problem(self, text: str) -> None:
         """Say inline why a control did nothing, with the panel showing the session as it is."""
-        self._notes = {}
-        self._sync(reset=True)
-        self._end(error=f"<p>{render.escaped(text)}</p>")
+        self._panel._resync()
+        self._panel._end(error=f"<p>{render.escaped(text)}</p>")
 
 
 def _stored_at(store: Any, session_id: str) -> bool:

@@ -416,7 +416,7 @@ async def _call(call: ToolCallPart, toolset: Toolset, state: _Turn) -> ToolResul
         problem = f"Invalid arguments: they must be a JSON object, got {shown!r}"
         return _error(call, state.retry(tool, problem))
     try:
-        content = await tool.invoke(call.arguments_json())
+        content = await tool.invoke(call.arguments_json(), threads=state.session.agent._tool_threads)
     except pydantic.ValidationError as exc:
         return _error(call, state.retry(tool, f"Invalid arguments: {format_validation_error(exc)}"))
     except ArgumentError as exc:
@@ -628,7 +628,7 @@ class _Turn:
                 kept = self.interrupted(unseen() if unseen is not None else 0)
                 if kept:
                     session._commit(kept, self.usage, base=self.base)
-                    session._autosave(quiet=True)
+                    session._autosave(quiet=True, wait=False)  # never blocks the loop
             if not (self.committed or kept):  # nothing happened: the decisions still hold
                 session._decisions.update(self.decided)
         finally:

@@ -7,6 +7,7 @@ import logging
 import os
 import threading
 import uuid
+import warnings
 from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -20,14 +21,15 @@ from .errors import (
     ApprovalPendingError,
     InvalidSessionData,
     SessionBusyError,
+    StoreConflict,
     StoreError,
 )
 from .events import Done, Event, TextDelta, ToolCall, Usage
 from .messages import Message, ToolCallPart, _short
+from .stores.base import SessionStore, dumps, worker
 
 if TYPE_CHECKING:
     from .agent import Agent
-    from .stores.base import SessionStore
     from .tools import Tool
 
 _log = logging.getLogger("agent_nb")
@@ -92,7 +94,8 @@ class Session:
         self.created_at = self.updated_at = _now()
         #: Where the session saves itself after every change (None: nowhere).
         self.store = store
-        self._saved: tuple[int, str | None] | None = None  # (count, last id) in `store`
+        self._saved: list[Message] | None = None  # the history as `store` last got it
+        self._save_token: object = None  # the latest save asked for (see _save_job)
 
     def __repr__(self) -> str:
         return (
@@ -262,59 +265,104 @@ class Session:
 
     def _changes(self) -> dict[str, Any] | None:
         """`store.append` arguments for what was added since the last save, if only added."""
-        if self._saved is None:
+        saved = self._saved
+        if saved is None:
             return None
-        count, last_id = self._saved
+        count = len(saved)
         messages = self._messages
-        if len(messages) < count or (count and messages[count - 1].id != last_id):
+        if len(messages) < count or messages[:count] != saved:  # an edit: a full save
             return None
         new = [m.to_dict() for m in messages[count:]]
+        last_id = saved[-1].id if saved else None
         return {"header": self._header(), "messages": new, "start": count, "last_id": last_id}
 
     def _mark_saved(self) -> None:
-        messages = self._messages
-        self._saved = (len(messages), messages[-1].id if messages else None)
+        self._saved = list(self._messages)
 
-    def _autosave(self, *, quiet: bool = False) -> None:
-        """Save to `store` what changed; `quiet` logs a failure instead of raising it."""
+    def _save_job(self, store: SessionStore) -> Callable[[], str | None]:
+        """The save of the session as it is now, to run on the store's worker thread.
+
+        What to write is taken now; the job appends the new messages, or saves in full when
+        the history was rewritten or the store does not hold what this session saved last,
+        and returns a StoreConflict text when that full save replaced another writer's
+        messages. Only the latest save asked for records what the store holds.
+        """
+        session_id, header = self.session_id, self._header()
+        snapshot = list(self._messages)
+        changes = self._changes()
+        token = self._save_token = object()
+        appends = type(store).append is not SessionStore.append
+
+        def job() -> str | None:
+            conflict = None
+            if changes is None or not store.append(session_id, **changes):
+                messages = [m.to_dict() for m in snapshot]
+                if changes is not None and appends:  # changed since this session's last save
+                    conflict = _replaced(store, session_id, messages)
+                store.save(session_id, {**header, "messages": messages})
+            if self._save_token is token:
+                self._saved = snapshot
+            return conflict
+
+        return job
+
+    def _autosave(self, *, quiet: bool = False, wait: bool = True) -> None:
+        """Save to `store` what changed, on the store's worker thread; `quiet` logs a failure
+        instead of raising it. An interrupt while waiting leaves the save to finish on its
+        own. With `wait=False` (a stopped turn's save, made on the event loop), the save is
+        only queued: nothing waits for a store that may not answer."""
         store = self.store
         if store is None:
             return
+        job = self._save_job(store)
+        if not wait:
+            worker(store).submit(self._in_background, job)
+            return
         try:
-            changes = self._changes()
-            if changes is None or not store.append(self.session_id, **changes):
-                store.save(self.session_id, self.to_dict())
+            conflict = worker(store).call(job)
         except Exception as exc:
             error = self._save_failed(exc)
             if not quiet:
                 raise error from exc
             _log.warning("%s", error)
+        except BaseException:  # interrupted while waiting: the next save is a full one
+            self._saved = None
+            raise
         else:
-            self._mark_saved()
+            _warn(conflict)
+
+    def _in_background(self, job: Callable[[], str | None]) -> None:
+        try:
+            conflict = job()
+        except Exception as exc:
+            _log.warning("%s", self._save_failed(exc))
+        else:
+            _warn(conflict)
 
     async def _autosave_async(self, response: Response) -> None:
-        """`_autosave` through the store's async methods; a failure carries `response`."""
+        """`_autosave` for a finished turn, awaited on its event loop (which the save never
+        blocks); a failure carries `response`. Cancelled, the save goes on in the background."""
         store = self.store
         if store is None:
             return
+        job = self._save_job(store)
         try:
-            changes = self._changes()
-            if changes is None or not await store.aappend(self.session_id, **changes):
-                await store.asave(self.session_id, self.to_dict())
+            conflict = await worker(store).acall(job)
         except Exception as exc:
             raise self._save_failed(exc, response) from exc
         except BaseException:  # stopped midway: what reached the store is unknown
             self._saved = None
             raise
-        self._mark_saved()
+        _warn(conflict)
 
     def _save_failed(self, exc: Exception, response: Response | None = None) -> StoreError:
         """Forget what was saved (the next save is a full one); the error to report."""
         self._saved = None
+        kept = "the turn is in the session's history" if response is not None else "the change"
         return StoreError(
             f"session {self.session_id!r} could not be saved to {self.store!r} "
-            f"({type(exc).__name__}: {exc}); the conversation is intact in memory and is "
-            "saved in full with the next change",
+            f"({type(exc).__name__}: {exc}); {kept} is kept: the conversation is intact in "
+            "memory and is saved in full with the next change",
             response=response,
         )
 
@@ -756,3 +804,27 @@ _JSON_TYPES = {
     list: "a list",
     dict: "an object",
 }
+
+
+def _replaced(store: SessionStore, session_id: str, messages: list[dict[str, Any]]) -> str | None:
+    """What a full save of `messages` would throw away of `store`'s copy, said for a
+    StoreConflict warning; None when it holds nothing this session lacks."""
+    try:
+        stored = store.load(session_id)
+    except Exception:
+        return None  # unreadable: the save itself says what is wrong, or replaces it
+    ours = {dumps(m) for m in messages}
+    lost = [m for m in (stored or {}).get("messages", ()) if dumps(m) not in ours]
+    if not lost:
+        return None
+    return (
+        f"session {session_id!r} in {store!r} held {len(lost)} message(s) this session does "
+        "not have, saved by another writer (another kernel or process using the same session "
+        "id) since this session last saved; this save replaced them (the later save wins). "
+        "Give each writer its own session id, session.fork(), to keep both"
+    )
+
+
+def _warn(conflict: str | None) -> None:
+    if conflict is not None:
+        warnings.warn(conflict, StoreConflict, stacklevel=3)

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import functools
 import json
+import os
 import re
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
-from ..errors import InvalidSessionData
+from ..errors import ConfigurationError, InvalidSessionData
+
+T = TypeVar("T")
 
 #: Longest title `SessionInfo` takes from a first user message.
 TITLE_LENGTH = 80
@@ -34,7 +41,7 @@ class SessionStore(abc.ABC):
     """Keeps serialized sessions (`Session.to_dict()` data) by session id.
 
     A store implements `save`, `load`, `delete` and `list_sessions`. The async twins run
-    those in a worker thread unless a store has a native version; `sessions()` lists with
+    those on the store's worker thread (see `worker`) unless a store has a native version; `sessions()` lists with
     metadata by loading each session unless a store keeps it aside; `append` lets a store
     write just a turn, and by default declines so that a full `save` is made instead.
     """
@@ -87,19 +94,19 @@ class SessionStore(abc.ABC):
         return False
 
     async def asave(self, session_id: str, data: dict[str, Any]) -> None:
-        await asyncio.to_thread(self.save, session_id, data)
+        await worker(self).acall(self.save, session_id, data)
 
     async def aload(self, session_id: str) -> dict[str, Any] | None:
-        return await asyncio.to_thread(self.load, session_id)
+        return await worker(self).acall(self.load, session_id)
 
     async def adelete(self, session_id: str) -> bool:
-        return await asyncio.to_thread(self.delete, session_id)
+        return await worker(self).acall(self.delete, session_id)
 
     async def alist_sessions(self) -> list[str]:
-        return await asyncio.to_thread(self.list_sessions)
+        return await worker(self).acall(self.list_sessions)
 
     async def asessions(self, limit: int | None = None, offset: int = 0) -> list[SessionInfo]:
-        return await asyncio.to_thread(self.sessions, limit, offset)
+        return await worker(self).acall(self.sessions, limit, offset)
 
     async def aappend(
         self,
@@ -112,12 +119,111 @@ class SessionStore(abc.ABC):
     ) -> bool:
         if type(self).append is SessionStore.append:
             return False  # no thread for a store that never appends
-        return await asyncio.to_thread(
+        return await worker(self).acall(
             self.append, session_id, header, messages, start=start, last_id=last_id
         )
 
     def __contains__(self, session_id: str) -> bool:
         return self.load(session_id) is not None
+
+    def _attempt(self, method: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """How a built-in store makes a call on its worker (`on_worker`): errors as StoreError."""
+        return method(*args, **kwargs)
+
+
+# -- the store's worker thread ---------------------------------------------------------------
+
+
+class Worker:
+    """One thread that runs a store's calls, one at a time, in the order they came.
+
+    Sessions save through it, and the built-in stores run every call on it (`on_worker`):
+    so a Ctrl-C, which lands in the kernel's main thread, never lands inside a driver call
+    or a transaction. The caller waits for the result; interrupted, it stops waiting and
+    the call finishes on its own (bounded by the store's timeout). A call made on the
+    worker itself runs at once.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.pid = os.getpid()
+        self._thread: threading.Thread | None = None
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix=name, initializer=self._started)
+
+    def _started(self) -> None:
+        self._thread = threading.current_thread()
+
+    def here(self) -> bool:
+        return threading.current_thread() is self._thread
+
+    def submit(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Future[T]:
+        try:
+            return self._pool.submit(fn, *args, **kwargs)
+        except RuntimeError:  # the interpreter is exiting: no new threads, so run it here
+            future: Future[T] = Future()
+            try:
+                future.set_result(fn(*args, **kwargs))
+            except Exception as exc:
+                future.set_exception(exc)
+            return future
+
+    def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        if self.here():
+            return fn(*args, **kwargs)
+        return self.submit(fn, *args, **kwargs).result()
+
+    async def acall(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await asyncio.wrap_future(self.submit(fn, *args, **kwargs))
+
+
+_workers_lock = threading.Lock()
+_WORKER = "_agent_nb_worker"
+_slotted: dict[int, Worker] = {}
+
+
+def worker(store: SessionStore) -> Worker:
+    """`store`'s worker thread (one per store object, made on first use)."""
+    found = getattr(store, _WORKER, None) or _slotted.get(id(store))
+    if found is not None and found.pid == os.getpid():
+        return found
+    with _workers_lock:
+        found = getattr(store, _WORKER, None) or _slotted.get(id(store))
+        if found is None or found.pid != os.getpid():  # none yet, or made before a fork
+            found = Worker(f"agent_nb-store-{type(store).__name__}")
+            try:
+                object.__setattr__(store, _WORKER, found)
+            except AttributeError:  # a store with __slots__: kept here instead, for good
+                found = _slotted.setdefault(id(store), found)
+        return found
+
+
+def retire(store: SessionStore) -> None:
+    """Let a closed store's worker thread end (a later call would start another)."""
+    found = store.__dict__.pop(_WORKER, None) if hasattr(store, "__dict__") else None
+    found = found or _slotted.pop(id(store), None)
+    if found is not None:
+        found._pool.shutdown(wait=False)
+
+
+def on_worker(method: Callable[..., T]) -> Callable[..., T]:
+    """A built-in store's method, run on the store's worker by the store's `_attempt`."""
+
+    @functools.wraps(method)
+    def run(self: Any, *args: Any, **kwargs: Any) -> T:
+        return worker(self).call(self._attempt, method, self, *args, **kwargs)
+
+    return run
+
+
+def check_timeout(timeout: Any) -> float:
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
+        raise ConfigurationError(f"timeout must be a number of seconds > 0, got {timeout!r}")
+    return float(timeout)
+
+
+def problem(exc: BaseException) -> str:
+    """An exception as "Type: its first line", for an error message."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
 # -- for the built-in stores ---------------------------------------------------------------

@@ -263,18 +263,19 @@ class Session:
 
     # -- autosave --------------------------------------------------------------------------
 
-    def _changes(self) -> dict[str, Any] | None:
-        """`store.append` arguments for what was added since the last save, if only added."""
-        saved = self._saved
+    @staticmethod
+    def _changes(
+        saved: list[Message] | None, messages: list[Message], header: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """`store.append` arguments for what `messages` add to `saved`, if they only add."""
         if saved is None:
             return None
         count = len(saved)
-        messages = self._messages
         if len(messages) < count or messages[:count] != saved:  # an edit: a full save
             return None
         new = [m.to_dict() for m in messages[count:]]
         last_id = saved[-1].id if saved else None
-        return {"header": self._header(), "messages": new, "start": count, "last_id": last_id}
+        return {"header": header, "messages": new, "start": count, "last_id": last_id}
 
     def _mark_saved(self) -> None:
         self._saved = list(self._messages)
@@ -282,18 +283,18 @@ class Session:
     def _save_job(self, store: SessionStore) -> Callable[[], str | None]:
         """The save of the session as it is now, to run on the store's worker thread.
 
-        What to write is taken now; the job appends the new messages, or saves in full when
+        What to write is taken now (the messages, which never change); the job appends the new messages, or saves in full when
         the history was rewritten or the store does not hold what this session saved last,
         and returns a StoreConflict text when that full save replaced another writer's
         messages. Only the latest save asked for records what the store holds.
         """
         session_id, header = self.session_id, self._header()
-        snapshot = list(self._messages)
-        changes = self._changes()
+        snapshot, saved = list(self._messages), self._saved
         token = self._save_token = object()
         appends = type(store).append is not SessionStore.append
 
-        def job() -> str | None:
+        def job() -> str | None:  # on the worker: a Ctrl-C never lands in a to_dict()
+            changes = self._changes(saved, snapshot, header)
             conflict = None
             if changes is None or not store.append(session_id, **changes):
                 messages = [m.to_dict() for m in snapshot]
@@ -358,11 +359,11 @@ class Session:
     def _save_failed(self, exc: Exception, response: Response | None = None) -> StoreError:
         """Forget what was saved (the next save is a full one); the error to report."""
         self._saved = None
-        kept = "the turn is in the session's history" if response is not None else "the change"
+        kept = "the turn" if response is not None else "the change"
         return StoreError(
             f"session {self.session_id!r} could not be saved to {self.store!r} "
-            f"({type(exc).__name__}: {exc}); {kept} is kept: the conversation is intact in "
-            "memory and is saved in full with the next change",
+            f"({type(exc).__name__}: {exc}); {kept} is kept in its history: the conversation "
+            "is intact in memory and is saved in full with the next change",
             response=response,
         )
 
@@ -374,10 +375,15 @@ class Session:
             "conversation at the same time"
         )
 
-    def _idle(self) -> _Held:
-        if not self._lock.acquire(blocking=False):
+    def _idle(self) -> threading.Lock:
+        """The session's lock, for `with`, if no turn holds it (else SessionBusyError).
+
+        The `with` statement takes it, so that a Ctrl-C can never land between taking it and
+        the block that gives it back (which left the session busy for good).
+        """
+        if self._lock.locked():
             raise self._busy()
-        return _Held(self._lock)
+        return self._lock
 
     # -- serialization ---------------------------------------------------------------------
 
@@ -438,19 +444,6 @@ class Session:
         session.created_at = parsed.created_at or session.created_at
         session.updated_at = parsed.updated_at or session.updated_at
         return session
-
-
-class _Held:
-    """A lock already acquired, released by `with`."""
-
-    def __init__(self, lock: threading.Lock) -> None:
-        self._lock = lock
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        self._lock.release()
 
 
 class Stream(_runner.SyncIterator[Event]):

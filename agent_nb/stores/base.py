@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import atexit
+import contextlib
 import functools
 import json
 import os
+import queue
 import re
 import threading
+import time
+import weakref
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from ..errors import ConfigurationError, InvalidSessionData
 
@@ -139,40 +143,106 @@ class Worker:
 
     Sessions save through it, and the built-in stores run every call on it (`on_worker`):
     so a Ctrl-C, which lands in the kernel's main thread, never lands inside a driver call
-    or a transaction. The caller waits for the result; interrupted, it stops waiting and
-    the call finishes on its own (bounded by the store's timeout). A call made on the
-    worker itself runs at once.
+    or a transaction. The caller waits on a lock of its own (an interrupt there leaves
+    nothing half done: the call finishes on its own, bounded by the store's timeout). A
+    call made on the worker itself runs at once. Calls still queued when the interpreter
+    exits are finished first (for at most EXIT_WAIT seconds in all).
     """
 
     def __init__(self, name: str) -> None:
         self.pid = os.getpid()
-        self._thread: threading.Thread | None = None
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix=name, initializer=self._started)
+        self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
+        self._thread.start()
+        _running.add(self)
 
-    def _started(self) -> None:
-        self._thread = threading.current_thread()
+    def _serve(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            job()
 
     def here(self) -> bool:
         return threading.current_thread() is self._thread
 
-    def submit(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Future[T]:
-        try:
-            return self._pool.submit(fn, *args, **kwargs)
-        except RuntimeError:  # the interpreter is exiting: no new threads, so run it here
-            future: Future[T] = Future()
-            try:
-                future.set_result(fn(*args, **kwargs))
-            except Exception as exc:
-                future.set_exception(exc)
-            return future
+    def submit(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Outcome[T]:
+        outcome: Outcome[T] = Outcome()
+        self._jobs.put(functools.partial(outcome.run, fn, args, kwargs))
+        return outcome
 
     def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         if self.here():
             return fn(*args, **kwargs)
-        return self.submit(fn, *args, **kwargs).result()
+        return self.submit(fn, *args, **kwargs).wait()
 
     async def acall(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        return await asyncio.wrap_future(self.submit(fn, *args, **kwargs))
+        outcome = self.submit(fn, *args, **kwargs)
+        return await outcome.future()
+
+    def stop(self, wait: float | None = None) -> None:
+        """End the thread once the calls queued so far are done (waiting `wait` seconds)."""
+        self._jobs.put(None)
+        _running.discard(self)
+        if wait is not None and not self.here():
+            self._thread.join(wait)
+
+
+class Outcome(Generic[T]):
+    """What a call on a Worker gave, when it is done: waited for with a plain lock (a Ctrl-C
+    can interrupt the wait but never break it), or awaited on an event loop."""
+
+    def __init__(self) -> None:
+        self._done = threading.Lock()
+        self._done.acquire()
+        self._ok = False
+        self._value: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._future: asyncio.Future[T] | None = None
+
+    def run(self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        try:
+            self._value, self._ok = fn(*args, **kwargs), True
+        except BaseException as exc:
+            self._value = exc
+        self._done.release()
+        loop = self._loop
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody awaits it
+                loop.call_soon_threadsafe(self._settle)
+
+    def wait(self) -> T:
+        self._done.acquire()
+        self._done.release()  # for a second waiter
+        if self._ok:
+            return self._value  # type: ignore[no-any-return]
+        raise self._value
+
+    def future(self) -> asyncio.Future[T]:
+        loop = asyncio.get_running_loop()
+        self._future = loop.create_future()
+        self._loop = loop
+        if not self._done.locked():  # done before the loop was known
+            self._settle()
+        return self._future
+
+    def _settle(self) -> None:
+        future = self._future
+        if future is None or future.done():
+            return
+        if self._ok:
+            future.set_result(self._value)
+        else:
+            future.set_exception(self._value)
+
+
+#: How long, in all, an exiting interpreter waits for the saves still queued.
+EXIT_WAIT = 30.0
+_running: weakref.WeakSet[Worker] = weakref.WeakSet()
+
+
+@atexit.register
+def _finish_queued() -> None:
+    deadline = time.monotonic() + EXIT_WAIT
+    for found in list(_running):
+        found.stop(wait=max(0.0, deadline - time.monotonic()))
 
 
 _workers_lock = threading.Lock()
@@ -201,7 +271,7 @@ def retire(store: SessionStore) -> None:
     found = store.__dict__.pop(_WORKER, None) if hasattr(store, "__dict__") else None
     found = found or _slotted.pop(id(store), None)
     if found is not None:
-        found._pool.shutdown(wait=False)
+        found.stop()
 
 
 def on_worker(method: Callable[..., T]) -> Callable[..., T]:

@@ -22,9 +22,13 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("PostgresStore needs psycopg 3: pip install 'agent-nb[postgres]'") from exc
 
-#: Server errors that mean "waited too long": statement_timeout, lock_timeout.
-_TIMEOUTS = (pg_errors.QueryCanceled, pg_errors.LockNotAvailable)
-_CONNECT_TIMEOUT = getattr(pg_errors, "ConnectionTimeout", ())
+#: Errors that mean "waited too long": statement_timeout, lock_timeout, connect_timeout.
+_TIMEOUTS: tuple[type[BaseException], ...] = (
+    TimeoutError,
+    pg_errors.QueryCanceled,
+    pg_errors.LockNotAvailable,
+    *((pg_errors.ConnectionTimeout,) if hasattr(pg_errors, "ConnectionTimeout") else ()),
+)
 
 
 class PostgresStore(SQLStore):
@@ -54,6 +58,7 @@ class PostgresStore(SQLStore):
         self._watch = threading.Lock()  # the deadline of the call running, and the watchdog
         self._call = 0  # which call the watchdog's timer is for
         self._expired = False
+        self._connection: psycopg.Connection[Any] | None = None
         if isinstance(conninfo, psycopg.Connection):
             if not conninfo.autocommit:
                 raise ConfigurationError(
@@ -153,7 +158,7 @@ class PostgresStore(SQLStore):
             try:
                 fd = self._connection.pgconn.socket
                 cut = socket.socket(fileno=os.dup(fd))
-            except (psycopg.Error, OSError):
+            except (psycopg.Error, OSError, AttributeError):
                 return  # no socket yet: connect_timeout ends the call
             try:
                 cut.shutdown(socket.SHUT_RDWR)
@@ -170,7 +175,7 @@ class PostgresStore(SQLStore):
                 with self._deadline():
                     return method(*args, **kwargs)
             except (psycopg.Error, TimeoutError) as exc:
-                if self._expired or isinstance(exc, TimeoutError | _TIMEOUTS | _CONNECT_TIMEOUT):
+                if self._expired or isinstance(exc, _TIMEOUTS):
                     raise StoreTimeout(
                         f"{self!r} did not answer within timeout={self.timeout:g} s "
                         f"({problem(exc)}): the server is down, hung or overloaded, or another "

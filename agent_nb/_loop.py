@@ -416,7 +416,9 @@ async def _call(call: ToolCallPart, toolset: Toolset, state: _Turn) -> ToolResul
         problem = f"Invalid arguments: they must be a JSON object, got {shown!r}"
         return _error(call, state.retry(tool, problem))
     try:
-        content = await tool.invoke(call.arguments_json(), threads=state.session.agent._tool_threads)
+        content = await tool.invoke(
+            call.arguments_json(), threads=state.session.agent._tool_threads
+        )
     except pydantic.ValidationError as exc:
         return _error(call, state.retry(tool, f"Invalid arguments: {format_validation_error(exc)}"))
     except ArgumentError as exc:

@@ -283,10 +283,11 @@ class Session:
     def _save_job(self, store: SessionStore) -> Callable[[], str | None]:
         """The save of the session as it is now, to run on the store's worker thread.
 
-        What to write is taken now (the messages, which never change); the job appends the new messages, or saves in full when
-        the history was rewritten or the store does not hold what this session saved last,
-        and returns a StoreConflict text when that full save replaced another writer's
-        messages. Only the latest save asked for records what the store holds.
+        What to write is taken now (the messages, which never change); the job appends the
+        new messages, or saves in full when the history was rewritten or the store does not
+        hold what this session saved last, and returns a StoreConflict text when that full
+        save replaced another writer's messages. Only the latest save asked for records what
+        the store holds.
         """
         session_id, header = self.session_id, self._header()
         snapshot, saved = list(self._messages), self._saved

@@ -7,6 +7,7 @@ Also tools described by a JSON schema of their own (`Tool.from_schema`, e.g. fro
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
 import inspect
@@ -268,10 +269,8 @@ class _ToolCall:
             outcome: tuple[bool, Any] = (True, self.context.run(self.fn))
         except BaseException as exc:
             outcome = (False, exc)
-        try:
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits for it
             self.loop.call_soon_threadsafe(_settle, self.future, outcome)
-        except RuntimeError:  # the loop is closed: nobody waits for it
-            pass
 
 
 def _settle(future: asyncio.Future[Any], outcome: tuple[bool, Any]) -> None:

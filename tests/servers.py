@@ -359,8 +359,6 @@ class FaultyProxy:
 
 
 def _close(end: socket.socket) -> None:
-    try:
+    with contextlib.suppress(OSError):
         end.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
     end.close()

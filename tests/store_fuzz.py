@@ -4,7 +4,8 @@ Runs changes on a session with a store (add_message, a rewrite that edits a midd
 dropping the last turn, clear(), and a direct store.save of another session) until N of
 them were interrupted, each by a KeyboardInterrupt raised in the main thread at a random
 instant of the change: a SIGINT, what the kernel's stop button sends, that this process
-sends itself when a setitimer alarm goes off (microsecond resolution). After each change, interrupted or not:
+sends itself when a setitimer alarm goes off (microsecond resolution). After each change,
+interrupted or not:
 
 - the store holds the session as it was before the change or after it, never a mix;
 - the next change, not interrupted, saves, and then the store holds exactly the session
@@ -41,8 +42,11 @@ def digest(data: object) -> str:
 
 
 def main() -> None:
-    kind, where, seed, wanted = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3]), int(
-        sys.argv[4]
+    kind, where, seed, wanted = (
+        sys.argv[1],
+        json.loads(sys.argv[2]),
+        int(sys.argv[3]),
+        int(sys.argv[4]),
     )
     rng = random.Random(seed)
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # kill -USR1: where it hangs
@@ -63,9 +67,7 @@ def main() -> None:
         if len(messages) < 3:
             return add()
         i = rng.randrange(len(messages) - 1)
-        edited = Message.user(f"redacted {rng.random()}").model_copy(
-            update={"id": messages[i].id}
-        )
+        edited = Message.user(f"redacted {rng.random()}").model_copy(update={"id": messages[i].id})
         return lambda: rewrite([*messages[:i], edited, *messages[i + 1 :]])
 
     def drop_last_turn():
@@ -105,7 +107,7 @@ def main() -> None:
             signal.setitimer(signal.ITIMER_REAL, delay)
             call()
             signal.setitimer(signal.ITIMER_REAL, 0)
-            durations = (durations + [time.perf_counter() - began])[-50:]
+            durations = [*durations, time.perf_counter() - began][-50:]
         except KeyboardInterrupt:
             interrupts += 1
         signal.setitimer(signal.ITIMER_REAL, 0)

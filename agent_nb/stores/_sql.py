@@ -273,13 +273,12 @@ class SQLStore(SessionStore):
             return 0
         cursor.execute(
             self._sql(
-                "SELECT data FROM {message} WHERE session_id = ? AND position < ? "
-                "ORDER BY position"
+                "SELECT data FROM {message} WHERE session_id = ? AND position < ? ORDER BY position"
             ),
             (session_id, len(texts)),
         )
         keep = 0
-        for (stored,), text in zip(cursor.fetchall(), texts):
+        for (stored,), text in zip(cursor.fetchall(), texts, strict=False):
             if stored != text:
                 break
             keep += 1

@@ -45,9 +45,10 @@ class SessionStore(abc.ABC):
     """Keeps serialized sessions (`Session.to_dict()` data) by session id.
 
     A store implements `save`, `load`, `delete` and `list_sessions`. The async twins run
-    those on the store's worker thread (see `worker`) unless a store has a native version; `sessions()` lists with
-    metadata by loading each session unless a store keeps it aside; `append` lets a store
-    write just a turn, and by default declines so that a full `save` is made instead.
+    those on the store's worker thread (`worker`) unless a store has a native version;
+    `sessions()` lists with metadata by loading each session unless a store keeps it aside;
+    `append` lets a store write just a turn, and by default declines so that a full `save`
+    is made instead.
     """
 
     @abc.abstractmethod

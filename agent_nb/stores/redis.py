@@ -121,7 +121,9 @@ class RedisStore(SessionStore):
             count, _ = _stored(pipe, hash_key)
             keep = 0  # how many stored messages, from the first, stay as they are
             if count and texts:
-                for stored, text in zip(pipe.lrange(list_key, 0, len(texts) - 1), texts):
+                for stored, text in zip(
+                    pipe.lrange(list_key, 0, len(texts) - 1), texts, strict=False
+                ):
                     if stored != text.encode():
                         break
                     keep += 1

@@ -48,7 +48,14 @@ from .messages import (
     clean_text,
 )
 from .providers.base import Request
-from .tools import ArgumentError, ModelRetry, Tool, Toolset, format_validation_error
+from .tools import (
+    ArgumentError,
+    ModelRetry,
+    Tool,
+    Toolset,
+    ToolThreads,
+    format_validation_error,
+)
 
 if TYPE_CHECKING:
     import threading
@@ -77,6 +84,7 @@ class AgentConfig(Protocol):
     max_tool_rounds: int
     max_concurrency: int
     _toolset: Toolset
+    _tool_threads: ToolThreads
 
 
 class Host(Protocol):
@@ -105,7 +113,7 @@ class Host(Protocol):
         self, messages: list[Message], usage: Usage, base: list[Message] | None = None
     ) -> None: ...
 
-    def _autosave(self, *, quiet: bool = False) -> None: ...
+    def _autosave(self, *, quiet: bool = False, wait: bool = True) -> None: ...
 
     async def _autosave_async(self, response: Response) -> None: ...
 
@@ -529,7 +537,9 @@ async def _call(call: ToolCallPart, toolset: Toolset, state: _Turn) -> ToolResul
         problem = f"Invalid arguments: they must be a JSON object, got {shown!r}"
         return _error(call, state.retry(tool, problem))
     try:
-        content = await tool.invoke(call.arguments_json())
+        content = await tool.invoke(
+            call.arguments_json(), threads=state.session.agent._tool_threads
+        )
     except pydantic.ValidationError as exc:
         return _error(call, state.retry(tool, f"Invalid arguments: {format_validation_error(exc)}"))
     except ArgumentError as exc:
@@ -754,7 +764,7 @@ class _Turn:
                 kept = self.interrupted(unseen() if unseen is not None else 0)
                 if kept:
                     session._commit(kept, self.usage, base=self.base)
-                    session._autosave(quiet=True)
+                    session._autosave(quiet=True, wait=False)  # never blocks the loop
             if not (self.committed or kept):  # nothing happened: the decisions still hold
                 session._decisions.update(self.decided)
         finally:

@@ -11,7 +11,7 @@ from .messages import Message
 from .providers.base import Provider
 from .session import Session, stored_session
 from .stores.base import SessionStore
-from .tools import Tool, Toolset
+from .tools import Tool, Toolset, ToolThreads
 
 if TYPE_CHECKING:
     import httpx
@@ -66,6 +66,8 @@ class Agent:
             )
         #: At most this many tool calls of one round run at the same time.
         self.max_concurrency = max_concurrency
+        #: The threads its sync tools run in (at most max_concurrency at once).
+        self._tool_threads = ToolThreads(max_concurrency)
         #: Asked before a requires_approval tool runs: True, False or (False, "reason").
         self.approve = approve
         self._toolset = Toolset(tools or ())

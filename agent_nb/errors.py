@@ -24,7 +24,9 @@ __all__ = [
     "SessionBusyError",
     "SessionChangedError",
     "SessionNotFoundError",
+    "StoreConflict",
     "StoreError",
+    "StoreTimeout",
     "StreamError",
     "ToolError",
     "UnknownProviderError",
@@ -172,11 +174,26 @@ class SessionNotFoundError(AgentError, KeyError):
 
 
 class StoreError(AgentError):
-    """A session could not be saved to its store; the conversation in memory is intact.
+    """A session store failed: it could not be reached, did not answer, or refused the data.
 
-    `response` is the turn's Response when the save came after a finished turn.
+    Raised by the stores themselves (reading or writing) and by a session whose save failed.
+    A session's save failing never undoes the change: the history in memory is intact (for a
+    finished turn, the turn is in it), and `response` is the turn's Response when the save
+    came after a finished turn.
     """
 
     def __init__(self, message: str, *, response: Any = None) -> None:
         super().__init__(message)
         self.response = response
+
+
+class StoreTimeout(StoreError):
+    """The store's server (or another writer holding its lock) did not answer within the
+    store's `timeout`."""
+
+
+class StoreConflict(UserWarning):
+    """A warning: a session's save replaced messages that another writer (another kernel or
+    process using the same session id) had saved since this session last saved. The later
+    save wins, as documented; the warning names the session and how many messages went. Give
+    each writer its own session id (`session.fork()`) to keep both."""

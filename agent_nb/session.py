@@ -6,9 +6,10 @@ import logging
 import os
 import threading
 import uuid
+import warnings
 from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import _format, _loop, _runner, _turns
 from ._loop import AgentConfig
@@ -21,14 +22,13 @@ from .errors import (
     ConfigurationError,
     SessionBusyError,
     SessionChangedError,
+    StoreConflict,
     StoreError,
 )
 from .events import Event, Response, Usage
 from .messages import Message, ToolCallPart, _short
+from .stores.base import SessionStore, dumps, worker
 from .tools import Tool, Toolset
-
-if TYPE_CHECKING:
-    from .stores.base import SessionStore
 
 _log = logging.getLogger("agent_nb")
 
@@ -63,7 +63,8 @@ class Session:
         self.created_at = self.updated_at = _now()
         #: Where the session saves itself after every change (None: nowhere).
         self.store = store
-        self._saved: tuple[int, str | None] | None = None  # (count, last id) in `store`
+        self._saved: list[Message] | None = None  # the history as `store` last got it
+        self._save_token: object = None  # the latest save asked for (see _save_job)
 
     def __repr__(self) -> str:
         return (
@@ -325,61 +326,108 @@ class Session:
             self._saved = None  # the whole session, whatever the store held
             self._autosave()
 
-    def _changes(self) -> dict[str, Any] | None:
-        """`store.append` arguments for what was added since the last save, if only added."""
-        if self._saved is None:
+    @staticmethod
+    def _changes(
+        saved: list[Message] | None, messages: list[Message], header: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """`store.append` arguments for what `messages` add to `saved`, if they only add."""
+        if saved is None:
             return None
-        count, last_id = self._saved
-        messages = self._messages
-        if len(messages) < count or (count and messages[count - 1].id != last_id):
+        count = len(saved)
+        if len(messages) < count or messages[:count] != saved:  # an edit: a full save
             return None
         new = [m.to_dict() for m in messages[count:]]
-        return {"header": self._header(), "messages": new, "start": count, "last_id": last_id}
+        last_id = saved[-1].id if saved else None
+        return {"header": header, "messages": new, "start": count, "last_id": last_id}
 
     def _mark_saved(self) -> None:
-        messages = self._messages
-        self._saved = (len(messages), messages[-1].id if messages else None)
+        self._saved = list(self._messages)
 
-    def _autosave(self, *, quiet: bool = False) -> None:
-        """Save to `store` what changed; `quiet` logs a failure instead of raising it."""
+    def _save_job(self, store: SessionStore) -> Callable[[], str | None]:
+        """The save of the session as it is now, to run on the store's worker thread.
+
+        What to write is taken now (the messages, which never change); the job appends the
+        new messages, or saves in full when the history was rewritten or the store does not
+        hold what this session saved last, and returns a StoreConflict text when that full
+        save replaced another writer's messages. Only the latest save asked for records what
+        the store holds.
+        """
+        session_id, header = self.session_id, self._header()
+        snapshot, saved = list(self._messages), self._saved
+        token = self._save_token = object()
+        appends = type(store).append is not SessionStore.append
+
+        def job() -> str | None:  # on the worker: a Ctrl-C never lands in a to_dict()
+            changes = self._changes(saved, snapshot, header)
+            conflict = None
+            if changes is None or not store.append(session_id, **changes):
+                messages = [m.to_dict() for m in snapshot]
+                if changes is not None and appends:  # changed since this session's last save
+                    conflict = _replaced(store, session_id, messages)
+                store.save(session_id, {**header, "messages": messages})
+            if self._save_token is token:
+                self._saved = snapshot
+            return conflict
+
+        return job
+
+    def _autosave(self, *, quiet: bool = False, wait: bool = True) -> None:
+        """Save to `store` what changed, on the store's worker thread; `quiet` logs a failure
+        instead of raising it. An interrupt while waiting leaves the save to finish on its
+        own. With `wait=False` (a stopped turn's save, made on the event loop), the save is
+        only queued: nothing waits for a store that may not answer."""
         store = self.store
         if store is None:
             return
+        job = self._save_job(store)
+        if not wait:
+            worker(store).submit(self._in_background, job)
+            return
         try:
-            changes = self._changes()
-            if changes is None or not store.append(self.session_id, **changes):
-                store.save(self.session_id, self.to_dict())
+            conflict = worker(store).call(job)
         except Exception as exc:
             error = self._save_failed(exc)
             if not quiet:
                 raise error from exc
             _log.warning("%s", error)
+        except BaseException:  # interrupted while waiting: the next save is a full one
+            self._saved = None
+            raise
         else:
-            self._mark_saved()
+            _warn(conflict)
+
+    def _in_background(self, job: Callable[[], str | None]) -> None:
+        try:
+            conflict = job()
+        except Exception as exc:
+            _log.warning("%s", self._save_failed(exc))
+        else:
+            _warn(conflict)
 
     async def _autosave_async(self, response: Response) -> None:
-        """`_autosave` through the store's async methods; a failure carries `response`."""
+        """`_autosave` for a finished turn, awaited on its event loop (which the save never
+        blocks); a failure carries `response`. Cancelled, the save goes on in the background."""
         store = self.store
         if store is None:
             return
+        job = self._save_job(store)
         try:
-            changes = self._changes()
-            if changes is None or not await store.aappend(self.session_id, **changes):
-                await store.asave(self.session_id, self.to_dict())
+            conflict = await worker(store).acall(job)
         except Exception as exc:
             raise self._save_failed(exc, response) from exc
         except BaseException:  # stopped midway: what reached the store is unknown
             self._saved = None
             raise
-        self._mark_saved()
+        _warn(conflict)
 
     def _save_failed(self, exc: Exception, response: Response | None = None) -> StoreError:
         """Forget what was saved (the next save is a full one); the error to report."""
         self._saved = None
+        kept = "the turn" if response is not None else "the change"
         return StoreError(
             f"session {self.session_id!r} could not be saved to {self.store!r} "
-            f"({type(exc).__name__}: {exc}); the conversation is intact in memory and is "
-            "saved in full with the next change",
+            f"({type(exc).__name__}: {exc}); {kept} is kept in its history: the conversation "
+            "is intact in memory and is saved in full with the next change",
             response=response,
         )
 
@@ -391,10 +439,15 @@ class Session:
             "conversation at the same time"
         )
 
-    def _idle(self) -> _Held:
-        if not self._lock.acquire(blocking=False):
+    def _idle(self) -> threading.Lock:
+        """The session's lock, for `with`, if no turn holds it (else SessionBusyError).
+
+        The `with` statement takes it, so that a Ctrl-C can never land between taking it and
+        the block that gives it back (which left the session busy for good).
+        """
+        if self._lock.locked():
             raise self._busy()
-        return _Held(self._lock)
+        return self._lock
 
     # -- serialization ---------------------------------------------------------------------
 
@@ -515,19 +568,6 @@ class Retake:
         return new
 
 
-class _Held:
-    """A lock already acquired, released by `with`."""
-
-    def __init__(self, lock: threading.Lock) -> None:
-        self._lock = lock
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        self._lock.release()
-
-
 # -- helpers -------------------------------------------------------------------------------
 
 
@@ -543,3 +583,27 @@ def _check_id(session_id: Any) -> str:
     if not isinstance(session_id, str) or not session_id.strip():
         raise TypeError(f"session_id must be a non-empty str, got {_short(session_id)}")
     return session_id
+
+
+def _replaced(store: SessionStore, session_id: str, messages: list[dict[str, Any]]) -> str | None:
+    """What a full save of `messages` would throw away of `store`'s copy, said for a
+    StoreConflict warning; None when it holds nothing this session lacks."""
+    try:
+        stored = store.load(session_id)
+    except Exception:
+        return None  # unreadable: the save itself says what is wrong, or replaces it
+    ours = {dumps(m) for m in messages}
+    lost = [m for m in (stored or {}).get("messages", ()) if dumps(m) not in ours]
+    if not lost:
+        return None
+    return (
+        f"session {session_id!r} in {store!r} held {len(lost)} message(s) this session does "
+        "not have, saved by another writer (another kernel or process using the same session "
+        "id) since this session last saved; this save replaced them (the later save wins). "
+        "Give each writer its own session id, session.fork(), to keep both"
+    )
+
+
+def _warn(conflict: str | None) -> None:
+    if conflict is not None:
+        warnings.warn(conflict, StoreConflict, stacklevel=3)

@@ -7,10 +7,16 @@ Also tools described by a JSON schema of their own (`Tool.from_schema`, e.g. fro
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
+import functools
 import inspect
 import json
 import re
+import threading
 import typing
+import warnings
+from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any, overload
 
@@ -128,8 +134,9 @@ class Tool:
             return self.fn.validate(arguments)
         return self._args_model.model_validate(arguments)
 
-    async def invoke(self, arguments: dict[str, Any]) -> str:
-        """Validate and call; sync functions run in a worker thread so streams keep flowing.
+    async def invoke(self, arguments: dict[str, Any], *, threads: ToolThreads | None = None) -> str:
+        """Validate and call; sync functions run in a worker thread so streams keep flowing
+        (one of `threads`, the agent's, in a turn; else one of the event loop's).
 
         Returns the result as text for the model, cut to `max_result_chars` with a note.
         """
@@ -141,11 +148,141 @@ class Tool:
             args, kwargs = (), {name: getattr(values, name) for name in type(values).model_fields}
         if self._is_async:
             result = await self.fn(*args, **kwargs)
+        elif threads is not None:
+            result = await threads.run(self.name, functools.partial(self.fn, *args, **kwargs))
         else:
             result = await asyncio.to_thread(self.fn, *args, **kwargs)
         if inspect.isawaitable(result):  # a sync callable that returned a coroutine
             result = await result
         return _cap(_to_text(result), self.max_result_chars)
+
+
+class ToolThreads:
+    """An agent's threads for its sync tools: at most `size` calls run at once, the rest
+    wait their turn, and none waits behind anything else on the event loop's threads.
+
+    A call whose turn is stopped while its function runs is abandoned: Python cannot stop a
+    thread, so the function runs on and its result is dropped, but its thread no longer
+    counts against `size`, so hung tools never starve later turns. `abandoned` counts those
+    still running; a RuntimeWarning says so when they reach 4, then 8, 16, ...
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.abandoned = 0
+        self._lock = threading.Lock()
+        self._running = 0  # threads that count against `size`
+        self._waiting: deque[_ToolCall] = deque()
+        self._warn_at = 4
+
+    async def run(self, name: str, fn: Callable[[], Any]) -> Any:
+        call = _ToolCall(name, asyncio.get_running_loop(), contextvars.copy_context(), fn)
+        with self._lock:
+            start = self._running < self.size
+            if start:
+                self._running += 1
+                call.state = _RUNNING
+            else:
+                self._waiting.append(call)
+        if start:
+            self._start(call)
+        try:
+            return await call.future
+        except asyncio.CancelledError:
+            self._abandon(call)
+            raise
+
+    def _start(self, call: _ToolCall) -> None:
+        threading.Thread(
+            target=self._work, args=(call,), name=f"agent_nb-tool-{call.name}", daemon=True
+        ).start()
+
+    def _work(self, call: _ToolCall | None) -> None:
+        while call is not None:
+            call.run()
+            with self._lock:
+                call.state = _DONE
+                if call.abandoned:  # its place went to another thread
+                    self.abandoned -= 1
+                    return
+                call = self._waiting.popleft() if self._waiting else None
+                if call is None:
+                    self._running -= 1
+                else:
+                    call.state = _RUNNING
+
+    def _abandon(self, call: _ToolCall) -> None:
+        following = None
+        with self._lock:
+            if call.state == _WAITING:
+                self._waiting.remove(call)
+                call.state = _DONE
+                return
+            if call.state == _DONE:
+                return
+            call.abandoned = True
+            self.abandoned += 1
+            count = self.abandoned
+            if self._waiting:  # the abandoned call's place goes to the next one
+                following = self._waiting.popleft()
+                following.state = _RUNNING
+            else:
+                self._running -= 1
+            warn = count >= self._warn_at
+            if warn:
+                self._warn_at *= 2
+        if following is not None:
+            self._start(following)
+        if warn:
+            warnings.warn(
+                f"{count} sync tool calls whose turns were stopped are still running in "
+                f"their threads (the last: {call.name!r}); Python cannot stop a thread, so "
+                "each keeps what it holds until its function returns. Give slow tools a "
+                "timeout of their own, or make them async (an async tool is cancelled with "
+                "its turn)",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+
+
+_WAITING, _RUNNING, _DONE = 0, 1, 2
+
+
+class _ToolCall:
+    """One sync tool call for ToolThreads: run on a thread, its outcome sent to its loop."""
+
+    def __init__(
+        self,
+        name: str,
+        loop: asyncio.AbstractEventLoop,
+        context: contextvars.Context,
+        fn: Callable[[], Any],
+    ) -> None:
+        self.name = name
+        self.loop = loop
+        self.future: asyncio.Future[Any] = loop.create_future()
+        self.context = context
+        self.fn = fn
+        self.state = _WAITING
+        self.abandoned = False
+
+    def run(self) -> None:
+        try:
+            outcome: tuple[bool, Any] = (True, self.context.run(self.fn))
+        except BaseException as exc:
+            outcome = (False, exc)
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits for it
+            self.loop.call_soon_threadsafe(_settle, self.future, outcome)
+
+
+def _settle(future: asyncio.Future[Any], outcome: tuple[bool, Any]) -> None:
+    if future.done():
+        return
+    ok, value = outcome
+    if ok:
+        future.set_result(value)
+    else:
+        future.set_exception(value)
 
 
 class ArgumentError(ValueError):

@@ -7,6 +7,7 @@ port and its own data directory, and is stopped when the tests end. When one can
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import pwd
@@ -282,3 +283,82 @@ def _llama_missing() -> str:
         + (f" ({said})" if said else "")
         + ("; ./scripts/test builds it (pip install 'agent-nb[llama]')")
     )
+
+
+class FaultyProxy:
+    """A TCP proxy on 127.0.0.1 in front of a server, that can be made to misbehave.
+
+    `hang()`: from then on it accepts connections and takes what is sent, and never answers
+    (a server that is hung, or a network that eats packets without resetting). `cut()`:
+    drops every open connection, as a server restart or a network cut does, and then serves
+    new ones again. `stop()`: closes everything and stops listening (a server that is down).
+    With no target, the proxy is hung from the start.
+    """
+
+    def __init__(self, target_port: int | None = None) -> None:
+        import threading
+
+        self.target_port = target_port
+        self.hung = target_port is None
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._lock = threading.Lock()
+        self._open: list[socket.socket] = []
+        self._stopped = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import threading
+
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            upstream = None
+            if not self.hung:
+                try:
+                    upstream = socket.create_connection(("127.0.0.1", self.target_port))
+                except OSError:
+                    client.close()
+                    continue
+            with self._lock:
+                self._open += [client] + ([upstream] if upstream else [])
+            threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
+            if upstream is not None:
+                threading.Thread(target=self._pump, args=(upstream, client), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket | None) -> None:
+        try:
+            while data := source.recv(65536):
+                if sink is not None and not self.hung:
+                    sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for end in (source, sink):
+                if end is not None and not self.hung:
+                    _close(end)
+
+    def hang(self) -> None:
+        self.hung = True
+
+    def cut(self) -> None:
+        with self._lock:
+            dropped, self._open = self._open, []
+        for end in dropped:
+            _close(end)
+        self.hung = False
+
+    def stop(self) -> None:
+        with contextlib.suppress(OSError):  # wakes the thread waiting in accept()
+            self._listener.shutdown(socket.SHUT_RDWR)
+        self._listener.close()
+        self.hung = False
+        self.cut()
+
+
+def _close(end: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        end.shutdown(socket.SHUT_RDWR)
+    end.close()

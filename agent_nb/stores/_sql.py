@@ -1,17 +1,18 @@
 """What the SQL stores (SQLite, PostgreSQL) share: the schema, and saving only what changed.
 
 A session is one row of `<prefix>session` (its header as JSON, and the facts the listing
-shows) and one row per message in `<prefix>message`. A save compares the stored history
-with the new one at the last position both have: when that message is the same (id and
-JSON), only the tail is written (new messages added, or dropped ones deleted); otherwise the
-messages are rewritten. Each save is one transaction.
+shows) and one row per message in `<prefix>message`. A save compares the stored messages
+with the new ones and rewrites from the first that differs (so an edit anywhere is saved,
+and a save that only adds writes only the new messages); an `append` (a session's save
+after a turn) checks the stored count and last id and writes just the turn. Each call is
+one transaction, run on the store's worker thread (`base.on_worker`).
 """
 
 from __future__ import annotations
 
 import abc
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
@@ -24,6 +25,7 @@ from .base import (
     check_key,
     check_page,
     dumps,
+    on_worker,
     parse,
     parse_messages,
     plain,
@@ -131,23 +133,28 @@ class SQLStore(SessionStore):
 
     # -- the contract ----------------------------------------------------------------------
 
+    @abc.abstractmethod
+    def _attempt(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """`method(*args, **kwargs)` with the driver's errors as StoreError (on the worker)."""
+
+    @on_worker
     def save(self, session_id: str, data: dict[str, Any]) -> None:
         check_key(session_id)
         header, messages = split(check_data(data))
+        texts = [dumps(m) for m in messages]
         with self._write() as cursor:
             count, _ = self._lock_session(cursor, session_id)
-            keep = min(count, len(messages))
-            if keep and not self._same(cursor, session_id, keep - 1, messages[keep - 1]):
-                keep = 0
+            keep = self._unchanged(cursor, session_id, texts[:count])
             if keep < count:
                 cursor.execute(
                     self._sql("DELETE FROM {message} WHERE session_id = ? AND position >= ?"),
                     (session_id, keep),
                 )
-            self._insert(cursor, session_id, keep, messages[keep:])
+            self._insert(cursor, session_id, keep, texts[keep:])
             title = title_of(messages)
             self._update(cursor, session_id, header, len(messages), _last_id(messages), title, True)
 
+    @on_worker
     def append(
         self,
         session_id: str,
@@ -158,16 +165,18 @@ class SQLStore(SessionStore):
         last_id: str | None,
     ) -> bool:
         check_key(session_id)
+        texts = [dumps(m) for m in messages]
         with self._write() as cursor:
             count, stored_last = self._lock_session(cursor, session_id)
             if count != start or stored_last != last_id:
                 return False
-            self._insert(cursor, session_id, start, messages)
+            self._insert(cursor, session_id, start, texts)
             new_last = _last_id(messages) if messages else last_id
             title = title_of(messages)
             self._update(cursor, session_id, header, start + len(messages), new_last, title, False)
         return True
 
+    @on_worker
     def load(self, session_id: str) -> dict[str, Any] | None:
         check_key(session_id)
         sql = self._sql
@@ -194,6 +203,7 @@ class SQLStore(SessionStore):
         messages = parse_messages([r[0] for r in rows], session_id, where)
         return assemble(session_id, where, header, messages)
 
+    @on_worker
     def delete(self, session_id: str) -> bool:
         check_key(session_id)
         with self._write() as cursor:
@@ -202,6 +212,7 @@ class SQLStore(SessionStore):
             cursor.execute(self._sql("DELETE FROM {message} WHERE session_id = ?"), (session_id,))
         return existed
 
+    @on_worker
     def list_sessions(self) -> list[str]:
         with self._read() as cursor:
             cursor.execute(
@@ -209,6 +220,7 @@ class SQLStore(SessionStore):
             )
             return [row[0] for row in cursor.fetchall()]
 
+    @on_worker
     def sessions(self, limit: int | None = None, offset: int = 0) -> list[SessionInfo]:
         check_page(limit, offset)
         with self._read() as cursor:
@@ -222,6 +234,7 @@ class SQLStore(SessionStore):
             )
             return [SessionInfo(*row) for row in cursor.fetchall()]
 
+    @on_worker
     def __contains__(self, session_id: str) -> bool:
         with self._read() as cursor:
             cursor.execute(
@@ -254,21 +267,29 @@ class SQLStore(SessionStore):
         count, last_id = cursor.fetchone()
         return count, last_id
 
-    def _same(self, cursor: Cursor, session_id: str, position: int, message: Any) -> bool:
+    def _unchanged(self, cursor: Cursor, session_id: str, texts: list[str]) -> int:
+        """How many of the stored messages, from the first, are `texts` as they are."""
+        if not texts:
+            return 0
         cursor.execute(
-            self._sql("SELECT data FROM {message} WHERE session_id = ? AND position = ?"),
-            (session_id, position),
+            self._sql(
+                "SELECT data FROM {message} WHERE session_id = ? AND position < ? ORDER BY position"
+            ),
+            (session_id, len(texts)),
         )
-        row = cursor.fetchone()
-        return row is not None and row[0] == dumps(message)
+        keep = 0
+        for (stored,), text in zip(cursor.fetchall(), texts, strict=False):
+            if stored != text:
+                break
+            keep += 1
+        return keep
 
-    def _insert(
-        self, cursor: Cursor, session_id: str, start: int, messages: list[dict[str, Any]]
-    ) -> None:
-        if messages:
+    def _insert(self, cursor: Cursor, session_id: str, start: int, texts: list[str]) -> None:
+        """Store messages (JSON text each) at positions `start`, `start` + 1, ..."""
+        if texts:
             cursor.executemany(
                 self._sql("INSERT INTO {message} (session_id, position, data) VALUES (?, ?, ?)"),
-                ((session_id, start + i, dumps(m)) for i, m in enumerate(messages)),
+                ((session_id, start + i, text) for i, text in enumerate(texts)),
             )
 
     def _update(

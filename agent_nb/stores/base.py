@@ -4,12 +4,23 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import atexit
+import contextlib
+import functools
 import json
+import os
+import queue
 import re
+import threading
+import time
+import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
-from ..errors import InvalidSessionData
+from ..errors import ConfigurationError, InvalidSessionData
+
+T = TypeVar("T")
 
 #: Longest title `SessionInfo` takes from a first user message.
 TITLE_LENGTH = 80
@@ -34,9 +45,10 @@ class SessionStore(abc.ABC):
     """Keeps serialized sessions (`Session.to_dict()` data) by session id.
 
     A store implements `save`, `load`, `delete` and `list_sessions`. The async twins run
-    those in a worker thread unless a store has a native version; `sessions()` lists with
-    metadata by loading each session unless a store keeps it aside; `append` lets a store
-    write just a turn, and by default declines so that a full `save` is made instead.
+    those on the store's worker thread (`worker`) unless a store has a native version;
+    `sessions()` lists with metadata by loading each session unless a store keeps it aside;
+    `append` lets a store write just a turn, and by default declines so that a full `save`
+    is made instead.
     """
 
     @abc.abstractmethod
@@ -87,19 +99,19 @@ class SessionStore(abc.ABC):
         return False
 
     async def asave(self, session_id: str, data: dict[str, Any]) -> None:
-        await asyncio.to_thread(self.save, session_id, data)
+        await worker(self).acall(self.save, session_id, data)
 
     async def aload(self, session_id: str) -> dict[str, Any] | None:
-        return await asyncio.to_thread(self.load, session_id)
+        return await worker(self).acall(self.load, session_id)
 
     async def adelete(self, session_id: str) -> bool:
-        return await asyncio.to_thread(self.delete, session_id)
+        return await worker(self).acall(self.delete, session_id)
 
     async def alist_sessions(self) -> list[str]:
-        return await asyncio.to_thread(self.list_sessions)
+        return await worker(self).acall(self.list_sessions)
 
     async def asessions(self, limit: int | None = None, offset: int = 0) -> list[SessionInfo]:
-        return await asyncio.to_thread(self.sessions, limit, offset)
+        return await worker(self).acall(self.sessions, limit, offset)
 
     async def aappend(
         self,
@@ -112,12 +124,177 @@ class SessionStore(abc.ABC):
     ) -> bool:
         if type(self).append is SessionStore.append:
             return False  # no thread for a store that never appends
-        return await asyncio.to_thread(
+        return await worker(self).acall(
             self.append, session_id, header, messages, start=start, last_id=last_id
         )
 
     def __contains__(self, session_id: str) -> bool:
         return self.load(session_id) is not None
+
+    def _attempt(self, method: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """How a built-in store makes a call on its worker (`on_worker`): errors as StoreError."""
+        return method(*args, **kwargs)
+
+
+# -- the store's worker thread ---------------------------------------------------------------
+
+
+class Worker:
+    """One thread that runs a store's calls, one at a time, in the order they came.
+
+    Sessions save through it, and the built-in stores run every call on it (`on_worker`):
+    so a Ctrl-C, which lands in the kernel's main thread, never lands inside a driver call
+    or a transaction. The caller waits on a lock of its own (an interrupt there leaves
+    nothing half done: the call finishes on its own, bounded by the store's timeout). A
+    call made on the worker itself runs at once. Calls still queued when the interpreter
+    exits are finished first (for at most EXIT_WAIT seconds in all).
+    """
+
+    def __init__(self, name: str) -> None:
+        self.pid = os.getpid()
+        self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
+        self._thread.start()
+        _running.add(self)
+
+    def _serve(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            job()
+
+    def here(self) -> bool:
+        return threading.current_thread() is self._thread
+
+    def submit(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Outcome[T]:
+        outcome: Outcome[T] = Outcome()
+        self._jobs.put(functools.partial(outcome.run, fn, args, kwargs))
+        return outcome
+
+    def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        if self.here():
+            return fn(*args, **kwargs)
+        return self.submit(fn, *args, **kwargs).wait()
+
+    async def acall(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        outcome = self.submit(fn, *args, **kwargs)
+        return await outcome.future()
+
+    def stop(self, wait: float | None = None) -> None:
+        """End the thread once the calls queued so far are done (waiting `wait` seconds)."""
+        self._jobs.put(None)
+        _running.discard(self)
+        if wait is not None and not self.here():
+            self._thread.join(wait)
+
+
+class Outcome(Generic[T]):
+    """What a call on a Worker gave, when it is done: waited for with a plain lock (a Ctrl-C
+    can interrupt the wait but never break it), or awaited on an event loop."""
+
+    def __init__(self) -> None:
+        self._done = threading.Lock()
+        self._done.acquire()
+        self._ok = False
+        self._value: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._future: asyncio.Future[T] | None = None
+
+    def run(self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        try:
+            self._value, self._ok = fn(*args, **kwargs), True
+        except BaseException as exc:
+            self._value = exc
+        self._done.release()
+        loop = self._loop
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody awaits it
+                loop.call_soon_threadsafe(self._settle)
+
+    def wait(self) -> T:
+        self._done.acquire()
+        self._done.release()  # for a second waiter
+        if self._ok:
+            return self._value  # type: ignore[no-any-return]
+        raise self._value
+
+    def future(self) -> asyncio.Future[T]:
+        loop = asyncio.get_running_loop()
+        self._future = loop.create_future()
+        self._loop = loop
+        if not self._done.locked():  # done before the loop was known
+            self._settle()
+        return self._future
+
+    def _settle(self) -> None:
+        future = self._future
+        if future is None or future.done():
+            return
+        if self._ok:
+            future.set_result(self._value)
+        else:
+            future.set_exception(self._value)
+
+
+#: How long, in all, an exiting interpreter waits for the saves still queued.
+EXIT_WAIT = 30.0
+_running: weakref.WeakSet[Worker] = weakref.WeakSet()
+
+
+@atexit.register
+def _finish_queued() -> None:
+    deadline = time.monotonic() + EXIT_WAIT
+    for found in list(_running):
+        found.stop(wait=max(0.0, deadline - time.monotonic()))
+
+
+_workers_lock = threading.Lock()
+_WORKER = "_agent_nb_worker"
+_slotted: dict[int, Worker] = {}
+
+
+def worker(store: SessionStore) -> Worker:
+    """`store`'s worker thread (one per store object, made on first use)."""
+    found = getattr(store, _WORKER, None) or _slotted.get(id(store))
+    if found is not None and found.pid == os.getpid():
+        return found
+    with _workers_lock:
+        found = getattr(store, _WORKER, None) or _slotted.get(id(store))
+        if found is None or found.pid != os.getpid():  # none yet, or made before a fork
+            found = Worker(f"agent_nb-store-{type(store).__name__}")
+            try:
+                object.__setattr__(store, _WORKER, found)
+            except AttributeError:  # a store with __slots__: kept here instead, for good
+                found = _slotted.setdefault(id(store), found)
+        return found
+
+
+def retire(store: SessionStore) -> None:
+    """Let a closed store's worker thread end (a later call would start another)."""
+    found = store.__dict__.pop(_WORKER, None) if hasattr(store, "__dict__") else None
+    found = found or _slotted.pop(id(store), None)
+    if found is not None:
+        found.stop()
+
+
+def on_worker(method: Callable[..., T]) -> Callable[..., T]:
+    """A built-in store's method, run on the store's worker by the store's `_attempt`."""
+
+    @functools.wraps(method)
+    def run(self: Any, *args: Any, **kwargs: Any) -> T:
+        return worker(self).call(self._attempt, method, self, *args, **kwargs)
+
+    return run
+
+
+def check_timeout(timeout: Any) -> float:
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
+        raise ConfigurationError(f"timeout must be a number of seconds > 0, got {timeout!r}")
+    return float(timeout)
+
+
+def problem(exc: BaseException) -> str:
+    """An exception as "Type: its first line", for an error message."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
 # -- for the built-in stores ---------------------------------------------------------------

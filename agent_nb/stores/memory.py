@@ -14,6 +14,7 @@ from .base import (
     check_key,
     dumps,
     newest_first,
+    on_worker,
     parse,
     parse_messages,
     split,
@@ -30,12 +31,16 @@ class _Stored:
 
 
 class MemoryStore(SessionStore):
-    """Sessions in a dict, kept as JSON text so that changes to a saved dict do not leak in."""
+    """Sessions in a dict, kept as JSON text so that changes to a saved dict do not leak in.
+
+    Calls run on the store's worker thread, in order, as the other built-in stores' do.
+    """
 
     def __init__(self) -> None:
         self._data: dict[str, _Stored] = {}
         self._lock = threading.Lock()
 
+    @on_worker
     def save(self, session_id: str, data: dict[str, Any]) -> None:
         check_key(session_id)
         header, messages = split(check_data(data))
@@ -44,6 +49,7 @@ class MemoryStore(SessionStore):
         with self._lock:
             self._data[session_id] = stored
 
+    @on_worker
     def append(
         self,
         session_id: str,
@@ -65,6 +71,7 @@ class MemoryStore(SessionStore):
             _describe(stored, session_id, header, messages, title)
             return True
 
+    @on_worker
     def load(self, session_id: str) -> dict[str, Any] | None:
         with self._lock:
             stored = self._data.get(check_key(session_id))
@@ -79,19 +86,23 @@ class MemoryStore(SessionStore):
             parse_messages(messages, session_id, where),
         )
 
+    @on_worker
     def delete(self, session_id: str) -> bool:
         with self._lock:
             return self._data.pop(check_key(session_id), None) is not None
 
+    @on_worker
     def list_sessions(self) -> list[str]:
         with self._lock:
             return list(self._data)
 
+    @on_worker
     def sessions(self, limit: int | None = None, offset: int = 0) -> list[SessionInfo]:
         with self._lock:
             infos = [stored.info for stored in self._data.values() if stored.info]
         return newest_first(infos, limit, offset)
 
+    @on_worker
     def __contains__(self, session_id: str) -> bool:
         with self._lock:
             return session_id in self._data

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ..errors import InvalidSessionData
+from ..errors import InvalidSessionData, StoreError
 from . import _ipynb
 from .base import (
     TOO_DEEP,
@@ -22,6 +22,8 @@ from .base import (
     check_page,
     info_of,
     newest_first,
+    on_worker,
+    problem,
     unreadable,
 )
 
@@ -48,6 +50,16 @@ class NotebookStore(SessionStore):
     def __repr__(self) -> str:
         return f"NotebookStore({str(self.path)!r})"
 
+    def _attempt(self, method: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(*args, **kwargs)
+        except OSError as exc:
+            raise StoreError(
+                f"{self!r} failed ({problem(exc)}); check that the file and its folder can be "
+                "read and written, and that the disk is not full"
+            ) from None
+
+    @on_worker
     def save(self, session_id: str, data: dict[str, Any]) -> None:
         check_key(session_id)
         check_data(data)
@@ -60,12 +72,14 @@ class NotebookStore(SessionStore):
                 raise ValueError(TOO_DEEP) from None
             self._write(notebook)
 
+    @on_worker
     def load(self, session_id: str) -> dict[str, Any] | None:
         check_key(session_id)
         with self._lock:
             notebook = self._read()
         return self._checked(notebook, session_id)
 
+    @on_worker
     def sessions(self, limit: int | None = None, offset: int = 0) -> list[SessionInfo]:
         check_page(limit, offset)
         with self._lock:
@@ -96,6 +110,7 @@ class NotebookStore(SessionStore):
             )
         return assemble(session_id, repr(self), data, messages)
 
+    @on_worker
     def delete(self, session_id: str) -> bool:
         check_key(session_id)
         with self._locked():
@@ -107,11 +122,13 @@ class NotebookStore(SessionStore):
             self._write(notebook)
         return True
 
+    @on_worker
     def list_sessions(self) -> list[str]:
         with self._lock:
             notebook = self._read()
         return list(self._sessions(notebook))
 
+    @on_worker
     def __contains__(self, session_id: str) -> bool:
         check_key(session_id)
         with self._lock:

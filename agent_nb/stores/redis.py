@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from ..errors import ConfigurationError, InvalidSessionData
+from ..errors import ConfigurationError, InvalidSessionData, StoreError, StoreTimeout
 from .base import (
     SessionInfo,
     SessionStore,
@@ -13,16 +13,22 @@ from .base import (
     check_data,
     check_key,
     check_page,
+    check_timeout,
     dumps,
+    on_worker,
     parse,
     parse_messages,
     plain,
+    problem,
+    retire,
     split,
     title_of,
 )
 
 try:
     import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("RedisStore needs redis-py: pip install 'agent-nb[redis]'") from exc
 
@@ -36,7 +42,9 @@ class RedisStore(SessionStore):
     JSON message per item), `<prefix>created` and `<prefix>updated` (sorted sets of ids).
     `url` is a redis:// URL or an open `redis.Redis`. With `ttl` (seconds), a session expires
     that long after its last save. Each save is one MULTI/EXEC transaction, retried if
-    another writer changed the session meanwhile (WATCH).
+    another writer changed the session meanwhile (WATCH). A client made from a URL waits
+    `timeout` seconds for the server (to connect, and for each answer; then StoreTimeout);
+    a call that finds the connection dropped is made once more on a new one.
     """
 
     def __init__(
@@ -45,6 +53,7 @@ class RedisStore(SessionStore):
         *,
         prefix: str = "agent_nb:",
         ttl: float | None = None,
+        timeout: float = 10.0,
     ) -> None:
         if not isinstance(prefix, str):
             raise ConfigurationError(f"prefix must be a str, got {type(prefix).__name__}")
@@ -52,7 +61,16 @@ class RedisStore(SessionStore):
             raise ConfigurationError(f"ttl must be None or a number of seconds > 0, got {ttl!r}")
         self.prefix = prefix
         self.ttl = ttl
-        self._redis = redis.Redis.from_url(url) if isinstance(url, str) else url
+        self.timeout = check_timeout(timeout)
+        if isinstance(url, str):  # settings in the URL (?socket_timeout=...) win
+            self._redis = redis.Redis.from_url(
+                url,
+                socket_timeout=self.timeout,
+                socket_connect_timeout=self.timeout,
+                retry=Retry(NoBackoff(), 0),  # retried once here, never after a timeout
+            )
+        else:
+            self._redis = url
         options = self._redis.connection_pool.connection_kwargs
         # what repr shows: never a password
         self._address = (
@@ -62,11 +80,37 @@ class RedisStore(SessionStore):
     def __repr__(self) -> str:
         return f"RedisStore({self._address!r}, prefix={self.prefix!r})"
 
+    def _attempt(self, method: Any, *args: Any, **kwargs: Any) -> Any:
+        for attempt in (1, 2):
+            try:
+                return method(*args, **kwargs)
+            except redis.exceptions.TimeoutError as exc:
+                raise StoreTimeout(
+                    f"{self!r} did not answer within {self._waits()} ({problem(exc)}): the "
+                    "server is down, hung or overloaded; try again, or wait longer with "
+                    "RedisStore(..., timeout=...)"
+                ) from None
+            except redis.exceptions.ConnectionError as exc:
+                if attempt == 1:
+                    continue  # dropped: a new connection, once more (a save is replayed whole)
+                raise StoreError(
+                    f"{self!r} could not reach the server ({problem(exc)}); check that it is "
+                    "running and reachable at that address"
+                ) from None
+            except redis.exceptions.RedisError as exc:
+                raise StoreError(f"{self!r} failed ({problem(exc)})") from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _waits(self) -> str:
+        waits = self._redis.connection_pool.connection_kwargs.get("socket_timeout")
+        return f"{waits:g} s" if waits else "its timeout"
+
     def _keys(self, session_id: str) -> tuple[str, str]:
         return f"{self.prefix}session:{session_id}", f"{self.prefix}messages:{session_id}"
 
     # -- the contract ----------------------------------------------------------------------
 
+    @on_worker
     def save(self, session_id: str, data: dict[str, Any]) -> None:
         check_key(session_id)
         header, messages = split(check_data(data))
@@ -75,9 +119,15 @@ class RedisStore(SessionStore):
 
         def write(pipe: redis.client.Pipeline) -> None:
             count, _ = _stored(pipe, hash_key)
-            keep = min(count, len(texts))
-            if keep and pipe.lindex(list_key, keep - 1) != texts[keep - 1].encode():
-                keep = 0
+            keep = 0  # how many stored messages, from the first, stay as they are
+            if count and texts:
+                for stored, text in zip(
+                    pipe.lrange(list_key, 0, len(texts) - 1), texts, strict=False
+                ):
+                    if stored != text.encode():
+                        break
+                    keep += 1
+            keep = min(keep, count)
             pipe.multi()
             if keep == 0:
                 pipe.delete(list_key)
@@ -89,6 +139,7 @@ class RedisStore(SessionStore):
 
         self._redis.transaction(write, hash_key)
 
+    @on_worker
     def append(
         self,
         session_id: str,
@@ -115,6 +166,7 @@ class RedisStore(SessionStore):
 
         return self._redis.transaction(write, hash_key, value_from_callable=True)
 
+    @on_worker
     def load(self, session_id: str) -> dict[str, Any] | None:
         check_key(session_id)
         hash_key, list_key = self._keys(session_id)
@@ -135,6 +187,7 @@ class RedisStore(SessionStore):
         messages = parse_messages(rows, session_id, where)
         return assemble(session_id, where, header, messages)
 
+    @on_worker
     def delete(self, session_id: str) -> bool:
         check_key(session_id)
         with self._redis.pipeline(transaction=True) as pipe:
@@ -144,10 +197,12 @@ class RedisStore(SessionStore):
             deleted, *_ = pipe.execute()
         return deleted > 0
 
+    @on_worker
     def list_sessions(self) -> list[str]:
         ids = [i.decode() for i in self._redis.zrange(f"{self.prefix}created", 0, -1)]
         return self._alive(ids)
 
+    @on_worker
     def sessions(self, limit: int | None = None, offset: int = 0) -> list[SessionInfo]:
         check_page(limit, offset)
         end = -1 if limit is None else offset + limit - 1
@@ -177,11 +232,14 @@ class RedisStore(SessionStore):
             self._alive(ids)
         return infos
 
+    @on_worker
     def __contains__(self, session_id: str) -> bool:
         return bool(self._redis.exists(self._keys(check_key(session_id))[0]))
 
+    @on_worker
     def close(self) -> None:
         self._redis.close()
+        retire(self)
 
     # -- helpers ---------------------------------------------------------------------------
 

@@ -10,9 +10,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ..errors import InvalidSessionData
+from ..errors import InvalidSessionData, StoreError, StoreTimeout
 from ._sql import Cursor, SQLStore
-from .base import dumps, parse, split, title_of
+from .base import check_timeout, dumps, on_worker, parse, problem, retire, split, title_of
 
 #: Overrides where `SQLiteStore()` keeps its file.
 DB_ENV = "AGENT_NB_DB"
@@ -35,7 +35,7 @@ class SQLiteStore(SQLStore):
 
     With no path, the file is $AGENT_NB_DB or sessions.db in the user's data directory.
     Several processes may use one file at once: each save is one IMMEDIATE transaction, and
-    a writer waits up to `timeout` seconds for another to finish.
+    a writer waits up to `timeout` seconds for another to finish (then StoreTimeout).
     """
 
     _no_limit = -1
@@ -48,6 +48,7 @@ class SQLiteStore(SQLStore):
         table_prefix: str = "agent_nb_",
     ) -> None:
         super().__init__(table_prefix)
+        self.timeout = check_timeout(timeout)
         self.path = default_path() if path is None else Path(path)
         if str(self.path) != ":memory:":
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -55,7 +56,10 @@ class SQLiteStore(SQLStore):
         self._db = sqlite3.connect(
             str(self.path), timeout=timeout, check_same_thread=False, isolation_level=None
         )
-        self._db.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+        self._attempt(self._open)
+
+    def _open(self) -> None:
+        self._db.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
         self._db.execute("PRAGMA journal_mode = WAL")
         self._db.execute("PRAGMA synchronous = NORMAL")
         self._create_schema()
@@ -63,27 +67,53 @@ class SQLiteStore(SQLStore):
     def __repr__(self) -> str:
         return f"SQLiteStore({str(self.path)!r})"
 
+    def _attempt(self, method: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(*args, **kwargs)
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise StoreTimeout(
+                    f"{self!r}: another process held the database for longer than "
+                    f"timeout={self.timeout:g} s ({problem(exc)}); try again, or wait longer "
+                    "with SQLiteStore(..., timeout=...)"
+                ) from None
+            raise self._failed(exc) from None
+        except sqlite3.Error as exc:
+            raise self._failed(exc) from None
+
+    def _failed(self, exc: sqlite3.Error) -> StoreError:
+        return StoreError(
+            f"{self!r} failed ({problem(exc)}); check that the file and its folder can be "
+            "read and written, and that the disk is not full"
+        )
+
+    @contextmanager
+    def _cursor(self) -> Iterator[sqlite3.Cursor]:
+        """The connection's cursor; a transaction a stopped call left open is rolled back."""
+        with self._lock:
+            if self._db.in_transaction:
+                self._db.rollback()
+            yield self._db.cursor()
+
     @contextmanager
     def _write(self) -> Iterator[Cursor]:
-        with self._lock:
-            cursor = self._db.cursor()
-            cursor.execute("BEGIN IMMEDIATE")
-            try:
+        with self._cursor() as cursor:
+            try:  # the transaction begins inside: whatever stops it, it is rolled back
+                cursor.execute("BEGIN IMMEDIATE")
                 yield cursor
+                cursor.execute("COMMIT")
             except BaseException:
-                cursor.execute("ROLLBACK")
+                self._db.rollback()
                 raise
-            cursor.execute("COMMIT")
 
     @contextmanager
     def _read(self) -> Iterator[Cursor]:
-        with self._lock:
-            cursor = self._db.cursor()
-            cursor.execute("BEGIN")
+        with self._cursor() as cursor:
             try:
+                cursor.execute("BEGIN")
                 yield cursor
             finally:
-                cursor.execute("COMMIT")
+                self._db.rollback()  # read only: nothing to keep
 
     def _message_table(self) -> str:
         return super()._message_table() + " WITHOUT ROWID"
@@ -115,12 +145,14 @@ class SQLiteStore(SQLStore):
                     messages[-1].get("id") if messages else None,
                 ),
             )
-            self._insert(cursor, session_id, 0, messages)
+            self._insert(cursor, session_id, 0, [dumps(m) for m in messages])
         cursor.execute(f"DROP TABLE {_LEGACY_TABLE}")
 
+    @on_worker
     def close(self) -> None:
         with self._lock:
             self._db.close()
+        retire(self)
 
     def __enter__(self) -> SQLiteStore:
         return self

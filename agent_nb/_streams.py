@@ -11,7 +11,7 @@ from ._output import OutputType
 from .events import Done, Event, Response, TextDelta, ToolCall
 
 if TYPE_CHECKING:
-    from ._loop import _Turn
+    from ._turn import TurnState
 
 __all__ = ["AsyncJsonStream", "AsyncStream", "JsonStream", "Stream"]
 
@@ -195,7 +195,7 @@ class _PullReader:
     """What an AsyncStream shares with its turn: the batch being read and how far."""
 
     def __init__(self) -> None:
-        self.turn: _Turn | None = None
+        self.turn: TurnState | None = None
         self.batch: list[Event] = []
         self.pos = 0
 

@@ -67,7 +67,7 @@ class Agent:
         #: At most this many tool calls of one round run at the same time.
         self.max_concurrency = max_concurrency
         #: The threads its sync tools run in (at most max_concurrency at once).
-        self._tool_threads = ToolThreads(max_concurrency)
+        self._tool_threads = ToolThreads()
         #: Asked before a requires_approval tool runs: True, False or (False, "reason").
         self.approve = approve
         self._toolset = Toolset(tools or ())

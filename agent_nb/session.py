@@ -12,9 +12,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from . import _format, _loop, _runner, _turns
-from ._loop import AgentConfig
 from ._output import OutputType
 from ._streams import AsyncJsonStream, AsyncStream, JsonStream, Stream
+from ._turn import AgentConfig
 from ._turns import Turn
 from .errors import (
     AgentError,
@@ -58,13 +58,13 @@ class Session:
         self.session_id = _check_id(session_id) if session_id is not None else _new_id()
         self.system = system
         self._messages: list[Message] = _format.check_messages(messages) if messages else []
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # held while the history is changed
+        self._turning = False  # a turn holds the session
         self.usage = Usage()
         self.created_at = self.updated_at = _now()
         #: Where the session saves itself after every change (None: nowhere).
         self.store = store
         self._saved: list[Message] | None = None  # the history as `store` last got it
-        self._save_token: object = None  # the latest save asked for (see _save_job)
 
     def __repr__(self) -> str:
         return (
@@ -97,20 +97,27 @@ class Session:
     def messages(self, messages: Iterable[Message]) -> None:
         """Replace the whole history (saved once); the system prompt stays."""
         checked = _format.check_messages(messages)
-        with self._idle():
+        with self._lock:
+            self._idle()
             self._replace(checked)
 
     def clear(self) -> None:
         """Forget every message; the system prompt stays."""
-        with self._idle():
+        with self._lock:
+            self._idle()
             self._replace([])
 
     def _replace(self, messages: list[Message]) -> None:
         """Make `messages` the history and save it; the caller holds the lock."""
-        self._messages = messages
+        self._swap(messages, self.usage)
+        self._autosave()
+
+    def _swap(self, messages: list[Message], usage: Usage) -> None:
+        """Make `messages` the history and `usage` its usage, at once; the caller holds the
+        lock and saves."""
+        self._messages, self.usage = messages, usage  # no call between: a Ctrl-C cannot split
         self._decisions.clear()
         self._touch()
-        self._autosave()
 
     def add_message(self, message: Message) -> None:
         """Append a message to the history as it is."""
@@ -119,7 +126,8 @@ class Session:
                 f"add_message takes a Message (Message.user(...), Message.assistant(...)), "
                 f"got {type(message).__name__}"
             )
-        with self._idle():
+        with self._lock:
+            self._idle()
             self._replace([*self._messages, message])
 
     def fork(self, session_id: str | None = None, *, at: Turn | str | None = None) -> Session:
@@ -128,7 +136,8 @@ class Session:
         With `at` (a Turn of `turns()`, or its first message's id), the fork holds only the
         history before that turn: a place to ask it differently.
         """
-        with self._idle():
+        with self._lock:
+            self._idle()
             end = len(self._messages) if at is None else self._find(at).start
             twin = Session(self.agent, session_id=session_id, system=self.system, store=self.store)
             twin._tools = self._tools
@@ -143,7 +152,8 @@ class Session:
 
     def undo(self) -> Turn | None:
         """Remove the last turn (the last prompt and all after it); returns it, None if none."""
-        with self._idle():
+        with self._lock:
+            self._idle()
             start = _turns.last_start(self._messages)
             if start is None:
                 return None
@@ -154,7 +164,8 @@ class Session:
     def remove_turn(self, turn: Turn | str) -> Turn | None:
         """Remove one turn (a Turn of `turns()`, or its first message's id); None if it is
         not in the history (any more)."""
-        with self._idle():
+        with self._lock:
+            self._idle()
             try:
                 removed = self._find(turn)
             except ValueError:
@@ -169,7 +180,8 @@ class Session:
         and system prompt, no store), then `retake.commit()`: the copy's new turn replaces
         `turn` and every turn after it, unless this session changed in the meantime.
         """
-        with self._idle():
+        with self._lock:
+            self._idle()
             start = _turns.last_start(self._messages) if turn is None else self._find(turn).start
             if start is None:
                 raise AgentError(f"session {self.session_id!r} has no prompt to answer again")
@@ -188,20 +200,22 @@ class Session:
         if prompt.images and "images" not in settings:
             settings["images"] = list(prompt.images)
         response = await retake.copy.run_async(prompt.text, **settings)
-        retake.commit()
+        try:
+            await retake.acommit()
+        except StoreError as exc:  # the new answer is in the session: its store missed it
+            raise StoreError(str(exc), response=response) from exc
         return response
 
     def _find(self, turn: Turn | str) -> Turn:
-        """The turn that starts at `turn`'s first message (or the message with that id)."""
+        """The turn that starts at `turn` (a Turn, or its first message's id)."""
         first_id = turn.id if isinstance(turn, Turn) else turn
-        found = _turns.span(self._messages, first_id)
-        if found is None:
-            raise ValueError(
-                f"no turn starting at message {_short(first_id)} in session "
-                f"{self.session_id!r}; take one from session.turns()"
-            )
-        start, end = found
-        return Turn(start, tuple(self._messages[start:end]))
+        for found in _turns.split(self._messages):
+            if found.id == first_id:
+                return found
+        raise ValueError(
+            f"no turn starts at message {_short(first_id)} in session {self.session_id!r} "
+            "(a turn starts at a prompt); take one from session.turns()"
+        )
 
     # -- turns -----------------------------------------------------------------------------
 
@@ -322,7 +336,8 @@ class Session:
                 f"session {self.session_id!r} has no store to save to: "
                 "agent.session(store=...) or session.store = ..."
             )
-        with self._idle():
+        with self._lock:
+            self._idle()
             self._saved = None  # the whole session, whatever the store held
             self._autosave()
 
@@ -346,27 +361,26 @@ class Session:
     def _save_job(self, store: SessionStore) -> Callable[[], str | None]:
         """The save of the session as it is now, to run on the store's worker thread.
 
-        What to write is taken now (the messages, which never change); the job appends the
-        new messages, or saves in full when the history was rewritten or the store does not
-        hold what this session saved last, and returns a StoreConflict text when that full
-        save replaced another writer's messages. Only the latest save asked for records what
-        the store holds.
+        What to write is taken now (the messages, which never change); what the store holds
+        is read when the job runs: the worker runs a store's jobs one at a time, in order, so
+        that is what this session's earlier saves left there. The job appends the new
+        messages, or saves in full when the history was rewritten or the store does not hold
+        what this session saved last, and returns a StoreConflict text when that full save
+        replaced another writer's messages.
         """
         session_id, header = self.session_id, self._header()
-        snapshot, saved = list(self._messages), self._saved
-        token = self._save_token = object()
+        snapshot = list(self._messages)
         appends = type(store).append is not SessionStore.append
 
         def job() -> str | None:  # on the worker: a Ctrl-C never lands in a to_dict()
-            changes = self._changes(saved, snapshot, header)
+            changes = self._changes(self._saved, snapshot, header)
             conflict = None
             if changes is None or not store.append(session_id, **changes):
                 messages = [m.to_dict() for m in snapshot]
                 if changes is not None and appends:  # changed since this session's last save
                     conflict = _replaced(store, session_id, messages)
                 store.save(session_id, {**header, "messages": messages})
-            if self._save_token is token:
-                self._saved = snapshot
+            self._saved = snapshot
             return conflict
 
         return job
@@ -439,15 +453,17 @@ class Session:
             "conversation at the same time"
         )
 
-    def _idle(self) -> threading.Lock:
-        """The session's lock, for `with`, if no turn holds it (else SessionBusyError).
+    def _idle(self) -> None:
+        """SessionBusyError if a turn holds the session; the caller holds `_lock`.
 
-        The `with` statement takes it, so that a Ctrl-C can never land between taking it and
-        the block that gives it back (which left the session busy for good).
+        A change to the history is made inside `with self._lock:` (a C-level context
+        manager: a Ctrl-C can never leave it held, as it could a lock taken by a Python
+        function that was interrupted before the `with` took over). A turn holds the session
+        by `_turning`, set under the lock and cleared when it ends: changes never wait for a
+        turn, only for each other.
         """
-        if self._lock.locked():
+        if self._turning:
             raise self._busy()
-        return self._lock
 
     # -- serialization ---------------------------------------------------------------------
 
@@ -557,14 +573,27 @@ class Retake:
     def commit(self) -> list[Message]:
         """Put the copy's new messages in place of `replaced`; returns them ([]: the copy
         made none, and the session is left as it is). The copy's usage is added."""
+        new = self._swap()
+        if new:
+            self._session._autosave()
+        return new
+
+    async def acommit(self) -> list[Message]:
+        """`commit()` whose save is awaited: the event loop is never blocked by the store."""
+        new = self._swap()
+        if new:
+            await self._session._autosave_async(None)
+        return new
+
+    def _swap(self) -> list[Message]:
         session, copy = self._session, self.copy
         new = copy._messages[self._start :]
         if not new:
             return []
-        with session._idle():
+        with session._lock:
+            session._idle()
             self.check()
-            session.usage = session.usage + copy.usage
-            session._replace(session._messages[: self._start] + new)
+            session._swap(session._messages[: self._start] + new, session.usage + copy.usage)
         return new
 
 

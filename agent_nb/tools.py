@@ -16,7 +16,6 @@ import re
 import threading
 import typing
 import warnings
-from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any, overload
 
@@ -158,81 +157,50 @@ class Tool:
 
 
 class ToolThreads:
-    """An agent's threads for its sync tools: at most `size` calls run at once, the rest
-    wait their turn, and none waits behind anything else on the event loop's threads.
+    """An agent's threads for its sync tools: each call on a thread of its own, never on the
+    event loop's default executor, where a hung tool kept a turn's other work waiting.
 
-    A call whose turn is stopped while its function runs is abandoned: Python cannot stop a
-    thread, so the function runs on and its result is dropped, but its thread no longer
-    counts against `size`, so hung tools never starve later turns. `abandoned` counts those
-    still running; a RuntimeWarning says so when they reach 4, then 8, 16, ...
+    How many run at once is bounded per round, by Agent(max_concurrency=...); there is no
+    agent-wide queue, which would deadlock a tool that runs a turn of its own agent (a
+    sub-agent) while its callers hold every place. A call whose turn is stopped while its
+    function runs is abandoned: Python cannot stop a thread, so the function runs on and its
+    result is dropped. `abandoned` counts those still running; a RuntimeWarning says so
+    when they reach 4, then 8, 16, ...
     """
 
-    def __init__(self, size: int) -> None:
-        self.size = size
+    def __init__(self) -> None:
         self.abandoned = 0
         self._lock = threading.Lock()
-        self._running = 0  # threads that count against `size`
-        self._waiting: deque[_ToolCall] = deque()
         self._warn_at = 4
 
     async def run(self, name: str, fn: Callable[[], Any]) -> Any:
         call = _ToolCall(name, asyncio.get_running_loop(), contextvars.copy_context(), fn)
-        with self._lock:
-            start = self._running < self.size
-            if start:
-                self._running += 1
-                call.state = _RUNNING
-            else:
-                self._waiting.append(call)
-        if start:
-            self._start(call)
+        threading.Thread(
+            target=self._work, args=(call,), name=f"agent_nb-tool-{name}", daemon=True
+        ).start()
         try:
             return await call.future
         except asyncio.CancelledError:
             self._abandon(call)
             raise
 
-    def _start(self, call: _ToolCall) -> None:
-        threading.Thread(
-            target=self._work, args=(call,), name=f"agent_nb-tool-{call.name}", daemon=True
-        ).start()
-
-    def _work(self, call: _ToolCall | None) -> None:
-        while call is not None:
-            call.run()
-            with self._lock:
-                call.state = _DONE
-                if call.abandoned:  # its place went to another thread
-                    self.abandoned -= 1
-                    return
-                call = self._waiting.popleft() if self._waiting else None
-                if call is None:
-                    self._running -= 1
-                else:
-                    call.state = _RUNNING
+    def _work(self, call: _ToolCall) -> None:
+        call.run()
+        with self._lock:
+            call.done = True
+            if call.abandoned:
+                self.abandoned -= 1
 
     def _abandon(self, call: _ToolCall) -> None:
-        following = None
         with self._lock:
-            if call.state == _WAITING:
-                self._waiting.remove(call)
-                call.state = _DONE
-                return
-            if call.state == _DONE:
+            if call.done:
                 return
             call.abandoned = True
             self.abandoned += 1
             count = self.abandoned
-            if self._waiting:  # the abandoned call's place goes to the next one
-                following = self._waiting.popleft()
-                following.state = _RUNNING
-            else:
-                self._running -= 1
             warn = count >= self._warn_at
             if warn:
                 self._warn_at *= 2
-        if following is not None:
-            self._start(following)
         if warn:
             warnings.warn(
                 f"{count} sync tool calls whose turns were stopped are still running in "
@@ -243,9 +211,6 @@ class ToolThreads:
                 RuntimeWarning,
                 stacklevel=2,
             )
-
-
-_WAITING, _RUNNING, _DONE = 0, 1, 2
 
 
 class _ToolCall:
@@ -263,7 +228,7 @@ class _ToolCall:
         self.future: asyncio.Future[Any] = loop.create_future()
         self.context = context
         self.fn = fn
-        self.state = _WAITING
+        self.done = False
         self.abandoned = False
 
     def run(self) -> None:

@@ -7,6 +7,7 @@ through a FaultyProxy (servers.py) where a test needs the server to hang, drop o
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import signal
@@ -26,6 +27,7 @@ from agent_nb import Agent, Message, Session, tool
 from agent_nb.errors import StoreConflict, StoreError, StoreTimeout
 from agent_nb.messages import ToolCallPart
 from agent_nb.providers.testing import TestProvider
+from agent_nb.stores import MemoryStore
 
 HERE = Path(__file__).parent
 #: Interrupts per store in the SIGINT fuzz (the issue's figure); each run is seeded.
@@ -388,3 +390,53 @@ def test_interrupted_rounds_of_hung_sync_tools_never_starve_the_next_turn():
     while agent._tool_threads.abandoned and time.monotonic() < deadline:
         time.sleep(0.01)
     assert agent._tool_threads.abandoned == 0  # counted out as they return
+
+
+def test_a_sync_tool_that_runs_its_own_agents_turn_finishes():
+    """A sub-agent: a sync tool runs a turn of its own agent, whose sync tool runs too (an
+    agent-wide cap on tool threads deadlocked here, the outer call holding every place)."""
+
+    def lookup(q: str) -> str:
+        """Look something up."""
+        return "42"
+
+    def ask_helper(q: str) -> str:
+        """Ask a helper session."""
+        return agent.session().run(q).text
+
+    provider = TestProvider(
+        [
+            Message(
+                role="assistant",
+                parts=(ToolCallPart(id="c1", name="ask_helper", arguments={"q": "x"}),),
+            ),
+            Message(
+                role="assistant",
+                parts=(ToolCallPart(id="c2", name="lookup", arguments={"q": "y"}),),
+            ),
+            "inner done",
+            "outer done",
+        ]
+    )
+    agent = Agent(provider=provider, tools=[lookup, ask_helper], max_concurrency=1)
+    finished: dict = {}
+    runner = threading.Thread(target=lambda: finished.update(r=agent.session().run("go")))
+    runner.daemon = True
+    runner.start()
+    runner.join(10)
+    assert "r" in finished, "the turn hung"
+    assert finished["r"].text == "outer done"
+    results = [r.content for m in finished["r"].messages for r in m.tool_results]
+    assert results == ["inner done"]
+
+
+def test_a_stores_worker_thread_ends_with_the_store():
+    """One worker thread per store object: it must not outlive its store (a thread each)."""
+    before = threading.active_count()
+    for _ in range(50):
+        Agent(provider="test").session(store=MemoryStore()).run("hi")
+    gc.collect()
+    deadline = time.monotonic() + 5
+    while threading.active_count() > before + 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert threading.active_count() <= before + 2  # the runner, at most one store finishing

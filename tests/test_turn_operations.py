@@ -82,7 +82,7 @@ def test_fork_at_a_turn_holds_the_history_before_it_and_the_tools():
     assert [m.text for m in twin.messages] == ["one", "a1"]
     assert twin.tools == session.tools
     assert len(session.messages) == 4
-    with pytest.raises(ValueError, match="no turn starting at message"):
+    with pytest.raises(ValueError, match="no turn starts at message"):
         session.fork(at="not-a-message")
 
 
@@ -226,3 +226,23 @@ def test_decisions_are_read_only_and_name_the_waiting_calls():
     assert session.decisions == {call.id: False}
     session.decisions.clear()  # a copy
     assert session.decisions == {call.id: False}
+
+
+def test_a_turn_is_named_by_its_prompt_never_by_a_message_inside_it():
+    """A tool round is never split: an id inside a turn (a tool call's result) is refused."""
+
+    @tool
+    def lookup(word: str) -> str:
+        """Look a word up."""
+        return word
+
+    session = Agent(provider="test").session(tools=[lookup])
+    session.run("lookup the word cat")
+    inside = next(m for m in session.messages if m.role == "tool")
+    before = session.messages
+    assert session.remove_turn(inside.id) is None
+    with pytest.raises(ValueError, match="a turn starts at a prompt"):
+        session.retake(inside.id)
+    with pytest.raises(ValueError, match="a turn starts at a prompt"):
+        session.fork(at=inside.id)
+    assert session.messages == before

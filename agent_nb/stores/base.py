@@ -160,6 +160,7 @@ class Worker:
     def _serve(self) -> None:
         while (job := self._jobs.get()) is not None:
             job()
+            del job  # nothing of a finished call (its store, its session) is held here
 
     def here(self) -> bool:
         return threading.current_thread() is self._thread
@@ -264,6 +265,8 @@ def worker(store: SessionStore) -> Worker:
                 object.__setattr__(store, _WORKER, found)
             except AttributeError:  # a store with __slots__: kept here instead, for good
                 found = _slotted.setdefault(id(store), found)
+            with contextlib.suppress(TypeError):  # the thread ends with its store
+                weakref.finalize(store, found.stop)
         return found
 
 

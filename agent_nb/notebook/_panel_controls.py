@@ -26,6 +26,7 @@ from ..messages import Message
 from ..session import Session
 from ..stores.base import TITLE_LENGTH, plain
 from . import _panel_cards, _panel_records
+from .workspace import free_name
 
 if TYPE_CHECKING:
     from ..stores.base import SessionInfo
@@ -68,12 +69,6 @@ class _Controls:
     def _controls_init(self) -> None:
         self._again: Callable[[], Any] | None = None  # what Retry does after an error
         self._seconds: dict[str, float] = {}  # answer id -> how long its turn took here
-
-    def _share(self, sessions: dict[str, Session]) -> None:
-        """Keep the sessions this panel knows in `sessions` (the notebook's, for `%session
-        panel`): its branches are then `%%chat NAME~N`'s, and the notebook's are listed."""
-        sessions.update(self._sessions)
-        self._sessions = sessions
 
     # -- regenerate ----------------------------------------------------------------------
 
@@ -324,12 +319,9 @@ class _Controls:
     def _free_name(self, root: str) -> str:
         taken = set(self._sessions) | {info.session_id for info in self._stored()}
         store = self._session.store
-        number = 1
-        while f"{root}~{number}" in taken or (
-            store is not None and _stored_at(store, f"{root}~{number}")
-        ):
-            number += 1
-        return f"{root}~{number}"
+        return free_name(
+            root, lambda name: name in taken or (store is not None and _stored_at(store, name))
+        )
 
     def _drop(self, fork: Session) -> None:
         """Forget a fork made for nothing (a regenerate that brought no answer)."""

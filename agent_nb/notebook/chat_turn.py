@@ -58,17 +58,7 @@ def chat(workspace: Workspace, request: Request) -> Response:
     drops = workspace.superseded(previous)
     if drops:
         extra["drops"] = drops
-    with _system_for_the_turn(session, request.system):
-        response = live(
-            workspace,
-            session,
-            request.prompt,
-            request.settings or {},
-            schema,
-            stream=request.stream,
-            op="turn",
-            extra=extra,
-        )
+    response = _answer_cell(workspace, request, schema, session, session, op="turn", extra=extra)
     workspace.made(session, response, previous, drops)
     return response
 
@@ -103,19 +93,16 @@ def _again(
     if drops:
         extra["drops"] = drops
     try:
-        with _system_for_the_turn(session, request.system):
-            retake.copy.system = session.system
-            response = live(
-                workspace,
-                retake.copy,
-                request.prompt,
-                request.settings or {},
-                schema,
-                stream=request.stream,
-                op="rerun",
-                replace=replace,
-                extra=extra,
-            )
+        response = _answer_cell(
+            workspace,
+            request,
+            schema,
+            session,
+            retake.copy,
+            op="rerun",
+            extra=extra,
+            replace=replace,
+        )
     except ChatError:  # the cell's new output replaces its old record: it is given again
         show_again(workspace, session, history[at:end], "turn")
         raise
@@ -126,6 +113,35 @@ def _again(
         )
     workspace.made(session, response, previous, drops)
     return response
+
+
+def _answer_cell(
+    workspace: Workspace,
+    request: Request,
+    schema: Any,
+    session: Session,
+    on: Session,
+    *,
+    op: str,
+    extra: dict[str, Any],
+    replace: Callable[[Response], None] | None = None,
+) -> Response:
+    """The cell's prompt answered live for `session`, on `on` (the session, or the copy a
+    turn made again is made on), with the cell's --system prompt."""
+    with _system_for_the_turn(session, request.system):
+        if on is not session:
+            on.system = session.system
+        return live(
+            workspace,
+            on,
+            request.prompt,
+            request.settings or {},
+            schema,
+            stream=request.stream,
+            op=op,
+            replace=replace,
+            extra=extra,
+        )
 
 
 def retry(workspace: Workspace) -> Response:

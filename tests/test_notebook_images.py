@@ -123,7 +123,7 @@ def test_images_survive_the_records_and_cost_their_base64_once(tmp_path, monkeyp
     assert 190_000 < size < 210_000
     cells = ["%load_ext agent_nb", f"%%chat --image {big}\nwhat is in it?", "%%chat\nthanks"]
     dump = (
-        "from agent_nb.notebook import _loaded\n_m = next(iter(_loaded.values()))\n"
+        "from agent_nb.notebook.workspace import Workspace\n_m = Workspace.of(get_ipython())\n"
         "print([len(m.images) for m in _m.sessions['main'].messages])\n"
         "print(len(_m.sessions['main'].messages[0].images[0].data))"
     )

@@ -14,7 +14,8 @@ pytestmark = pytest.mark.timeout(300)
 
 #: Prints every session's message texts and the current session (the last cell of a notebook).
 DUMP = (
-    "import json\nfrom agent_nb.notebook import _loaded\n_m = next(iter(_loaded.values()))\n"
+    "import json\nfrom agent_nb.notebook.workspace import Workspace\n"
+    "_m = Workspace.of(get_ipython())\n"
     "print(json.dumps({k: [m.text for m in s.messages] for k, s in _m.sessions.items()}))\n"
     "print(_m.current)"
 )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-_loaded: dict[int, Any] = {}
+_loaded: dict[int, Any] = {}  # the magics registered in each shell, by its id
 _COMPLETED = ("%session", "%%chat")  # the commands whose arguments tab-complete
 
 
@@ -13,19 +13,21 @@ def load_ipython_extension(ipython: Any) -> None:
     """`%load_ext agent_nb`: register the magics and restore this notebook's sessions."""
     from . import persist
     from .magics import ChatError, ChatMagics
+    from .workspace import Workspace
 
     if id(ipython) in _loaded:
         return
-    magics = ChatMagics(ipython)
+    workspace = Workspace.load(ipython)
+    magics = ChatMagics(ipython, workspace)
     ipython.register_magics(magics)
     for command in _COMPLETED:
         ipython.set_hook("complete_command", magics.complete, str_key=command)
     _loaded[id(ipython)] = magics
-    ipython.events.register("pre_run_cell", magics.cells.before_cell)
+    ipython.events.register("pre_run_cell", workspace.cells.before_cell)
     magics.figures.install()
     if persist.notebook_path(ipython.user_ns) is not None:
         try:
-            magics._session_restore([], quiet=True)
+            magics.commands.do_restore([], quiet=True)
         except ChatError as exc:  # a notebook we cannot read must not break loading
             print(f"agent_nb: {exc}", file=sys.stderr)
         except Exception as exc:  # nor must a fault of ours; say what it was, in a line
@@ -37,11 +39,14 @@ def load_ipython_extension(ipython: Any) -> None:
 
 
 def unload_ipython_extension(ipython: Any) -> None:
-    """`%unload_ext agent_nb`: remove the magics."""
+    """`%unload_ext agent_nb`: remove the magics; the kernel's sessions go with them."""
+    from .workspace import Workspace
+
     magics = _loaded.pop(id(ipython), None)
     if magics is None:
         return
-    ipython.events.unregister("pre_run_cell", magics.cells.before_cell)
+    ipython.events.unregister("pre_run_cell", magics.workspace.cells.before_cell)
+    Workspace.unload(ipython)
     magics.figures.uninstall()
     completers = ipython.strdispatchers.get("complete_command")
     if completers is not None:

@@ -13,6 +13,9 @@ the log of the panel the cell made last in this kernel, or else the one saved in
 their sessions (a cell run again before it cut them off) are put back at the end, verbatim;
 turns already there are not added again. A session its store holds is taken from the store as
 it is (the store wins).
+
+What a kernel remembers of its panels (the saved ones not yet claimed, each cell's last
+panel's log) is its Workspace's `panels`.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from ..agent import Agent
 from ..messages import Message
 from ..session import Session
 from . import persist
+from .workspace import Workspace
 
 
 @dataclass(eq=False)
@@ -42,28 +46,6 @@ class Log:
 
 
 @dataclass
-class _Kernel:
-    """One kernel's panels: saved ones not yet claimed, and each cell's last panel's log."""
-
-    saved: list[persist.Panel] | None = None  # None: the notebook has not been read
-    #: by cell id and place in the cell ("id/0", "id/1": a cell may open several panels)
-    latest: dict[str, Log] = field(default_factory=dict)
-    run: str | None = None  # the execution running now (its message id) ...
-    opened: int = 0  # ... and the panels it has opened so far
-
-    def place(self, shell: Any) -> int:
-        """The place in the running cell of the panel opening now."""
-        run = ((_parent(shell) or {}).get("header") or {}).get("msg_id")
-        if run != self.run:
-            self.run, self.opened = run, 0
-        self.opened += 1
-        return self.opened - 1
-
-
-_kernels: dict[int, _Kernel] = {}
-
-
-@dataclass
 class Opened:
     """What a new panel shows: its session, the sessions it knows, and its log."""
 
@@ -72,40 +54,41 @@ class Opened:
     log: Log
 
 
-def restored(shell: Any, panels: list[persist.Panel]) -> None:
-    """The panels a restore found in the notebook (`%load_ext agent_nb`, `%session restore`)."""
-    _kernel(shell).saved = list(panels)
-
-
 def open_panel(session_or_agent: Session | Agent, store: Any) -> Opened:
-    """The session a panel made now opens, and its log, from its cell's earlier panel."""
+    """The session a panel made now opens, and its log, from its cell's earlier panel.
+
+    In a kernel with the extension loaded, the panel's sessions are the kernel's Workspace's
+    (unless it is given a session of the same name as one of those: it keeps apart).
+    """
     from IPython import get_ipython
 
     shell = get_ipython()
     given = session_or_agent if isinstance(session_or_agent, Session) else None
     agent = given.agent if given is not None else session_or_agent
     store = store if store is not None else (given.store if given is not None else agent.store)
+    kernel = Workspace.of(shell) if shell is not None else None
     cell = _running_cell(shell)
-    magics = _magics(shell)
-    key = f"{cell[0]}/{_kernel(shell).place(shell)}" if cell and cell[0] else None
-    log, last = _earlier(shell, cell, key, agent, magics is not None)
-    sessions: dict[str, Session] = magics.sessions if magics is not None else {}
-    if given is not None and sessions.get(given.session_id, given) is not given:
-        sessions = {}  # a session of the same name as one of %%chat's: the panel keeps apart
+    key = None
+    if kernel is not None and cell and cell[0]:
+        key = f"{cell[0]}/{kernel.panels.place(_run_id(shell))}"
+    log, last = _earlier(shell, kernel, cell, key, agent)
+    workspace = kernel if kernel is not None and kernel.loaded else Workspace()
+    if given is not None and workspace.sessions.get(given.session_id, given) is not given:
+        workspace = Workspace()  # a session of the same name as one of %%chat's: kept apart
     if given is not None:
-        sessions[given.session_id] = given
-    entries = _put_back(log, sessions, agent, store, magics.cells if magics else None)
+        workspace.sessions[given.session_id] = given
+    entries = _put_back(log, workspace, agent, store)
     if given is not None:
         session = given
     elif last is not None:
-        session = _session(last, agent.system, sessions, agent, store, set())
+        session = _session(last, agent.system, workspace.sessions, agent, store, set())
     else:
         session = agent.session(store=store)
-    sessions.setdefault(session.session_id, session)
+    workspace.sessions.setdefault(session.session_id, session)
     opened = Log(session.session_id, entries)
-    if key is not None:
-        _kernel(shell).latest[key] = opened
-    return Opened(session, sessions, opened)
+    if key is not None and kernel is not None:
+        kernel.panels.latest[key] = opened
+    return Opened(session, workspace.sessions, opened)
 
 
 def from_the_front_end(shell: Any = None) -> bool:
@@ -141,14 +124,9 @@ def switch(session: Session, known: bool) -> dict[str, Any]:
 # -- finding the earlier panel -----------------------------------------------------------------
 
 
-def _kernel(shell: Any) -> _Kernel:
-    return _kernels.setdefault(id(shell), _Kernel())
-
-
-def _magics(shell: Any) -> Any:
-    from . import _loaded
-
-    return _loaded.get(id(shell)) if shell is not None else None
+def _run_id(shell: Any) -> str | None:
+    """The id of the execution running now (its message's)."""
+    return ((_parent(shell) or {}).get("header") or {}).get("msg_id")
 
 
 def _parent(shell: Any) -> dict[str, Any] | None:
@@ -171,26 +149,30 @@ def _running_cell(shell: Any) -> tuple[str | None, str] | None:
 
 
 def _earlier(
-    shell: Any, cell: tuple[str | None, str] | None, key: str | None, agent: Agent, restoring: bool
+    shell: Any,
+    kernel: Workspace | None,
+    cell: tuple[str | None, str] | None,
+    key: str | None,
+    agent: Agent,
 ) -> tuple[list[dict[str, Any]], str | None]:
     """The log of the panel this cell made before at this place (`key`: cell id/place), and
     the session it showed last."""
-    if cell is None:
+    if cell is None or kernel is None:
         return [], None
     cell_id, source = cell
-    kernel = _kernel(shell)
-    if key is not None and key in kernel.latest:
-        latest = kernel.latest[key]
+    panels = kernel.panels
+    if key is not None and key in panels.latest:
+        latest = panels.latest[key]
         return list(latest.entries), latest.session_id
-    if kernel.saved is None:
-        kernel.saved = [] if restoring else _read_notebook(shell, agent)
+    if panels.saved is None:  # with the extension, its restore read them (or had nothing)
+        panels.saved = [] if kernel.loaded else _read_notebook(shell, agent)
     if cell_id is not None:  # a new cell with the same text is another panel
-        found = next((p for p in kernel.saved if p.cell_id == cell_id), None)
+        found = next((p for p in panels.saved if p.cell_id == cell_id), None)
     else:
-        found = next((p for p in kernel.saved if p.source == source), None)
+        found = next((p for p in panels.saved if p.source == source), None)
     if found is None:
         return [], None
-    kernel.saved.remove(found)
+    panels.saved.remove(found)
     return list(found.log), found.session_id
 
 
@@ -231,12 +213,13 @@ def _session(
 
 
 def _put_back(
-    log: list[dict[str, Any]], sessions: dict[str, Session], agent: Agent, store: Any, cells: Any
+    log: list[dict[str, Any]], workspace: Workspace, agent: Agent, store: Any
 ) -> list[dict[str, Any]]:
     """The log's turns missing from their sessions appended again; the log, as it now is."""
     entries, problems = persist.panel_entries(log, "this panel's log")
     for line in problems:
         print(line, file=sys.stderr)
+    sessions = workspace.sessions
     from_store: set[str] = set()
     kept = []
     for raw, entry in entries:
@@ -247,7 +230,7 @@ def _put_back(
         if entry.op == "turn" and entry.messages:
             first = entry.messages[0].id
             if first not in {m.id for m in session.messages}:
-                drops = _turn_again(session, list(entry.messages), sessions, cells)
+                drops = _turn_again(session, list(entry.messages), workspace)
                 raw = {**raw, "drops": drops} if drops else raw
         elif entry.op == "undo" and entry.replaces is not None:
             session.remove_turn(entry.replaces)
@@ -255,15 +238,10 @@ def _put_back(
     return kept
 
 
-def _turn_again(
-    session: Session, messages: list[Message], sessions: dict[str, Session], cells: Any
-) -> list[str]:
+def _turn_again(session: Session, messages: list[Message], workspace: Workspace) -> list[str]:
     """Append a logged turn; the sessions a cell run again kept only for it go."""
     made = persist.Made(session.session_id, messages[0].id)
-    drops = cells.superseded(made, sessions) if cells is not None else []
+    drops = workspace.superseded(made)
     session.messages = [*session.messages, *messages]
-    if cells is not None:
-        cells.made_again(made)
-    for dropped in drops:
-        sessions.pop(dropped, None)
+    workspace.made_again(made, drops)
     return drops

@@ -46,6 +46,9 @@ class Cells:
         self._remade: set[str] = set()  # first ids of turns whose cell has run again
         # kept session -> (first ids of its turns not yet made again, its message ids when kept)
         self._waiting: dict[str, tuple[set[str], list[str]]] = {}
+        #: cell id -> the first message of the turn its `%session retry` made: a re-run of
+        #: that cell that fails shows that turn's record again (its output replaces the old)
+        self._retried: dict[str, str] = {}
 
     def before_cell(self, info: Any) -> None:
         """IPython's pre_run_cell event: remember which cell runs."""
@@ -58,8 +61,10 @@ class Cells:
         self._found = None
         self._made_item = None
 
-    def restored(self, made: list[Made]) -> None:
-        """What the records of a restored notebook say its cells made."""
+    def restored(self, made: list[Made], retried: dict[str, str]) -> None:
+        """What the records of a restored notebook say its cells made (`retried`: cell id ->
+        the first message of the turn its `%session retry` made)."""
+        self._retried.update(retried)
         places: dict[str, int] = {}
         for item in made:
             if item.cell_id is not None:
@@ -194,6 +199,15 @@ class Cells:
         for item in [*self._by_id.values(), *self._records, *self._ran]:
             if item.first_id == old_first:
                 item.first_id = new_first
+
+    def retried(self, first_id: str) -> None:
+        """The running cell's `%session retry` made the turn that starts at `first_id`."""
+        if self.cell_id is not None:
+            self._retried[self.cell_id] = first_id
+
+    def retried_here(self, first_id: str) -> bool:
+        """Whether the running cell's last `%session retry` made the turn at `first_id`."""
+        return self._retried.get(self.cell_id or "") == first_id
 
     def forget(self, session_id: str) -> None:
         self._waiting.pop(session_id, None)

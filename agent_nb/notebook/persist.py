@@ -45,7 +45,7 @@ OPS = (
 #: messages; `use`: one it had).
 PANEL_OPS = ("turn", "resume", "undo", "load", "use")
 _WITH_MESSAGES = ("turn", "retry", "resume", "load", "rerun")
-_TURNS = ("turn", "retry", "resume", "rerun")
+_TURN_OPS = ("turn", "retry", "resume", "rerun")
 
 
 def record(
@@ -312,14 +312,14 @@ class _Replay:
         messages = entry.messages or []
         ids = {m.id for m in messages}
         seen = self.seen[entry.session_id]
-        if entry.op in _TURNS and ids & seen:
+        if entry.op in _TURN_OPS and ids & seen:
             raise _Skip("it holds a turn already restored (a copied cell); replayed once")
-        if entry.op in _TURNS and messages and messages[0].id in self.undone:
+        if entry.op in _TURN_OPS and messages and messages[0].id in self.undone:
             raise _Skip("its turn was undone in a chat panel")
         if entry.op == "load":  # a session loaded from a store replaces what was there
             session.messages = messages
             session.system = entry.system
-        elif entry.op in _TURNS:
+        elif entry.op in _TURN_OPS:
             history = session.messages
             if entry.op == "retry":
                 cut = _turns.last_start(history) or 0
@@ -361,7 +361,7 @@ class _Replay:
         if entry.op == "retry" and found.cell_id is not None and messages:
             self.retried[found.cell_id] = messages[0].id
         if entry.op in ("turn", "rerun", "fork", "system"):  # "system": a %session new
-            first = messages[0].id if messages and entry.op in _TURNS else None
+            first = messages[0].id if messages and entry.op in _TURN_OPS else None
             self.made.append(Made(entry.session_id, first, found.cell_id, found.source))
 
     def _panel(self, entry: _Record, found: Found) -> None:

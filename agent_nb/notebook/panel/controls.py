@@ -27,6 +27,7 @@ from ...messages import Message
 from ...session import Session
 from ...stores.base import TITLE_LENGTH, plain
 from .. import _panel_records
+from ..workspace import free_name
 from . import cards
 from .protocol import ToView
 
@@ -341,12 +342,9 @@ class Controls:
     def _free_name(self, root: str) -> str:
         taken = set(self._panel._sessions) | {info.session_id for info in self._stored()}
         store = self._panel.session.store
-        number = 1
-        while f"{root}~{number}" in taken or (
-            store is not None and _stored_at(store, f"{root}~{number}")
-        ):
-            number += 1
-        return f"{root}~{number}"
+        return free_name(
+            root, lambda name: name in taken or (store is not None and _stored_at(store, name))
+        )
 
     def _drop(self, fork: Session) -> None:
         """Forget a fork made for nothing (a regenerate that brought no answer)."""

@@ -219,12 +219,6 @@ class ChatPanel(anywidget.AnyWidget):
 
     # -- the conversation ------------------------------------------------------------------
 
-    def _share(self, sessions: dict[str, Session]) -> None:
-        """Keep the sessions this panel knows in `sessions` (the notebook's, for `%session
-        panel`): its branches are then `%%chat NAME~N`'s, and the notebook's are listed."""
-        sessions.update(self._sessions)
-        self._sessions = sessions
-
     def _post(self, kind: ToView, **fields: Any) -> None:
         """A message to every view (Widget.send is the prompt here)."""
         self._send(protocol.message(kind, **fields))

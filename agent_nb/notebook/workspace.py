@@ -1,0 +1,274 @@
+"""A kernel's notebook state, with one owner: the default agent, the sessions, the current
+one, which cell made what, and what the chat panels logged.
+
+`%load_ext agent_nb` makes the kernel's Workspace and hands it to the magics; every ChatPanel
+opened in that kernel uses it too, so a panel's branches are `%%chat NAME~N`'s sessions and
+the notebook's sessions are listed in the panel. In a kernel without the extension, the
+kernel's Workspace only remembers its panels (which cell opened which), and each panel keeps
+its sessions in a Workspace of its own, as before.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..agent import Agent
+from ..errors import AgentError
+from ..session import Session
+from . import persist
+from ._errors import ChatError
+from .cells import Cells
+
+if TYPE_CHECKING:
+    from ..events import Response
+    from ._panel_records import Log
+
+#: Each kernel's workspace, by the id of its IPython shell.
+_kernels: dict[int, Workspace] = {}
+
+
+def free_name(root: str, taken: Callable[[str], bool]) -> str:
+    """The first of `root~1`, `root~2`, ... that is not `taken`: where a fork or a session
+    kept aside goes."""
+    number = 1
+    while taken(f"{root}~{number}"):
+        number += 1
+    return f"{root}~{number}"
+
+
+@dataclass
+class Panels:
+    """A kernel's chat panels: saved ones not yet claimed, and each cell's last panel's log."""
+
+    saved: list[persist.Panel] | None = None  # None: the notebook has not been read
+    #: by cell id and place in the cell ("id/0", "id/1": a cell may open several panels)
+    latest: dict[str, Log] = field(default_factory=dict)
+    _run: str | None = field(default=None, init=False)  # the execution running now ...
+    _opened: int = field(default=0, init=False)  # ... and the panels it has opened so far
+
+    def place(self, run: str | None) -> int:
+        """The place in the running cell (execution `run`) of the panel opening now."""
+        if run != self._run:
+            self._run, self._opened = run, 0
+        self._opened += 1
+        return self._opened - 1
+
+
+class Workspace:
+    """The sessions of a kernel (or of one panel), the current one, and what made them."""
+
+    def __init__(self, shell: Any = None, *, panels: Panels | None = None) -> None:
+        self.shell = shell
+        #: Whether `%load_ext agent_nb` made this the kernel's: panels then share its sessions.
+        self.loaded = False
+        self.agent: Agent | None = None
+        self.sessions: dict[str, Session] = {}
+        self.current: str | None = None
+        self.cells = Cells(self._saved_sources)
+        self.panels = panels if panels is not None else Panels()
+        self._offline: str | None = None  # the notice, until a turn uses the offline provider
+
+    @classmethod
+    def of(cls, shell: Any) -> Workspace:
+        """The kernel's workspace; made now if it has none (a panel without the extension)."""
+        found = _kernels.get(id(shell))
+        if found is None or found.shell is not shell:  # a shell gone, whose id was reused
+            found = _kernels[id(shell)] = cls(shell)
+        return found
+
+    @classmethod
+    def load(cls, shell: Any) -> Workspace:
+        """`%load_ext agent_nb`: the kernel's new workspace, shared with its panels; what its
+        panels logged so far stays."""
+        made = _kernels[id(shell)] = cls(shell, panels=cls.of(shell).panels)
+        made.loaded = True
+        return made
+
+    @classmethod
+    def unload(cls, shell: Any) -> None:
+        """`%unload_ext agent_nb`: the kernel's sessions go; what its panels logged stays."""
+        _kernels[id(shell)] = cls(shell, panels=cls.of(shell).panels)
+
+    def _saved_sources(self) -> list[str] | None:
+        """The code cells' text in this notebook's file, as last saved, if it is known."""
+        path = persist.notebook_path(self.shell.user_ns) if self.shell is not None else None
+        return persist.cell_sources(path) if path is not None else None
+
+    # -- the default agent -----------------------------------------------------------------
+
+    def default_agent(self) -> Agent:
+        """The agent new sessions talk to: set by `%agent`, else one from the environment."""
+        if self.agent is None:
+            provider = os.environ.get("AGENT_NB_PROVIDER")
+            model = os.environ.get("AGENT_NB_MODEL")
+            if not provider and not model:
+                if os.environ.get("OPENAI_API_KEY"):
+                    provider, model = "openai", "gpt-4o-mini"
+                elif os.environ.get("ANTHROPIC_API_KEY"):
+                    provider = "anthropic"
+                else:
+                    provider = "test"
+                    self._offline = (
+                        "agent_nb: no API key, so the offline 'test' provider answers "
+                        "(%agent provider=openai model=gpt-4o)"
+                    )
+            try:
+                self.agent = Agent(provider=provider, model=model)
+            except AgentError as exc:
+                raise ChatError(str(exc)) from None
+        return self.agent
+
+    def use_agent(self, agent: Agent) -> None:
+        """`agent` is the default from now on, every session's included."""
+        self.agent = agent
+        self._offline = None
+        for session in self.sessions.values():
+            session.agent = agent
+
+    def offline_notice(self, session: Session) -> str | None:
+        """Once, and only when a turn is about to use it: that the offline provider answers."""
+        if self._offline is None or session.agent is not self.agent:
+            return None
+        notice, self._offline = self._offline, None
+        return notice
+
+    # -- sessions --------------------------------------------------------------------------
+
+    def session(self, session_id: str | None = None) -> Session:
+        """The named session (made if new) or the current one; it becomes current."""
+        session_id = session_id or self.current
+        if session_id is None or session_id not in self.sessions:
+            made = self.default_agent().session(session_id=session_id or "main")
+            self.sessions[made.session_id] = made
+            session_id = made.session_id
+        self.current = session_id
+        return self.sessions[session_id]
+
+    def free_name(self, root: str) -> str:
+        """A name for a session kept aside from `root`: `root~N`, not yet a session here."""
+        return free_name(root, self.sessions.__contains__)
+
+    def add(self, session: Session) -> None:
+        """`session` (loaded from a store) is this notebook's, and the current one."""
+        self.sessions[session.session_id] = session
+        self.current = session.session_id
+
+    def use(self, session_id: str) -> Session:
+        """Talk in `session_id` from now on."""
+        if session_id not in self.sessions:
+            raise ChatError(f"no session {session_id!r}; %session list shows them")
+        self.current = session_id
+        return self.sessions[session_id]
+
+    def delete(self, session_id: str) -> Session:
+        """Forget `session_id`; the first session left becomes current if it was."""
+        if session_id not in self.sessions:
+            raise ChatError(f"no session {session_id!r}; %session list shows them")
+        deleted = self.sessions.pop(session_id)
+        self.cells.forget(session_id)
+        if self.current == session_id:
+            self.current = next(iter(self.sessions), None)
+        return deleted
+
+    def new_session(
+        self, name: str | None, system: str | None, previous: persist.Made | None
+    ) -> tuple[Session, str | None]:
+        """A new empty session, current: (it, where the one its cell made before is kept).
+        A cell run again makes its session anew; any other existing name is refused."""
+        again = previous is not None and previous.first_id is None
+        again = again and previous.session_id == (name or previous.session_id)
+        session = self.default_agent().session(
+            session_id=previous.session_id if previous is not None and again else name,
+            system=system,
+        )
+        old = self.sessions.get(session.session_id)
+        if old is not None and not again:
+            raise ChatError(
+                f"session {session.session_id!r} exists; %session use {session.session_id}"
+            )
+        kept_as = self._keep_unmade(old, set()) if old is not None else None
+        self.sessions[session.session_id] = session
+        self.current = session.session_id
+        self.cells.made(session.session_id, None)
+        return session, kept_as
+
+    def fork(
+        self, base: Session, name: str | None, *, replace: bool, previous: persist.Made | None
+    ) -> tuple[Session, str | None]:
+        """`base` forked into `name`, which becomes current: (the fork, where the session
+        that had that name before is kept). A cell run again forks again into the session it
+        made; any other existing name is refused unless `replace`."""
+        again = previous is not None and (
+            previous.session_id == name or (name is None and previous.first_id is None)
+        )
+        name = name or (previous.session_id if previous is not None and again else None)
+        if name == base.session_id:
+            raise ChatError(
+                f"session {name!r} is the current session; fork it under a new name: "
+                f"%session fork {name}-2"
+            )
+        kept_as = None
+        old = self.sessions.get(name) if name is not None else None
+        if old is not None:
+            if not (replace or again):
+                raise ChatError(
+                    f"session {name!r} exists; fork under a new name, or overwrite it: "
+                    f"%session fork {name} --replace"
+                )
+            if again:
+                kept_as = self._keep_unmade(old, {m.id for m in base.messages})
+            self.cells.forget(name)
+        twin = base.fork(name)
+        self.sessions[twin.session_id] = twin
+        self.current = twin.session_id
+        self.cells.made(twin.session_id, None)
+        return twin, kept_as
+
+    def _keep_unmade(self, old: Session, ours: set[str]) -> str | None:
+        """A session its cell makes again (a fork, a new session): where its turns that no
+        cell has made again (not among `ours`, the ones it shares with its base) are kept."""
+        own = [m for m in old.messages if m.id not in ours]
+        later = self.cells.unmade({m.id for m in own if m.role == "user"})
+        if not later:
+            return None
+        kept_as = self.free_name(old.session_id)
+        self.keep(old.fork(kept_as), later, [m.id for m in old.messages])
+        return kept_as
+
+    def keep(self, kept: Session, waiting: set[str], history: list[str]) -> None:
+        """`kept` holds turns (first ids `waiting`) of cells not yet run again; it goes once
+        they have, if its history (message ids) is still `history`."""
+        self.sessions[kept.session_id] = kept
+        self.cells.keep(kept.session_id, waiting, history)
+
+    # -- what cells made ---------------------------------------------------------------------
+
+    def superseded(self, previous: persist.Made | None) -> list[str]:
+        """The kept sessions that go once the cell that made `previous` has run again."""
+        return self.cells.superseded(previous, self.sessions)
+
+    def made_again(self, previous: persist.Made | None, drops: Iterable[str]) -> None:
+        """The cell that made `previous` made it again: the kept sessions `drops` go."""
+        self.cells.made_again(previous)
+        for dropped in drops:  # every turn they kept has been made again by its cell
+            self.sessions.pop(dropped, None)
+
+    def made(
+        self, session: Session, response: Response, previous: persist.Made | None, drops: list[str]
+    ) -> None:
+        """The running cell's turn in `session` (now current) answered with `response`."""
+        self.cells.made(session.session_id, response.messages[0].id if response.messages else None)
+        self.made_again(previous, drops)
+        self.current = session.session_id
+
+    def restored(self, replayed: persist.Replayed) -> None:
+        """What a restore rebuilt from the notebook's records joins what is here."""
+        self.sessions.update(replayed.sessions)
+        self.current = replayed.current or self.current
+        self.cells.restored(replayed.made, replayed.retried)
+        for kept_as, (waiting, history) in replayed.kept.items():  # they go as in the run
+            self.cells.keep(kept_as, waiting, history)
+        self.panels.saved = list(replayed.panels)

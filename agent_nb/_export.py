@@ -1,25 +1,42 @@
-"""A session as a Jupyter notebook (nbformat v4), and a session read back from one."""
+"""A session as a Jupyter notebook (nbformat v4), and a session read back from one.
+
+Session.to_notebook / from_notebook call this module, so it never imports session.py or
+agent.py: it takes the session as `Conversation` and the class to rebuild one with.
+"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
+from . import _records
 from . import _render as render
+from ._records import KEY
 from .errors import InvalidSessionData
 from .messages import Message
 
 if TYPE_CHECKING:
-    from .agent import Agent
-    from .session import Session
+    from ._records import Rebuilt
+    from ._turn import AgentConfig
 
-KEY = "agent_nb"
+
+class Conversation(Protocol):
+    """What an export reads of a session (session.Session is the one there is)."""
+
+    session_id: str
+    system: str | None
+    agent: AgentConfig
+
+    @property
+    def messages(self) -> list[Message]: ...
+
+
 #: The fences taken as Python code.
 PYTHON = {"python", "py", "python3"}
 
 
-def to_notebook(session: Session, *, code_cells: bool = False) -> Any:
+def to_notebook(session: Conversation, *, code_cells: bool = False) -> Any:
     """The conversation as a notebook: a Markdown cell per prompt and per answer.
 
     Each Markdown cell holds the sanitized HTML the notebook shows (render.markdown_cell), so
@@ -64,7 +81,7 @@ def to_notebook(session: Session, *, code_cells: bool = False) -> Any:
     return notebook
 
 
-def write_notebook(session: Session, path: str | os.PathLike[str], **options: Any) -> Path:
+def write_notebook(session: Conversation, path: str | os.PathLike[str], **options: Any) -> Path:
     """Write `to_notebook(session)` to `path`; it is checked with nbformat.validate first."""
     import nbformat
 
@@ -77,13 +94,11 @@ def write_notebook(session: Session, path: str | os.PathLike[str], **options: An
 
 
 def from_notebook(
-    path: str | os.PathLike[str], agent: Agent, session_id: str | None = None
-) -> Session:
-    """The session an exported notebook (or a notebook of %%chat cells) holds."""
+    path: str | os.PathLike[str], agent: AgentConfig, session_id: str | None, session_class: Any
+) -> Rebuilt:
+    """The session an exported notebook (or a notebook of %%chat cells) holds, made by
+    `session_class` (Session: its `from_dict`, or a new one the records replay into)."""
     import nbformat
-
-    from .notebook import persist
-    from .session import Session
 
     notebook = nbformat.read(path, as_version=4)
     ours = notebook.metadata.get(KEY) or {}
@@ -92,8 +107,8 @@ def from_notebook(
         session_id or ours.get("exported") or (next(iter(stored)) if len(stored) == 1 else None)
     )
     if chosen in stored:
-        return Session.from_dict(stored[chosen], agent)
-    replayed = persist.replay(persist.records(notebook), agent)
+        return session_class.from_dict(stored[chosen], agent)  # type: ignore[no-any-return]
+    replayed = _records.replay(_records.records(notebook), agent, session_class)
     rebuilt, current = replayed.sessions, replayed.current
     chosen = chosen or current
     if chosen in rebuilt:

@@ -500,7 +500,7 @@ class Session:
         """The session a notebook holds: an export, or a notebook of %%chat cells."""
         from ._export import from_notebook
 
-        return from_notebook(path, agent, session_id)
+        return from_notebook(path, agent, session_id, cls)  # type: ignore[return-value]
 
     def _repr_html_(self) -> str:
         from ._render import session_html

@@ -321,8 +321,8 @@ def test_restart_kernel_and_run_all_in_jupyterlab_gives_the_same_conversations(l
     fresh run's sessions, no main~1, in the kernel and in the saved records."""
     from test_reruns import DUMP, TRIP
 
-    from agent_nb import Agent
-    from agent_nb.notebook import persist
+    from agent_nb import Agent, _records
+    from agent_nb.session import Session
 
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in TRIP])
     nb.cells.append(nbformat.v4.new_code_cell(DUMP + "\nimport os\nprint(os.getpid())"))
@@ -389,7 +389,9 @@ def test_restart_kernel_and_run_all_in_jupyterlab_gives_the_same_conversations(l
             assert "restored 6 turns in 2 sessions" in browser.cell(0).inner_text()
         save(browser, pid)
     assert sorted(json.loads(first.splitlines()[0])) == ["main", "side"]
-    replayed = persist.replay(
-        persist.records(nbformat.read(str(path), as_version=4)), Agent(provider="test")
+    replayed = _records.replay(
+        _records.records(nbformat.read(str(path), as_version=4)),
+        Agent(provider="test"),
+        Session,
     )
     assert sorted(replayed.sessions) == ["main", "side"]  # nor in the saved records

@@ -86,7 +86,7 @@ def test_from_notebook_reads_an_export_back(tmp_path):
 
 
 def test_from_notebook_reads_a_notebook_of_chat_cells(tmp_path):
-    from agent_nb.notebook import persist
+    from agent_nb import _records
 
     agent = Agent(provider="test", model="m")
     session = agent.session(session_id="main")
@@ -97,7 +97,7 @@ def test_from_notebook_reads_a_notebook_of_chat_cells(tmp_path):
         nbformat.v4.new_output(
             "display_data",
             {"text/html": response.text, "text/plain": response.text},
-            metadata=persist.record("turn", session, list(response.messages)),
+            metadata=_records.record("turn", session, list(response.messages)),
         )
     ]
     notebook.cells.append(cell)

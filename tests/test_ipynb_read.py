@@ -10,9 +10,9 @@ import sys
 import nbformat
 import pytest
 
+from agent_nb import _records
 from agent_nb.agent import Agent
 from agent_nb.messages import Message
-from agent_nb.notebook import persist
 from agent_nb.session import Session
 from agent_nb.stores import _ipynb
 
@@ -58,8 +58,8 @@ def test_what_is_no_notebook_is_refused_as_before(text):
 
 def test_its_records_are_those_nbformat_reads(tmp_path):
     path = saved(tmp_path, "x", "%%chat\nhello\nthere")  # a source of several lines
-    plain = persist.records(_ipynb.read_for_records(path.read_text()).node)
-    assert plain == persist.records(nbformat.read(str(path), 4))
+    plain = _records.records(_ipynb.read_for_records(path.read_text()).node)
+    assert plain == _records.records(nbformat.read(str(path), 4))
     assert plain[0].source == "%%chat\nhello\nthere"
 
 
@@ -68,12 +68,12 @@ def test_a_cell_source_of_the_wrong_type_does_not_stop_the_restore(tmp_path, sou
     path = saved(tmp_path, "x", "%%chat\nhi")
     nb = nbformat.read(str(path), 4)
     session = Session(Agent(provider="test"), "main")
-    nb.cells[1].outputs[0].metadata = persist.record("turn", session, [Message.user("hi")])
+    nb.cells[1].outputs[0].metadata = _records.record("turn", session, [Message.user("hi")])
     node = json.loads(nbformat.writes(nb))
     node["cells"][1]["source"] = source  # nbformat's read refused the whole file for this
-    found = persist.records(_ipynb.read_for_records(json.dumps(node)).node)
+    found = _records.records(_ipynb.read_for_records(json.dumps(node)).node)
     assert [f.source for f in found] == [""]
-    replayed = persist.replay(found, Agent(provider="test"))
+    replayed = _records.replay(found, Agent(provider="test"), Session)
     assert [m.text for m in replayed.sessions["main"].messages] == ["hi"]
 
 

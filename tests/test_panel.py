@@ -719,7 +719,8 @@ def test_a_store_that_fails_to_load_a_listed_session_leaves_the_panel_where_it_w
 async def test_an_approved_round_is_in_the_panels_log_and_a_restore_rebuilds_it(server):
     """Approve lets the waiting round go on: the log says `resume` with the messages that
     replaced it, so the notebook's records rebuild the session exactly."""
-    from agent_nb.notebook import persist
+    from agent_nb import _records
+    from agent_nb.session import Session
 
     ran: list[str] = []
     server.script(transfer_call(5), Reply(text="Sent."))
@@ -731,8 +732,8 @@ async def test_an_approved_round_is_in_the_panels_log_and_a_restore_rebuilds_it(
     decide(panel, recorder, "approve", call)
     await panel._task
     assert [e["op"] for e in panel._log.entries] == ["turn", "resume"]
-    entry = panel._log.metadata(panel.session)[persist.KEY]
-    replayed = persist.replay([persist.Found("cell 1", entry)], agent, None)
+    entry = panel._log.metadata(panel.session)[_records.KEY]
+    replayed = _records.replay([_records.Found("cell 1", entry)], agent, Session, None)
     rebuilt = replayed.sessions[panel.session.session_id].messages
     assert [m.to_dict() for m in rebuilt] == [m.to_dict() for m in panel.session.messages]
     assert not any(m.metadata.get("awaiting_approval") for m in rebuilt)

@@ -215,14 +215,13 @@ def test_in_one_kernel_a_cell_run_again_and_then_the_panel_cell_put_its_turns_ba
 
 
 def test_a_damaged_or_hostile_panel_record_is_skipped_and_the_rest_replays():
-    from agent_nb import Agent, Message
+    from agent_nb import Agent, Message, _records
     from agent_nb._format import FORMAT_VERSION
-    from agent_nb.notebook import persist
     from agent_nb.session import Session
 
     session = Session(Agent(provider="test"), "main")
     good = [Message.user("hi"), Message.assistant("hello")]
-    turn = persist.record("turn", session, good)["agent_nb"]
+    turn = _records.record("turn", session, good)["agent_nb"]
     log = [
         turn,
         "not a record",
@@ -231,13 +230,16 @@ def test_a_damaged_or_hostile_panel_record_is_skipped_and_the_rest_replays():
         {**turn, "op": "use", "session_id": "ghost", "record_id": "r5"},
         {**turn, "record_id": "r6"},  # the same turn again
     ]
-    entry = persist.record("panel", session, log=log)["agent_nb"]
+    entry = _records.record("panel", session, log=log)["agent_nb"]
     cell = {"id": "p1", "source": "%session panel", "outputs": [{"metadata": {"agent_nb": entry}}]}
     copied = {**cell, "id": "p2"}
     bad = {"id": "p3", "source": "", "outputs": [{"metadata": {"agent_nb": {**entry, "log": 3}}}]}
     lines: list[str] = []
-    replayed = persist.replay(
-        persist.records({"cells": [cell, copied, bad]}), Agent(provider="test"), lines.append
+    replayed = _records.replay(
+        _records.records({"cells": [cell, copied, bad]}),
+        Agent(provider="test"),
+        Session,
+        lines.append,
     )
     assert [m.text for m in replayed.sessions["main"].messages] == ["hi", "hello"]
     assert [p.cell_id for p in replayed.panels] == ["p1"] and len(replayed.panels[0].log) == 1
@@ -261,31 +263,30 @@ def test_a_turn_a_cells_code_sends_through_the_panel_is_that_cells_not_the_panel
 
 
 def test_a_turn_undone_in_the_panel_stays_undone_though_its_cell_comes_later():
-    from agent_nb import Agent, Message
-    from agent_nb.notebook import persist
+    from agent_nb import Agent, Message, _records
     from agent_nb.session import Session
 
     session = Session(Agent(provider="test"), "main")
     first = [Message.user("first"), Message.assistant("one")]
     later = [Message.user("later"), Message.assistant("two")]
-    undo = persist.record("undo", session, replaces=later[0].id)["agent_nb"]
-    panel = persist.record("panel", session, log=[undo])["agent_nb"]
+    undo = _records.record("undo", session, replaces=later[0].id)["agent_nb"]
+    panel = _records.record("panel", session, log=[undo])["agent_nb"]
     cells = [
         {
             "id": "a",
             "source": "%%chat\nfirst",
-            "outputs": [{"metadata": persist.record("turn", session, first)}],
+            "outputs": [{"metadata": _records.record("turn", session, first)}],
         },
         {"id": "p", "source": "%session panel", "outputs": [{"metadata": {"agent_nb": panel}}]},
         {
             "id": "b",
             "source": "%%chat\nlater",
-            "outputs": [{"metadata": persist.record("turn", session, later)}],
+            "outputs": [{"metadata": _records.record("turn", session, later)}],
         },
     ]
     lines: list[str] = []
-    replayed = persist.replay(
-        persist.records({"cells": cells}), Agent(provider="test"), lines.append
+    replayed = _records.replay(
+        _records.records({"cells": cells}), Agent(provider="test"), Session, lines.append
     )
     assert [m.text for m in replayed.sessions["main"].messages] == ["first", "one"]
     assert lines == [

@@ -145,9 +145,9 @@ def test_a_cell_that_makes_several_turns_remakes_each_in_its_place():
 
 
 def test_a_use_record_of_a_session_no_record_made_is_skipped():
-    from agent_nb import Agent
+    from agent_nb import Agent, _records
     from agent_nb._format import FORMAT_VERSION
-    from agent_nb.notebook import persist
+    from agent_nb.session import Session
 
     use = {"version": FORMAT_VERSION, "op": "use", "session_id": "ghost", "record_id": "r1"}
     cell = {
@@ -156,8 +156,8 @@ def test_a_use_record_of_a_session_no_record_made_is_skipped():
         "outputs": [{"metadata": {"agent_nb": use}}],
     }
     lines: list[str] = []
-    replayed = persist.replay(
-        persist.records({"cells": [cell]}), Agent(provider="test"), lines.append
+    replayed = _records.replay(
+        _records.records({"cells": [cell]}), Agent(provider="test"), Session, lines.append
     )
     assert replayed.sessions == {} and replayed.current is None
     assert lines == [
@@ -191,10 +191,10 @@ def test_a_cell_run_again_and_stopped_or_failing_changes_nothing(server):
 
 def _recorded_sessions(nb) -> list[str]:
     """The sessions a restore of this notebook brings back."""
-    from agent_nb import Agent
-    from agent_nb.notebook import persist
+    from agent_nb import Agent, _records
+    from agent_nb.session import Session
 
-    return sorted(persist.replay(persist.records(nb), Agent(provider="test")).sessions)
+    return sorted(_records.replay(_records.records(nb), Agent(provider="test"), Session).sessions)
 
 
 @pytest.mark.parametrize("client", [LabClient, NotebookClient], ids=["cell ids", "no cell ids"])
@@ -375,8 +375,8 @@ def test_a_cell_inserted_above_the_first_turn_talks_in_main_in_restart_and_run_a
 
 
 def test_a_hand_edited_record_kept_as_its_own_session_is_skipped_and_loses_nothing():
-    from agent_nb import Agent
-    from agent_nb.notebook import persist
+    from agent_nb import Agent, _records
+    from agent_nb.session import Session
 
     agent = Agent(provider="test")
     session = agent.session(session_id="main")
@@ -384,13 +384,13 @@ def test_a_hand_edited_record_kept_as_its_own_session_is_skipped_and_loses_nothi
     first = session.messages
     session.run("B")
     second = session.messages[2:]
-    rerun = persist.record("rerun", session, second, replaces=first[0].id, kept_as="main")
+    rerun = _records.record("rerun", session, second, replaces=first[0].id, kept_as="main")
     cells = [
-        {"source": "%%chat\nA", "outputs": [{"metadata": persist.record("turn", session, first)}]},
+        {"source": "%%chat\nA", "outputs": [{"metadata": _records.record("turn", session, first)}]},
         {"source": "%%chat\nB", "outputs": [{"metadata": rerun}]},
     ]
     lines: list[str] = []
-    replayed = persist.replay(persist.records({"cells": cells}), agent, lines.append)
+    replayed = _records.replay(_records.records({"cells": cells}), agent, Session, lines.append)
     assert [m.text for m in replayed.sessions["main"].messages] == ["A", first[1].text]
     assert len(lines) == 1 and "cell 2" in lines[0] and "kept_as" in lines[0]
     assert "'main'" in lines[0]
@@ -399,8 +399,8 @@ def test_a_hand_edited_record_kept_as_its_own_session_is_skipped_and_loses_nothi
 def test_a_failed_rerun_keeps_the_earlier_turn_in_the_saved_notebook_too(server):
     from fake_openai import Reply
 
-    from agent_nb import Agent
-    from agent_nb.notebook import persist
+    from agent_nb import Agent, _records
+    from agent_nb.session import Session
 
     cells = [
         "%load_ext agent_nb",
@@ -418,17 +418,17 @@ def test_a_failed_rerun_keeps_the_earlier_turn_in_the_saved_notebook_too(server)
         server.script(Reply(status=500, error={"error": {"message": "down"}}))
         client.execute_cell(nb.cells[3], 3)  # "I live in Lyon" again, and the server fails
         assert any(o.output_type == "error" and "down" in o.evalue for o in nb.cells[3].outputs)
-    replayed = persist.replay(persist.records(nb), Agent(provider="test"))
+    replayed = _records.replay(_records.records(nb), Agent(provider="test"), Session)
     assert _recorded(nb)["main"] == ["My name is Alice", "I live in Lyon", "I like tea"]
     assert len(replayed.sessions["main"].messages) == 6  # the kernel still holds all six
 
 
 def _recorded(nb) -> dict[str, list[str]]:
     """The user prompts of each session a restore of this notebook brings back."""
-    from agent_nb import Agent
-    from agent_nb.notebook import persist
+    from agent_nb import Agent, _records
+    from agent_nb.session import Session
 
-    sessions = persist.replay(persist.records(nb), Agent(provider="test")).sessions
+    sessions = _records.replay(_records.records(nb), Agent(provider="test"), Session).sessions
     return {k: [m.text for m in s.messages if m.role == "user"] for k, s in sessions.items()}
 
 

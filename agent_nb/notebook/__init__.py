@@ -11,9 +11,8 @@ _COMPLETED = ("%session", "%%chat")  # the commands whose arguments tab-complete
 
 def load_ipython_extension(ipython: Any) -> None:
     """`%load_ext agent_nb`: register the magics and restore this notebook's sessions."""
-    from . import persist
     from .magics import ChatError, ChatMagics
-    from .workspace import Workspace
+    from .workspace import Workspace, notebook_path
 
     if id(ipython) in _loaded:
         return
@@ -25,7 +24,7 @@ def load_ipython_extension(ipython: Any) -> None:
     _loaded[id(ipython)] = magics
     ipython.events.register("pre_run_cell", workspace.cells.before_cell)
     magics.figures.install()
-    if persist.notebook_path(ipython.user_ns) is not None:
+    if notebook_path(ipython.user_ns) is not None:
         try:
             magics.commands.do_restore([], quiet=True)
         except ChatError as exc:  # a notebook we cannot read must not break loading

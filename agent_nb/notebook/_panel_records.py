@@ -1,6 +1,6 @@
 """A chat panel's log in the notebook's records, and the session its cell opens again.
 
-The panel's output carries one `panel` record (persist.py): the log of what was done in the
+The panel's output carries one `panel` record (agent_nb/_records/): the log of what was done in the
 panel itself (Send, Stop, Undo, a switch), each entry a record of its own. A cell's code that
 calls `panel.send()` is that cell's work, as `session.run()` in a cell is, and is not logged:
 it runs again with its cell.
@@ -25,11 +25,11 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import _records
 from ..agent import Agent
 from ..messages import Message
 from ..session import Session
-from . import persist
-from .workspace import Workspace
+from .workspace import Workspace, notebook_path
 
 
 @dataclass(eq=False)
@@ -42,7 +42,7 @@ class Log:
 
     def metadata(self, session: Session) -> dict[str, Any]:
         """The panel's output metadata: its record."""
-        return persist.record("panel", session, log=self.entries, record_id=self.record_id)
+        return _records.record("panel", session, log=self.entries, record_id=self.record_id)
 
 
 @dataclass
@@ -102,23 +102,23 @@ def from_the_front_end(shell: Any = None) -> bool:
 
 
 def turn(session: Session, messages: list[Message]) -> dict[str, Any]:
-    return persist.record("turn", session, messages)[persist.KEY]
+    return _records.record("turn", session, messages)[_records.KEY]
 
 
 def resume(session: Session, messages: list[Message]) -> dict[str, Any]:
     """The round that waited for approval, replaced by `messages` (Approve / Deny)."""
-    return persist.record("resume", session, messages)[persist.KEY]
+    return _records.record("resume", session, messages)[_records.KEY]
 
 
 def undo(session: Session, removed: list[Message]) -> dict[str, Any]:
-    return persist.record("undo", session, replaces=removed[0].id)[persist.KEY]
+    return _records.record("undo", session, replaces=removed[0].id)[_records.KEY]
 
 
 def switch(session: Session, known: bool) -> dict[str, Any]:
     """A switch to a session the panel had (`use`) or opened now (`load`, with its history)."""
     if known:
-        return persist.record("use", session)[persist.KEY]
-    return persist.record("load", session, session.messages)[persist.KEY]
+        return _records.record("use", session)[_records.KEY]
+    return _records.record("load", session, session.messages)[_records.KEY]
 
 
 # -- finding the earlier panel -----------------------------------------------------------------
@@ -176,20 +176,20 @@ def _earlier(
     return list(found.log), found.session_id
 
 
-def _read_notebook(shell: Any, agent: Agent) -> list[persist.Panel]:
+def _read_notebook(shell: Any, agent: Agent) -> list[_records.Panel]:
     """The panels saved in the notebook's file (no `%load_ext agent_nb` read them)."""
     from ..stores import _ipynb
 
-    path = persist.notebook_path(shell.user_ns)
+    path = notebook_path(shell.user_ns)
     if path is None:
         return []
     try:
-        found = persist.read_records(path)
+        found = _records.read_records(path)
     except (OSError, UnicodeDecodeError, _ipynb.UnreadableNotebook) as exc:
         print(f"agent_nb: cannot read {path} for its chat panels: {exc}", file=sys.stderr)
         return []
     found = [f for f in found if isinstance(f.entry, dict) and f.entry.get("op") == "panel"]
-    return persist.replay(found, agent, lambda line: print(line, file=sys.stderr)).panels
+    return _records.replay(found, agent, Session, lambda line: print(line, file=sys.stderr)).panels
 
 
 # -- putting its turns back --------------------------------------------------------------------
@@ -216,7 +216,7 @@ def _put_back(
     log: list[dict[str, Any]], workspace: Workspace, agent: Agent, store: Any
 ) -> list[dict[str, Any]]:
     """The log's turns missing from their sessions appended again; the log, as it now is."""
-    entries, problems = persist.panel_entries(log, "this panel's log")
+    entries, problems = _records.panel_entries(log, "this panel's log")
     for line in problems:
         print(line, file=sys.stderr)
     sessions = workspace.sessions
@@ -240,7 +240,7 @@ def _put_back(
 
 def _turn_again(session: Session, messages: list[Message], workspace: Workspace) -> list[str]:
     """Append a logged turn; the sessions a cell run again kept only for it go."""
-    made = persist.Made(session.session_id, messages[0].id)
+    made = _records.Made(session.session_id, messages[0].id)
     drops = workspace.superseded(made)
     session.messages = [*session.messages, *messages]
     workspace.made_again(made, drops)

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .persist import Made
+from .._records import Made
 
 
 class Cells:

@@ -14,13 +14,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .. import _records, _turns
 from .. import _render as render
-from .. import _turns
 from ..errors import AgentError, SessionChangedError, StoreError
 from ..events import Response
 from ..messages import Message
 from ..session import Session
-from . import _display, persist
+from . import _display
 from ._errors import ChatError, Interrupted
 from .live import LiveHTML, LivePlain, live_answer
 from .workspace import Workspace
@@ -64,7 +64,7 @@ def chat(workspace: Workspace, request: Request) -> Response:
 
 
 def _again(
-    workspace: Workspace, request: Request, session: Session, previous: persist.Made
+    workspace: Workspace, request: Request, session: Session, previous: _records.Made
 ) -> Response:
     """The cell made a turn in `session` before: that turn is made again, in its place;
     the turns after it stay, as a new session named in the output."""
@@ -232,7 +232,7 @@ def live(
         if prompt is None:  # a resume replaces the waiting round, once anything ran
             changed = session.messages[before - 1].id != waiting
             kept = session.messages[before - 1 :] if changed else []
-        record = persist.record(op, session, kept, **extra) if kept and not replace else None
+        record = _records.record(op, session, kept, **extra) if kept and not replace else None
         model = settings.get("model", session.agent.model)
         _show_stopped(shown, kept, model, time.monotonic() - started, record)
         if replace is not None:  # the copy keeps what was shown; the session, nothing
@@ -255,7 +255,7 @@ def live(
     streamed = prompt is None or (stream and schema is None)  # else show it now, whole
     shown.finish(
         render.footer(response, time.monotonic() - started),
-        persist.record(op, session, list(response.messages), **extra),
+        _records.record(op, session, list(response.messages), **extra),
         shown=None if streamed else render.turn_html(response.messages),
         plain=None if streamed else response.text,
     )
@@ -326,7 +326,7 @@ def show_again(workspace: Workspace, session: Session, kept: list[Message], op: 
         workspace.shell,
         render.turn_html(kept),
         "\n".join(m.text for m in kept if m.role == "assistant"),
-        persist.record(op, session, kept),
+        _records.record(op, session, kept),
     )
 
 

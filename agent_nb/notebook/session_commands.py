@@ -6,15 +6,16 @@ import sys
 from typing import Any
 
 from .. import _export as export
+from .. import _records
 from .. import _render as render
 from ..errors import AgentError, InvalidSessionData, SessionNotFoundError
 from ..events import Response
 from ..messages import _count
 from ..session import Session
 from ..stores.base import SessionStore
-from . import _display, chat_turn, persist
+from . import _display, chat_turn
 from ._errors import ChatError
-from .workspace import Workspace
+from .workspace import Workspace, notebook_path
 
 
 class SessionCommands:
@@ -54,7 +55,7 @@ class SessionCommands:
         session, kept_as = self._workspace.new_session(name, system, previous)
         note = f"; its earlier turns are kept in `{kept_as}`" if kept_as else ""
         self._publish(
-            f"new session `{session.session_id}`{note}", persist.record("system", session)
+            f"new session `{session.session_id}`{note}", _records.record("system", session)
         )
 
     def do_panel(self, rest: list[str]) -> Any:
@@ -80,7 +81,7 @@ class SessionCommands:
         self._show(  # recorded, so that a restore lands in this session
             f"<pre>using session {render.escaped(repr(session.session_id))}</pre>",
             f"using session {session.session_id!r}",
-            persist.record("use", session),
+            _records.record("use", session),
         )
 
     def do_fork(self, rest: list[str]) -> None:
@@ -93,7 +94,7 @@ class SessionCommands:
         note = f"; its earlier turns are kept in `{kept_as}`" if kept_as else ""
         self._publish(
             f"forked `{base.session_id}` into `{twin.session_id}`{note}",
-            persist.record("fork", twin, fork_of=base.session_id, kept_as=kept_as),
+            _records.record("fork", twin, fork_of=base.session_id, kept_as=kept_as),
         )
 
     def do_delete(self, rest: list[str]) -> None:
@@ -104,7 +105,7 @@ class SessionCommands:
         self._show(  # recorded, so that a restore or Run All does not bring it back
             f"<pre>{render.escaped(f'deleted session {name!r}{now}')}</pre>",
             f"deleted session {name!r}{now}",
-            persist.record("delete", deleted, current=workspace.current),
+            _records.record("delete", deleted, current=workspace.current),
         )
 
     # -- the current session's turns ---------------------------------------------------------
@@ -112,7 +113,7 @@ class SessionCommands:
     def do_clear(self, rest: list[str]) -> None:
         session = self._workspace.session()
         session.clear()
-        self._publish(f"cleared session `{session.session_id}`", persist.record("clear", session))
+        self._publish(f"cleared session `{session.session_id}`", _records.record("clear", session))
 
     def do_undo(self, rest: list[str]) -> None:
         session = self._workspace.session()
@@ -121,7 +122,7 @@ class SessionCommands:
             raise ChatError("nothing to undo")
         self._publish(
             f"dropped the last turn of `{session.session_id}` ({len(removed.messages)} messages)",
-            persist.record("undo", session),
+            _records.record("undo", session),
         )
 
     def do_retry(self, rest: list[str]) -> Response:
@@ -233,7 +234,7 @@ class SessionCommands:
         self._workspace.add(session)
         self._publish(
             f"loaded {_described(session)} from {store!r}",
-            persist.record("load", session, session.messages),
+            _records.record("load", session, session.messages),
         )
 
     def do_stored(self, rest: list[str]) -> None:
@@ -249,13 +250,13 @@ class SessionCommands:
         from ..stores import _ipynb
 
         workspace = self._workspace
-        path = rest[0] if rest else persist.notebook_path(workspace.shell.user_ns)
+        path = rest[0] if rest else notebook_path(workspace.shell.user_ns)
         if path is None:
             raise ChatError(
                 "cannot tell which notebook this is; give its path: %session restore PATH.ipynb"
             )
         try:
-            found = persist.read_records(path)
+            found = _records.read_records(path)
         except (OSError, UnicodeDecodeError, _ipynb.UnreadableNotebook) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
             raise ChatError(f"cannot restore from {path}: {reason}; nothing was restored") from None
@@ -265,7 +266,7 @@ class SessionCommands:
             skipped.append(line)
             print(line, file=sys.stderr)
 
-        replayed = persist.replay(found, workspace.default_agent(), report)
+        replayed = _records.replay(found, workspace.default_agent(), Session, report)
         workspace.restored(replayed)
         sessions = replayed.sessions
         if quiet and not sessions and not skipped:

@@ -13,12 +13,13 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .. import _records
 from ..agent import Agent
 from ..errors import AgentError
 from ..session import Session
-from . import persist
 from ._errors import ChatError
 from .cells import Cells
 
@@ -43,7 +44,7 @@ def free_name(root: str, taken: Callable[[str], bool]) -> str:
 class Panels:
     """A kernel's chat panels: saved ones not yet claimed, and each cell's last panel's log."""
 
-    saved: list[persist.Panel] | None = None  # None: the notebook has not been read
+    saved: list[_records.Panel] | None = None  # None: the notebook has not been read
     #: by cell id and place in the cell ("id/0", "id/1": a cell may open several panels)
     latest: dict[str, Log] = field(default_factory=dict)
     _run: str | None = field(default=None, init=False)  # the execution running now ...
@@ -94,8 +95,8 @@ class Workspace:
 
     def _saved_sources(self) -> list[str] | None:
         """The code cells' text in this notebook's file, as last saved, if it is known."""
-        path = persist.notebook_path(self.shell.user_ns) if self.shell is not None else None
-        return persist.cell_sources(path) if path is not None else None
+        path = notebook_path(self.shell.user_ns) if self.shell is not None else None
+        return _records.cell_sources(path) if path is not None else None
 
     # -- the default agent -----------------------------------------------------------------
 
@@ -174,7 +175,7 @@ class Workspace:
         return deleted
 
     def new_session(
-        self, name: str | None, system: str | None, previous: persist.Made | None
+        self, name: str | None, system: str | None, previous: _records.Made | None
     ) -> tuple[Session, str | None]:
         """A new empty session, current: (it, where the one its cell made before is kept).
         A cell run again makes its session anew; any other existing name is refused."""
@@ -196,7 +197,7 @@ class Workspace:
         return session, kept_as
 
     def fork(
-        self, base: Session, name: str | None, *, replace: bool, previous: persist.Made | None
+        self, base: Session, name: str | None, *, replace: bool, previous: _records.Made | None
     ) -> tuple[Session, str | None]:
         """`base` forked into `name`, which becomes current: (the fork, where the session
         that had that name before is kept). A cell run again forks again into the session it
@@ -246,25 +247,25 @@ class Workspace:
 
     # -- what cells made ---------------------------------------------------------------------
 
-    def superseded(self, previous: persist.Made | None) -> list[str]:
+    def superseded(self, previous: _records.Made | None) -> list[str]:
         """The kept sessions that go once the cell that made `previous` has run again."""
         return self.cells.superseded(previous, self.sessions)
 
-    def made_again(self, previous: persist.Made | None, drops: Iterable[str]) -> None:
+    def made_again(self, previous: _records.Made | None, drops: Iterable[str]) -> None:
         """The cell that made `previous` made it again: the kept sessions `drops` go."""
         self.cells.made_again(previous)
         for dropped in drops:  # every turn they kept has been made again by its cell
             self.sessions.pop(dropped, None)
 
     def made(
-        self, session: Session, response: Response, previous: persist.Made | None, drops: list[str]
+        self, session: Session, response: Response, previous: _records.Made | None, drops: list[str]
     ) -> None:
         """The running cell's turn in `session` (now current) answered with `response`."""
         self.cells.made(session.session_id, response.messages[0].id if response.messages else None)
         self.made_again(previous, drops)
         self.current = session.session_id
 
-    def restored(self, replayed: persist.Replayed) -> None:
+    def restored(self, replayed: _records.Replayed) -> None:
         """What a restore rebuilt from the notebook's records joins what is here."""
         self.sessions.update(replayed.sessions)
         self.current = replayed.current or self.current
@@ -272,3 +273,15 @@ class Workspace:
         for kept_as, (waiting, history) in replayed.kept.items():  # they go as in the run
             self.cells.keep(kept_as, waiting, history)
         self.panels.saved = list(replayed.panels)
+
+
+def notebook_path(user_ns: dict[str, Any]) -> Path | None:
+    """The notebook this kernel runs, as the front end tells it (JupyterLab, VS Code)."""
+    for candidate in (
+        user_ns.get("__session__"),
+        user_ns.get("__vsc_ipynb_file__"),
+        os.environ.get("JPY_SESSION_NAME"),
+    ):
+        if candidate and str(candidate).endswith(".ipynb") and Path(candidate).is_file():
+            return Path(candidate)
+    return None

@@ -1,0 +1,32 @@
+"""A notebook's records: the conversations `%%chat`, `%session` and chat panels write into
+their outputs' metadata, and how they are read back and replayed into sessions.
+
+Pure data (no IPython): the notebook layer writes and restores them in a kernel, and
+Session.from_notebook reads a saved notebook's conversations with them. The modules:
+`format` (a record, and how one found is checked), `read` (finding records in a notebook
+file), `replay` (sessions rebuilt from them). docs/notebook.md, "How a notebook's
+conversations are rebuilt", tells the story.
+"""
+
+from __future__ import annotations
+
+from .format import OPS, PANEL_OPS, panel_entries, record
+from .read import KEY, Found, cell_sources, read_records, records
+from .replay import Made, Panel, Rebuilt, Replayed, replay
+
+__all__ = [
+    "KEY",
+    "OPS",
+    "PANEL_OPS",
+    "Found",
+    "Made",
+    "Panel",
+    "Rebuilt",
+    "Replayed",
+    "cell_sources",
+    "panel_entries",
+    "read_records",
+    "record",
+    "records",
+    "replay",
+]

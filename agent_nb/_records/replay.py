@@ -1,0 +1,229 @@
+"""Replay: sessions rebuilt from a notebook's records, record by record, in cell order.
+
+Each record is checked on its own: a bad one (damaged, of a newer format, or not what
+`record()` writes) is skipped with a line that names its cell, and the others replay.
+A record copied along with its cell is replayed once: a turn whose messages were already
+replayed (the same message ids) is a copy, and so is a record whose `record_id` was seen.
+A chat panel's output holds one `panel` record: the log of what was done in the panel (its
+turns, undos and switches, each a record of its own), replayed at the panel's cell. Its
+entries do not change the current session, and no cell made its turns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .. import _turns
+from ..messages import Message
+from .format import TURN_OPS, Rebuilt, Record, Skip, checked, panel_entries
+from .read import Found
+
+if TYPE_CHECKING:
+    from .._turn import AgentConfig
+
+
+#: How replay makes a session: `make(agent, session_id, system)` (the Session class).
+Make = Callable[["AgentConfig", str, "str | None"], Rebuilt]
+
+
+@dataclass(eq=False)  # each is one cell's work: told apart by identity, not by value
+class Made:
+    """What a cell made: a turn (from message `first_id` on) or a fork, in session_id."""
+
+    session_id: str
+    first_id: str | None
+    cell_id: str | None = None
+    source: str = ""
+    place: int = 0  # the how-manieth turn or fork of its cell run
+
+
+@dataclass(eq=False)
+class Panel:
+    """A chat panel's record as found in its cell: its log, and the session it showed last."""
+
+    session_id: str
+    log: list[dict[str, Any]]
+    cell_id: str | None = None
+    source: str = ""
+
+
+@dataclass
+class Replayed:
+    """Sessions rebuilt from records, the last one used, turns restored, what each cell made,
+    and the kept sessions (`NAME~N`) with the first ids of the turns each waits for and its
+    message ids when kept, and the chat panels found."""
+
+    sessions: dict[str, Rebuilt]
+    current: str | None
+    turns: int
+    made: list[Made]
+    kept: dict[str, tuple[set[str], list[str]]]
+    panels: list[Panel]
+    retried: dict[str, str]  # cell id -> the first message of the turn its retry made
+
+
+class _Replay:
+    """Sessions rebuilt record by record."""
+
+    def __init__(
+        self, agent: AgentConfig, make: Make, report: Callable[[str], None] | None
+    ) -> None:
+        self.agent = agent
+        self.make = make
+        self.report = report
+        self.panels: list[Panel] = []
+        self.sessions: dict[str, Rebuilt] = {}
+        self.seen: dict[str, set[str]] = {}  # message ids replayed, by session
+        self.records: set[str] = set()  # record ids replayed
+        self.undone: set[str] = set()  # first ids of turns a panel undid
+        self.current: str | None = None
+        self.turns = 0
+        self.made: list[Made] = []
+        self.kept: dict[str, tuple[set[str], list[str]]] = {}
+        self.retried: dict[str, str] = {}
+
+    def apply(self, entry: Record, found: Found, *, in_panel: bool = False) -> None:
+        if entry.record_id is not None and entry.record_id in self.records:
+            raise Skip("it is a copy of an earlier record (a copied cell); replayed once")
+        if entry.op == "panel":
+            return self._panel(entry, found)
+        if in_panel and entry.op == "load" and entry.session_id in self.sessions:
+            entry = entry.model_copy(update={"op": "use"})  # a panel opened one it had
+        if entry.op in ("use", "delete") and entry.session_id not in self.sessions:
+            raise Skip(f"it {entry.op}s session {entry.session_id!r}, which no earlier record made")
+        if entry.op == "delete":
+            del self.sessions[entry.session_id]
+            if entry.record_id is not None:
+                self.records.add(entry.record_id)
+            self.current = entry.current if entry.current in self.sessions else None
+            return
+        if entry.op == "fork" and entry.session_id in self.sessions:  # a fork made again
+            if entry.kept_as:
+                old = self.sessions[entry.session_id]
+                base = self.sessions.get(entry.fork_of) if entry.fork_of else None
+                ours = {m.id for m in base.messages} if base is not None else set()
+                self._keep(old, entry.kept_as, [m for m in old.messages if m.id not in ours])
+            del self.sessions[entry.session_id]
+        session = self._session(entry)
+        messages = entry.messages or []
+        ids = {m.id for m in messages}
+        seen = self.seen[entry.session_id]
+        if entry.op in TURN_OPS and ids & seen:
+            raise Skip("it holds a turn already restored (a copied cell); replayed once")
+        if entry.op in TURN_OPS and messages and messages[0].id in self.undone:
+            raise Skip("its turn was undone in a chat panel")
+        if entry.op == "load":  # a session loaded from a store replaces what was there
+            session.messages = messages
+            session.system = entry.system
+        elif entry.op in TURN_OPS:
+            history = session.messages
+            if entry.op == "retry":
+                cut = _turns.last_start(history) or 0
+                for made in self.made:  # the cell that made the turn made its new answer
+                    if cut < len(history) and messages and made.first_id == history[cut].id:
+                        made.first_id = messages[0].id
+                history = history[:cut]
+            elif entry.op == "resume":
+                if not (history and history[-1].metadata.get("awaiting_approval")):
+                    raise Skip("it resumes tool calls that no earlier record left waiting")
+                history = history[:-1]
+            elif entry.op == "rerun":  # the turn it replaces may be one an earlier run made
+                order = [m.id for m in history]
+                if entry.replaces in order:
+                    if entry.kept_as:
+                        later = history[order.index(entry.replaces) + 1 :]
+                        self._keep(session, entry.kept_as, later)
+                    history = history[: order.index(entry.replaces)]
+            session.messages = history + messages
+            session.system = entry.system  # as it was when the turn was made (%%chat --system)
+            self.turns += 1
+        elif entry.op == "clear":
+            session.clear()
+        elif entry.op == "undo" and entry.replaces is not None:
+            session.remove_turn(entry.replaces)
+            self.undone.add(entry.replaces)  # a later cell's turn, if it comes later
+        elif entry.op == "undo":
+            session.undo()
+        elif entry.op == "system":
+            session.system = entry.system
+        for dropped in entry.drops:
+            self.sessions.pop(dropped, None)
+        seen |= ids
+        if entry.record_id is not None:
+            self.records.add(entry.record_id)
+        if in_panel:  # the panel's turns: no cell made them, and the current session stays
+            return
+        self.current = entry.session_id
+        if entry.op == "retry" and found.cell_id is not None and messages:
+            self.retried[found.cell_id] = messages[0].id
+        if entry.op in ("turn", "rerun", "fork", "system"):  # "system": a %session new
+            first = messages[0].id if messages and entry.op in TURN_OPS else None
+            self.made.append(Made(entry.session_id, first, found.cell_id, found.source))
+
+    def _panel(self, entry: Record, found: Found) -> None:
+        entries, problems = panel_entries(entry.log or [], found.where)
+        replayed = []
+        for raw, item in entries:
+            try:
+                self.apply(item, found, in_panel=True)
+            except Skip as skip:
+                problems.append(f"agent_nb: skipped an entry of the panel in {found.where}: {skip}")
+            else:
+                replayed.append(raw)
+        for line in problems:
+            if self.report is not None:
+                self.report(line)
+        if entry.record_id is not None:
+            self.records.add(entry.record_id)
+        self.panels.append(Panel(entry.session_id, replayed, found.cell_id, found.source))
+
+    def _keep(self, session: Rebuilt, kept_as: str, later: list[Message]) -> None:
+        """`session` kept as `kept_as`, waiting for the cells of the turns in `later`."""
+        kept = session.fork(kept_as)
+        self.sessions[kept_as] = kept
+        self.seen[kept_as] = {m.id for m in kept.messages}
+        waiting = {m.id for m in later if m.role == "user"}
+        self.kept[kept_as] = (waiting, [m.id for m in kept.messages])
+
+    def _session(self, entry: Record) -> Rebuilt:
+        session_id = entry.session_id
+        if session_id not in self.sessions:
+            base = self.sessions.get(entry.fork_of) if entry.fork_of else None
+            if base is not None:
+                made = base.fork(session_id)
+            else:
+                # not agent.session(): a store of the agent's must not resume or record this
+                made = self.make(self.agent, session_id, entry.system)
+            self.sessions[session_id] = made
+            self.seen[session_id] = {m.id for m in made.messages}
+        return self.sessions[session_id]
+
+
+def replay(
+    found: list[Found],
+    agent: AgentConfig,
+    make: Make,
+    report: Callable[[str], None] | None = None,
+) -> Replayed:
+    """Sessions of `agent` rebuilt from records, each made by `make` (the Session class).
+
+    `report` is given one line for each record skipped, naming its cell and the problem.
+    """
+    state = _Replay(agent, make, report)
+    for item in found:
+        try:
+            state.apply(checked(item), item)
+        except Skip as skip:
+            problem = str(skip)
+        except Exception as exc:  # a record no check foresaw must not stop the others
+            problem = f"it could not be replayed ({type(exc).__name__}: {exc})"
+        else:
+            continue
+        if report is not None:
+            report(f"agent_nb: skipped the record in {item.where}: {problem}")
+    kept = {name: wait for name, wait in state.kept.items() if name in state.sessions}
+    return Replayed(
+        state.sessions, state.current, state.turns, state.made, kept, state.panels, state.retried
+    )

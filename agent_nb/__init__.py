@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from ._streams import AsyncJsonStream, AsyncStream, JsonStream, Stream
-from .agent import Agent
-from .errors import AgentError
-from .events import Response, Usage
-from .messages import Message
-from .session import Session
-from .tools import ModelRetry, Tool, tool
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._streams import AsyncJsonStream, AsyncStream, JsonStream, Stream
+    from .agent import Agent
+    from .errors import AgentError
+    from .events import Response, Usage
+    from .messages import Message
+    from .notebook.panel import ChatPanel
+    from .session import Session
+    from .tools import ModelRetry, Tool, tool
 
 __all__ = [
     "Agent",
@@ -29,13 +33,39 @@ __all__ = [
 __version__ = "0.1.0"
 
 
-def __getattr__(name: str) -> object:
-    # ChatPanel needs anywidget and ipywidgets: imported only when asked for
-    if name == "ChatPanel":
-        from .notebook.panel import ChatPanel
+#: Where each public name lives: imported when first asked for, so that `import agent_nb`
+#: and `%load_ext agent_nb` load only what a first cell uses (benchmarks/import_cost.py).
+_HOMES = {
+    "Agent": ".agent",
+    "AgentError": ".errors",
+    "AsyncJsonStream": "._streams",
+    "AsyncStream": "._streams",
+    "ChatPanel": ".notebook.panel",
+    "JsonStream": "._streams",
+    "Message": ".messages",
+    "ModelRetry": ".tools",
+    "Response": ".events",
+    "Session": ".session",
+    "Stream": "._streams",
+    "Tool": ".tools",
+    "Usage": ".events",
+    "tool": ".tools",
+}
 
-        return ChatPanel
-    raise AttributeError(f"module 'agent_nb' has no attribute {name!r}")
+
+def __getattr__(name: str) -> object:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'agent_nb' has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(home, __name__), name)
+    globals()[name] = value  # found once
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
 
 
 def load_ipython_extension(ipython: object) -> None:

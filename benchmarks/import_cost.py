@@ -5,7 +5,9 @@ before its first cell (ipykernel: asyncio, zmq, tornado, comm; an IPython shell)
 one thing:
 - `deps`: `import httpx, httpx_sse, pydantic` (the libraries a first turn needs anyway);
 - `load_ext`: `%load_ext agent_nb` (the package, its magics, and what they import);
-- `import`: `import agent_nb` alone.
+- `import`: `import agent_nb` alone;
+- `first_chat`: `%load_ext agent_nb`, then a first `%%chat` cell answered by the offline
+  provider (not a target: what the first turn costs once, with everything it loads).
 The candidates alternate, so a busy machine slows them alike. Target: load_ext / deps <= 1.5.
 
     .venv/bin/python benchmarks/import_cost.py [--runs 7] [--modules]
@@ -32,6 +34,10 @@ _TIMED = {
     "deps": "import httpx, httpx_sse, pydantic",
     "load_ext": "shell.run_line_magic('load_ext', 'agent_nb')",
     "import": "import agent_nb",
+    # not a target: what the first %%chat cell adds (the core, pydantic, httpx, a turn)
+    "first_chat": (
+        "shell.run_line_magic('load_ext', 'agent_nb')\nshell.run_cell_magic('chat', '', 'hi')"
+    ),
 }
 _REPORT = """
 import json, sys, time
@@ -68,6 +74,7 @@ def main() -> None:
         print(f"{name:9} median {median[name] * 1000:6.1f} ms  (runs, ms: {shown})")
     print(f"load_ext / deps = {median['load_ext'] / median['deps']:.2f}  (target <= 1.5)")
     print(f"import / deps   = {median['import'] / median['deps']:.2f}")
+    print(f"first_chat / deps = {median['first_chat'] / median['deps']:.2f}  (no target)")
     if args.modules:
         print(f"%load_ext loaded {len(last['load_ext']['ours'])} agent_nb modules:")
         print("  " + " ".join(last["load_ext"]["ours"]))

@@ -16,7 +16,7 @@ from fake_openai import Reply
 from PIL import Image
 
 from agent_nb import Agent, Message, Session
-from agent_nb._export import from_notebook, to_notebook
+from agent_nb._export import to_notebook
 from agent_nb.errors import ConfigurationError, ImageError, InvalidSessionData, ServerError
 from agent_nb.messages import MAX_IMAGE_BYTES, ImagePart, TextPart
 from agent_nb.providers import AnthropicProvider, OpenAIProvider
@@ -359,7 +359,7 @@ def test_the_export_shows_the_users_images_and_reads_them_back(tmp_path):
     assert 'href="https://evil.example/pixel.png"' in prompt
     path = tmp_path / "export.ipynb"
     nbformat.write(notebook, path)
-    back = from_notebook(path, session.agent)
+    back = Session.from_notebook(path, session.agent)
     assert back.to_dict()["messages"] == session.to_dict()["messages"]
 
 

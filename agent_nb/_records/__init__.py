@@ -10,9 +10,12 @@ conversations are rebuilt", tells the story.
 
 from __future__ import annotations
 
-from .format import OPS, PANEL_OPS, panel_entries, record
-from .read import KEY, Found, cell_sources, read_records, records
-from .replay import Made, Panel, Rebuilt, Replayed, replay
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .format import OPS, PANEL_OPS, panel_entries, record
+    from .read import KEY, Found, cell_sources, read_records, records
+    from .replay import Made, Panel, Rebuilt, Replayed, replay
 
 __all__ = [
     "KEY",
@@ -30,3 +33,20 @@ __all__ = [
     "records",
     "replay",
 ]
+
+_HOMES = {name: ".read" for name in ("KEY", "Found", "cell_sources", "read_records", "records")}
+_HOMES |= {name: ".format" for name in ("OPS", "PANEL_OPS", "Rebuilt", "panel_entries", "record")}
+_HOMES |= {name: ".replay" for name in ("Made", "Panel", "Replayed", "replay")}
+
+
+def __getattr__(name: str) -> object:
+    # the format and replay need pydantic's models: loaded when a record is first read or
+    # written, not by %load_ext in a notebook that has none
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(home, __name__), name)
+    globals()[name] = value
+    return value

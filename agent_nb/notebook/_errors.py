@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from .. import _render as render
-
 
 class ChatError(Exception):
     """A short, clear message in place of a traceback; stops "Run all" like any error."""
 
     def _render_traceback_(self) -> list[str]:
+        from .. import _render as render
+
         return [f"\x1b[31m{type(self).__name__}: {render.clean(str(self))}\x1b[0m"]
 
 

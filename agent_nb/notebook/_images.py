@@ -4,11 +4,12 @@ pictures named in the prompt (`{fig}`), each checked before anything is sent."""
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .._images import image_part
 from ..errors import ImageError
-from ..messages import ImagePart
+
+if TYPE_CHECKING:
+    from ..messages import ImagePart
 
 
 class Figures:
@@ -65,6 +66,8 @@ def _open_figure() -> Any:
 
 def attached(paths: list[str] | None, plot: bool, figures: Figures) -> list[ImagePart]:
     """The images of `--image PATH` (each) and `--plot`, in that order."""
+    from .._images import image_part  # the images' checks: loaded when a cell sends one
+
     images = [image_part(path, f"--image {path}") for path in paths or ()]
     if plot:
         images.append(image_part(figures.current(), "--plot"))

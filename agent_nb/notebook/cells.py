@@ -19,9 +19,10 @@ edited: no kept session waits for them any more.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .._records import Made
+if TYPE_CHECKING:
+    from .._records import Made
 
 
 class Cells:
@@ -119,6 +120,8 @@ class Cells:
     def made(self, session_id: str, first_id: str | None) -> None:
         """The running cell made this turn (first message `first_id`) or fork."""
         found, self._found = self._found, None
+        from .._records import Made
+
         item = Made(session_id, first_id, self.cell_id, self.source, self._made_here - 1)
         if self._made_item is not None:  # `%%chat --fork`: its fork, then its turn
             old, self._made_item = self._made_item, item

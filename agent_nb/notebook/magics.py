@@ -7,18 +7,20 @@ The kernel's notebook state is its Workspace (workspace.py); a %%chat turn is ch
 from __future__ import annotations
 
 import shlex
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 
-from ..agent import Agent
 from ..errors import AgentError
-from . import _images, chat_turn, prompts
+from . import _images
 from ._errors import ChatError, Interrupted
-from .session_commands import SessionCommands
-from .workspace import Workspace
+
+if TYPE_CHECKING:
+    from ..agent import Agent
+    from .session_commands import SessionCommands
+    from .workspace import Workspace
 
 __all__ = ["ChatError", "ChatMagics", "Interrupted"]
 
@@ -30,8 +32,17 @@ class ChatMagics(Magics):
     def __init__(self, shell: Any, workspace: Workspace) -> None:
         super().__init__(shell)
         self.workspace = workspace
-        self.commands = SessionCommands(workspace)
         self.figures = _images.Figures(shell)
+        self._commands: SessionCommands | None = None
+
+    @property
+    def commands(self) -> SessionCommands:
+        """The `%session` subcommands (loaded with the first one run, not by %load_ext)."""
+        if self._commands is None:
+            from .session_commands import SessionCommands
+
+            self._commands = SessionCommands(self.workspace)
+        return self._commands
 
     # -- the agent -------------------------------------------------------------------------
 
@@ -43,6 +54,8 @@ class ChatMagics(Magics):
         `%agent NAME` uses the Agent in variable NAME (one with tools, say).
         `%agent` alone shows the configuration (never the key).
         """
+        from ..agent import Agent
+
         if not line.strip():
             print(self._describe(self.workspace.default_agent()))
             return
@@ -113,6 +126,8 @@ class ChatMagics(Magics):
         literal `{name}`; --raw fills in nothing); `{fig}` naming a figure or picture sends
         it as an image. The Response is in `_` afterwards (and in VAR with -o VAR).
         """
+        from . import chat_turn
+
         args = self._chat_args(line)
         try:
             images = _images.attached(args.image, args.plot, self.figures)
@@ -143,6 +158,8 @@ class ChatMagics(Magics):
             self.shell.user_ns[args.output] = response
 
     def _interpolate(self, cell: str, images: list[Any]) -> str:
+        from . import prompts
+
         try:
             filled, notes = prompts.fill(cell, self.shell.user_ns, images)
         except prompts.Unshowable as exc:

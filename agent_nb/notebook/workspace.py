@@ -17,14 +17,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import _records
-from ..agent import Agent
 from ..errors import AgentError
-from ..session import Session
 from ._errors import ChatError
 from .cells import Cells
 
 if TYPE_CHECKING:
+    from ..agent import Agent
     from ..events import Response
+    from ..session import Session
     from ._panel_records import Log
 
 #: Each kernel's workspace, by the id of its IPython shell.
@@ -117,6 +117,8 @@ class Workspace:
                         "(%agent provider=openai model=gpt-4o)"
                     )
             try:
+                from ..agent import Agent
+
                 self.agent = Agent(provider=provider, model=model)
             except AgentError as exc:
                 raise ChatError(str(exc)) from None

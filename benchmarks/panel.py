@@ -30,7 +30,7 @@ table; a candidate without figures says why (what it had rendered at the timeout
 cell's error).
 
 Then the comm: a 50,000-token answer streamed into a ChatPanel (no browser: the comm is
-replaced by a recorder, as in tests/test_panel.py), the bytes it sends against a naive
+replaced by a recorder, as in tests/panel/test_panel.py), the bytes it sends against a naive
 re-send of the whole message on every token (its Markdown: its HTML would be longer), at
 the panel's update rate and updating on every token.
 

@@ -216,3 +216,27 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         terminalreporter.write_line(f"{len(_SHOTS)} screenshots in {ARTIFACTS}")
     if _LLAMA_SKIPPED:
         terminalreporter.write_line(f"llama.cpp tests skipped: {_LLAMA_SKIPPED[0]}")
+
+
+# -- tiers ---------------------------------------------------------------------------------
+
+#: Fixtures that start a real server (Redis, PostgreSQL, llama.cpp).
+_SERVER_FIXTURES = {"redis_url", "postgres_dsn", "llama_server"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the tiers: `browser` (tests/browser/), `server` (tests/servers/, and any test
+    that starts Redis or PostgreSQL: by fixture, or as a store kind or docs page it is
+    parametrized with); `kernel` is marked in the test files themselves."""
+    for item in items:
+        layer = item.path.parent.name
+        if layer == "browser":
+            item.add_marker(pytest.mark.browser)
+        callspec = getattr(item, "callspec", None)
+        values = [str(value) for value in callspec.params.values()] if callspec else []
+        if (
+            layer == "servers"
+            or _SERVER_FIXTURES & set(getattr(item, "fixturenames", ()))
+            or any(v in ("redis", "postgres") or v.endswith("stores.md") for v in values)
+        ):
+            item.add_marker(pytest.mark.server)

@@ -165,3 +165,26 @@ class LabClient(NotebookClient):
 
 def text_of(cell: Any) -> str:
     return "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream")
+
+
+# -- a notebook that the rerun tests (tests/notebook/test_reruns.py) and the browser's run --
+
+#: A cell that prints the kernel's sessions (JSON) and the current one.
+DUMP = (
+    "import json\nfrom agent_nb.notebook.workspace import Workspace\n"
+    "_m = Workspace.of(get_ipython())\n"
+    "print(json.dumps({k: [m.text for m in s.messages] for k, s in _m.sessions.items()}))\n"
+    "print(_m.current)"
+)
+
+TRIP = [
+    "%load_ext agent_nb",
+    "%%chat\nMy name is Alice",
+    "%%chat\nI live in Lyon",
+    "%session fork side",
+    "%%chat\nI also like tea",
+    "%session use main",
+    "%%chat\nI work as an engineer",
+    "%%chat\nGo on",
+    "%%chat\nGo on",
+]

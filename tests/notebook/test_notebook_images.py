@@ -15,7 +15,7 @@ from nbclient import NotebookClient
 from PIL import Image
 
 pytest.importorskip("matplotlib")
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.kernel, pytest.mark.timeout(240)]
 
 DRAW = "import matplotlib.pyplot as plt\nfig, ax = plt.subplots(figsize=(2, 2))\nax.plot([1, 3, 2])"
 

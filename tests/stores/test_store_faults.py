@@ -29,7 +29,7 @@ from agent_nb.messages import ToolCallPart
 from agent_nb.providers.testing import TestProvider
 from agent_nb.stores import MemoryStore
 
-HERE = Path(__file__).parent
+HERE = Path(__file__).resolve().parents[1]  # tests/, where the helpers are
 #: Interrupts per store in the SIGINT fuzz (the issue's figure); each run is seeded.
 FUZZ_INTERRUPTS = 300
 

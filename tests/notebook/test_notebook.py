@@ -26,6 +26,7 @@ def record(cell) -> dict:
     return found[0]
 
 
+@pytest.mark.kernel
 def test_chat_answers_remembers_and_records_each_turn():
     nb = run_notebook(
         "%load_ext agent_nb",
@@ -47,6 +48,7 @@ def test_chat_answers_remembers_and_records_each_turn():
     nbformat.validate(nb)
 
 
+@pytest.mark.kernel
 def test_interpolation_and_output_variables():
     nb = run_notebook(
         "%load_ext agent_nb",
@@ -60,6 +62,7 @@ def test_interpolation_and_output_variables():
     )
 
 
+@pytest.mark.kernel
 def test_model_output_is_sanitized():
     nb = run_notebook(
         "%load_ext agent_nb",
@@ -72,6 +75,7 @@ def test_model_output_is_sanitized():
     assert "<code>&lt;b&gt;code&lt;/b&gt;</code>" in shown
 
 
+@pytest.mark.kernel
 def test_errors_are_short_and_leave_history_unchanged(server):
     server.script(Reply(status=500, error={"error": {"message": "upstream exploded"}}))
     nb = run_notebook(
@@ -89,6 +93,7 @@ def test_errors_are_short_and_leave_history_unchanged(server):
     assert "api_key" not in text_of(nb.cells[1])
 
 
+@pytest.mark.kernel
 def test_a_failed_turns_system_prompt_is_not_kept(server):
     server.script(
         Reply(status=500, error={"error": {"message": "upstream exploded"}}),
@@ -112,6 +117,7 @@ def test_a_failed_turns_system_prompt_is_not_kept(server):
     assert third[0] == {"role": "system", "content": "Be brief."}
 
 
+@pytest.mark.kernel
 def test_tool_calls_show_as_collapsible_blocks():
     nb = run_notebook(
         "%load_ext agent_nb",
@@ -137,6 +143,7 @@ def test_tool_calls_show_as_collapsible_blocks():
     ]
 
 
+@pytest.mark.kernel
 def test_retry_in_a_session_with_its_own_tools_keeps_them():
     """`%session retry` answers on a copy: the copy has the session's own tools, not the
     agent's (it had none, so the retried answer called no tool)."""
@@ -163,6 +170,7 @@ def test_retry_in_a_session_with_its_own_tools_keeps_them():
     assert text_of(nb.cells[4]).startswith(str(roles))
 
 
+@pytest.mark.kernel
 def test_session_subcommands():
     nb = run_notebook(
         "%load_ext agent_nb",
@@ -196,6 +204,7 @@ def test_session_subcommands():
     assert "unknown subcommand" in bogus.evalue and "fork" in bogus.evalue
 
 
+@pytest.mark.kernel
 def test_restore_after_a_real_kernel_restart(tmp_path, monkeypatch):
     nb = run_notebook(
         "%load_ext agent_nb",
@@ -220,6 +229,7 @@ def test_restore_after_a_real_kernel_restart(tmp_path, monkeypatch):
         assert "tea" not in shown
 
 
+@pytest.mark.kernel
 def test_the_stop_button_keeps_the_partial_answer(server):
     server.chunk_delay = 0.1
     server.script(Reply(text=" ".join(f"word{i}" for i in range(60))))
@@ -247,6 +257,7 @@ def test_the_stop_button_keeps_the_partial_answer(server):
         assert "[user] Tell me a long story\n[assistant, interrupted] word0 " in history
 
 
+@pytest.mark.kernel
 def test_live_updates_are_throttled(server):
     server.chunk_delay = 0.005
     server.script(Reply(text=" ".join(f"w{i}" for i in range(400))))
@@ -263,6 +274,7 @@ def test_live_updates_are_throttled(server):
         assert final["data"]["text/plain"].endswith("w399")
 
 
+@pytest.mark.kernel
 def test_a_long_answer_ends_as_a_few_outputs_that_render_as_one(server):
     paragraphs = [" ".join(f"p{i}w{j}" for j in range(40)) for i in range(60)]
     paragraphs[10] = "```python\ndef f():\n\n    return '<b>'\n```"
@@ -287,12 +299,14 @@ def test_a_long_answer_ends_as_a_few_outputs_that_render_as_one(server):
     assert "agent_nb" in shown[-1].metadata and record(nb.cells[1])["op"] == "turn"
 
 
+@pytest.mark.kernel
 def test_unload_removes_the_magics():
     nb = run_notebook("%load_ext agent_nb", "%unload_ext agent_nb", "%%chat\nhello")
     said = "".join(o.get("text", "") for o in nb.cells[2].outputs)
     assert "Cell magic `%%chat` not found" in said
 
 
+@pytest.mark.kernel
 def test_tab_completes_subcommands_and_session_ids():
     with Kernel() as kernel:
         kernel.execute("%load_ext agent_nb\n%session new alpha\n%session new beta")
@@ -305,6 +319,7 @@ def test_tab_completes_subcommands_and_session_ids():
         assert "alpha" not in kernel.complete("%session use al")
 
 
+@pytest.mark.kernel
 def test_help_reads_like_ipython():
     nb = run_notebook(
         "%load_ext agent_nb",
@@ -316,6 +331,7 @@ def test_help_reads_like_ipython():
     json.dumps(nb)  # serializable as saved
 
 
+@pytest.mark.kernel
 def test_session_save_load_stored_and_export(tmp_path):
     db, exported, shared = tmp_path / "team.db", tmp_path / "out.ipynb", tmp_path / "shared.ipynb"
     nb = run_notebook(
@@ -347,6 +363,7 @@ def test_session_save_load_stored_and_export(tmp_path):
     assert nbformat.read(shared, as_version=4).metadata["agent_nb"]["sessions"]["main"]
 
 
+@pytest.mark.kernel
 def test_a_loaded_session_survives_a_restore(tmp_path):
     db = tmp_path / "team.db"
     first = run_notebook("%load_ext agent_nb", "%%chat\nRemember 7", f"%session save {db}")
@@ -408,6 +425,7 @@ def records_in(cell) -> list[dict]:
     return [o.metadata["agent_nb"] for o in cell.outputs if "agent_nb" in o.get("metadata", {})]
 
 
+@pytest.mark.kernel
 def test_a_failed_retry_keeps_the_last_turn_and_every_record(server, tmp_path, monkeypatch):
     db = tmp_path / "retry.db"
     server.script(
@@ -456,6 +474,7 @@ def test_a_failed_retry_keeps_the_last_turn_and_every_record(server, tmp_path, m
         assert history.count("[user]") == 1 and "A better answer" in history
 
 
+@pytest.mark.kernel
 def test_a_retry_cell_run_again_that_fails_keeps_its_earlier_record(server, tmp_path, monkeypatch):
     fail = Reply(status=500, error={"error": {"message": "upstream exploded"}})
     server.script(Reply(text="The first answer"), Reply(text="A better answer"), fail, fail)
@@ -490,6 +509,7 @@ def test_a_retry_cell_run_again_that_fails_keeps_its_earlier_record(server, tmp_
         assert "A better answer" in kernel.execute("%session history").shown
 
 
+@pytest.mark.kernel
 def test_an_interrupted_retry_keeps_the_last_turn(server):
     server.script(Reply(text="The first answer"))
     with chat_kernel(server) as kernel:
@@ -560,6 +580,7 @@ def crafted_notebook(path) -> None:
     path.write_text(text)
 
 
+@pytest.mark.kernel
 def test_restore_skips_each_bad_record_with_a_line_and_restores_the_rest(tmp_path, monkeypatch):
     path = tmp_path / "crafted.ipynb"
     crafted_notebook(path)
@@ -616,6 +637,7 @@ BANK = (
 )
 
 
+@pytest.mark.kernel
 def test_a_waiting_call_is_shown_then_approved_after_a_kernel_restart(
     server, tmp_path, monkeypatch
 ):
@@ -672,6 +694,7 @@ def test_a_waiting_call_is_shown_then_approved_after_a_kernel_restart(
         assert "waiting" not in kernel.execute("%session info").stdout
 
 
+@pytest.mark.kernel
 def test_denying_a_waiting_call_tells_the_model_why(server):
     server.script(
         Reply(tool_calls=[{"name": "transfer", "arguments": {"amount": 500, "to": "Eve"}}]),
@@ -696,6 +719,7 @@ def test_denying_a_waiting_call_tells_the_model_why(server):
         assert sent["content"] == "The user did not approve this call: too much money."
 
 
+@pytest.mark.kernel
 def test_a_turn_whose_store_fails_is_kept_shown_and_recorded(server):
     server.script(Reply(text="The answer you see."))
     with Kernel() as kernel:

@@ -9,7 +9,7 @@ import pytest
 from kernels import Kernel
 from nbclient import NotebookClient
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.kernel, pytest.mark.timeout(180)]
 
 
 def notebook(*sources: str) -> nbformat.NotebookNode:

@@ -8,7 +8,7 @@ from fake_openai import Reply
 from kernels import chat_kernel
 
 pytest.importorskip("pandas")
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.kernel, pytest.mark.timeout(180)]
 
 
 def sent(server) -> str:

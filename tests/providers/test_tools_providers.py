@@ -23,7 +23,7 @@ from agent_nb import Agent, ModelRetry, Session, tool
 from agent_nb.errors import OutputValidationError, ToolError
 
 PROVIDERS = ["openai", "ollama", "openai-compatible", "openai-responses", "anthropic"]
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def call(name: str, **arguments) -> dict:

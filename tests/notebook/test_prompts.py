@@ -6,7 +6,7 @@ import nbformat
 import pytest
 from kernels import Kernel, chat_kernel, run_notebook, text_of
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.kernel, pytest.mark.timeout(180)]
 
 
 def sent(server) -> str:

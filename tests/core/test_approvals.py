@@ -18,7 +18,7 @@ from agent_nb.messages import ToolCallPart
 from agent_nb.providers.testing import TestProvider
 from agent_nb.stores import SQLiteStore
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def tools(ran: list[str]):
@@ -350,7 +350,7 @@ def test_waiting_calls_survive_a_process_restart(tmp_path):
     script = textwrap.dedent(
         f"""
         import json, sys
-        sys.path.insert(0, {str(ROOT / "tests")!r})
+        sys.path.insert(0, {str(ROOT / "tests" / "core")!r})
         from test_approvals import tools
         from agent_nb import Agent
         from agent_nb.stores import SQLiteStore

@@ -23,7 +23,7 @@ from test_panel_browser import WORDS, choose_theme, open_notebook, run_cell
 
 pytestmark = pytest.mark.timeout(600)
 
-DOCS_IMG = Path(__file__).resolve().parents[1] / "docs" / "img"
+DOCS_IMG = Path(__file__).resolve().parents[2] / "docs" / "img"
 VISIBLE = ".jp-NotebookPanel:not(.lm-mod-hidden)"
 PANEL = f"{VISIBLE} .agent-nb-panel"
 ANSWER = """Here is how to read a CSV file:

@@ -7,37 +7,19 @@ import json
 import nbformat
 import pytest
 from fake_openai import Reply
-from kernels import Kernel, LabClient, run_notebook, text_of
+from kernels import DUMP, TRIP, Kernel, LabClient, run_notebook, text_of
 from nbclient import NotebookClient
 
 pytestmark = pytest.mark.timeout(300)
 
+
 #: Prints every session's message texts and the current session (the last cell of a notebook).
-DUMP = (
-    "import json\nfrom agent_nb.notebook.workspace import Workspace\n"
-    "_m = Workspace.of(get_ipython())\n"
-    "print(json.dumps({k: [m.text for m in s.messages] for k, s in _m.sessions.items()}))\n"
-    "print(_m.current)"
-)
-
-TRIP = [
-    "%load_ext agent_nb",
-    "%%chat\nMy name is Alice",
-    "%%chat\nI live in Lyon",
-    "%session fork side",
-    "%%chat\nI also like tea",
-    "%session use main",
-    "%%chat\nI work as an engineer",
-    "%%chat\nGo on",
-    "%%chat\nGo on",
-]
-
-
 def dumped(text: str) -> tuple[dict[str, list[str]], str]:
     sessions, current = text.strip().splitlines()[-2:]
     return json.loads(sessions), current
 
 
+@pytest.mark.kernel
 def test_restart_and_run_all_gives_the_conversations_of_a_fresh_run(tmp_path, monkeypatch):
     nb = run_notebook(*TRIP, DUMP)
     fresh = dumped(text_of(nb.cells[-1]))
@@ -52,6 +34,7 @@ def test_restart_and_run_all_gives_the_conversations_of_a_fresh_run(tmp_path, mo
         assert dumped(text_of(nb.cells[-1])) == fresh
 
 
+@pytest.mark.kernel
 def test_run_all_with_retry_and_undo_cells(tmp_path, monkeypatch):
     nb = run_notebook(
         "%load_ext agent_nb",
@@ -73,6 +56,7 @@ def test_run_all_with_retry_and_undo_cells(tmp_path, monkeypatch):
         assert dumped(text_of(nb.cells[-1])) == fresh
 
 
+@pytest.mark.kernel
 def test_a_cell_run_again_replaces_its_turn_and_keeps_what_followed(tmp_path, monkeypatch):
     with Kernel() as kernel:
         ran = [kernel.execute(code, cell_id=f"c{n}") for n, code in enumerate(TRIP)]
@@ -94,6 +78,7 @@ def test_a_cell_run_again_replaces_its_turn_and_keeps_what_followed(tmp_path, mo
         assert again == fresh  # the kept sessions went once their cells had run again
 
 
+@pytest.mark.kernel
 def test_a_restore_lands_in_the_session_last_used(tmp_path, monkeypatch):
     nb = run_notebook(
         "%load_ext agent_nb",
@@ -110,6 +95,7 @@ def test_a_restore_lands_in_the_session_last_used(tmp_path, monkeypatch):
         assert "session: main\n" in kernel.execute("%session info").stdout
 
 
+@pytest.mark.kernel
 def test_fork_refuses_an_existing_name_and_itself():
     nb = run_notebook(
         "%load_ext agent_nb",
@@ -130,6 +116,7 @@ def test_fork_refuses_an_existing_name_and_itself():
     assert "* side  (2 messages)" in text_of(nb.cells[8])  # replaced: tea is gone
 
 
+@pytest.mark.kernel
 def test_a_cell_that_makes_several_turns_remakes_each_in_its_place():
     loop = "for q in ['one', 'two']:\n    get_ipython().run_cell_magic('chat', '', q)"
     with Kernel() as kernel:
@@ -166,6 +153,7 @@ def test_a_use_record_of_a_session_no_record_made_is_skipped():
     ]
 
 
+@pytest.mark.kernel
 def test_a_cell_run_again_and_stopped_or_failing_changes_nothing(server):
     from fake_openai import Reply
     from kernels import chat_kernel
@@ -197,6 +185,7 @@ def _recorded_sessions(nb) -> list[str]:
     return sorted(_records.replay(_records.records(nb), Agent(provider="test"), Session).sessions)
 
 
+@pytest.mark.kernel
 @pytest.mark.parametrize("client", [LabClient, NotebookClient], ids=["cell ids", "no cell ids"])
 def test_restart_and_run_all_three_times_after_an_edit_ends_with_a_fresh_runs_sessions(
     client, tmp_path, monkeypatch
@@ -220,6 +209,7 @@ def test_restart_and_run_all_three_times_after_an_edit_ends_with_a_fresh_runs_se
         assert _recorded_sessions(nb) == ["main", "side"]
 
 
+@pytest.mark.kernel
 def test_a_cell_run_again_by_hand_without_a_cell_id_replaces_its_turn(tmp_path, monkeypatch):
     path = tmp_path / "by-hand.ipynb"  # saved, as the classic Notebook saves it
     nbformat.write(
@@ -249,6 +239,7 @@ def test_a_cell_run_again_by_hand_without_a_cell_id_replaces_its_turn(tmp_path, 
         assert dumped(kernel.execute(DUMP).stdout) == fresh
 
 
+@pytest.mark.kernel
 def test_without_a_cell_id_a_later_cell_of_the_same_text_is_a_new_cell(tmp_path, monkeypatch):
     cells = ["%load_ext agent_nb", "%%chat\nGo on", "%%chat\nSomething else", "%%chat\nGo on", DUMP]
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
@@ -263,6 +254,7 @@ def test_without_a_cell_id_a_later_cell_of_the_same_text_is_a_new_cell(tmp_path,
         assert sessions["main"][::2] == ["Go on", "Something else", "Go on"], run
 
 
+@pytest.mark.kernel
 def test_a_deleted_session_stays_deleted_after_a_restore_and_run_all(tmp_path, monkeypatch):
     cells = [
         "%load_ext agent_nb",
@@ -293,6 +285,7 @@ def test_a_deleted_session_stays_deleted_after_a_restore_and_run_all(tmp_path, m
         assert dumped(text_of(nb.cells[-1])) == fresh
 
 
+@pytest.mark.kernel
 def test_a_kept_session_restored_from_the_records_goes_when_its_cells_run_again(
     tmp_path, monkeypatch
 ):
@@ -323,6 +316,7 @@ def test_a_kept_session_restored_from_the_records_goes_when_its_cells_run_again(
         assert _recorded_sessions(nb) == ["main", "side"]
 
 
+@pytest.mark.kernel
 def test_restart_and_run_all_with_a_session_new_cell(tmp_path, monkeypatch):
     cells = [
         "%load_ext agent_nb",
@@ -355,6 +349,7 @@ def test_restart_and_run_all_with_a_session_new_cell(tmp_path, monkeypatch):
     "the restore left current (side), on top of the restored turns: nothing rewinds the "
     "sessions to the notebook's start before the first recorded cell runs again",
 )
+@pytest.mark.kernel
 @pytest.mark.parametrize("client", [LabClient, NotebookClient], ids=["cell ids", "no cell ids"])
 def test_a_cell_inserted_above_the_first_turn_talks_in_main_in_restart_and_run_all(
     client, tmp_path, monkeypatch
@@ -396,6 +391,7 @@ def test_a_hand_edited_record_kept_as_its_own_session_is_skipped_and_loses_nothi
     assert "'main'" in lines[0]
 
 
+@pytest.mark.kernel
 def test_a_failed_rerun_keeps_the_earlier_turn_in_the_saved_notebook_too(server):
     from fake_openai import Reply
 
@@ -432,6 +428,7 @@ def _recorded(nb) -> dict[str, list[str]]:
     return {k: [m.text for m in s.messages if m.role == "user"] for k, s in sessions.items()}
 
 
+@pytest.mark.kernel
 def test_a_cell_run_again_with_a_new_system_prompt_that_fails_keeps_the_old_one(server):
     server.script(
         Reply(text="hi"),

@@ -102,6 +102,7 @@ def with_a_panel(*cells: str) -> nbformat.NotebookNode:
     return run(notebook(*first, "%session panel main", *cells, DUMP))
 
 
+@pytest.mark.kernel
 def test_restart_and_run_all_keeps_the_panels_turns_once_in_their_place(tmp_path, monkeypatch):
     nb = with_a_panel(
         click({"type": "send", "text": "from the panel"}),
@@ -121,6 +122,7 @@ def test_restart_and_run_all_keeps_the_panels_turns_once_in_their_place(tmp_path
         assert [e["op"] for e in panel_record(nb)["log"]] == ["turn", "turn"]
 
 
+@pytest.mark.kernel
 def test_a_restore_replays_the_panels_turns_and_undos_at_its_cell(tmp_path, monkeypatch):
     nb = with_a_panel(
         click({"type": "send", "text": "kept"}),
@@ -139,6 +141,7 @@ def test_a_restore_replays_the_panels_turns_and_undos_at_its_cell(tmp_path, monk
     assert dumped(text_of(again.cells[-1])) == fresh
 
 
+@pytest.mark.kernel
 def test_a_panel_cell_run_again_opens_the_same_session_without_the_extension(tmp_path, monkeypatch):
     show = "print(panel.session.session_id, [m.text for m in panel.session.messages])"
     nb = run(
@@ -160,6 +163,7 @@ def test_a_panel_cell_run_again_opens_the_same_session_without_the_extension(tmp
     assert text_of(again.cells[-1]).split(" ", 1)[0] != session_id
 
 
+@pytest.mark.kernel
 def test_the_store_wins_over_the_notebooks_record(tmp_path, monkeypatch):
     db = str(tmp_path / "s.db")
     store = f"from agent_nb.stores import SQLiteStore\nstore = SQLiteStore({db!r})"
@@ -184,6 +188,7 @@ def test_the_store_wins_over_the_notebooks_record(tmp_path, monkeypatch):
     assert json.loads(text_of(again.cells[-1])) == [*texts, "added elsewhere"]
 
 
+@pytest.mark.kernel
 def test_in_one_kernel_a_cell_run_again_and_then_the_panel_cell_put_its_turns_back():
     with Kernel() as kernel:
 
@@ -251,6 +256,7 @@ def test_a_damaged_or_hostile_panel_record_is_skipped_and_the_rest_replays():
     assert "copy of an earlier record" in lines[5] and "cell 3" in lines[6]
 
 
+@pytest.mark.kernel
 def test_a_turn_a_cells_code_sends_through_the_panel_is_that_cells_not_the_panels(
     tmp_path, monkeypatch
 ):
@@ -294,6 +300,7 @@ def test_a_turn_undone_in_the_panel_stays_undone_though_its_cell_comes_later():
     ]
 
 
+@pytest.mark.kernel
 def test_after_a_restart_the_cell_id_picks_the_panel_not_the_cells_text(tmp_path, monkeypatch):
     make = "panel = ChatPanel(agent)\npanel"
     show = "print(panel.session.session_id, len(panel.session.messages))"
@@ -317,6 +324,7 @@ LAST_ANSWER = "_panel.session.messages[-1].id"
 FIRST_PROMPT = "_panel.session.messages[0].id"
 
 
+@pytest.mark.kernel
 def test_regenerate_edit_and_new_session_in_the_panel_survive_restart_and_run_all(
     tmp_path, monkeypatch
 ):
@@ -345,6 +353,7 @@ def test_regenerate_edit_and_new_session_in_the_panel_survive_restart_and_run_al
         assert dumped(text_of(nb.cells[-1])) == fresh
 
 
+@pytest.mark.kernel
 def test_a_panel_on_another_session_does_not_move_where_chat_talks(tmp_path, monkeypatch):
     nb = run(
         notebook(
@@ -363,6 +372,7 @@ def test_a_panel_on_another_session_does_not_move_where_chat_talks(tmp_path, mon
     assert dumped(text_of(again.cells[-1])) == fresh
 
 
+@pytest.mark.kernel
 def test_a_closed_panel_displayed_again_shows_its_transcript_not_a_traceback():
     with Kernel() as kernel:
         assert kernel.execute(SETUP + "\npanel = ChatPanel(agent)\npanel").error is None
@@ -386,6 +396,7 @@ def test_a_closed_panel_displayed_again_shows_its_transcript_not_a_traceback():
             assert "agent_nb" not in output["metadata"]  # the panel's record stays in its cell
 
 
+@pytest.mark.kernel
 def test_two_panels_in_one_cell_are_two_sessions_and_a_rerun_gives_each_its_own_back():
     code = (
         "a = ChatPanel(agent)\nb = ChatPanel(agent)\n"

@@ -27,7 +27,7 @@ from agent_nb.messages import TextPart, ThinkingPart, ToolCallPart, ToolResultPa
 from agent_nb.providers.testing import TestProvider
 from agent_nb.stores import SessionInfo, SessionStore
 
-WORKER = Path(__file__).with_name("store_worker.py")
+WORKER = Path(__file__).resolve().parents[1] / "store_worker.py"
 
 UNICODE = "naïve café — 日本語のテキスト, עִברִית, emoji 🧪🚀, e\u0301, 𝔘𝔫𝔦𝔠𝔬𝔡𝔢, tab\tnl\nnul\x00"
 

@@ -282,6 +282,7 @@ def test_images_become_links_and_unsafe_math_is_shown_as_code():
 # -- in a real kernel ------------------------------------------------------------------------
 
 
+@pytest.mark.kernel
 def test_split_surrogate_pairs_and_nul_reach_the_notebook_without_an_error(server):
     """Item 10: a lone surrogate used to fail the kernel's message send, and spill errors into
     later cells; NUL made the old sanitizer raise."""

@@ -32,7 +32,7 @@ from agent_nb.providers import resolve
 from agent_nb.providers.anthropic import FINISH_REASONS
 from agent_nb.providers.base import Request
 
-ROOT = Path(__file__).resolve().parent / "fixtures"  # a copy of shared/fixtures, INDEX.md too
+ROOT = Path(__file__).resolve().parents[1] / "fixtures"  # a copy of shared/fixtures, INDEX.md too
 FOLDERS = {
     "openai-chat": "openai",
     "compatible": "openai-compatible",

@@ -21,7 +21,7 @@ from xss_corpus import PAYLOADS, chat_completion, chat_stream
 pytestmark = pytest.mark.timeout(600)
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parents[1]
 
 #: Everything in `root` that could run script or load a URL by itself, and the dialogs seen.
 INERT = """(root) => {
@@ -319,7 +319,7 @@ def test_restart_kernel_and_run_all_in_jupyterlab_gives_the_same_conversations(l
     """JupyterLab sends each cell's id: Run All, run a middle cell again by hand (its later
     turns kept as main~1), save, then Restart Kernel and Run All three times: each time the
     fresh run's sessions, no main~1, in the kernel and in the saved records."""
-    from test_reruns import DUMP, TRIP
+    from kernels import DUMP, TRIP
 
     from agent_nb import Agent, _records
     from agent_nb.session import Session

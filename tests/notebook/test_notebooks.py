@@ -11,7 +11,7 @@ from nbclient import NotebookClient
 from agent_nb import Agent, Session
 
 pytestmark = pytest.mark.timeout(240)
-NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 
 
 @pytest.fixture(params=["test", "loopback"])
@@ -51,6 +51,7 @@ def test_the_notebooks_are_saved_without_outputs():
         assert not [c for c in notebook.cells if c.get("outputs")], path.name
 
 
+@pytest.mark.kernel
 def test_quickstart(provider, tmp_path):
     nb = execute("quickstart", tmp_path)
     chats = [c for c in nb.cells if c.source.startswith("%%chat")]
@@ -85,6 +86,7 @@ def test_quickstart(provider, tmp_path):
         assert "Alice" in printed[0]  # the offline provider answers from the conversation
 
 
+@pytest.mark.kernel
 def test_tools(provider, tmp_path, request):
     if provider == "loopback":
         request.getfixturevalue("server").script(
@@ -122,6 +124,7 @@ def _tool_reply(name, arguments):
     return Reply(tool_calls=[{"name": name, "arguments": arguments}])
 
 
+@pytest.mark.kernel
 def test_persistence_and_a_restore_in_a_new_kernel(provider, tmp_path):
     nb = execute("persistence", tmp_path)
     assert "saved session 'main' (4 messages)" in stdout(nb.cells[6])
@@ -147,6 +150,7 @@ def test_persistence_and_a_restore_in_a_new_kernel(provider, tmp_path):
     assert [m.role for m in session.messages] == ["user", "assistant"] * 2
 
 
+@pytest.mark.kernel
 def test_the_headless_demo_executes_the_quickstart(tmp_path):
     import subprocess
     import sys

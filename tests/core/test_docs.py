@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-DOCS = Path(__file__).resolve().parents[1] / "docs"
-README = Path(__file__).resolve().parents[1] / "README.md"
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+README = Path(__file__).resolve().parents[2] / "README.md"
 FENCE = re.compile(r"^```(\w+)[^\n]*\n(.*?)^```", re.MULTILINE | re.DOTALL)
 
 
@@ -82,6 +82,7 @@ def ipython_blocks(path: Path) -> list[tuple[str, str | None]]:
 NOTEBOOK_PAGES = [p for p in PAGES if ipython_blocks(p)]
 
 
+@pytest.mark.kernel
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize("page", NOTEBOOK_PAGES, ids=lambda p: p.name)
 def test_notebook_examples_run_in_a_kernel(page, all_providers_env, monkeypatch):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from . import _lazy
+
 if TYPE_CHECKING:
     from ._streams import AsyncJsonStream, AsyncStream, JsonStream, Stream
     from .agent import Agent
@@ -53,15 +55,7 @@ _HOMES = {
 }
 
 
-def __getattr__(name: str) -> object:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module 'agent_nb' has no attribute {name!r}")
-    from importlib import import_module
-
-    value = getattr(import_module(home, __name__), name)
-    globals()[name] = value  # found once
-    return value
+__getattr__ = _lazy.attributes(__name__, _HOMES)
 
 
 def __dir__() -> list[str]:

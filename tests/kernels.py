@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import queue
 import time
 from collections.abc import Iterator
@@ -188,3 +189,9 @@ TRIP = [
     "%%chat\nGo on",
     "%%chat\nGo on",
 ]
+
+
+def dumped(text: str) -> tuple[dict[str, list[str]], str]:
+    """What DUMP printed: the sessions' texts by id, and the current session."""
+    sessions, current = text.strip().splitlines()[-2:]
+    return json.loads(sessions), current

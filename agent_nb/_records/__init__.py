@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .. import _lazy
+
 if TYPE_CHECKING:
     from .format import OPS, PANEL_OPS, panel_entries, record
     from .read import KEY, Found, cell_sources, read_records, records
@@ -39,14 +41,6 @@ _HOMES |= {name: ".format" for name in ("OPS", "PANEL_OPS", "Rebuilt", "panel_en
 _HOMES |= {name: ".replay" for name in ("Made", "Panel", "Replayed", "replay")}
 
 
-def __getattr__(name: str) -> object:
-    # the format and replay need pydantic's models: loaded when a record is first read or
-    # written, not by %load_ext in a notebook that has none
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from importlib import import_module
-
-    value = getattr(import_module(home, __name__), name)
-    globals()[name] = value
-    return value
+# the format and replay need pydantic's models: loaded when a record is first read or
+# written, not by %load_ext in a notebook that has none
+__getattr__ = _lazy.attributes(__name__, _HOMES)

@@ -94,63 +94,15 @@ class _Replay:
         if entry.op in ("use", "delete") and entry.session_id not in self.sessions:
             raise Skip(f"it {entry.op}s session {entry.session_id!r}, which no earlier record made")
         if entry.op == "delete":
-            del self.sessions[entry.session_id]
-            if entry.record_id is not None:
-                self.records.add(entry.record_id)
-            self.current = entry.current if entry.current in self.sessions else None
-            return
+            return self._delete(entry)
         if entry.op == "fork" and entry.session_id in self.sessions:  # a fork made again
-            if entry.kept_as:
-                old = self.sessions[entry.session_id]
-                base = self.sessions.get(entry.fork_of) if entry.fork_of else None
-                ours = {m.id for m in base.messages} if base is not None else set()
-                self._keep(old, entry.kept_as, [m for m in old.messages if m.id not in ours])
-            del self.sessions[entry.session_id]
+            self._forget_fork(entry)
         session = self._session(entry)
         messages = entry.messages or []
-        ids = {m.id for m in messages}
-        seen = self.seen[entry.session_id]
-        if entry.op in TURN_OPS and ids & seen:
-            raise Skip("it holds a turn already restored (a copied cell); replayed once")
-        if entry.op in TURN_OPS and messages and messages[0].id in self.undone:
-            raise Skip("its turn was undone in a chat panel")
-        if entry.op == "load":  # a session loaded from a store replaces what was there
-            session.messages = messages
-            session.system = entry.system
-        elif entry.op in TURN_OPS:
-            history = session.messages
-            if entry.op == "retry":
-                cut = _turns.last_start(history) or 0
-                for made in self.made:  # the cell that made the turn made its new answer
-                    if cut < len(history) and messages and made.first_id == history[cut].id:
-                        made.first_id = messages[0].id
-                history = history[:cut]
-            elif entry.op == "resume":
-                if not (history and history[-1].metadata.get("awaiting_approval")):
-                    raise Skip("it resumes tool calls that no earlier record left waiting")
-                history = history[:-1]
-            elif entry.op == "rerun":  # the turn it replaces may be one an earlier run made
-                order = [m.id for m in history]
-                if entry.replaces in order:
-                    if entry.kept_as:
-                        later = history[order.index(entry.replaces) + 1 :]
-                        self._keep(session, entry.kept_as, later)
-                    history = history[: order.index(entry.replaces)]
-            session.messages = history + messages
-            session.system = entry.system  # as it was when the turn was made (%%chat --system)
-            self.turns += 1
-        elif entry.op == "clear":
-            session.clear()
-        elif entry.op == "undo" and entry.replaces is not None:
-            session.remove_turn(entry.replaces)
-            self.undone.add(entry.replaces)  # a later cell's turn, if it comes later
-        elif entry.op == "undo":
-            session.undo()
-        elif entry.op == "system":
-            session.system = entry.system
+        self._change(session, entry, messages)
         for dropped in entry.drops:
             self.sessions.pop(dropped, None)
-        seen |= ids
+        self.seen[entry.session_id] |= {m.id for m in messages}
         if entry.record_id is not None:
             self.records.add(entry.record_id)
         if in_panel:  # the panel's turns: no cell made them, and the current session stays
@@ -161,6 +113,66 @@ class _Replay:
         if entry.op in ("turn", "rerun", "fork", "system"):  # "system": a %session new
             first = messages[0].id if messages and entry.op in TURN_OPS else None
             self.made.append(Made(entry.session_id, first, found.cell_id, found.source))
+
+    def _delete(self, entry: Record) -> None:
+        del self.sessions[entry.session_id]
+        if entry.record_id is not None:
+            self.records.add(entry.record_id)
+        self.current = entry.current if entry.current in self.sessions else None
+
+    def _forget_fork(self, entry: Record) -> None:
+        """A fork made again: the earlier one goes, its own turns kept as `kept_as`."""
+        if entry.kept_as:
+            old = self.sessions[entry.session_id]
+            base = self.sessions.get(entry.fork_of) if entry.fork_of else None
+            ours = {m.id for m in base.messages} if base is not None else set()
+            self._keep(old, entry.kept_as, [m for m in old.messages if m.id not in ours])
+        del self.sessions[entry.session_id]
+
+    def _change(self, session: Rebuilt, entry: Record, messages: list[Message]) -> None:
+        """What the record says happened to `session`."""
+        if entry.op in TURN_OPS:
+            if {m.id for m in messages} & self.seen[entry.session_id]:
+                raise Skip("it holds a turn already restored (a copied cell); replayed once")
+            if messages and messages[0].id in self.undone:
+                raise Skip("its turn was undone in a chat panel")
+            self._turn(session, entry, messages)
+        elif entry.op == "load":  # a session loaded from a store replaces what was there
+            session.messages = messages
+            session.system = entry.system
+        elif entry.op == "clear":
+            session.clear()
+        elif entry.op == "undo" and entry.replaces is not None:
+            session.remove_turn(entry.replaces)
+            self.undone.add(entry.replaces)  # a later cell's turn, if it comes later
+        elif entry.op == "undo":
+            session.undo()
+        elif entry.op == "system":
+            session.system = entry.system
+
+    def _turn(self, session: Rebuilt, entry: Record, messages: list[Message]) -> None:
+        """A turn appended, or put in place of the one a retry, resume or rerun replaces."""
+        history = session.messages
+        if entry.op == "retry":
+            cut = _turns.last_start(history) or 0
+            for made in self.made:  # the cell that made the turn made its new answer
+                if cut < len(history) and messages and made.first_id == history[cut].id:
+                    made.first_id = messages[0].id
+            history = history[:cut]
+        elif entry.op == "resume":
+            if not (history and history[-1].metadata.get("awaiting_approval")):
+                raise Skip("it resumes tool calls that no earlier record left waiting")
+            history = history[:-1]
+        elif entry.op == "rerun":  # the turn it replaces may be one an earlier run made
+            order = [m.id for m in history]
+            if entry.replaces in order:
+                if entry.kept_as:
+                    later = history[order.index(entry.replaces) + 1 :]
+                    self._keep(session, entry.kept_as, later)
+                history = history[: order.index(entry.replaces)]
+        session.messages = history + messages
+        session.system = entry.system  # as it was when the turn was made (%%chat --system)
+        self.turns += 1
 
     def _panel(self, entry: Record, found: Found) -> None:
         entries, problems = panel_entries(entry.log or [], found.where)

@@ -5,9 +5,9 @@ The stores load on first use, so that `import agent_nb` does not import their dr
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from .. import _lazy
 from .base import SessionInfo, SessionStore
 
 if TYPE_CHECKING:
@@ -36,10 +36,4 @@ _MODULES = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _MODULES.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(import_module(module, __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = _lazy.attributes(__name__, _MODULES)

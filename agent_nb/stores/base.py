@@ -334,6 +334,12 @@ def split(data: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     return header, data.get("messages", [])
 
 
+def title(text: str) -> str:
+    """`text` as a session's title: on one line, cut at TITLE_LENGTH with an ellipsis."""
+    text = plain(text)
+    return text if len(text) <= TITLE_LENGTH else text[: TITLE_LENGTH - 1].rstrip() + "…"
+
+
 def title_of(messages: list[dict[str, Any]]) -> str:
     """The start of the first user message's text, on one line."""
     for message in messages:
@@ -343,10 +349,7 @@ def title_of(messages: list[dict[str, Any]]) -> str:
                 for part in message.get("parts", ())
                 if isinstance(part, dict) and part.get("type") == "text"
             )
-            text = plain(text)
-            if len(text) > TITLE_LENGTH:
-                text = text[: TITLE_LENGTH - 1].rstrip() + "…"
-            return text
+            return title(text)
     return ""
 
 

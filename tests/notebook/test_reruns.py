@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-import json
-
 import nbformat
 import pytest
 from fake_openai import Reply
-from kernels import DUMP, TRIP, Kernel, LabClient, run_notebook, text_of
+from kernels import DUMP, TRIP, Kernel, LabClient, dumped, run_notebook, text_of
 from nbclient import NotebookClient
 
 pytestmark = pytest.mark.timeout(300)
 
 
 #: Prints every session's message texts and the current session (the last cell of a notebook).
-def dumped(text: str) -> tuple[dict[str, list[str]], str]:
-    sessions, current = text.strip().splitlines()[-2:]
-    return json.loads(sessions), current
-
-
 @pytest.mark.kernel
 def test_restart_and_run_all_gives_the_conversations_of_a_fresh_run(tmp_path, monkeypatch):
     nb = run_notebook(*TRIP, DUMP)

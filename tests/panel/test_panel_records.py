@@ -12,9 +12,8 @@ import json
 
 import nbformat
 import pytest
-from kernels import Kernel, text_of
+from kernels import DUMP, Kernel, dumped, text_of
 from nbclient import NotebookClient
-from test_reruns import DUMP, dumped
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -25,7 +25,7 @@ from ... import _render as render
 from ...errors import AgentError, SessionChangedError
 from ...messages import Message
 from ...session import Session
-from ...stores.base import TITLE_LENGTH, plain
+from ...stores.base import title
 from .. import _panel_records
 from ..workspace import free_name
 from . import cards
@@ -46,8 +46,7 @@ def _root_of(session_id: str) -> str:
 
 
 def _snippet(text: str) -> str:
-    text = plain(render.clean(text))
-    return text if len(text) <= TITLE_LENGTH else text[: TITLE_LENGTH - 1].rstrip() + "…"
+    return title(render.clean(text))
 
 
 class Controls:

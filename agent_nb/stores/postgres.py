@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import socket
 import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -77,6 +79,9 @@ class PostgresStore(SQLStore):
         )
         if self._conninfo is not None:
             self._connection = self._attempt(self._connect)
+            # a store dropped unclosed closes the connection it opened (a kernel never
+            # closes its stores; psycopg would warn of the connection when it is collected)
+            weakref.finalize(self, _close_owned, vars(self))
         self._attempt(self._create_schema)
 
     def __repr__(self) -> str:
@@ -229,3 +234,11 @@ class PostgresStore(SQLStore):
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def _close_owned(state: dict[str, Any]) -> None:
+    """Close the connection a collected PostgresStore had open (`state`: its attributes)."""
+    connection = state.get("_connection")
+    if connection is not None and not connection.closed:
+        with contextlib.suppress(Exception):
+            connection.close()

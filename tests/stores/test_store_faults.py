@@ -440,3 +440,24 @@ def test_a_stores_worker_thread_ends_with_the_store():
     while threading.active_count() > before + 2 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert threading.active_count() <= before + 2  # the runner, at most one store finishing
+
+
+def test_a_postgres_store_dropped_unclosed_closes_its_connection(postgres_dsn):
+    """A kernel never closes its stores: one that is collected closes the connection it
+    opened (psycopg warns of a connection collected open), and leaves a given one alone."""
+    import psycopg
+
+    from agent_nb.stores import PostgresStore
+
+    store = PostgresStore(postgres_dsn, table_prefix="dropped_")
+    Agent(provider="test").session(store=store).run("hi")
+    connection = store._connection
+    given = psycopg.connect(postgres_dsn, autocommit=True)
+    other = PostgresStore(given, table_prefix="given_")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ResourceWarning)
+        del store, other
+        gc.collect()
+    assert connection.closed
+    assert not given.closed  # the caller's: closed by the caller
+    given.close()

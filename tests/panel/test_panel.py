@@ -439,6 +439,27 @@ async def test_regenerate_answers_again_and_keeps_the_old_answer_as_a_branch(ser
     assert panel.session.messages[-1].text == "first answer"
 
 
+async def test_regenerate_sends_the_prompts_pictures_again():
+    """The prompt answered again is the prompt as it was sent: its text and its images."""
+    import base64
+
+    from agent_nb.providers.testing import TestProvider
+
+    pixel = base64.b64decode(
+        "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+    )
+    provider = TestProvider(["a cat", "a cat, again"])
+    session = Agent(provider=provider, model="t").session(session_id="main")
+    session.run("what is this?", images=[pixel])
+    panel = ChatPanel(session)
+    panel._handle_custom_msg({"type": "regenerate", "id": session.messages[-1].id}, [])
+    await panel._task
+    prompt = panel.session.messages[0]
+    assert [m.text for m in panel.session.messages] == ["what is this?", "a cat, again"]
+    assert len(prompt.images) == 1 and prompt.images[0].data == session.messages[0].images[0].data
+    assert len(provider.requests[-1].messages[-1].images) == 1  # sent with the prompt
+
+
 async def test_a_regenerate_that_fails_changes_nothing_and_retry_does_it_again(server):
     server.script(
         Reply(text="first answer"),

@@ -138,6 +138,7 @@ class Controls:
                 target=retake.copy,
                 finish=finish,
                 again=lambda: self.regenerate(message_id),
+                images=last.prompt.images,  # the prompt as it was sent
             )
         )
 

@@ -10,7 +10,7 @@ the card with its result takes its place when the result comes.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ...messages import ToolResultPart
@@ -27,11 +27,14 @@ BYTE_ALLOWANCE = 20_000
 Post = Callable[..., None]
 
 
-async def stream(session: Session, prompt: str | None, post: Post) -> Any:
-    """Run a turn of `session` (`prompt`; None: resume the approved calls), sending the
-    answer to the views as it comes; the turn's Response."""
+async def stream(
+    session: Session, prompt: str | None, post: Post, images: Sequence[Any] = ()
+) -> Any:
+    """Run a turn of `session` (`prompt` with `images`; None: resume the approved calls),
+    sending the answer to the views as it comes; the turn's Response."""
     deltas = _Deltas(post)
-    turn = session.stream_async(prompt) if prompt else session.stream_resume_async()
+    sent = {"images": list(images)} if images else {}
+    turn = session.stream_async(prompt, **sent) if prompt else session.stream_resume_async()
     # by call id: a result's card shows its call's arguments too (a resume's calls are
     # the waiting ones: no tool_call event comes for them)
     arguments = {c.id: c.arguments_json() for c in session.pending_approvals}

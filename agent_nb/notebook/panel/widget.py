@@ -27,7 +27,7 @@ import sys
 import time
 import uuid
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import anywidget
@@ -261,17 +261,18 @@ class ChatPanel(anywidget.AnyWidget):
         target: Session | None = None,
         finish: Callable[[str | None], str | None] | None = None,
         again: Callable[[], Any] | None = None,
+        images: Sequence[Any] = (),
     ) -> Any:
-        """One turn streamed into the panel: `prompt` (None: resume the approved calls) on
-        `target` (the panel's session, or a copy that `finish` then puts in its place).
-        After an error, Retry calls `again` (by default: send `prompt` again)."""
+        """One turn streamed into the panel: `prompt` (None: resume the approved calls), with
+        `images`, on `target` (the panel's session, or a copy that `finish` then puts in its
+        place). After an error, Retry calls `again` (by default: send `prompt` again)."""
         session = target or self._session
         before = [m.id for m in session.messages]
         started = time.monotonic()
         response, problem, failed = None, None, False
         self._started = True
         try:
-            response = await self._answer(session, prompt)
+            response = await self._answer(session, prompt, images)
         except asyncio.CancelledError:
             asyncio.current_task().uncancel()  # type: ignore[union-attr]
             kept = [m.id for m in session.messages] != before
@@ -301,14 +302,14 @@ class ChatPanel(anywidget.AnyWidget):
         self._refresh_fallback()
         return response
 
-    async def _answer(self, session: Session, prompt: str | None) -> Any:
+    async def _answer(self, session: Session, prompt: str | None, images: Sequence[Any]) -> Any:
         if self._stop_early:  # stopped before it began
             raise asyncio.CancelledError
         self.busy = True
         self._notes = {}
         self._controls.again = None
         self._post(ToView.START, user=render.html(prompt) if prompt else "")
-        return await stream(session, prompt, self._post)
+        return await stream(session, prompt, self._post, images)
 
     # -- the panel's log (its record in the notebook) -------------------------------------------
 

@@ -4,7 +4,7 @@ their outputs' metadata, and how they are read back and replayed into sessions.
 Pure data (no IPython): the notebook layer writes and restores them in a kernel, and
 Session.from_notebook reads a saved notebook's conversations with them. The modules:
 `format` (a record, and how one found is checked), `read` (finding records in a notebook
-file), `replay` (sessions rebuilt from them). docs/notebook.md, "How a notebook's
+file), `rebuild` (sessions rebuilt from them, by `replay()`). docs/notebook.md, "How a notebook's
 conversations are rebuilt", tells the story.
 """
 
@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING
 from .. import _lazy
 
 if TYPE_CHECKING:
-    from .format import OPS, PANEL_OPS, panel_entries, record
+    from .format import OPS, PANEL_OPS, Rebuilt, panel_entries, record
     from .read import KEY, Found, cell_sources, read_records, records
-    from .replay import Made, Panel, Rebuilt, Replayed, replay
+    from .rebuild import Made, Panel, Replayed, replay
 
 __all__ = [
     "KEY",
@@ -38,7 +38,7 @@ __all__ = [
 
 _HOMES = {name: ".read" for name in ("KEY", "Found", "cell_sources", "read_records", "records")}
 _HOMES |= {name: ".format" for name in ("OPS", "PANEL_OPS", "Rebuilt", "panel_entries", "record")}
-_HOMES |= {name: ".replay" for name in ("Made", "Panel", "Replayed", "replay")}
+_HOMES |= {name: ".rebuild" for name in ("Made", "Panel", "Replayed", "replay")}
 
 
 # the format and replay need pydantic's models: loaded when a record is first read or

@@ -63,3 +63,19 @@ def test_every_public_name_of_a_module_is_in_its_all_and_resolves(name):
 def test_an_unknown_name_is_an_attribute_error():
     with pytest.raises(AttributeError, match="no attribute 'Nope'"):
         agent_nb.Nope  # noqa: B018
+
+
+@pytest.mark.parametrize("name", ["agent_nb", "agent_nb.stores", "agent_nb._records"])
+def test_a_name_loaded_on_first_use_is_never_a_submodules_name(name):
+    """Importing a submodule binds its name on the package: a lazy name that is also a
+    submodule's (`_records.replay` and `_records/replay.py`) became the module."""
+    import pkgutil
+
+    package = importlib.import_module(name)
+    lazy = getattr(package, "_HOMES", None) or package._MODULES
+    submodules = {info.name for info in pkgutil.iter_modules(package.__path__)}
+    assert not set(lazy) & submodules
+    for home in set(lazy.values()):
+        importlib.import_module(home, name)  # every submodule imported first
+    for attr in lazy:
+        assert not isinstance(getattr(package, attr), types.ModuleType), f"{name}.{attr}"

@@ -7,7 +7,6 @@ Also tools described by a JSON schema of their own (`Tool.from_schema`, e.g. fro
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
 import functools
 import inspect
@@ -22,6 +21,7 @@ from typing import Any, overload
 import pydantic
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from ._outcome import Outcome
 from .errors import ConfigurationError
 
 __all__ = ["ModelRetry", "Tool", "Toolset", "tool"]
@@ -174,18 +174,25 @@ class ToolThreads:
         self._warn_at = 4
 
     async def run(self, name: str, fn: Callable[[], Any]) -> Any:
-        call = _ToolCall(name, asyncio.get_running_loop(), contextvars.copy_context(), fn)
+        call, outcome = _ToolCall(name), Outcome[Any]()
+        done = outcome.future()
+        run_in_context = contextvars.copy_context().run
         threading.Thread(
-            target=self._work, args=(call,), name=f"agent_nb-tool-{name}", daemon=True
+            target=self._work,
+            args=(call, outcome, run_in_context, fn),
+            name=f"agent_nb-tool-{name}",
+            daemon=True,
         ).start()
         try:
-            return await call.future
+            return await done
         except asyncio.CancelledError:
             self._abandon(call)
             raise
 
-    def _work(self, call: _ToolCall) -> None:
-        call.run()
+    def _work(
+        self, call: _ToolCall, outcome: Outcome[Any], run: Callable[..., Any], fn: Any
+    ) -> None:
+        outcome.run(run, (fn,), {})
         with self._lock:
             call.done = True
             if call.abandoned:
@@ -214,40 +221,14 @@ class ToolThreads:
 
 
 class _ToolCall:
-    """One sync tool call for ToolThreads: run on a thread, its outcome sent to its loop."""
+    """One sync tool call for ToolThreads: whether it has ended, or was abandoned first."""
 
-    def __init__(
-        self,
-        name: str,
-        loop: asyncio.AbstractEventLoop,
-        context: contextvars.Context,
-        fn: Callable[[], Any],
-    ) -> None:
+    __slots__ = ("abandoned", "done", "name")
+
+    def __init__(self, name: str) -> None:
         self.name = name
-        self.loop = loop
-        self.future: asyncio.Future[Any] = loop.create_future()
-        self.context = context
-        self.fn = fn
         self.done = False
         self.abandoned = False
-
-    def run(self) -> None:
-        try:
-            outcome: tuple[bool, Any] = (True, self.context.run(self.fn))
-        except BaseException as exc:
-            outcome = (False, exc)
-        with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits for it
-            self.loop.call_soon_threadsafe(_settle, self.future, outcome)
-
-
-def _settle(future: asyncio.Future[Any], outcome: tuple[bool, Any]) -> None:
-    if future.done():
-        return
-    ok, value = outcome
-    if ok:
-        future.set_result(value)
-    else:
-        future.set_exception(value)
 
 
 class ArgumentError(ValueError):

@@ -338,8 +338,7 @@ class Session:
             )
         with self._lock:
             self._idle()
-            self._saved = None  # the whole session, whatever the store held
-            self._autosave()
+            self._autosave(full=True)  # the whole session, whatever the store holds
 
     @staticmethod
     def _changes(
@@ -358,22 +357,22 @@ class Session:
     def _mark_saved(self) -> None:
         self._saved = list(self._messages)
 
-    def _save_job(self, store: SessionStore) -> Callable[[], str | None]:
+    def _save_job(self, store: SessionStore, *, full: bool = False) -> Callable[[], str | None]:
         """The save of the session as it is now, to run on the store's worker thread.
 
         What to write is taken now (the messages, which never change); what the store holds
         is read when the job runs: the worker runs a store's jobs one at a time, in order, so
         that is what this session's earlier saves left there. The job appends the new
         messages, or saves in full when the history was rewritten or the store does not hold
-        what this session saved last, and returns a StoreConflict text when that full save
-        replaced another writer's messages.
+        what this session saved last (or `full`), and returns a StoreConflict text when that
+        full save replaced another writer's messages.
         """
         session_id, header = self.session_id, self._header()
         snapshot = list(self._messages)
         appends = type(store).append is not SessionStore.append
 
         def job() -> str | None:  # on the worker: a Ctrl-C never lands in a to_dict()
-            changes = self._changes(self._saved, snapshot, header)
+            changes = None if full else self._changes(self._saved, snapshot, header)
             conflict = None
             if changes is None or not store.append(session_id, **changes):
                 messages = [m.to_dict() for m in snapshot]
@@ -385,7 +384,7 @@ class Session:
 
         return job
 
-    def _autosave(self, *, quiet: bool = False, wait: bool = True) -> None:
+    def _autosave(self, *, quiet: bool = False, wait: bool = True, full: bool = False) -> None:
         """Save to `store` what changed, on the store's worker thread; `quiet` logs a failure
         instead of raising it. An interrupt while waiting leaves the save to finish on its
         own. With `wait=False` (a stopped turn's save, made on the event loop), the save is
@@ -393,7 +392,7 @@ class Session:
         store = self.store
         if store is None:
             return
-        job = self._save_job(store)
+        job = self._save_job(store, full=full)
         if not wait:
             worker(store).submit(self._in_background, job)
             return

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -56,6 +57,8 @@ class SQLiteStore(SQLStore):
         self._db = sqlite3.connect(
             str(self.path), timeout=timeout, check_same_thread=False, isolation_level=None
         )
+        # a store dropped unclosed closes its database (a kernel never closes its stores)
+        weakref.finalize(self, self._db.close)
         self._attempt(self._open)
 
     def _open(self) -> None:

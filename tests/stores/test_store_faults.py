@@ -461,3 +461,17 @@ def test_a_postgres_store_dropped_unclosed_closes_its_connection(postgres_dsn):
     assert connection.closed
     assert not given.closed  # the caller's: closed by the caller
     given.close()
+
+
+def test_a_sqlite_store_dropped_unclosed_closes_its_database(tmp_path):
+    import sqlite3
+
+    from agent_nb.stores import SQLiteStore
+
+    store = SQLiteStore(tmp_path / "dropped.db")
+    Agent(provider="test").session(store=store).run("hi")
+    database = store._db
+    del store
+    gc.collect()
+    with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+        database.execute("SELECT 1")

@@ -475,3 +475,27 @@ def test_a_sqlite_store_dropped_unclosed_closes_its_database(tmp_path):
     gc.collect()
     with pytest.raises(sqlite3.ProgrammingError, match="closed"):
         database.execute("SELECT 1")
+
+
+def test_a_save_queued_by_a_stop_is_no_other_writer_to_the_next_save():
+    """A stopped turn's save waits on the store's worker while the user undoes the turn: the
+    undo's save must know the store holds that queued save (this session's own write), not
+    warn of another writer, and the store must end equal to the session."""
+
+    class SlowStore(MemoryStore):
+        def append(self, *args, **kwargs):
+            time.sleep(0.3)  # a store across a network
+            return super().append(*args, **kwargs)
+
+    store = SlowStore()
+    provider = TestProvider(["one two", "alpha beta gamma delta epsilon zeta"], delay=0.01)
+    session = Agent(provider=provider).session(session_id="s", store=store)
+    session.run("first")
+    with session.stream("second") as stream:
+        for event in stream:
+            if event.type == "text_delta":
+                break  # stopped: the partial answer is kept, its save queued
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", StoreConflict)
+        session.undo()
+    assert store.load("s") == session.to_dict()

@@ -246,3 +246,30 @@ def test_a_turn_is_named_by_its_prompt_never_by_a_message_inside_it():
     with pytest.raises(ValueError, match="a turn starts at a prompt"):
         session.fork(at=inside.id)
     assert session.messages == before
+
+
+def test_an_interrupt_as_a_retake_commits_changes_all_or_nothing(monkeypatch):
+    """Ctrl-C lands when a call starts: a commit interrupted there leaves history and usage
+    both as they were, and committing again adds the copy's usage once."""
+    from agent_nb.session import Session
+
+    session = chat("one", replies=["a1", "a1 again"])
+    before, history = session.usage, session.messages
+    retake = session.retake()
+    retake.copy.run("one")
+    swap = Session._swap
+    calls = []
+
+    def interrupted_once(self, messages, usage):
+        calls.append(1)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        return swap(self, messages, usage)
+
+    monkeypatch.setattr(Session, "_swap", interrupted_once)
+    with pytest.raises(KeyboardInterrupt):
+        retake.commit()
+    assert session.usage == before and session.messages == history
+    retake.commit()
+    assert session.usage == before + retake.copy.usage
+    assert [m.text for m in session.messages] == ["one", "a1 again"]

@@ -78,7 +78,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = ROOT / "tests"
-sys.path.insert(0, str(TESTS))
+# the shared helpers, and the browser and panel tests' own (Browser, run_cell, Recorder)
+sys.path[:0] = [str(TESTS), str(TESTS / "browser"), str(TESTS / "panel")]
 
 from _server import ServerProcess  # noqa: E402
 from fake_openai import Reply  # noqa: E402

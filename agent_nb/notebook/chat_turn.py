@@ -16,7 +16,7 @@ from typing import Any
 
 from .. import _records, _turns
 from .. import _render as render
-from ..errors import AgentError, SessionChangedError, StoreError
+from ..errors import AgentError, SessionBusyError, SessionChangedError, StoreError
 from ..events import Response
 from ..messages import Message
 from ..session import Session
@@ -150,12 +150,12 @@ def retry(workspace: Workspace) -> Response:
     session = workspace.session()
     # The new answer is made on a copy that lacks the last turn: until it has finished,
     # the session, its store and the notebook's records are as they were.
-    if not any(m.role == "user" for m in session.messages):
-        raise ChatError("nothing to retry")
     try:
         retake = session.retake()
-    except AgentError as exc:  # a turn is running in it
+    except SessionBusyError as exc:
         raise ChatError(str(exc)) from None
+    except AgentError:  # no prompt in it
+        raise ChatError("nothing to retry") from None
     replaced = retake.replaced
     unsaved: list[StoreError] = []
 

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from . import _lazy
 
 if TYPE_CHECKING:
+    from ._ledger import Cost, Price, Spend
     from ._streams import AsyncJsonStream, AsyncStream, JsonStream, Stream
     from .agent import Agent
     from .errors import AgentError
@@ -22,11 +23,14 @@ __all__ = [
     "AsyncJsonStream",
     "AsyncStream",
     "ChatPanel",
+    "Cost",
     "JsonStream",
     "Message",
     "ModelRetry",
+    "Price",
     "Response",
     "Session",
+    "Spend",
     "Stream",
     "Tool",
     "Usage",
@@ -43,11 +47,14 @@ _HOMES = {
     "AsyncJsonStream": "._streams",
     "AsyncStream": "._streams",
     "ChatPanel": ".notebook.panel",
+    "Cost": "._ledger",
     "JsonStream": "._streams",
     "Message": ".messages",
     "ModelRetry": ".tools",
+    "Price": "._ledger",
     "Response": ".events",
     "Session": ".session",
+    "Spend": "._ledger",
     "Stream": "._streams",
     "Tool": ".tools",
     "Usage": ".events",

@@ -4,6 +4,7 @@ errors that name the field that is wrong."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
 
 import pydantic
@@ -11,8 +12,9 @@ import pydantic
 from .errors import InvalidSessionData
 from .messages import Message, _short
 
-#: The version of `Session.to_dict()`'s format; `from_dict` refuses newer data.
-FORMAT_VERSION = 1
+#: The version of `Session.to_dict()`'s format; `from_dict` refuses newer data and reads
+#: older: 2 added the spend ledger (`spend`; version 1 data has none).
+FORMAT_VERSION = 2
 
 _JSON_TYPES = {
     str: "a string",
@@ -60,6 +62,46 @@ class _UsageData(pydantic.BaseModel):
     cached_tokens: _Count = 0
     reasoning_tokens: _Count = 0
     estimated: _Count = 0
+    cache_write_tokens: _Count = 0
+
+
+def _decimal(value: str | None) -> str | None:
+    if value is not None:
+        try:
+            number = Decimal(value)
+        except InvalidOperation:
+            raise ValueError(f"a cost in dollars, as a decimal string, got {value!r}") from None
+        if not number.is_finite() or number < 0:
+            raise ValueError(f"a cost must be a finite number >= 0, got {value!r}")
+    return value
+
+
+_Text = Annotated[pydantic.StrictStr, pydantic.Field(max_length=1000)]
+
+
+class _SpendData(pydantic.BaseModel):
+    """One entry of the ledger, as `Spend.to_dict()` writes it."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", defer_build=True)
+
+    at: _Text
+    why: _Text
+    provider: _Text
+    model: _Text
+    served: _Text | None = None
+    usage: _UsageData = _UsageData()
+    cost: Annotated[pydantic.StrictStr | None, pydantic.AfterValidator(_decimal)] = None
+    matched: _Text = "none"
+    prices: _Text | None = None
+    message: _Text | None = None
+
+
+def check_spend(data: Any, index: int) -> dict[str, Any]:
+    """`data` checked as one ledger entry (`Spend.to_dict()`); errors name `spend[index]`."""
+    try:
+        return _SpendData.model_validate(data).model_dump()
+    except pydantic.ValidationError as exc:
+        raise InvalidSessionData(INVALID + describe(exc, f"spend[{index}]")) from None
 
 
 def check_session_id(value: str) -> str:
@@ -81,6 +123,7 @@ class SessionData(pydantic.BaseModel):
     created_at: pydantic.StrictStr | None = None
     updated_at: pydantic.StrictStr | None = None
     usage: _UsageData | None = None
+    spend: list[_SpendData] = []
 
 
 def parse(data: Any, where: str | None = None) -> SessionData:

@@ -10,8 +10,10 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Any, Protocol
 
+from . import _spending
 from ._calls import decided_calls
 from ._images import image_parts
+from ._ledger import budget
 from ._output import OutputPlan
 from ._turn import Host, Settings, TurnState
 from .errors import (
@@ -63,7 +65,8 @@ def settings_for(
 
     `given` may hold `tools` (this call's tools instead of the session's), `approve` (the
     approval callback), `images` (sent with the prompt, see _images.image_parts), `model`,
-    `output_mode`, `output_retries` and `repeat_tool_choice`; the rest goes to the provider.
+    `output_mode`, `output_retries`, `repeat_tool_choice`, `max_cost` (this call's budget)
+    and `prompt_cache`; the rest goes to the provider.
     """
     if prompt is not None and not isinstance(prompt, str):
         raise TypeError(f"the prompt must be a str, got {type(prompt).__name__}")
@@ -80,6 +83,8 @@ def settings_for(
     model = request.pop("model", None) or agent.model
     output_mode = request.pop("output_mode", "auto")
     repeat = bool(request.pop("repeat_tool_choice", False))
+    max_cost = budget(request.pop("max_cost", None), "max_cost=")
+    prompt_cache = bool(request.pop("prompt_cache", agent.prompt_cache))
     retries = request.pop("output_retries", 1)
     if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
         raise TypeError(f"output_retries must be an int >= 0, got {retries!r}")
@@ -93,6 +98,8 @@ def settings_for(
         plan=None if output is None else OutputPlan(output, output_mode, agent.provider, model),
         output_retries=retries,
         repeat_tool_choice=repeat,
+        max_cost=max_cost,
+        prompt_cache=prompt_cache,
     )
 
 
@@ -193,26 +200,34 @@ async def _model_round(
     provider = state.session.agent.provider
     while True:
         request = _request(state, settings, stream)
+        _spending.check(state, settings, request)
         state.completion = None
-        shown_any = False
+        shown = False
         try:
             async with aclosing(provider.complete(request)) as batches:
                 async for batch in batches:
                     if type(batch) is not list:
                         raise TypeError(_NOT_A_BATCH.format(provider, batch))
-                    shown = state.take(batch)
-                    if shown:
-                        shown_any = True
-                        yield shown
+                    taken = state.take(batch)
+                    if taken:
+                        shown = True
+                        yield taken
         except ProviderError as error:
             plan = settings.plan
-            if not shown_any and plan is not None and plan.fallback(error):
+            if not shown and plan is not None and plan.fallback(error):
+                state.why = "output_fallback"
                 continue  # the same request, asked in the other mode
+            _spending.cut_short(state, settings, request, shown)
+            raise
+        except BaseException:  # stopped: what was streamed was paid for
+            _spending.cut_short(state, settings, request, shown)
             raise
         if state.completion is None:
+            _spending.cut_short(state, settings, request, shown)
             raise StreamError(
                 "the provider's stream ended without a final message", provider=provider.name
             )
+        _spending.answered(state, settings, state.completion)
         return
 
 
@@ -230,6 +245,7 @@ def _request(state: TurnState, settings: Settings, stream: bool) -> Request:
         settings=state.request_settings,
         stream=stream,
         tool_choice=choice,
+        cache=settings.prompt_cache,
     )
 
 

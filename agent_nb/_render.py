@@ -139,15 +139,22 @@ class _Answer(Protocol):
     finish_reason: str | None
 
 
-def footer(response: _Answer, seconds: float | None) -> str:
-    """The line under an answer: model, tokens, seconds, and how it ended (HTML)."""
+def footer(response: _Answer, seconds: float | None, spent: tuple[Any, Any] | None = None) -> str:
+    """The line under an answer: model, this turn's tokens and cost, what the session has
+    spent in all, seconds, and how it ended (HTML). `spent`: (this turn's Cost, the
+    session's)."""
     facts = [f"<code>{escaped(str(response.model))}</code>"] if response.model else []
     usage = response.usage
+    turn = ""
     if usage.input_tokens or usage.output_tokens:
         about = "~" if usage.estimated else ""  # the server reported none: our estimate
-        facts.append(
-            f"{about}{usage.input_tokens:,} in · {about}{usage.output_tokens:,} out tokens"
-        )
+        turn = f"{about}{usage.input_tokens:,} in · {about}{usage.output_tokens:,} out tokens"
+    if spent is not None and spent[0].requests:
+        turn += (", " if turn else "") + escaped(str(spent[0]))
+    if turn:
+        facts.append(f"this turn {turn}")
+    if spent is not None and spent[1].requests > spent[0].requests:
+        facts.append(f"session spent {escaped(str(spent[1]))}")
     if seconds is not None:
         facts.append(f"{seconds:.1f} s")
     if response.interrupted:

@@ -7,6 +7,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
+from . import _ledger
 from ._output import OutputPlan
 from .errors import (
     OutputValidationError,
@@ -38,7 +39,9 @@ from .tools import (
 
 if TYPE_CHECKING:
     import threading
+    from decimal import Decimal
 
+    from ._ledger import Price, Spend
     from ._output import OutputType
     from .providers.base import Provider
 
@@ -60,6 +63,9 @@ class AgentConfig(Protocol):
     approve: Callable[..., Any] | None
     max_tool_rounds: int
     max_concurrency: int
+    price: Price | None
+    max_cost: Decimal | None
+    prompt_cache: bool
     _toolset: Toolset
     _tool_threads: ToolThreads
 
@@ -79,6 +85,10 @@ class Host(Protocol):
     _turning: bool
     _messages: list[Message]
     _decisions: dict[str, tuple[bool, str | None, ToolCallPart]]
+    #: What the session's requests spent (append-only, shared with a Retake's copy).
+    _ledger: list[Spend]
+    #: Why this session's turns are asked: "turn", or "retry" (a Retake's copy).
+    _reason: str
 
     @property
     def pending_approvals(self) -> list[ToolCallPart]: ...
@@ -114,6 +124,10 @@ class Settings:
     output_retries: int = 1
     #: A tool_choice that forces a call holds for the first round only, unless this is set.
     repeat_tool_choice: bool = False
+    #: This call's budget in dollars (None: none); the session's is the agent's max_cost.
+    max_cost: Decimal | None = None
+    #: Whether requests mark what the provider may cache.
+    prompt_cache: bool = True
 
 
 class TurnState:
@@ -142,10 +156,21 @@ class TurnState:
         self.results: list[ToolResultPart] = []
         self.retries: dict[str, int] = {}  # tool name -> retries asked of the model
         self.usage = Usage()
+        #: What this turn's requests spent (also in the session's ledger as they happen).
+        self.spent: list[Spend] = []
+        #: Why the next request is sent (see _ledger.REASONS).
+        self.why = "resume" if prompt is None else session._reason
         self.saw_text = False
+        self.thought = 0  # characters of reasoning shown by the request being answered
         self.last: Completion | None = None
         self.committed = False
         self.ended = False
+
+    def record(self, spend: Spend) -> None:
+        """Put one request's spend in the turn's and the session's ledger, as it happens."""
+        self.spent.append(spend)
+        self.session._ledger.append(spend)
+        _ledger.count(spend)
 
     def take(self, batch: list[Any]) -> list[Event]:
         """Take a batch of the provider's events: the ones to show (text, thinking)."""
@@ -158,6 +183,7 @@ class TurnState:
             elif kind is Completion:
                 self.completion = event
             elif kind is ThinkingDelta:
+                self.thought += len(event.text)
                 shown.append(event)
         return shown
 
@@ -173,6 +199,9 @@ class TurnState:
         }
         if completion.refusal:
             facts["refusal"] = completion.refusal
+        spend = self.spent[-1] if self.spent else None
+        if spend is not None and spend.message == completion.message.id and spend.cost is not None:
+            facts["cost"] = str(spend.cost)
         source = completion.message
         self.messages.append(
             Message(
@@ -206,6 +235,7 @@ class TurnState:
             correction = Message.user(output.correction(error))
             self.messages.append(correction)
             self.discarded |= {answer.id, correction.id}
+            self.why = "validation_retry"
             return False
 
     def retry(self, tool: Tool, problem: str) -> str:
@@ -237,6 +267,7 @@ class TurnState:
         else:
             self.messages.append(Message.tool(results))
         self.calls, self.results, self.done = [], [], set()
+        self.why = "tool_round"
 
     def _in_call_order(self, results: list[ToolResultPart]) -> list[ToolResultPart]:
         order = {call.id: index for index, call in enumerate(self.calls)}
@@ -253,6 +284,7 @@ class TurnState:
             text=text,
             messages=tuple(messages),
             usage=self.usage,
+            spent=tuple(self.spent),
             model=last.model if last else None,
             finish_reason=last.finish_reason if last else None,
             output=self.output,

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from . import providers
+from . import _prices, providers
+from ._ledger import Price, budget
 from .errors import ConfigurationError, SessionNotFoundError
 from .messages import Message
 from .providers.base import Provider
@@ -41,6 +43,9 @@ class Agent:
         max_concurrency: int = 8,
         approve: Callable[[Any], Any] | None = None,
         store: SessionStore | None = None,
+        price: Price | Mapping[str, Any] | None = None,
+        max_cost: float | Decimal | str | None = None,
+        prompt_cache: bool = True,
         **defaults: Any,
     ) -> None:
         options: dict[str, Any] = {}
@@ -71,6 +76,14 @@ class Agent:
         #: Asked before a requires_approval tool runs: True, False or (False, "reason").
         self.approve = approve
         self._toolset = Toolset(tools or ())
+        #: What its model costs, instead of genai-prices' table (None: the table's price).
+        self.price = None if price is None else Price.of(price)
+        #: Each session's budget in dollars (None: no limit); see docs/cost.md.
+        self.max_cost = budget(max_cost, "Agent(max_cost=...)")
+        #: Whether requests mark what a provider may cache (Anthropic's cache breakpoints).
+        self.prompt_cache = bool(prompt_cache)
+        if self.price is None:
+            _prices.preload()  # the first turn's price is ready when it is needed
 
     @property
     def tools(self) -> list[Tool]:

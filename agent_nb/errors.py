@@ -11,6 +11,7 @@ __all__ = [
     "ApprovalPendingError",
     "AuthenticationError",
     "BadRequestError",
+    "BudgetExceeded",
     "ConfigurationError",
     "ImageError",
     "InvalidSessionData",
@@ -146,6 +147,22 @@ class OutputValidationError(AgentError):
     def __init__(self, message: str, *, text: str = "", attempts: tuple[str, ...] = ()) -> None:
         self.text = text
         self.attempts = attempts or (text,)
+        super().__init__(message)
+
+
+class BudgetExceeded(AgentError):
+    """A request would pass, or a turn has passed, a `max_cost` budget: the turn stopped at
+    a request boundary, its history unchanged; what was spent is in the ledger.
+
+    `limit` is the budget, `spent` what it had counted, `bound` the least the refused request
+    would have added (None: the model has no price, so the budget cannot be kept), all in
+    dollars (Decimal).
+    """
+
+    def __init__(self, message: str, *, limit: Any, spent: Any, bound: Any = None) -> None:
+        self.limit = limit
+        self.spent = spent
+        self.bound = bound
         super().__init__(message)
 
 

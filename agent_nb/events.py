@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
+    from ._ledger import Cost, Spend
     from .messages import Message, ToolCallPart
 
 __all__ = [
@@ -28,12 +29,15 @@ _USAGE_FIELDS = (
     "cached_tokens",
     "reasoning_tokens",
     "estimated",
+    "cache_write_tokens",
 )
 
 
 @dataclass(frozen=True, slots=True)
 class Usage:
-    """Tokens spent; `cached_tokens` and `reasoning_tokens` are parts of input and output."""
+    """Tokens spent. `input_tokens` counts every input token, `cached_tokens` (read from the
+    prompt cache) and `cache_write_tokens` (written to it) among them; `reasoning_tokens` are
+    part of `output_tokens`."""
 
     input_tokens: int = 0
     output_tokens: int = 0
@@ -42,6 +46,7 @@ class Usage:
     #: How many of the model calls counted here were estimated (~4 characters a token):
     #: their server reported no usage.
     estimated: int = 0
+    cache_write_tokens: int = 0
 
     def __post_init__(self) -> None:
         for name in _USAGE_FIELDS:
@@ -65,12 +70,14 @@ class Usage:
             self.cached_tokens + other.cached_tokens,
             self.reasoning_tokens + other.reasoning_tokens,
             self.estimated + other.estimated,
+            self.cache_write_tokens + other.cache_write_tokens,
         )
 
     def to_dict(self) -> dict[str, int]:
         data = {name: getattr(self, name) for name in _USAGE_FIELDS}
-        if not data["estimated"]:
-            del data["estimated"]  # as before estimates existed
+        for name in ("estimated", "cache_write_tokens"):
+            if not data[name]:
+                del data[name]  # as before they existed
         return data
 
 
@@ -150,6 +157,15 @@ class Response:
     pending_approvals: tuple[ToolCallPart, ...] = ()
     #: Answers the model gave for structured output (more than 1: retries; `usage` counts all).
     attempts: int = 0
+    #: Every request the turn sent, as the session's ledger has them (see `cost`).
+    spent: tuple[Spend, ...] = ()
+
+    @property
+    def cost(self) -> Cost:
+        """What the turn cost: every request it sent (tool rounds, retries included)."""
+        from ._ledger import Cost
+
+        return Cost.of(self.spent)
 
     def __str__(self) -> str:
         return self.text

@@ -11,7 +11,8 @@ from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from . import _format, _loop, _runner, _turns
+from . import _format, _ledger, _loop, _runner, _turns
+from ._ledger import Cost, Spend
 from ._output import OutputType
 from ._streams import AsyncJsonStream, AsyncStream, JsonStream, Stream
 from ._turn import AgentConfig
@@ -61,6 +62,9 @@ class Session:
         self._lock = threading.Lock()  # held while the history is changed
         self._turning = False  # a turn holds the session
         self.usage = Usage()
+        #: Every request this session sent, append-only: undo, retry, clear never remove one.
+        self._ledger: list[Spend] = []
+        self._reason = "turn"  # why its turns are asked ("retry": a Retake's copy)
         self.created_at = self.updated_at = _now()
         #: Where the session saves itself after every change (None: nowhere).
         self.store = store
@@ -216,6 +220,33 @@ class Session:
             f"no turn starts at message {_short(first_id)} in session {self.session_id!r} "
             "(a turn starts at a prompt); take one from session.turns()"
         )
+
+    # -- spend -----------------------------------------------------------------------------
+
+    @property
+    def cost(self) -> Cost:
+        """What this session spent: every request it sent, failed and undone turns included
+        (a fork counts from where it forked)."""
+        return Cost.of(self._ledger)
+
+    def spend(self) -> Any:
+        """The ledger, a row per request sent: a pandas DataFrame when pandas is installed,
+        else a list of dicts."""
+        return _ledger.table(list(self._ledger))
+
+    def add_spend(self, spends: Iterable[Spend | Mapping[str, Any]]) -> int:
+        """Add requests spent elsewhere to the ledger (a notebook's restore does); entries it
+        holds already are skipped. Dicts are checked as `Spend.to_dict()` writes them
+        (InvalidSessionData names what is wrong). Returns how many were added."""
+        checked = [
+            s if isinstance(s, Spend) else _ledger.spend_of(_format.check_spend(s, n))
+            for n, s in enumerate(spends)
+        ]
+        with self._lock:
+            held = set(self._ledger)
+            new = [s for s in dict.fromkeys(checked) if s not in held]
+            self._ledger += new  # one store: a Ctrl-C adds all or nothing
+        return len(new)
 
     # -- turns -----------------------------------------------------------------------------
 
@@ -480,6 +511,7 @@ class Session:
             "created_at": self.created_at,
             "updated_at": self.updated_at,
             "usage": self.usage.to_dict(),
+            "spend": [spend.to_dict() for spend in self._ledger],
         }
 
     def to_notebook(self, *, code_cells: bool = False) -> Any:
@@ -525,6 +557,7 @@ class Session:
         session = cls(agent, session_id=session_id or parsed.session_id, system=parsed.system)
         session._messages = list(parsed.messages)
         session.usage = Usage(**parsed.usage.model_dump()) if parsed.usage else Usage()
+        session._ledger = [_ledger.spend_of(s.model_dump()) for s in parsed.spend]
         session.created_at = parsed.created_at or session.created_at
         session.updated_at = parsed.updated_at or session.updated_at
         return session
@@ -555,6 +588,8 @@ class Retake:
         #: The session to answer on: the history before the turn.
         self.copy = Session(session.agent, session.session_id, session.system, history[:start])
         self.copy._tools = session._tools
+        self.copy._ledger = session._ledger  # what the copy spends, the session spent
+        self.copy._reason = "retry"
 
     @property
     def changed(self) -> bool:

@@ -212,8 +212,15 @@ def _read_anthropic(body: dict[str, Any]) -> Conversation:
         forced=choice.get("name")
         if choice.get("type") == "tool"
         else _required(choice.get("type")),
-        system=body.get("system") or "",
+        system=_anthropic_system(body.get("system")),
     )
+
+
+def _anthropic_system(system: Any) -> str:
+    """The system prompt: a string, or text blocks (as sent with cache breakpoints)."""
+    if isinstance(system, list):
+        return "".join(block["text"] for block in system)
+    return system or ""
 
 
 def _read_responses(body: dict[str, Any]) -> Conversation:
@@ -506,10 +513,10 @@ def _anthropic_whole(body: dict[str, Any], reply: Reply, request_id: str) -> dic
         "model": body.get("model", "fake"),
         "content": content,
         "stop_reason": "tool_use" if reply.tool_calls else (reply.finish_reason or "end_turn"),
-        "usage": {
-            "input_tokens": usage["prompt_tokens"],
-            "output_tokens": usage["completion_tokens"],
-        },
+        # a scripted usage in Anthropic's own shape (cache counters and all) goes as it is
+        "usage": usage
+        if "input_tokens" in usage
+        else {"input_tokens": usage["prompt_tokens"], "output_tokens": usage["completion_tokens"]},
     }
 
 
@@ -519,7 +526,7 @@ def _anthropic_events(body: dict[str, Any], reply: Reply, per_chunk: int) -> lis
         **whole,
         "content": [],
         "stop_reason": None,
-        "usage": {"input_tokens": whole["usage"]["input_tokens"], "output_tokens": 1},
+        "usage": {**whole["usage"], "output_tokens": 1},
     }
     events = [_sse("message_start", {"type": "message_start", "message": start})]
     for index, block in enumerate(whole["content"]):

@@ -35,6 +35,9 @@ def load_ipython_extension(ipython: Any) -> None:
                 f"{exc}); nothing was restored (a bug in agent_nb: please report it)",
                 file=sys.stderr,
             )
+    from .._prices import preload
+
+    preload()  # the price table loads on its thread while the user writes a first prompt
 
 
 def unload_ipython_extension(ipython: Any) -> None:

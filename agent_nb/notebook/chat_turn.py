@@ -221,7 +221,7 @@ def live(
     shown = live_answer(rich=_display.rich(workspace.shell))
     before = len(session.messages)
     waiting = session.messages[-1].id if prompt is None else None
-    started = time.monotonic()
+    started, spent = time.monotonic(), session.cost
     extra = extra or {}
     earlier = "this cell's earlier turn" if op == "rerun" else "its last turn"
     unsaved: StoreError | None = None
@@ -234,7 +234,8 @@ def live(
             kept = session.messages[before - 1 :] if changed else []
         record = _records.record(op, session, kept, **extra) if kept and not replace else None
         model = settings.get("model", session.agent.model)
-        _show_stopped(shown, kept, model, time.monotonic() - started, record)
+        costs = (session.cost - spent, session.cost)
+        _show_stopped(shown, kept, model, time.monotonic() - started, record, costs)
         if replace is not None:  # the copy keeps what was shown; the session, nothing
             raise Interrupted(
                 f"stopped; session {session.session_id!r} is unchanged: {earlier} is kept"
@@ -254,7 +255,7 @@ def live(
         replace(response)
     streamed = prompt is None or (stream and schema is None)  # else show it now, whole
     shown.finish(
-        render.footer(response, time.monotonic() - started),
+        render.footer(response, time.monotonic() - started, (session.cost - spent, session.cost)),
         _records.record(op, session, list(response.messages), **extra),
         shown=None if streamed else render.turn_html(response.messages),
         plain=None if streamed else response.text,
@@ -304,8 +305,10 @@ def _show_stopped(
     model: str,
     seconds: float,
     record: dict[str, Any] | None,
+    spent: tuple[Any, Any],
 ) -> None:
-    """The end of a turn the stop button cut short: what was kept, and its record."""
+    """The end of a turn the stop button cut short: what was kept, its cost (`spent`: the
+    turn's, the session's), and its record."""
     partial = Response(
         text="".join(m.text for m in kept if m.role == "assistant"),
         messages=tuple(kept),
@@ -313,7 +316,7 @@ def _show_stopped(
         interrupted=True,
     )
     shown.finish(
-        render.footer(partial, seconds),
+        render.footer(partial, seconds, spent),
         record,
         empty="*(stopped before any text arrived: nothing kept)*",
     )

@@ -205,7 +205,8 @@ class ChatMagics(Magics):
         %session history [-n N]      the last N messages
         %session panel [ID]          a chat window on the session (ID or the current one)
         %session show                the whole transcript
-        %session info                id, model, messages, tokens
+        %session info                id, model, messages, tokens, what it spent
+        %session cost                what each session spent, and this kernel in all
         %session delete ID           forget a session
         %session restore [PATH]      rebuild sessions from the saved notebook
         %session save [PATH]         keep the current session in a store: PATH.ipynb (in

@@ -8,6 +8,7 @@ from typing import Any
 from .. import _export as export
 from .. import _records
 from .. import _render as render
+from .._ledger import Cost, spent_here
 from ..errors import AgentError, InvalidSessionData, SessionNotFoundError
 from ..events import Response
 from ..messages import _count
@@ -15,6 +16,7 @@ from ..session import Session
 from ..stores.base import SessionStore
 from . import _display, chat_turn
 from ._errors import ChatError
+from .panel import cards
 from .workspace import Workspace, notebook_path
 
 
@@ -74,7 +76,9 @@ class SessionCommands:
             print("no sessions yet: %%chat makes one")
         for session_id, session in workspace.sessions.items():
             mark = "*" if session_id == workspace.current else " "
-            print(f"{mark} {session_id}  ({len(session.messages)} messages)")
+            cost = session.cost
+            spent = f", spent {cost}" if cost.requests else ""
+            print(f"{mark} {session_id}  ({len(session.messages)} messages{spent})")
 
     def do_use(self, rest: list[str]) -> None:
         session = self._workspace.use(rest[0] if rest else "")
@@ -182,15 +186,34 @@ class SessionCommands:
 
     def do_info(self, rest: list[str]) -> None:
         session = self._workspace.session()
-        usage = session.usage
+        usage, cost = session.usage, session.cost
+        context, estimated = cards.context_now(session.messages)
+        about = "~" if estimated else ""
         print(
             f"session: {session.session_id}\nmodel: {session.agent.model}\n"
             f"messages: {len(session.messages)}\n"
-            f"tokens: {usage.input_tokens} in, {usage.output_tokens} out\n"
+            f"context now: {about}{context:,} tokens (the last answer's request and answer)\n"
+            f"tokens of the turns in history: {usage.input_tokens:,} in, "
+            f"{usage.output_tokens:,} out\n"
+            f"spent: {cost} in {_count(cost.requests, 'request')} (failed and undone turns "
+            "included; session.spend() lists them)\n"
             f"sessions in this notebook: {len(self._workspace.sessions)}"
         )
         for call in session.pending_approvals:
             print(f"waiting for approval: {call.id} ({call.name}): %session approve|deny {call.id}")
+
+    def do_cost(self, rest: list[str]) -> None:
+        """What each of the notebook's sessions spent, and this kernel since it started."""
+        workspace = self._workspace
+        total = Cost()
+        lines = []
+        for session_id, session in workspace.sessions.items():
+            cost = session.cost
+            total += cost
+            lines.append(f"{session_id}: {cost} in {_count(cost.requests, 'request')}")
+        lines.append(f"all sessions of this notebook: {total}")
+        lines.append(f"this kernel since it started: {spent_here()}")
+        print("\n".join(lines))
 
     def do_insert(self, rest: list[str]) -> None:
         session = self._workspace.session()

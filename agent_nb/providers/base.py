@@ -42,6 +42,8 @@ class Request:
     stream: bool = True
     #: None (the model decides), "required" (some tool), or the name of the tool to call.
     tool_choice: str | None = None
+    #: Mark what the provider may cache (Anthropic's cache breakpoints); others cache alone.
+    cache: bool = True
 
 
 class Provider(abc.ABC):

@@ -35,7 +35,7 @@ def data():
 
 
 def test_to_dict_is_versioned_json(data):
-    assert data["version"] == 1
+    assert data["version"] == 2
     assert json.loads(json.dumps(data)) == data
     assert data["messages"][0] == {
         "role": "user",
@@ -67,7 +67,7 @@ def test_every_part_round_trips():
         (lambda d: d.pop("version"), "version: missing"),
         (lambda d: d.pop("session_id"), "session_id: missing"),
         (lambda d: d.pop("messages"), "messages: missing"),
-        (lambda d: d.update(version=2), "version: session data is format version 2, newer"),
+        (lambda d: d.update(version=3), "version: session data is format version 3, newer"),
         (lambda d: d.update(messages="hello"), "messages: Input should be a valid list"),
         (lambda d: d["messages"][1].update(role="wizard"), "messages[1].role: Input should be"),
         (lambda d: d["messages"][0].pop("role"), "messages[0].role: missing"),

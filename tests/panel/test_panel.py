@@ -642,18 +642,22 @@ async def test_the_footer_comes_from_the_history(server):
     await panel.send("a")
     await panel.send("b")
     footer = recorder.custom("controls")[-1]["footer"]
-    assert "<code>m</code>" in footer and "20 in · 5 out" in footer and "39 tokens" in footer
+    assert (
+        "<code>m</code>" in footer
+        and "20 in · 5 out" in footer
+        and "context now 25 tokens" in footer
+    )
     assert " s" in footer  # this panel timed the turn
     # a new view of the same session (a re-opened notebook, another panel): the same facts
     again = ChatPanel(panel.session)
     other = Recorder(again)
     again._handle_custom_msg({"type": "hello"}, [])
     shown = other.custom("controls")[-1]["footer"]
-    assert "20 in · 5 out" in shown and "39 tokens" in shown
+    assert "20 in · 5 out" in shown and "context now 25 tokens" in shown
     assert f"updated {panel.session.updated_at[:10]}" in shown  # it did not time the turn
     again._handle_custom_msg({"type": "undo"}, [])  # after undo: the turn left
     shown = other.custom("controls")[-1]["footer"]
-    assert "11 in · 3 out" in shown and "14 tokens" in shown
+    assert "11 in · 3 out" in shown and "context now 14 tokens" in shown
 
 
 async def test_controls_take_hostile_messages_from_the_front_end_without_a_change(server):

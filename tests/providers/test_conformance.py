@@ -9,6 +9,7 @@ read (text, tool calls, finish reason, usage, refusal, errors) must equal what t
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ import httpx
 import openai
 import pytest
 from anthropic.lib.streaming._messages import accumulate_event
+from cache_marks import unmarked
 from fake_openai import Reply
 from openai._models import construct_type
 from openai.lib.streaming.chat import ChatCompletionStreamState
@@ -399,6 +401,7 @@ def test_anthropic_sends_signed_thinking_back():
     request = Request(
         model=recorded["model"],
         stream=True,
+        cache=False,  # as recorded: tests/providers/test_prompt_cache.py adds the marks
         settings={"max_tokens": recorded["max_tokens"], "thinking": recorded["thinking"]},
         messages=[
             Message.user(first["request"]["body"]["messages"][0]["content"]),
@@ -408,6 +411,9 @@ def test_anthropic_sends_signed_thinking_back():
     )
     body = sent_body("anthropic", request)
     assert body["messages"][:2] == recorded["messages"][:2]  # the signed thinking, verbatim
+    marked = sent_body("anthropic", dataclasses.replace(request, cache=True))
+    assert json.dumps(marked).count("cache_control") == 2  # the last stable turn, the prompt
+    assert unmarked(marked) == body  # the breakpoints are the only change
     assert body["messages"][2]["content"] == recorded["messages"][2]["content"][0]["text"]
     assert body["messages"][1]["content"][0]["type"] == "thinking"
     assert body["messages"][1]["content"][0]["signature"]

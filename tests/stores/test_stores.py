@@ -472,7 +472,7 @@ def test_hostile_stored_headers_load_as_invalid_session_data(store):
         "usage-fraction": ({"usage": {"output_tokens": 0.5}}, "usage.output_tokens"),
         "usage-negative": ({"usage": {"output_tokens": -4}}, "usage.output_tokens"),
         "version-text": ({"version": "1"}, "version: .*string"),
-        "newer": ({"version": 2}, "version: .*newer"),
+        "newer": ({"version": 3}, "version: .*newer"),
         "system-list": ({"system": ["x"]}, "system: "),
         "unknown-key": ({"surprise": True}, "surprise: an unknown key"),
     }

@@ -10,9 +10,11 @@ from __future__ import annotations
 import html
 import json
 from collections.abc import Callable, Mapping
+from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
 from ... import _render as render
+from ..._ledger import dollars
 
 if TYPE_CHECKING:
     from ...messages import Message, ToolResultPart
@@ -99,35 +101,68 @@ def waiting_ids(messages: list[Message]) -> set[str]:
 
 
 def footer(
-    messages: list[Message], model: str | None, seconds: float | None, updated: str | None
+    messages: list[Message],
+    model: str | None,
+    seconds: float | None,
+    updated: str | None,
+    spent: Any = None,
 ) -> str:
-    """The panel's footer from the history: the last answer's model, its tokens and the
-    conversation's, and how long the last turn took (when this panel saw it; else when the
-    session last changed, `updated`, ISO 8601)."""
-    last_model, last, total, estimated = None, None, [0, 0], False
+    """The panel's footer from the history: the last answer's model; the last turn's tokens
+    and cost; the context now (the last request's tokens: what the next one starts from);
+    what the session spent in all (`spent`, its Cost); and how long the last turn took (when
+    this panel saw it; else when the session last changed, `updated`, ISO 8601)."""
+    last_model, last, cost, context, estimated = None, None, None, 0, False
     for message in messages:
         usage = message.metadata.get("usage") if message.role == "assistant" else None
         if message.role == "user":
-            last = None  # tokens of the last turn: from its first answer on
+            last, cost = None, None  # the last turn: from its first answer on
         if not isinstance(usage, Mapping):
             continue
         tokens = [_count(usage.get("input_tokens")), _count(usage.get("output_tokens"))]
         last = [a + b for a, b in zip(last or [0, 0], tokens, strict=True)]
-        total = [a + b for a, b in zip(total, tokens, strict=True)]
+        context = tokens[0] + tokens[1]
+        cost = _add_cost(cost, message.metadata.get("cost"))
         estimated = estimated or bool(usage.get("estimated"))
         if isinstance(message.metadata.get("model"), str):
             last_model = message.metadata["model"]
     about = "~" if estimated else ""
     facts = [f"<code>{render.escaped(str(last_model or model or '?'))}</code>"]
     if last:
-        facts.append(f"last turn {about}{last[0]:,} in · {about}{last[1]:,} out tokens")
-    if total != [0, 0]:
-        facts.append(f"conversation {about}{total[0] + total[1]:,} tokens")
+        priced = f", {about}{dollars(cost)}" if cost is not None else ""
+        facts.append(f"last turn {about}{last[0]:,} in · {about}{last[1]:,} out tokens{priced}")
+    if context:
+        facts.append(f"context now {about}{context:,} tokens")
+    if spent is not None and spent.requests:
+        facts.append(f"session spent {render.escaped(str(spent))}")
     if seconds is not None:
         facts.append(f"{seconds:.1f} s")
     elif updated and messages:
         facts.append(f"updated {render.escaped(updated[:16].replace('T', ' '))}")
     return " · ".join(facts)
+
+
+def context_now(messages: list[Message]) -> tuple[int, bool]:
+    """The context now, in tokens: the last answer's request and the answer (what the next
+    request starts from), and whether the figure is an estimate; 0 if none was recorded."""
+    for message in reversed(messages):
+        usage = message.metadata.get("usage") if message.role == "assistant" else None
+        if isinstance(usage, Mapping):
+            tokens = _count(usage.get("input_tokens")) + _count(usage.get("output_tokens"))
+            return tokens, bool(usage.get("estimated"))
+    return 0, False
+
+
+def _add_cost(total: Decimal | None, cost: Any) -> Decimal | None:
+    """`total` plus a message's recorded cost (a decimal string), if it has a valid one."""
+    if not isinstance(cost, str):
+        return total
+    try:
+        value = Decimal(cost)
+    except InvalidOperation:
+        return total
+    if not value.is_finite() or value < 0:
+        return total
+    return value if total is None else total + value
 
 
 def _count(value: Any) -> int:

@@ -323,7 +323,9 @@ class Controls:
             "current": current,
             "sessions": [{"id": f["id"], "title": f["title"]} for f in families.values()],
             "branches": branches,
-            "footer": cards.footer(messages, session.agent.model, seconds, session.updated_at),
+            "footer": cards.footer(
+                messages, session.agent.model, seconds, session.updated_at, session.cost
+            ),
             "last_prompt": render.clean(prompts[-1]) if prompts else "",
         }
 

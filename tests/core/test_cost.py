@@ -1,0 +1,347 @@
+"""The spend ledger: one entry per request actually sent, whatever became of its turn; prices
+from genai-prices, `price=`, the local rule; budgets; Anthropic's prompt cache priced."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+
+import pytest
+from fake_openai import Reply
+from genai_prices import Usage as TheirUsage
+from genai_prices import calc_price
+from pydantic import BaseModel
+
+from agent_nb import Agent, Session
+from agent_nb._ledger import Cost, Price, dollars
+from agent_nb.errors import BudgetExceeded, ServerError
+from agent_nb.events import Usage
+
+GPT = "gpt-4o-mini"
+
+
+def their_price(model: str, usage: Usage, provider: str = "openai") -> Decimal:
+    """genai-prices' own figure for `usage` on `model`."""
+    return calc_price(
+        TheirUsage(
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            cache_read_tokens=usage.cached_tokens,
+            cache_write_tokens=usage.cache_write_tokens,
+        ),
+        model,
+        provider_id=provider,
+    ).total_price
+
+
+def usage(prompt: int, completion: int, cached: int = 0) -> dict:
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": cached},
+    }
+
+
+@pytest.fixture
+def agent(server):
+    """An agent on the loopback server, for a model genai-prices knows by its name."""
+    return Agent(provider="openai-compatible", model=GPT, base_url=server.url, max_retries=0)
+
+
+def add(x: int, y: int) -> int:
+    """Add two numbers."""
+    return x + y
+
+
+# -- every request is in the ledger ---------------------------------------------------------
+
+
+def test_a_turn_with_tool_rounds_has_an_entry_per_request_priced_by_name(server, agent):
+    server.script(
+        Reply(tool_calls=[{"name": "add", "arguments": {"x": 1, "y": 2}}], usage=usage(100, 20)),
+        Reply(text="3", usage=usage(150, 5, cached=100)),
+    )
+    session = agent.session(tools=[add])
+    response = session.run("add 1 and 2")
+    first, second = response.spent
+    assert (first.why, second.why) == ("turn", "tool_round")
+    assert first.cost == their_price(GPT, Usage(100, 20))
+    assert second.cost == their_price(GPT, Usage(150, 5, cached_tokens=100))
+    assert first.matched == "name"  # a server at another address, a model the table knows
+    assert response.cost.amount == first.cost + second.cost
+    assert session.cost == response.cost
+    assert response.messages[-1].metadata["cost"] == str(second.cost)
+
+
+def test_a_failed_turn_after_paid_rounds_is_spent_but_not_in_history(server, agent):
+    server.script(
+        Reply(tool_calls=[{"name": "add", "arguments": {"x": 1, "y": 2}}], usage=usage(100, 20)),
+        Reply(tool_calls=[{"name": "add", "arguments": {"x": 3, "y": 4}}], usage=usage(200, 20)),
+        Reply(status=500, error={"error": {"message": "boom"}}),
+    )
+    session = agent.session(tools=[add])
+    with pytest.raises(ServerError):
+        session.run("add twice")
+    assert session.messages == []
+    assert [s.why for s in session._ledger] == ["turn", "tool_round"]  # the 500 is not billed
+    assert session.cost.amount == their_price(GPT, Usage(100, 20)) + their_price(
+        GPT, Usage(200, 20)
+    )
+    assert session.cost.requests == 2
+
+
+class Answer(BaseModel):
+    n: int
+
+
+def test_a_validation_retry_is_spent(server, agent):
+    server.script(
+        Reply(text='{"n": "many"}', usage=usage(50, 5)), Reply(text='{"n": 3}', usage=usage(80, 5))
+    )
+    session = agent.session()
+    response = session.json("how many?", Answer)
+    assert response.output == Answer(n=3)
+    assert [s.why for s in response.spent] == ["turn", "validation_retry"]
+    assert len(session.messages) == 2  # the failed answer is not in history; its cost is
+    assert session.cost.requests == 2
+
+
+def test_a_stopped_stream_is_spent_as_an_estimate(server, agent):
+    server.script(Reply(text="one two three four five six seven eight", chunk_delay=0.01))
+    session = agent.session()
+    for _event in session.stream("count"):
+        break
+    [spend] = session._ledger
+    assert spend.estimated and spend.usage.output_tokens >= 1 and spend.usage.input_tokens >= 1
+    assert spend.cost == their_price(GPT, spend.usage)
+    assert str(session.cost).startswith("~$")
+
+
+def test_undo_retry_clear_never_erase_spend_and_a_fork_counts_its_own(server, agent):
+    session = agent.session()
+    session.run("one")
+    session.run("two")
+    session.retry()
+    assert [s.why for s in session._ledger] == ["turn", "turn", "retry"]
+    session.undo()
+    session.clear()
+    assert session.cost.requests == 3
+    fork = session.fork()
+    assert fork.cost.requests == 0
+    fork.run("three")
+    assert (fork.cost.requests, session.cost.requests) == (1, 3)
+
+
+def test_a_failed_retry_is_spent_too(server, agent):
+    session = agent.session(tools=[add])
+    session.run("one")
+    server.script(
+        Reply(tool_calls=[{"name": "add", "arguments": {"x": 1, "y": 2}}], usage=usage(100, 20)),
+        Reply(status=500, error={"error": {"message": "boom"}}),
+    )
+    with pytest.raises(ServerError):
+        session.retry()
+    assert len(session.messages) == 2  # the first answer stays
+    assert [s.why for s in session._ledger] == ["turn", "retry"]
+    assert session._ledger[1].usage == Usage(100, 20)
+
+
+# -- the ledger travels -------------------------------------------------------------------------
+
+
+def test_the_ledger_round_trips_through_to_dict_and_every_store(store, server, agent):
+    session = agent.session(session_id="spent", store=store)
+    session.run("one")
+    session.undo()  # its spend stays
+    session.run("two")
+    expected = list(session._ledger)
+    restored = Session.from_dict(json.loads(json.dumps(session.to_dict())), agent)
+    assert restored._ledger == expected
+    loaded = agent.load_session("spent", store=store)
+    assert loaded._ledger == expected
+    assert loaded.cost == session.cost
+
+
+def test_an_old_saved_session_loads_with_an_empty_ledger():
+    old = {
+        "version": 1,
+        "session_id": "old",
+        "system": None,
+        "model": "test",
+        "messages": [{"role": "user", "parts": [{"type": "text", "text": "hi"}]}],
+        "usage": {"input_tokens": 3, "output_tokens": 4, "cached_tokens": 0, "reasoning_tokens": 0},
+    }
+    session = Session.from_dict(old, Agent(provider="test"))
+    assert session.usage == Usage(3, 4) and session._ledger == [] and session.cost.requests == 0
+    assert session.to_dict()["version"] == 2
+
+
+@pytest.mark.parametrize(
+    "entry, problem",
+    [
+        ({"cost": "lots"}, "spend.0.cost"),
+        ({"cost": "-1"}, "spend.0.cost"),
+        ({"cost": 0.5}, "spend.0.cost"),
+        ({"usage": {"input_tokens": -1}}, "spend.0.usage.input_tokens"),
+        ({"surprise": 1}, "spend.0.surprise"),
+    ],
+)
+def test_a_corrupt_ledger_is_invalid_session_data_naming_the_field(entry, problem):
+    from agent_nb.errors import InvalidSessionData
+
+    agent = Agent(provider="test")
+    session = agent.session()
+    session.run("hi")
+    data = session.to_dict()
+    data["spend"][0].update(entry)
+    with pytest.raises(InvalidSessionData, match=problem.replace(".", r"[.\[\]]+")):
+        Session.from_dict(data, agent)
+
+
+# -- prices ---------------------------------------------------------------------------------
+
+
+def test_price_given_local_rule_and_no_price(server):
+    given = Agent(
+        provider="openai-compatible",
+        model="my-model",
+        base_url=server.url,
+        price={"input": 2, "output": 8, "cache_read": "0.5"},
+    )
+    server.script(Reply(text="ok", usage=usage(1_000_000, 1_000_000, cached=500_000)))
+    spend = given.session().run("hi").spent[0]
+    assert spend.cost == Decimal("1") + Decimal("0.25") + Decimal("8")
+    assert (spend.matched, spend.prices) == ("given", "price=")
+
+    local = Agent(provider="openai-compatible", model="my-model", base_url=server.url)
+    spend = local.session().run("hi").spent[0]
+    assert (spend.cost, spend.matched) == (Decimal(0), "local")
+
+    remote = Agent(
+        provider="openai-compatible", model="my-model", base_url="https://gw.example.com/v1"
+    )
+    from agent_nb import _prices
+
+    spend = _prices.priced(remote.provider, "my-model", None, Usage(10, 10), why="turn")
+    assert (spend.cost, spend.matched) == (None, "none")
+    assert str(Cost.of([spend])) == "no price"
+
+
+def test_a_local_family_name_is_not_priced_as_the_vendors_api(server):
+    """deepseek-r1:8b on a local server is a distill run at home, not DeepSeek's API."""
+    agent = Agent(provider="openai-compatible", model="deepseek-r1:8b", base_url=server.url)
+    assert agent.session().run("hi").spent[0].matched == "local"
+
+
+@pytest.mark.parametrize(
+    "bad", [{"input": 1}, {"input": 1, "output": 2, "cache": 3}, {"input": "x", "output": 1}, 5]
+)
+def test_a_bad_price_is_refused_with_what_it_takes(bad):
+    with pytest.raises((TypeError, ValueError), match="price|Price"):
+        Agent(provider="test", price=bad)
+
+
+def test_money_is_shown_with_sensible_precision():
+    assert dollars(Decimal("0.003100000004")) == "$0.0031"
+    assert dollars(Decimal("12.345")) == "$12.35"
+    assert str(Cost(Decimal("0.0031"), 2, 1, True)) == "~$0.0031 + 1 unpriced"
+    assert Price(input=3, output=15).cost(Usage(1_000_000, 0)) == Decimal(3)
+
+
+# -- budgets --------------------------------------------------------------------------------
+
+
+def test_a_budget_refuses_before_anything_is_sent(server):
+    agent = Agent(provider="openai-compatible", model=GPT, base_url=server.url, max_cost=0.000001)
+    session = agent.session()
+    with pytest.raises(BudgetExceeded, match="nothing was sent") as caught:
+        session.run("x" * 40_000)
+    assert server.requests == [] and session.messages == [] and session.cost.requests == 0
+    assert caught.value.limit == Decimal("0.000001") and caught.value.bound > 0
+
+
+def test_a_call_budget_stops_a_turn_at_the_next_request(server, agent):
+    server.script(
+        Reply(
+            tool_calls=[{"name": "add", "arguments": {"x": 1, "y": 2}}], usage=usage(100_000, 20)
+        ),
+        Reply(text="3"),
+    )
+    session = agent.session(tools=[add])
+    with pytest.raises(BudgetExceeded, match="this call has spent"):
+        session.run("add", max_cost=0.01)
+    assert len(server.requests) == 1  # the second request was never sent
+    assert session.messages == [] and session.cost.requests == 1
+    session.run("again")  # the session's own budget is not the call's
+
+
+def test_a_session_budget_counts_every_turn(server):
+    agent = Agent(provider="openai-compatible", model=GPT, base_url=server.url, max_cost="0.02")
+    session = agent.session()
+    server.script(Reply(text="a", usage=usage(100_000, 10)))
+    session.run("one")  # $0.015
+    server.script(Reply(text="b", usage=usage(100_000, 10)))
+    session.run("two")  # $0.030: passed mid-way, stopped at the next request
+    with pytest.raises(BudgetExceeded, match="past its budget"):
+        session.run("three")
+    assert len(session.messages) == 4 and len(server.requests) == 2
+
+
+def test_a_budget_without_a_price_is_refused(server):
+    agent = Agent(
+        provider="openai-compatible",
+        model="mystery",
+        base_url="https://gw.example.com/v1",
+        max_cost=1,
+        api_key="k",
+    )
+    with pytest.raises(BudgetExceeded, match="no known price"):
+        agent.session().run("hi")
+
+
+# -- Anthropic's prompt cache -----------------------------------------------------------------
+
+
+def test_a_second_turn_reads_the_cache_at_the_cached_rate(server):
+    model = "claude-sonnet-4-5"
+    agent = Agent(
+        provider="anthropic",
+        model=model,
+        base_url=server.url.removesuffix("/v1"),
+        api_key="k",
+        system="You are terse. " * 400,
+    )
+    first = {"input_tokens": 10, "cache_creation_input_tokens": 2_000, "output_tokens": 30}
+    second = {
+        "input_tokens": 12,
+        "cache_read_input_tokens": 2_000,
+        "cache_creation_input_tokens": 45,
+        "output_tokens": 30,
+    }
+    server.script(Reply(text="one", usage=first), Reply(text="two", usage=second))
+    session = agent.session()
+    session.run("first")
+    session.run("second")
+    body = server.requests[1]
+    assert body["system"][0]["cache_control"] == {"type": "ephemeral"}
+    a, b = session._ledger
+    assert b.usage == Usage(2_057, 30, cached_tokens=2_000, cache_write_tokens=45)
+    assert a.cost == their_price(model, a.usage, "anthropic")
+    assert b.cost == their_price(model, b.usage, "anthropic")
+    uncached = their_price(model, Usage(2_057, 30), "anthropic")
+    assert b.cost < uncached  # the reads at a tenth of the input price
+    assert a.cost > their_price(model, Usage(2_010, 30), "anthropic")  # the write premium
+
+
+def test_prompt_cache_off_sends_no_breakpoints(server):
+    agent = Agent(
+        provider="anthropic",
+        model="claude-sonnet-4-5",
+        base_url=server.url.removesuffix("/v1"),
+        api_key="k",
+        system="You are terse. " * 400,
+        prompt_cache=False,
+    )
+    agent.session().run("hi")
+    assert "cache_control" not in json.dumps(server.requests[0])

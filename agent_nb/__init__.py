@@ -11,12 +11,14 @@ if TYPE_CHECKING:
     from .agent import Agent
     from .errors import AgentError
     from .events import Response, Usage
+    from .mcp import MCP
     from .messages import Message
     from .notebook.panel import ChatPanel
     from .session import Session
     from .tools import ModelRetry, Tool, tool
 
 __all__ = [
+    "MCP",
     "Agent",
     "AgentError",
     "AsyncJsonStream",
@@ -44,6 +46,7 @@ _HOMES = {
     "AsyncStream": "._streams",
     "ChatPanel": ".notebook.panel",
     "JsonStream": "._streams",
+    "MCP": ".mcp",
     "Message": ".messages",
     "ModelRetry": ".tools",
     "Response": ".events",

@@ -81,6 +81,8 @@ class SessionData(pydantic.BaseModel):
     created_at: pydantic.StrictStr | None = None
     updated_at: pydantic.StrictStr | None = None
     usage: _UsageData | None = None
+    #: Tools the user let run without approval in this session (approve(id, always=True)).
+    allowed_tools: list[pydantic.StrictStr] | None = None
 
 
 def parse(data: Any, where: str | None = None) -> SessionData:

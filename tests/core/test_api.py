@@ -16,6 +16,7 @@ PUBLIC = {
     "AsyncStream",
     "ChatPanel",
     "JsonStream",
+    "MCP",
     "Message",
     "ModelRetry",
     "Response",

@@ -463,16 +463,33 @@ class _Connection:
 
 def _transport(server: MCP) -> Any:
     if server.transport == "stdio":
-        from mcp.client.stdio import StdioServerParameters
+        from mcp.client.stdio import StdioServerParameters, stdio_client
 
-        return StdioServerParameters(
+        params = StdioServerParameters(
             command=server.command, args=list(server.args), env=server._env or None, cwd=server.cwd
         )
+        return stdio_client(params, errlog=_errlog())
     import httpx2
     from mcp.client.streamable_http import streamable_http_client
 
     http = httpx2.AsyncClient(headers=server._headers, timeout=httpx2.Timeout(30.0, read=300.0))
     return _OwnedHttp(streamable_http_client(server.url, http_client=http), http)
+
+
+def _errlog() -> Any:
+    """Where a stdio server's stderr goes: the process's own (a kernel's sys.stderr is a
+    stream to the notebook, with no file descriptor a subprocess could write to)."""
+    import sys
+
+    for stream in (sys.stderr, sys.__stderr__):
+        try:
+            stream.fileno()
+            return stream
+        except (AttributeError, OSError, ValueError):
+            continue
+    import subprocess
+
+    return subprocess.DEVNULL
 
 
 class _OwnedHttp:

@@ -53,6 +53,17 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
+def python(code: str) -> subprocess.CompletedProcess[str]:
+    """`code` run by a new Python process that imports this checkout's agent_nb."""
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+    )
+
+
 def wait_for(check: Any, what: str, limit: float = 30) -> None:
     deadline = time.monotonic() + limit
     while not check():
@@ -448,13 +459,7 @@ session.approve("c1")
 print(session.resume().messages[-2].tool_results[0].content)
 agent.close()
 """
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
-    )
+    out = python(code)
     assert out.stdout.split("\n")[:2] == ["['echo']", "saved"], out.stderr[-2000:]
 
 
@@ -512,11 +517,5 @@ def test_importing_agent_nb_and_loading_the_extension_does_not_import_mcp():
         "ip = start_ipython(); ip.run_line_magic('load_ext', 'agent_nb')\n"
         "print('mcp' in sys.modules, 'agent_nb.mcp' in sys.modules)\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
-    )
+    out = python(code)
     assert out.stdout.strip().splitlines()[-1] == "False False", out.stderr[-2000:]

@@ -17,14 +17,14 @@ if TYPE_CHECKING:
     from .session import Session
     from .tools import ModelRetry, Tool, tool
 
-__all__ = [
-    "MCP",
+__all__ = [  # noqa: RUF022 - sorted as sorted() sorts (tests/core/test_api.py)
     "Agent",
     "AgentError",
     "AsyncJsonStream",
     "AsyncStream",
     "ChatPanel",
     "JsonStream",
+    "MCP",
     "Message",
     "ModelRetry",
     "Response",

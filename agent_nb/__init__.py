@@ -12,12 +12,13 @@ if TYPE_CHECKING:
     from .agent import Agent
     from .errors import AgentError
     from .events import Response, Usage
+    from .mcp import MCP
     from .messages import Message
     from .notebook.panel import ChatPanel
     from .session import Session
     from .tools import ModelRetry, Tool, tool
 
-__all__ = [
+__all__ = [  # noqa: RUF022 - sorted as sorted() sorts (tests/core/test_api.py)
     "Agent",
     "AgentError",
     "AsyncJsonStream",
@@ -25,6 +26,7 @@ __all__ = [
     "ChatPanel",
     "Cost",
     "JsonStream",
+    "MCP",
     "Message",
     "ModelRetry",
     "Price",
@@ -49,6 +51,7 @@ _HOMES = {
     "ChatPanel": ".notebook.panel",
     "Cost": "._ledger",
     "JsonStream": "._streams",
+    "MCP": ".mcp",
     "Message": ".messages",
     "ModelRetry": ".tools",
     "Price": "._ledger",

@@ -27,6 +27,7 @@ from .messages import (
 from .tools import (
     ArgumentError,
     ModelRetry,
+    ToolResultError,
     Toolset,
     format_validation_error,
 )
@@ -44,12 +45,15 @@ async def decided_calls(
     """
     toolset, approve = settings.toolset, settings.approve
     decisions = state.session._decisions
+    allowed = state.session._allowed_tools
     runnable = []
     for call in state.calls:
         if call.id in state.done:
             continue
         tool = toolset.tools.get(call.name)
-        if tool is None or not tool.requires_approval:
+        if tool is None:
+            _check_source(call, state)
+        if tool is None or not tool.requires_approval or call.name in allowed:
             runnable.append(call)
             continue
         decision: tuple[bool, str | None] | None = None
@@ -182,14 +186,36 @@ async def _call(call: ToolCallPart, toolset: Toolset, state: TurnState) -> ToolR
         return _error(call, state.retry(tool, f"Invalid arguments: {exc}"))
     except ModelRetry as exc:
         return _error(call, state.retry(tool, str(exc) or "Try again."))
+    except ToolResultError as exc:  # the tool's own answer is an error: the model sees it
+        return _error(call, str(exc))
     except Exception as exc:
+        if isinstance(exc, ToolError) and tool.source is not None:
+            raise  # its MCP server died mid-call: the turn cannot go on (a user's tool that
+            # raises ToolError is any other error: the model sees it, as it always did)
         if tool.on_error == "raise":
             raise ToolError(
                 f"tool {call.name!r} raised {type(exc).__name__}: {exc}; the turn was not saved",
                 tool=call.name,
             ) from exc
         return _error(call, f"The tool raised {type(exc).__name__}: {exc}")
-    return ToolResultPart(tool_call_id=call.id, name=call.name, content=clean_text(content))
+    images = getattr(content, "images", ())
+    return ToolResultPart(
+        tool_call_id=call.id, name=call.name, content=clean_text(str(content)), images=images
+    )
+
+
+def _check_source(call: ToolCallPart, state: TurnState) -> None:
+    """ToolError if `call` was made to a tool of a server this session no longer has."""
+    source = state.sources.get(call.id)
+    if not source:
+        return
+    server, tool = source.get("server"), source.get("tool")
+    raise ToolError(
+        f"tool call {call.id!r} is to tool {tool!r} of MCP server {server!r}, which this "
+        f"session does not have; give it the server (tools=[MCP.stdio(..., name={server!r})] "
+        "or MCP.http(...)), then run the turn again. Nothing was run",
+        tool=call.name,
+    )
 
 
 def _error(call: ToolCallPart, content: str) -> ToolResultPart:

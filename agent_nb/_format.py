@@ -124,6 +124,8 @@ class SessionData(pydantic.BaseModel):
     updated_at: pydantic.StrictStr | None = None
     usage: _UsageData | None = None
     spend: list[_SpendData] = []
+    #: Tools the user let run without approval in this session (approve(id, always=True)).
+    allowed_tools: list[pydantic.StrictStr] | None = None
 
 
 def parse(data: Any, where: str | None = None) -> SessionData:

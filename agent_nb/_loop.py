@@ -6,6 +6,7 @@ stopped midway keeps what its reader saw (see `TurnState.interrupted`).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Any, Protocol
@@ -123,6 +124,8 @@ async def turn(
     decided calls, then asks the model again.
     """
     checked = settings_for(session, prompt, settings, output)
+    if checked.toolset.sources:  # MCP servers: their tools, listed (started) for this turn
+        checked = dataclasses.replace(checked, toolset=await checked.toolset.resolved())
     state = _begin(session, prompt, checked)
     caught_up = None
     if reader is not None:

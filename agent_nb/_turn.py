@@ -28,6 +28,7 @@ from .messages import (
     ThinkingPart,
     ToolCallPart,
     ToolResultPart,
+    _thaw,
     clean_json,
     clean_text,
 )
@@ -89,6 +90,7 @@ class Host(Protocol):
     _ledger: list[Spend]
     #: Why this session's turns are asked: "turn", or "retry" (a Retake's copy).
     _reason: str
+    _allowed_tools: set[str]
 
     @property
     def pending_approvals(self) -> list[ToolCallPart]: ...
@@ -142,6 +144,9 @@ class TurnState:
             else [Message(role="user", parts=(*settings.images, TextPart(text=clean_text(prompt))))]
         )
         self.request_settings = settings.request  # less a forced tool_choice after round 1
+        self.toolset = settings.toolset
+        #: call id -> where its tool came from ({"server", "tool"}), for calls to MCP tools
+        self.sources: dict[str, dict[str, str]] = {}
         self.rounds = 0  # tool rounds run
         self.completion: Completion | None = None  # the model round's, once it has ended
         self.done: set[str] = set()  # calls of the round resumed that already have results
@@ -203,14 +208,28 @@ class TurnState:
         if spend is not None and spend.message == completion.message.id and spend.cost is not None:
             facts["cost"] = str(spend.cost)
         source = completion.message
+        parts = _unique_call_ids(tuple(_clean_part(p) for p in source.parts))
+        sources = self._sources(parts)
+        if sources:
+            facts["tool_sources"] = sources
         self.messages.append(
             Message(
                 role="assistant",
-                parts=_unique_call_ids(tuple(_clean_part(p) for p in source.parts)),
+                parts=parts,
                 metadata={**source.metadata, **facts},
                 id=source.id,
             )
         )
+
+    def _sources(self, parts: tuple[Any, ...]) -> dict[str, dict[str, str]]:
+        """Which server and tool each call among `parts` is to, for tools from servers."""
+        found = {}
+        for call in (p for p in parts if isinstance(p, ToolCallPart)):
+            tool = self.toolset.tools.get(call.name)
+            if tool is not None and tool.source is not None:
+                found[call.id] = dict(tool.source)
+        self.sources = found
+        return found
 
     def output_ok(self, output: OutputType, retries: int) -> bool:
         """Whether the answer validates; if not, tell the model, within `retries` tries.
@@ -256,6 +275,8 @@ class TurnState:
         history = self.base
         self.base = history[:-1]  # the waiting tool message is replaced when this turn ends
         self.calls = history[-2].tool_calls
+        recorded = history[-2].metadata.get("tool_sources")
+        self.sources = _thaw(recorded) if isinstance(recorded, dict) else {}
         self.results = list(history[-1].tool_results)
         self.done = {r.tool_call_id for r in self.results}
 

@@ -89,9 +89,28 @@ class Agent:
     def tools(self) -> list[Tool]:
         return list(self._toolset.tools.values())
 
+    @property
+    def servers(self) -> list[Any]:
+        """The MCP servers among the agent's tools (their tools are listed each turn)."""
+        return list(self._toolset.sources)
+
     def __repr__(self) -> str:
-        tools = f", tools={list(self._toolset.tools)}" if self._toolset else ""
+        names = [*self._toolset.tools, *(s.name for s in self._toolset.sources)]
+        tools = f", tools={names}" if names else ""
         return f"Agent(provider={self.provider.name!r}, model={self.model!r}{tools})"
+
+    def close(self) -> None:
+        """Stop the MCP servers among the agent's tools (a later turn starts them again)."""
+        if self._toolset.sources:
+            from .mcp import close_servers
+
+            close_servers(self._toolset.sources)
+
+    def __enter__(self) -> Agent:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def session(
         self,

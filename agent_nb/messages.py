@@ -276,6 +276,9 @@ class ToolResultPart(_Part):
     name: StrictStr
     content: StrictStr
     is_error: StrictBool = False
+    #: Images the tool returned beside its text (an MCP tool's), sent to the model where
+    #: its provider takes images in tool results.
+    images: tuple[ImagePart, ...] = Field(default=(), exclude_if=lambda v: not v)
 
 
 Part = Annotated[

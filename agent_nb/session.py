@@ -56,6 +56,8 @@ class Session:
         #: a decision holds only for the very call it was made on, and goes with any change
         #: of history.
         self._decisions: dict[str, tuple[bool, str | None, ToolCallPart]] = {}
+        #: Tools the user let run without asking, in this session (approve(..., always=True)).
+        self._allowed_tools: set[str] = set()
         self.session_id = _check_id(session_id) if session_id is not None else _new_id()
         self.system = system
         self._messages: list[Message] = _format.check_messages(messages) if messages else []
@@ -145,6 +147,7 @@ class Session:
             end = len(self._messages) if at is None else self._find(at).start
             twin = Session(self.agent, session_id=session_id, system=self.system, store=self.store)
             twin._tools = self._tools
+            twin._allowed_tools = set(self._allowed_tools)
             twin._messages = self._messages[:end]  # messages are immutable: share them
         return twin
 
@@ -285,9 +288,24 @@ class Session:
         """The approve()/deny() decisions made on waiting calls: call id -> approved."""
         return {call_id: made[0] for call_id, made in self._decisions.items()}
 
-    def approve(self, call_id: str) -> None:
-        """Let a waiting tool call run when the turn resumes."""
+    def approve(self, call_id: str, *, always: bool = False) -> None:
+        """Let a waiting tool call run when the turn resumes.
+
+        `always=True`: and let its tool run without asking from now on, in this session
+        (recorded in `to_dict()`, so a store or a notebook keeps it; see `allowed_tools`).
+        """
         self._decide(call_id, True, None)
+        if always:
+            self._allowed_tools.add(self._decisions[call_id][2].name)
+
+    @property
+    def allowed_tools(self) -> list[str]:
+        """The tools this session lets run without approval (`approve(id, always=True)`)."""
+        return sorted(self._allowed_tools)
+
+    def disallow_tool(self, name: str) -> None:
+        """Ask again before each call of tool `name` in this session."""
+        self._allowed_tools.discard(name)
 
     def deny(self, call_id: str, reason: str | None = None) -> None:
         """Refuse a waiting tool call; the model is told so (with `reason`, if given)."""
@@ -512,6 +530,7 @@ class Session:
             "updated_at": self.updated_at,
             "usage": self.usage.to_dict(),
             "spend": [spend.to_dict() for spend in self._ledger],
+            **({"allowed_tools": sorted(self._allowed_tools)} if self._allowed_tools else {}),
         }
 
     def to_notebook(self, *, code_cells: bool = False) -> Any:
@@ -558,6 +577,7 @@ class Session:
         session._messages = list(parsed.messages)
         session.usage = Usage(**parsed.usage.model_dump()) if parsed.usage else Usage()
         session._ledger = [_ledger.spend_of(s.model_dump()) for s in parsed.spend]
+        session._allowed_tools = set(parsed.allowed_tools or ())
         session.created_at = parsed.created_at or session.created_at
         session.updated_at = parsed.updated_at or session.updated_at
         return session

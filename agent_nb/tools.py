@@ -45,6 +45,23 @@ class ModelRetry(Exception):
     """Raised by a tool: its message goes back to the model, which may call the tool again."""
 
 
+class ToolResultError(Exception):
+    """Raised by a tool whose own answer is an error (an MCP server's `isError` result, a
+    refused result): its message goes back to the model as the error result, as it is."""
+
+
+class ResultText(str):
+    """A tool result's text that carries images too (an MCP tool's), sent where the
+    provider takes images in tool results."""
+
+    images: tuple[Any, ...]
+
+    def __new__(cls, text: str, images: Iterable[Any] = ()) -> ResultText:
+        made = super().__new__(cls, text)
+        made.images = tuple(images)
+        return made
+
+
 class Tool:
     """A function the model may call, with the JSON schema of its arguments.
 
@@ -81,6 +98,9 @@ class Tool:
         self.sequential = bool(sequential)
         self.max_result_chars = max_result_chars
         self._is_async = _is_async(fn)
+        #: Where the tool comes from when not from this process ({"server", "tool"} for an
+        #: MCP server's); recorded with each call in the session.
+        self.source: dict[str, str] | None = None
         self._args_model: type[BaseModel] | None = None
         self._json_schema: dict[str, Any] | None = None
         if isinstance(fn, _SchemaHandler):
@@ -153,7 +173,9 @@ class Tool:
             result = await asyncio.to_thread(self.fn, *args, **kwargs)
         if inspect.isawaitable(result):  # a sync callable that returned a coroutine
             result = await result
-        return _cap(_to_text(result), self.max_result_chars)
+        text = _cap(_to_text(result), self.max_result_chars)
+        images = getattr(result, "images", None)
+        return ResultText(text, images) if isinstance(result, ResultText) and images else text
 
 
 class ToolThreads:
@@ -432,11 +454,20 @@ def _clean_schema(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 class Toolset:
-    """The tools a turn may call, by name, and their schemas for the provider."""
+    """The tools a turn may call, by name, and their schemas for the provider.
+
+    Tool sources (MCP servers) are kept aside in `sources`: `resolved()` lists their tools,
+    once a turn.
+    """
 
     def __init__(self, tools: Iterable[Tool | Callable[..., Any]] = ()) -> None:
         self.tools: dict[str, Tool] = {}
+        self.sources: list[Any] = []
         for item in tools:
+            if getattr(item, "_is_tool_source", False):
+                if item not in self.sources:
+                    self.sources.append(item)
+                continue
             t = as_tool(item)
             if t.name in self.tools:
                 raise ConfigurationError(f"two tools are named {t.name!r}; tool names must differ")
@@ -444,4 +475,24 @@ class Toolset:
         self.schemas = [t.schema() for t in self.tools.values()]
 
     def __bool__(self) -> bool:
-        return bool(self.tools)
+        return bool(self.tools or self.sources)
+
+    async def resolved(self) -> Toolset:
+        """This toolset with its sources' tools listed (servers start on first need); a tool
+        of a server named like another tool is offered as `server_tool`."""
+        if not self.sources:
+            return self
+        from .mcp import _Use, resolve_names
+
+        use = _Use()
+        listed = await asyncio.gather(*(source._resolve(use) for source in self.sources))
+        out = Toolset(self.tools.values())
+        for t in resolve_names([t for tools in listed for t in tools], set(self.tools)):
+            if t.name in out.tools:
+                raise ConfigurationError(
+                    f"two tools are named {t.name!r} even with their servers' names before "
+                    "them; give a server another name (MCP.stdio(..., name=...))"
+                )
+            out.tools[t.name] = t
+        out.schemas = [t.schema() for t in out.tools.values()]
+        return out

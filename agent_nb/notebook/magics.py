@@ -69,16 +69,36 @@ class ChatMagics(Magics):
             self._use(chosen)
             return
         options: dict[str, Any] = {}
+        servers: list[Any] = []
         for item in shlex.split(line):
             key, sep, value = item.partition("=")
             if not sep:
                 raise ChatError(f"%agent takes key=value pairs, got {item!r}")
+            if key == "mcp":
+                servers.append(self._server(value))
+                continue
             options[key.replace("-", "_")] = _value(value)
+        if servers:
+            options["tools"] = [*options.get("tools", ()), *servers]
         try:
             agent = Agent(**options)
         except (AgentError, TypeError) as exc:
             raise ChatError(str(exc)) from None
         self._use(agent)
+
+    def _server(self, value: str) -> Any:
+        """`mcp=NAME` (a variable holding an MCP), `mcp=http://...` or `mcp="command args"`."""
+        from ..mcp import MCP
+
+        chosen = self.shell.user_ns.get(value) if value.isidentifier() else None
+        if isinstance(chosen, MCP):
+            return chosen
+        if value.startswith(("http://", "https://")):
+            return MCP.http(value)
+        words = shlex.split(value)
+        if not words:
+            raise ChatError("%agent mcp= takes a server: a variable, a URL or a command")
+        return MCP.stdio(words[0], words[1:])
 
     def _use(self, agent: Agent) -> None:
         self.workspace.use_agent(agent)
@@ -96,6 +116,8 @@ class ChatMagics(Magics):
             lines.append("settings: " + ", ".join(f"{k}={v!r}" for k, v in agent.defaults.items()))
         if agent.tools:
             lines.append("tools: " + ", ".join(t.name for t in agent.tools))
+        if agent.servers:
+            lines.append("mcp: " + ", ".join(repr(s) for s in agent.servers))
         return agent.provider.redacted("\n".join(lines))  # a key in base_url or a setting
 
     # -- %%chat ------------------------------------------------------------------------------

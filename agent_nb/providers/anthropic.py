@@ -222,7 +222,22 @@ def _wire(message: Message) -> tuple[str, list[dict[str, Any]]]:
             {
                 "type": "tool_result",
                 "tool_use_id": r.tool_call_id,
-                "content": r.content,
+                "content": [
+                    {"type": "text", "text": r.content},
+                    *(
+                        {
+                            "type": "image",
+                            "source": {
+                                "type": "base64",
+                                "media_type": i.media_type,
+                                "data": i.data,
+                            },
+                        }
+                        for i in r.images
+                    ),
+                ]
+                if r.images
+                else r.content,
                 **({"is_error": True} if r.is_error else {}),
             }
             for r in message.tool_results

@@ -340,10 +340,20 @@ def _function(spec: dict[str, Any]) -> dict[str, Any]:
 
 def _wire_messages(message: Message, official: bool = True) -> list[dict[str, Any]]:
     if message.role == "tool":
-        return [
+        wire = [
             {"role": "tool", "tool_call_id": r.tool_call_id, "content": r.content}
             for r in message.tool_results
         ]
+        shown = [r for r in message.tool_results if r.images]
+        if shown:  # a tool message holds text only: the images follow as the user's
+            content: list[dict[str, Any]] = []
+            for r in shown:
+                content.append({"type": "text", "text": f"Images from tool call {r.tool_call_id}:"})
+                content += [
+                    {"type": "image_url", "image_url": {"url": i.data_url}} for i in r.images
+                ]
+            wire.append({"role": "user", "content": content})
+        return wire
     wire: dict[str, Any] = {"role": message.role, "content": message.text}
     if message.images:
         wire["content"] = content_list(

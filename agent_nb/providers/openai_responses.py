@@ -130,7 +130,16 @@ class OpenAIResponsesProvider(OpenAIProvider):
 def _items(message: Message) -> list[dict[str, Any]]:
     if message.role == "tool":
         return [
-            {"type": "function_call_output", "call_id": r.tool_call_id, "output": r.content}
+            {
+                "type": "function_call_output",
+                "call_id": r.tool_call_id,
+                "output": [
+                    {"type": "input_text", "text": r.content},
+                    *({"type": "input_image", "image_url": i.data_url} for i in r.images),
+                ]
+                if r.images
+                else r.content,
+            }
             for r in message.tool_results
         ]
     items: list[dict[str, Any]] = []

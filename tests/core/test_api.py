@@ -17,6 +17,7 @@ PUBLIC = {
     "ChatPanel",
     "Cost",
     "JsonStream",
+    "MCP",
     "Message",
     "ModelRetry",
     "Price",

@@ -174,6 +174,23 @@ def test_a_raising_tool_goes_back_to_the_model_by_default():
     assert response.text == "Sorry, no weather."
 
 
+def test_a_users_tool_raising_tool_error_goes_back_to_the_model_too():
+    """Only an MCP server that died mid-call ends the turn with its ToolError."""
+    from agent_nb.errors import ToolError
+
+    @tool
+    def weather(city: str) -> str:
+        """Weather for a city."""
+        raise ToolError(f"no station in {city}")
+
+    provider = TestProvider([calls(("weather", {"city": "Paris"})), "Sorry, no weather."])
+    session = Agent(provider=provider, model="t", tools=[weather]).session()
+    assert session.run("weather?").text == "Sorry, no weather."
+    assert session.messages[2].tool_results[0].content == (
+        "The tool raised ToolError: no station in Paris"
+    )
+
+
 def test_on_error_raise_ends_the_turn_history_unchanged_and_stops_other_calls():
     cancelled = threading.Event()
 

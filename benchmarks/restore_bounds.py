@@ -145,7 +145,7 @@ with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()) 
 seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 lines = (out.getvalue() + err.getvalue()).strip().splitlines()
-print(json.dumps({"seconds": seconds, "cpu": cpu, "mb": peak - base, "lines": len(lines), "last": lines[-2:]}))
+print(json.dumps({"seconds": seconds, "cpu": cpu, "mb": peak - base, "last": lines[-2:]}))
 """
 
 

@@ -17,13 +17,14 @@ from .. import _lazy
 if TYPE_CHECKING:
     from .format import OPS, PANEL_OPS, Rebuilt, panel_entries, record
     from .read import KEY, Found, cell_sources, read_records, records
-    from .rebuild import Made, Panel, Replayed, replay
+    from .rebuild import Limits, Made, Panel, Replayed, replay
 
 __all__ = [
     "KEY",
     "OPS",
     "PANEL_OPS",
     "Found",
+    "Limits",
     "Made",
     "Panel",
     "Rebuilt",
@@ -38,7 +39,7 @@ __all__ = [
 
 _HOMES = {name: ".read" for name in ("KEY", "Found", "cell_sources", "read_records", "records")}
 _HOMES |= {name: ".format" for name in ("OPS", "PANEL_OPS", "Rebuilt", "panel_entries", "record")}
-_HOMES |= {name: ".rebuild" for name in ("Made", "Panel", "Replayed", "replay")}
+_HOMES |= {name: ".rebuild" for name in ("Limits", "Made", "Panel", "Replayed", "replay")}
 
 
 # the format and replay need pydantic's models: loaded when a record is first read or

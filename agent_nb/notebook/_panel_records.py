@@ -11,8 +11,14 @@ claimed once, in notebook order. Running that cell again opens the panel on the 
 the log of the panel the cell made last in this kernel, or else the one saved in the notebook
 (from `%load_ext agent_nb`'s restore, or read from the notebook's file). Its turns missing from
 their sessions (a cell run again before it cut them off) are put back at the end, verbatim;
-turns already there are not added again. A session its store holds is taken from the store as
-it is (the store wins).
+turns already there are not added again.
+
+A notebook never writes into a store on its own: a session with a store (the one the panel is
+given, or one its store holds) is taken as the store has it (the store wins), and if the log
+would change it, the changed copy is kept aside, with no store, as a session of its own
+(`NAME~N`), named in a notice. A session the log makes stays in the kernel, with no store,
+until the user acts in it (sends a turn, forks): the panel then gives it its store
+(`ChatPanel.own`).
 
 What a kernel remembers of its panels (the saved ones not yet claimed, each cell's last
 panel's log) is its Workspace's `panels`.
@@ -29,7 +35,7 @@ from .. import _records
 from ..agent import Agent
 from ..messages import Message
 from ..session import Session
-from .workspace import Workspace, notebook_path
+from .workspace import Workspace, kept_aside, notebook_path, stored_at
 
 
 @dataclass(eq=False)
@@ -52,6 +58,10 @@ class Opened:
     session: Session
     sessions: dict[str, Session]
     log: Log
+    #: Sessions the log made, kept in the kernel until the user acts in them.
+    unowned: set[str] = field(default_factory=set)
+    #: The store the panel's sessions save to (given, else its session's or agent's).
+    store: Any = None
 
 
 def open_panel(session_or_agent: Session | Agent, store: Any) -> Opened:
@@ -77,18 +87,29 @@ def open_panel(session_or_agent: Session | Agent, store: Any) -> Opened:
         workspace = Workspace()  # a session of the same name as one of %%chat's: kept apart
     if given is not None:
         workspace.sessions[given.session_id] = given
-    entries = _put_back(log, workspace, agent, store)
+    unowned: set[str] = set()
+    entries = _put_back(log, workspace, agent, store, unowned)
     if given is not None:
         session = given
     elif last is not None:
-        session = _session(last, agent.system, workspace.sessions, agent, store, set())
+        session = _session(last, agent.system, workspace.sessions, agent, store, unowned)
     else:
         session = agent.session(store=store)
     workspace.sessions.setdefault(session.session_id, session)
     opened = Log(session.session_id, entries)
     if key is not None and kernel is not None:
         kernel.panels.latest[key] = opened
-    return Opened(session, workspace.sessions, opened)
+    return Opened(session, workspace.sessions, opened, unowned, store)
+
+
+def own(session: Session, store: Any, unowned: set[str]) -> None:
+    """The user acts in `session`: if the panel's log made it, it now saves to `store` (unless
+    the store has a session of that id by now: that one is not overwritten)."""
+    if session.session_id not in unowned or session.store is not None or store is None:
+        return
+    unowned.discard(session.session_id)
+    if not stored_at(store, session.session_id):
+        session.store = store
 
 
 def from_the_front_end(shell: Any = None) -> bool:
@@ -201,32 +222,35 @@ def _session(
     sessions: dict[str, Session],
     agent: Agent,
     store: Any,
-    from_store: set[str],
+    unowned: set[str],
 ) -> Session:
+    """The session `session_id`: the panel's, else its store's (the store wins), else made
+    now, with no store until the user acts in it (`unowned`)."""
     if session_id not in sessions:
-        if store is not None and session_id in store:
+        if store is not None and stored_at(store, session_id):
             sessions[session_id] = agent.load_session(session_id, store=store)
-            from_store.add(session_id)
         else:
-            sessions[session_id] = Session(agent, session_id, system, store=store)
+            sessions[session_id] = Session(agent, session_id, system)
+            unowned.add(session_id)
     return sessions[session_id]
 
 
 def _put_back(
-    log: list[dict[str, Any]], workspace: Workspace, agent: Agent, store: Any
+    log: list[dict[str, Any]], workspace: Workspace, agent: Agent, store: Any, unowned: set[str]
 ) -> list[dict[str, Any]]:
-    """The log's turns missing from their sessions appended again; the log, as it now is."""
+    """The log's turns missing from their sessions appended again; the log, as it now is.
+    A session with a store is not changed: the log changes a copy of it, kept aside."""
     entries, problems = _records.panel_entries(log, "this panel's log")
     for line in problems:
         print(line, file=sys.stderr)
     sessions = workspace.sessions
-    from_store: set[str] = set()
+    aside: dict[str, Session] = {}  # a stored session's id -> the copy the log changes
     kept = []
     for raw, entry in entries:
-        session = _session(entry.session_id, entry.system, sessions, agent, store, from_store)
-        if entry.session_id in from_store:  # the store's copy is the truth
-            kept.append(raw)
-            continue
+        session = _session(entry.session_id, entry.system, sessions, agent, store, unowned)
+        if session.store is not None:  # the store's copy is the truth: the log's goes aside
+            session = aside.get(entry.session_id) or _copy(session)
+            aside[entry.session_id] = session
         if entry.op == "turn" and entry.messages:
             first = entry.messages[0].id
             if first not in {m.id for m in session.messages}:
@@ -235,7 +259,23 @@ def _put_back(
         elif entry.op == "undo" and entry.replaces is not None:
             session.remove_turn(entry.replaces)
         kept.append(raw)
+    for session_id, copy in aside.items():
+        _keep_aside(sessions[session_id], copy, workspace, unowned)
     return kept
+
+
+def _copy(session: Session) -> Session:
+    copy = session.fork(session.session_id)
+    copy.store = None
+    return copy
+
+
+def _keep_aside(stored: Session, copy: Session, workspace: Workspace, unowned: set[str]) -> None:
+    """`copy` (what the log made of `stored`) kept as a session of its own, if it differs."""
+    kept = kept_aside(stored, copy, workspace.sessions.__contains__)
+    if kept is not None:
+        workspace.sessions[kept.session_id] = kept
+        unowned.add(kept.session_id)
 
 
 def _turn_again(session: Session, messages: list[Message], workspace: Workspace) -> list[str]:

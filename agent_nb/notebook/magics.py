@@ -230,7 +230,8 @@ class ChatMagics(Magics):
         %session info                id, model, messages, tokens, what it spent
         %session cost                what each session spent, and this kernel in all
         %session delete ID           forget a session
-        %session restore [PATH]      rebuild sessions from the saved notebook
+        %session restore [PATH]      rebuild sessions from the saved notebook (caps:
+                                     --records N, --sessions N, --messages N)
         %session save [PATH]         keep the current session in a store: PATH.ipynb (in
                                      that notebook's metadata), PATH.db (SQLite), or the
                                      default SQLite file ($AGENT_NB_DB)

@@ -1,7 +1,9 @@
 """What a %%chat cell's text becomes: the notebook's values in place of `{name}`.
 
 Only `{name}`, `{name.attr}`, `{In[n]}` and `{Out[n]}` naming something that exists are
-replaced, and `{{name}}` is a literal `{name}`; every other brace is left as typed, so code,
+replaced (never a `_private` or `__dunder__` attribute, nor a `__dunder__` name: a shared
+notebook's `{agent.provider.__dict__}` would send the API key, and save it in the notebook),
+and `{{name}}` is a literal `{name}`; every other brace is left as typed, so code,
 dicts and JSON pasted into a prompt reach the model unchanged. A pandas or polars DataFrame
 or Series is sent as its shape, dtypes and first rows (capped), not as its whole repr; a polars
 LazyFrame as its schema, never collected. A picture (a matplotlib Figure, a PIL image) is sent
@@ -42,6 +44,12 @@ def fill(
         if match.group("escaped"):
             return "{" + match.group("escaped") + "}"
         field = match.group("field")
+        if _private(field):
+            notes.append(
+                f"{{{field}}} is left as typed: private attributes (_name) and __dunder__ "
+                "names are never filled in"
+            )
+            return match.group(0)
         value = _lookup(field, namespace)
         if value is not _MISSING:
             if images is not None and is_image(value):
@@ -64,6 +72,12 @@ def fill(
         return match.group(0)
 
     return _PLACE.sub(replaced, text), notes
+
+
+def _private(field: str) -> bool:
+    """Whether `field` names a `__dunder__` name or follows a `_private` attribute."""
+    name, *attrs = field.split("[")[0].split(".")
+    return name.startswith("__") or any(attr.startswith("_") for attr in attrs)
 
 
 def _lookup(field: str, namespace: dict[str, Any]) -> Any:

@@ -273,6 +273,7 @@ class SessionCommands:
         from ..stores import _ipynb
 
         workspace = self._workspace
+        rest, limits = _limits(rest)
         path = rest[0] if rest else notebook_path(workspace.shell.user_ns)
         if path is None:
             raise ChatError(
@@ -283,22 +284,38 @@ class SessionCommands:
         except (OSError, UnicodeDecodeError, _ipynb.UnreadableNotebook) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
             raise ChatError(f"cannot restore from {path}: {reason}; nothing was restored") from None
-        skipped: list[str] = []
 
         def report(line: str) -> None:
-            skipped.append(line)
             print(line, file=sys.stderr)
 
-        replayed = _records.replay(found, workspace.default_agent(), Session, report)
+        replayed = _records.replay(found, workspace.default_agent(), Session, report, limits)
         workspace.restored(replayed)
         sessions = replayed.sessions
-        if quiet and not sessions and not skipped:
+        if quiet and not sessions and not replayed.skipped:
             return
         print(
             f"agent_nb: restored {_count(replayed.turns, 'turn')} in "
             f"{_count(len(sessions), 'session')} from {path}"
-            + (f" ({_count(len(skipped), 'record')} skipped)" if skipped else "")
+            + (f" ({_count(replayed.skipped, 'record')} skipped)" if replayed.skipped else "")
         )
+
+
+def _limits(rest: list[str]) -> tuple[list[str], _records.Limits]:
+    """`%session restore`'s words without its caps (`--records N`, `--sessions N`,
+    `--messages N`), and the caps."""
+    words, caps = [], {}
+    names = _records.Limits().names()
+    items = iter(rest)
+    for word in items:
+        name = word.removeprefix("--")
+        if word.startswith("--") and name in names:
+            value = next(items, "")
+            if not value.replace("_", "").isdigit() or int(value) < 1:
+                raise ChatError(f"--{name} takes a whole number above 0, got {value!r}")
+            caps[name] = int(value)
+        else:
+            words.append(word)
+    return words, _records.Limits(**caps)
 
 
 def _store_at(path: str | None) -> SessionStore:

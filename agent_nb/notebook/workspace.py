@@ -11,6 +11,7 @@ its sessions in a Workspace of its own, as before.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,35 @@ def free_name(root: str, taken: Callable[[str], bool]) -> str:
     while taken(f"{root}~{number}"):
         number += 1
     return f"{root}~{number}"
+
+
+def stored_at(store: Any, session_id: str) -> bool:
+    """Whether `store` holds `session_id` (a store that cannot answer holds nothing: nothing
+    is taken from it, nor written)."""
+    try:
+        return session_id in store
+    except Exception:
+        return False
+
+
+def kept_aside(stored: Session, copy: Session, taken: Callable[[str], bool]) -> Session | None:
+    """A notebook's `copy` of a session its store holds (`stored`, which wins): kept aside
+    under a free name (`ID~N`, not `taken` nor in the store), with no store and a notice, if
+    its history differs; None if it is the same."""
+    if [m.id for m in copy.messages] == [m.id for m in stored.messages]:
+        return None
+    store = stored.store
+    name = free_name(
+        stored.session_id, lambda n: taken(n) or (store is not None and stored_at(store, n))
+    )
+    kept = copy.fork(name)
+    kept.store = None
+    print(
+        f"agent_nb: session {stored.session_id!r} is taken from {store!r}, which holds it; "
+        f"this notebook's copy differs and is kept aside as session {name!r}",
+        file=sys.stderr,
+    )
+    return kept
 
 
 @dataclass
@@ -268,8 +298,24 @@ class Workspace:
         self.current = session.session_id
 
     def restored(self, replayed: _records.Replayed) -> None:
-        """What a restore rebuilt from the notebook's records joins what is here."""
-        self.sessions.update(replayed.sessions)
+        """What a restore rebuilt from the notebook's records joins what is here. A session
+        the default agent's store holds is taken from the store (the store wins); the
+        notebook's copy, if it differs, is kept aside. Nothing is written to the store."""
+        store = self.agent.store if self.agent is not None else None
+        for session_id, rebuilt in list(replayed.sessions.items()):
+            if store is None or not stored_at(store, session_id):
+                self.sessions[session_id] = rebuilt
+                continue
+            try:
+                stored = self.default_agent().load_session(session_id)
+            except Exception as exc:  # unreadable: the notebook's copy, in the kernel only
+                print(f"agent_nb: {exc}; the notebook's copy is restored", file=sys.stderr)
+                self.sessions[session_id] = rebuilt
+                continue
+            self.sessions[session_id] = stored
+            kept = kept_aside(stored, rebuilt, self.sessions.__contains__)
+            if kept is not None:
+                self.sessions[kept.session_id] = kept
         self.current = replayed.current or self.current
         self.cells.restored(replayed.made, replayed.retried)
         for kept_as, (waiting, history) in replayed.kept.items():  # they go as in the run

@@ -256,17 +256,18 @@ def _depth(value: Any, limit: int = MAX_PART_DEPTH) -> int:
     """How deeply `value` nests (a scalar is 0), counted without recursion, up to the first
     level past `limit`. (What nbformat refused, or read part by part, must not reach code
     that recurses, such as a panel's record being published again.)"""
-    deepest = 0
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict | list):
-            deepest = max(deepest, depth)
-            if deepest > limit:
-                return deepest
+    level = [value] if isinstance(value, dict | list) else []
+    depth = 0
+    while level:  # one level at a time: what a 10 MB notebook holds, each once, in C loops
+        depth += 1
+        if depth > limit:
+            return depth
+        below: list[Any] = []
+        for item in level:
             children = item.values() if isinstance(item, dict) else item
-            stack.extend((child, depth + 1) for child in children)
-    return deepest
+            below.extend([child for child in children if isinstance(child, dict | list)])
+        level = below
+    return depth
 
 
 def _indent(line: str) -> int:

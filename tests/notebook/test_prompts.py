@@ -104,3 +104,37 @@ def test_quoted_options_lose_their_quotes_and_an_open_quote_is_named(server):
             "%%chat --system Don't: No closing quotation; close the quote"
         )
         assert len(server.requests) == before
+
+
+def test_a_fill_never_follows_private_attributes_so_no_saved_file_holds_the_key(
+    server, tmp_path, monkeypatch
+):
+    """A shared notebook's `{agent.provider.__dict__}` would send the API key and save it:
+    private and dunder attributes are left as typed, and the saved .ipynb (and an export)
+    hold no key anywhere."""
+    key = "sk-private-4f1c9e7d2b"
+    monkeypatch.setenv("OPENAI_API_KEY", key)  # the kernel's environment: no cell holds it
+    export = tmp_path / "export.ipynb"
+    nb = run_notebook(
+        "%load_ext agent_nb",
+        "from agent_nb import Agent\n"
+        f"agent = Agent(provider='openai', model='m', base_url={server.url!r})",
+        "%agent agent",
+        "%%chat\nSee {agent.provider.__dict__} and {agent.provider._api_key}",
+        "%%chat\n{agent.__dict__} {agent.provider._http.headers} {__builtins__}",
+        "%%chat\n{agent.provider} {agent.model} {agent.provider.base_url}",
+        "%session history",
+        "%session show",
+        f"%session export {export}",
+    )
+    saved = tmp_path / "shared.ipynb"
+    nbformat.write(nb, saved)
+    assert key not in saved.read_text() and key not in export.read_text()
+    assert "{agent.provider.__dict__}" in sent_texts(server)[0]
+    assert "{agent.provider._api_key}" in sent_texts(server)[0]
+    assert "private attributes (_name)" in text_of(nb.cells[3])
+    assert "{agent.model}" not in sent_texts(server)[2]  # public ones are filled in
+
+
+def sent_texts(server) -> list[str]:
+    return [r["messages"][-1]["content"] for r in server.requests]

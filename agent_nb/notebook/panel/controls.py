@@ -27,7 +27,7 @@ from ...messages import Message
 from ...session import Session
 from ...stores.base import title
 from .. import _panel_records
-from ..workspace import free_name
+from ..workspace import free_name, stored_at
 from . import cards
 from .protocol import ToView
 
@@ -335,6 +335,7 @@ class Controls:
         """A new branch of the session (of its history before message `at`), saved to its
         store first."""
         base = self._panel.session
+        self._panel._own(base)
         twin = base.fork(self._free_name(_root_of(base.session_id)), at=at)
         if twin.store is not None:
             twin.save()  # StoreError: nothing has changed yet
@@ -345,7 +346,7 @@ class Controls:
         taken = set(self._panel._sessions) | {info.session_id for info in self._stored()}
         store = self._panel.session.store
         return free_name(
-            root, lambda name: name in taken or (store is not None and _stored_at(store, name))
+            root, lambda name: name in taken or (store is not None and stored_at(store, name))
         )
 
     def _drop(self, fork: Session) -> None:
@@ -360,10 +361,3 @@ class Controls:
         """Say inline why a control did nothing, with the panel showing the session as it is."""
         self._panel._resync()
         self._panel._end(error=f"<p>{render.escaped(text)}</p>")
-
-
-def _stored_at(store: Any, session_id: str) -> bool:
-    try:
-        return session_id in store
-    except Exception:
-        return False

@@ -68,8 +68,9 @@ class ChatPanel(anywidget.AnyWidget):
         opened = _panel_records.open_panel(session_or_agent, store)  # its cell's, if it ran
         session = opened.session
         super().__init__(session_id=session.session_id, _fallback_id=uuid.uuid4().hex)
-        self._store = store if store is not None else session.store
+        self._store = opened.store
         self._sessions: dict[str, Session] = opened.sessions
+        self._unowned = opened.unowned  # made by the notebook's log: no store until used
         self._log = opened.log  # what is done in the panel, kept in its output's metadata
         self._logged = False  # whether the running turn was asked for in the panel
         self._session = session
@@ -109,6 +110,7 @@ class ChatPanel(anywidget.AnyWidget):
 
     def _launch(self, turn: Any) -> Any:
         """Run the coroutine `turn` as the panel's task (or to its end with no loop)."""
+        self._own(self._session)
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -118,6 +120,10 @@ class ChatPanel(anywidget.AnyWidget):
         self._logged = _panel_records.from_the_front_end()
         self._task = loop.create_task(turn)
         return self._task
+
+    def _own(self, session: Session) -> None:
+        """The user acts in `session`: one the notebook's log made saves to the store now."""
+        _panel_records.own(session, self._store, self._unowned)
 
     def stop(self) -> None:
         """Stop the answer streaming now; the text read so far is kept in the session."""

@@ -67,15 +67,20 @@ class _UsageData(pydantic.BaseModel):
     cache_write_tokens: _Count = 0
 
 
-def _decimal(value: str | None) -> str | None:
+def _decimal(value: str | None, *, negative: bool = False) -> str | None:
     if value is not None:
         try:
             number = Decimal(value)
         except InvalidOperation:
             raise ValueError(f"a cost in dollars, as a decimal string, got {value!r}") from None
-        if not number.is_finite() or number < 0:
-            raise ValueError(f"a cost must be a finite number >= 0, got {value!r}")
+        if not number.is_finite() or (number < 0 and not negative):
+            limit = "a finite number" + ("" if negative else " >= 0")
+            raise ValueError(f"a cost must be {limit}, got {value!r}")
     return value
+
+
+def _signed(value: str | None) -> str | None:
+    return _decimal(value, negative=True)
 
 
 _Text = Annotated[pydantic.StrictStr, pydantic.Field(max_length=1000)]
@@ -96,6 +101,7 @@ class _SpendData(pydantic.BaseModel):
     matched: _Text = "none"
     prices: _Text | None = None
     message: _Text | None = None
+    saved: Annotated[pydantic.StrictStr | None, pydantic.AfterValidator(_signed)] = None
 
 
 def check_spend(data: Any, index: int) -> dict[str, Any]:

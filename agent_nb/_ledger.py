@@ -113,6 +113,10 @@ class Spend:
     prices: str | None
     #: The id of the assistant message it answered with (None: none was kept).
     message: str | None = None
+    #: What the prompt cache saved, in dollars: the price without it less `cost` (less than
+    #: 0 for a request that wrote to the cache and read nothing: the write premium); None:
+    #: no cache tokens, or no price.
+    saved: Decimal | None = None
 
     @property
     def estimated(self) -> bool:
@@ -133,6 +137,8 @@ class Spend:
         }
         if self.message is not None:
             data["message"] = self.message
+        if self.saved is not None:
+            data["saved"] = str(self.saved)
         return data
 
     def row(self) -> dict[str, Any]:
@@ -150,6 +156,7 @@ class Spend:
             "output_tokens": usage.output_tokens,
             "reasoning_tokens": usage.reasoning_tokens,
             "cost": None if self.cost is None else float(self.cost),
+            "saved": None if self.saved is None else float(self.saved),
             "estimated": self.estimated,
             "matched": self.matched,
             "prices": self.prices,
@@ -170,18 +177,21 @@ class Cost:
     #: Whether some of the usage priced was an estimate.
     estimated: bool = False
     currency: str = CURRENCY
+    #: What the prompt cache saved (see Spend.saved): the price without it less `amount`.
+    saved: Decimal = Decimal(0)
 
     @classmethod
     def of(cls, spends: Iterable[Spend]) -> Cost:
-        amount, requests, unpriced, estimated = Decimal(0), 0, 0, False
+        amount, saved, requests, unpriced, estimated = Decimal(0), Decimal(0), 0, 0, False
         for spend in spends:
             requests += 1
             if spend.cost is None:
                 unpriced += 1
             else:
                 amount += spend.cost
+                saved += spend.saved or 0
                 estimated = estimated or spend.estimated
-        return cls(amount, requests, unpriced, estimated)
+        return cls(amount, requests, unpriced, estimated, saved=saved)
 
     def __add__(self, other: Cost) -> Cost:
         if not isinstance(other, Cost):
@@ -191,6 +201,7 @@ class Cost:
             self.requests + other.requests,
             self.unpriced + other.unpriced,
             self.estimated or other.estimated,
+            saved=self.saved + other.saved,
         )
 
     def __sub__(self, other: Cost) -> Cost:
@@ -202,15 +213,17 @@ class Cost:
             self.requests - other.requests,
             self.unpriced - other.unpriced,
             self.estimated,
+            saved=self.saved - other.saved,
         )
 
     def __float__(self) -> float:
         return float(self.amount)
 
     @property
-    def known(self) -> bool:
-        """Whether every request counted had a price."""
-        return not self.unpriced
+    def worth_saying(self) -> bool:
+        """Whether there is something to show: money spent, or requests with no price (not
+        a local model's $0)."""
+        return bool(self.amount or self.unpriced)
 
     def __str__(self) -> str:
         if self.requests and self.unpriced == self.requests:
@@ -259,7 +272,7 @@ def dollars(amount: Decimal) -> str:
 
 def spend_of(data: Mapping[str, Any]) -> Spend:
     """A Spend from its `to_dict()` data (already checked against the format)."""
-    cost = data.get("cost")
+    cost, saved = data.get("cost"), data.get("saved")
     return Spend(
         at=data["at"],
         why=data["why"],
@@ -271,6 +284,7 @@ def spend_of(data: Mapping[str, Any]) -> Spend:
         matched=data.get("matched", "none"),
         prices=data.get("prices"),
         message=data.get("message"),
+        saved=None if saved is None else Decimal(saved),
     )
 
 
@@ -287,6 +301,6 @@ def table(spends: Iterable[Spend]) -> Any:
 #: The columns of `table()`, in order.
 COLUMNS = (
     *("at", "why", "provider", "model", "served", "input_tokens", "cached_tokens"),
-    *("cache_write_tokens", "output_tokens", "reasoning_tokens", "cost", "estimated"),
+    *("cache_write_tokens", "output_tokens", "reasoning_tokens", "cost", "saved", "estimated"),
     *("matched", "prices", "message"),
 )

@@ -8,10 +8,11 @@ from then on, and each spend names the data it was priced with.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -97,11 +98,17 @@ def priced(
     answered as `served`, with `usage`."""
     at = at or datetime.now(UTC)
     name = getattr(provider, "name", type(provider).__name__)
+    cost = saved = None
     try:
-        cost, matched, prices = _cost(provider, name, model, served, usage, at, price)
+        cost_of, matched, prices = _pricer(provider, name, model, served, at, price)
+        if cost_of is not None:
+            cost = cost_of(usage)
+            if usage.cached_tokens or usage.cache_write_tokens:  # the cache, against none
+                saved = cost_of(dataclasses.replace(usage, cached_tokens=0, cache_write_tokens=0))
+                saved -= cost
     except Exception as exc:  # a price table that fails never loses the spend
         _log.warning("agent_nb: could not price a request to %s: %r", model, exc)
-        cost, matched, prices = None, "none", None
+        cost, saved, matched, prices = None, None, "none", None
     return Spend(
         at=at.isoformat(timespec="milliseconds"),
         why=why,
@@ -113,20 +120,24 @@ def priced(
         matched=matched,
         prices=prices,
         message=message,
+        saved=saved or None,
     )
 
 
-def _cost(
+_Pricer = Callable[[Usage], Decimal]
+
+
+def _pricer(
     provider: Any,
     name: str,
     model: str,
     served: str | None,
-    usage: Usage,
     at: datetime,
     price: Price | None,
-) -> tuple[Decimal | None, str, str | None]:
+) -> tuple[_Pricer | None, str, str | None]:
+    """What prices a request's usage (None: nothing does), how it was found, and the data."""
     if price is not None:
-        return price.cost(usage), "given", "price="
+        return price.cost, "given", "price="
     snapshot, version = _snapshot()
     local = is_local(provider)
     names = [n for n in dict.fromkeys((served, model)) if n]
@@ -135,12 +146,14 @@ def _cost(
         found = _find(snapshot, ref, vendor, local)
         if found is not None:
             (their_provider, info), matched = found
-            calculation = info.calc_price(
-                _their_usage(usage), their_provider, genai_request_timestamp=at
-            )
-            return calculation.total_price, matched, version
+
+            def cost_of(usage: Usage, info: Any = info, their: Any = their_provider) -> Decimal:
+                their_usage = _their_usage(usage)
+                return info.calc_price(their_usage, their, genai_request_timestamp=at).total_price
+
+            return cost_of, matched, version
     if local:
-        return Decimal(0), "local", "local"
+        return (lambda usage: Decimal(0)), "local", "local"
     return None, "none", None
 
 
@@ -194,4 +207,5 @@ def _their_usage(usage: Usage) -> Any:
 def would_cost(provider: Any, model: str, usage: Usage, price: Price | None) -> Decimal | None:
     """What `usage` would cost on `model` (a budget's bound); None: no price is known."""
     name = getattr(provider, "name", type(provider).__name__)
-    return _cost(provider, name, model, None, usage, datetime.now(UTC), price)[0]
+    cost_of = _pricer(provider, name, model, None, datetime.now(UTC), price)[0]
+    return None if cost_of is None else cost_of(usage)

@@ -149,11 +149,11 @@ def footer(response: _Answer, seconds: float | None, spent: tuple[Any, Any] | No
     if usage.input_tokens or usage.output_tokens:
         about = "~" if usage.estimated else ""  # the server reported none: our estimate
         turn = f"{about}{usage.input_tokens:,} in · {about}{usage.output_tokens:,} out tokens"
-    if spent is not None and spent[0].requests:
+    if spent is not None and spent[0].worth_saying:
         turn += (", " if turn else "") + escaped(str(spent[0]))
     if turn:
         facts.append(f"this turn {turn}")
-    if spent is not None and spent[1].requests > spent[0].requests:
+    if spent is not None and spent[1].worth_saying and spent[1].requests > spent[0].requests:
         facts.append(f"session spent {escaped(str(spent[1]))}")
     if seconds is not None:
         facts.append(f"{seconds:.1f} s")

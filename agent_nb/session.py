@@ -232,6 +232,11 @@ class Session:
         (a fork counts from where it forked)."""
         return Cost.of(self._ledger)
 
+    @property
+    def ledger(self) -> tuple[Spend, ...]:
+        """Every request this session sent, in order (see `spend()` for them as rows)."""
+        return tuple(self._ledger)
+
     def spend(self) -> Any:
         """The ledger, a row per request sent: a pandas DataFrame when pandas is installed,
         else a list of dicts."""

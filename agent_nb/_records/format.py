@@ -18,15 +18,17 @@ from .read import KEY, Found
 #: that starts with message `replaces` (a cell run again), keeping what followed it as the
 #: session `kept_as`; `use` makes its session the current one; `delete` removes its session,
 #: `current` being the one current after it; an `undo` with `replaces` drops that turn (if it
-#: is there); `panel` holds a chat panel's `log` of records.
+#: is there); `panel` holds a chat panel's `log` of records; `spend` only adds to its
+#: session's ledger (a turn that failed). Any record may carry `spend`: entries of its
+#: session's ledger no earlier record carries (see Session.add_spend).
 OPS = (
     *("turn", "retry", "resume", "load", "clear", "undo", "system", "fork", "rerun", "use"),
-    *("delete", "panel"),
+    *("delete", "panel", "spend"),
 )
 #: What a panel's log holds: its turns (`resume`: the round its Approve / Deny let go on), its
 #: undos, and its switches (`load`: a session the panel opened or made, a branch with its
 #: messages; `use`: one it had).
-PANEL_OPS = ("turn", "resume", "undo", "load", "use")
+PANEL_OPS = ("turn", "resume", "undo", "load", "use", "spend")
 WITH_MESSAGES = ("turn", "retry", "resume", "load", "rerun")
 TURN_OPS = ("turn", "retry", "resume", "rerun")
 
@@ -47,6 +49,8 @@ class Rebuilt(Protocol):
     def undo(self) -> Any: ...
 
     def clear(self) -> None: ...
+
+    def add_spend(self, spends: Any) -> int: ...
 
 
 def record(
@@ -87,6 +91,7 @@ class Record(pydantic.BaseModel):
     drops: list[_SessionId] = []
     current: _SessionId | None = None
     log: list[Any] | None = None
+    spend: list[Any] | None = None
 
 
 class Skip(Exception):

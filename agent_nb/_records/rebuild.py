@@ -16,10 +16,12 @@ do not fit are skipped and told in one line, the rest restored.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 from .. import _turns
+from .._format import check_spend
+from ..errors import InvalidSessionData
 from ..messages import Message
 from .format import OPS, TURN_OPS, Rebuilt, Record, Skip, checked, panel_entries
 from .read import Found, paused_gc
@@ -61,7 +63,7 @@ class _History:
     """A session as replay rebuilds it: its history, where each message id first is in it,
     and the ids of the messages records put in it (a copy of a turn is replayed once)."""
 
-    __slots__ = ("messages", "seen", "session_id", "system", "where")
+    __slots__ = ("messages", "seen", "session_id", "spend", "system", "where")
 
     def __init__(self, session_id: str, system: str | None) -> None:
         self.session_id = session_id
@@ -69,6 +71,7 @@ class _History:
         self.messages: list[Message] = []
         self.where: dict[str, int] = {}
         self.seen: set[str] = set()
+        self.spend: list[dict[str, Any]] = []  # its ledger's entries, checked (a fork: none)
 
     def fork(self, session_id: str) -> _History:
         """A copy under another id: the same (immutable) messages, never copied."""
@@ -152,6 +155,9 @@ class Replayed:
     panels: list[Panel]
     retried: dict[str, str]  # cell id -> the first message of the turn its retry made
     skipped: int = 0  # records (and panel entries) not replayed, for a problem or a cap
+    #: The spend each record carried, by its cell id and by the first id of its turn: a
+    #: cell run again replaces its output, so its new record carries these again.
+    spend_of: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
 
 class _Replay:
@@ -175,8 +181,9 @@ class _Replay:
         self.kept: dict[str, tuple[set[str], list[str]]] = {}
         self.retried: dict[str, str] = {}
         self.replayed = 0  # records (and panel entries) taken on
-        self.placed = 0  # messages put into histories
+        self.placed = 0  # messages (and ledger entries) put into histories
         self.capped: dict[str, int] = {}  # records skipped past each cap
+        self.spend_of: dict[str, list[dict[str, Any]]] = {}
 
     def take(self, found: Found, entry: Record | None = None, *, in_panel: bool = False) -> None:
         """Replay one record (checked here unless `entry` is given): Skip says why not."""
@@ -221,7 +228,13 @@ class _Replay:
             self._forget_fork(entry)
         session = self._session(entry)
         messages = entry.messages or []
+        spend = self._spend(entry, found)
         self._change(session, entry, messages)
+        if spend:
+            session.spend += spend
+            for key in (found.cell_id, messages[0].id if messages else None):
+                if key is not None and not in_panel:
+                    self.spend_of.setdefault(key, []).extend(spend)
         for dropped in entry.drops:
             self.sessions.pop(dropped, None)
         session.seen.update(m.id for m in messages)
@@ -253,7 +266,23 @@ class _Replay:
             copied += len(self.sessions[entry.session_id].messages)
         if len(self.sessions) + new > self.limits.sessions:
             raise _Capped("sessions")
-        self._place(len(entry.messages or ()) + copied)
+        self._place(len(entry.messages or ()) + len(entry.spend or ()) + copied)
+
+    def _spend(self, entry: Record, found: Found) -> list[dict[str, Any]]:
+        """The ledger entries `entry` carries that can be read; a line for those that
+        cannot (the record itself is replayed)."""
+        good, bad = [], 0
+        for index, item in enumerate(entry.spend or ()):
+            try:
+                good.append(check_spend(item, index))
+            except InvalidSessionData:
+                bad += 1
+        if bad and self.report is not None:
+            self.report(
+                f"agent_nb: left out {bad} malformed spend entr{'y' if bad == 1 else 'ies'} of "
+                f"the record in {found.where} (its turn is restored)"
+            )
+        return good
 
     def _place(self, count: int) -> None:
         if self.placed + count > self.limits.messages:
@@ -299,6 +328,7 @@ class _Replay:
                 session.cut(start)
         elif entry.op == "system":
             session.system = entry.system
+        # "spend": only what it carries (taken by apply)
 
     def _turn(self, session: _History, entry: Record, messages: list[Message]) -> None:
         """A turn appended, or put in place of the one a retry, resume or rerun replaces."""
@@ -365,6 +395,8 @@ class _Replay:
         for session_id, history in self.sessions.items():
             session = self.make(self.agent, session_id, history.system)
             session.messages = history.messages
+            if history.spend:
+                session.add_spend(history.spend)
             made[session_id] = session
         return made
 
@@ -425,6 +457,7 @@ def replay(
         state.panels,
         state.retried,
         skipped + sum(state.capped.values()),
+        state.spend_of,
     )
 
 

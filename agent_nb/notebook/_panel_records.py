@@ -131,6 +131,11 @@ def resume(session: Session, messages: list[Message]) -> dict[str, Any]:
     return _records.record("resume", session, messages)[_records.KEY]
 
 
+def spend(session: Session, carried: list[dict[str, Any]]) -> dict[str, Any]:
+    """What a turn that kept nothing spent (its ledger entries, as `to_dict()` writes them)."""
+    return _records.record("spend", session, spend=carried)[_records.KEY]
+
+
 def undo(session: Session, removed: list[Message]) -> dict[str, Any]:
     return _records.record("undo", session, replaces=removed[0].id)[_records.KEY]
 

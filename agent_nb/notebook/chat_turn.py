@@ -18,7 +18,7 @@ from .. import _records, _turns
 from .. import _render as render
 from ..errors import AgentError, SessionBusyError, SessionChangedError, StoreError
 from ..events import Response
-from ..messages import Message
+from ..messages import Message, _count
 from ..session import Session
 from . import _display
 from ._errors import ChatError, Interrupted
@@ -232,7 +232,12 @@ def live(
         if prompt is None:  # a resume replaces the waiting round, once anything ran
             changed = session.messages[before - 1].id != waiting
             kept = session.messages[before - 1 :] if changed else []
-        record = _records.record(op, session, kept, **extra) if kept and not replace else None
+        if kept and not replace:
+            carried = _carried(workspace, session, extra, kept[0].id)
+            record = _records.record(op, session, kept, **extra, **carried)
+        else:  # nothing kept: what it spent still goes in the notebook
+            carried = _carried(workspace, session, {}, None)
+            record = _records.record("spend", session, **carried) if carried else None
         model = settings.get("model", session.agent.model)
         costs = (session.cost - spent, session.cost)
         _show_stopped(shown, kept, model, time.monotonic() - started, record, costs)
@@ -250,13 +255,20 @@ def live(
         response, unsaved = exc.response, exc
     except AgentError as exc:
         note = f": {earlier} is kept" if replace is not None else ""
+        _show_failed_spend(workspace, session, spent)
         raise ChatError(f"{exc} (session {session.session_id!r} is unchanged{note})") from None
     if replace is not None:
         replace(response)
     streamed = prompt is None or (stream and schema is None)  # else show it now, whole
     shown.finish(
         render.footer(response, time.monotonic() - started, (session.cost - spent, session.cost)),
-        _records.record(op, session, list(response.messages), **extra),
+        _records.record(
+            op,
+            session,
+            list(response.messages),
+            **extra,
+            **_carried(workspace, session, extra, response.messages[0].id),
+        ),
         shown=None if streamed else render.turn_html(response.messages),
         plain=None if streamed else response.text,
     )
@@ -329,7 +341,35 @@ def show_again(workspace: Workspace, session: Session, kept: list[Message], op: 
         workspace.shell,
         render.turn_html(kept),
         "\n".join(m.text for m in kept if m.role == "assistant"),
-        _records.record(op, session, kept),
+        _records.record(op, session, kept, **_carried(workspace, session, {}, kept[0].id)),
+    )
+
+
+def _carried(
+    workspace: Workspace, session: Session, extra: dict[str, Any], first_id: str | None
+) -> dict[str, Any]:
+    """The `spend` a record of the running cell carries (see _spend_records), as record()
+    takes it: the session's entries no record carries yet, and what the record it replaces
+    carried (this cell's earlier output, the turn a re-run makes again)."""
+    cell = workspace.cells.cell_id
+    carried = workspace.spend.carry(
+        session, (cell, extra.get("replaces"), first_id), (cell, first_id)
+    )
+    return {"spend": carried} if carried else {}
+
+
+def _show_failed_spend(workspace: Workspace, session: Session, before: Any) -> None:
+    """A turn that failed after requests it paid for: one line saying so, its record
+    carrying them (none for a turn refused before anything was sent)."""
+    failed = session.cost - before
+    if not failed.requests:
+        return
+    carried = _carried(workspace, session, {}, None)
+    _display.publish(
+        workspace.shell,
+        f"*this failed turn spent {failed} in {_count(failed.requests, 'request')} (in "
+        f"session `{session.session_id}`'s ledger: `%session cost`)*",
+        _records.record("spend", session, **carried),
     )
 
 

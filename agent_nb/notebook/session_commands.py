@@ -8,7 +8,7 @@ from typing import Any
 from .. import _export as export
 from .. import _records
 from .. import _render as render
-from .._ledger import Cost, spent_here
+from .._ledger import Cost, dollars, spent_here
 from ..errors import AgentError, InvalidSessionData, SessionNotFoundError
 from ..events import Response
 from ..messages import _count
@@ -77,7 +77,7 @@ class SessionCommands:
         for session_id, session in workspace.sessions.items():
             mark = "*" if session_id == workspace.current else " "
             cost = session.cost
-            spent = f", spent {cost}" if cost.requests else ""
+            spent = f", spent {cost}" if cost.worth_saying else ""
             print(f"{mark} {session_id}  ({len(session.messages)} messages{spent})")
 
     def do_use(self, rest: list[str]) -> None:
@@ -197,7 +197,8 @@ class SessionCommands:
             f"{usage.output_tokens:,} out\n"
             f"spent: {cost} in {_count(cost.requests, 'request')} (failed and undone turns "
             "included; session.spend() lists them)\n"
-            f"sessions in this notebook: {len(self._workspace.sessions)}"
+            + (f"the prompt cache saved: {dollars(cost.saved)}\n" if cost.saved > 0 else "")
+            + f"sessions in this notebook: {len(self._workspace.sessions)}"
         )
         for call in session.pending_approvals:
             print(f"waiting for approval: {call.id} ({call.name}): %session approve|deny {call.id}")

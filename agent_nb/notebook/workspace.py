@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from .. import _records
 from ..errors import AgentError
 from ._errors import ChatError
+from ._spend_records import SpendRecords
 from .cells import Cells
 
 if TYPE_CHECKING:
@@ -100,6 +101,8 @@ class Workspace:
         self.current: str | None = None
         self.cells = Cells(self._saved_sources)
         self.panels = panels if panels is not None else Panels()
+        #: Which spend the notebook's records carry (each record carries the rest).
+        self.spend = SpendRecords()
         self._offline: str | None = None  # the notice, until a turn uses the offline provider
 
     @classmethod
@@ -317,6 +320,7 @@ class Workspace:
             if kept is not None:
                 self.sessions[kept.session_id] = kept
         self.current = replayed.current or self.current
+        self.spend.restored(replayed.sessions.values(), replayed.spend_of)  # type: ignore[arg-type]
         self.cells.restored(replayed.made, replayed.retried)
         for kept_as, (waiting, history) in replayed.kept.items():  # they go as in the run
             self.cells.keep(kept_as, waiting, history)

@@ -332,6 +332,10 @@ def test_a_second_turn_reads_the_cache_at_the_cached_rate(server):
     uncached = their_price(model, Usage(2_057, 30), "anthropic")
     assert b.cost < uncached  # the reads at a tenth of the input price
     assert a.cost > their_price(model, Usage(2_010, 30), "anthropic")  # the write premium
+    assert b.saved == uncached - b.cost  # the ledger shows the saving
+    assert a.saved == their_price(model, Usage(2_010, 30), "anthropic") - a.cost < 0
+    assert session.cost.saved == a.saved + b.saved > 0
+    assert Session.from_dict(session.to_dict(), agent).ledger == session.ledger
 
 
 def test_prompt_cache_off_sends_no_breakpoints(server):
@@ -345,3 +349,46 @@ def test_prompt_cache_off_sends_no_breakpoints(server):
     )
     agent.session().run("hi")
     assert "cache_control" not in json.dumps(server.requests[0])
+
+
+# -- the notebook's records -----------------------------------------------------------------
+
+
+def test_a_records_malformed_spend_is_left_out_with_a_line_and_its_turn_restored():
+    from agent_nb import _records
+
+    agent = Agent(provider="test")
+    session = agent.session(session_id="main")
+    response = session.run("hi")
+    good = response.spent[0].to_dict()
+    entry = _records.record(
+        "turn", session, list(response.messages), spend=[good, {"cost": "lots"}, 7]
+    )[_records.KEY]
+    lines: list[str] = []
+    replayed = _records.replay([_records.Found("cell 1", entry)], agent, Session, lines.append)
+    rebuilt = replayed.sessions["main"]
+    assert [m.id for m in rebuilt.messages] == [m.id for m in session.messages]
+    assert rebuilt.ledger == session.ledger
+    assert lines == [
+        "agent_nb: left out 2 malformed spend entries of the record in cell 1 (its turn is "
+        "restored)"
+    ]
+
+
+def test_spend_entries_count_toward_a_restores_caps():
+    from agent_nb import _records
+
+    agent = Agent(provider="test")
+    session = agent.session(session_id="main")
+    response = session.run("hi")
+    flood = [response.spent[0].to_dict()] * 50
+    entry = _records.record("turn", session, list(response.messages), spend=flood)
+    lines: list[str] = []
+    replayed = _records.replay(
+        [_records.Found("cell 1", entry[_records.KEY])],
+        agent,
+        Session,
+        lines.append,
+        _records.Limits(messages=20),
+    )
+    assert replayed.sessions == {} and "skipped 1 record" in lines[-1]

@@ -10,6 +10,7 @@ import pytest
 from fake_openai import Reply
 from kernels import Kernel, LabClient, chat_kernel, run_notebook, text_of
 
+from agent_nb._format import FORMAT_VERSION
 from agent_nb._render import CLOSE, OPEN, html
 from agent_nb.notebook.live import PART_END
 
@@ -521,7 +522,11 @@ def test_an_interrupted_retry_keeps_the_last_turn(server):
         assert "messages: 2" in history and "The first answer" in history
         assert "word0" not in history
         shown = stopped.of_type("display_data") + stopped.of_type("update_display_data")
-        assert shown and not [m for m in shown if "agent_nb" in m["content"]["metadata"]]
+        records = [m["content"]["metadata"].get("agent_nb") for m in shown]
+        records = [r for r in records if r]
+        # no turn is recorded; what the stopped answer spent is (a `spend` record)
+        assert shown and [r["op"] for r in records] == ["spend"]
+        assert records[0]["spend"][0]["usage"]["estimated"] == 1
         assert stopped.error["ename"] == "Interrupted"
         assert "unchanged: its last turn is kept" in stopped.error["evalue"]
 
@@ -555,7 +560,7 @@ def crafted_notebook(path) -> None:
         alice,  # the cell copied, output and all
         turn_record("main", "I live in Lyon", "Noted"),
         "garbage",
-        turn_record("main", "x", "y", version=2),
+        turn_record("main", "x", "y", version=FORMAT_VERSION + 1),
         turn_record("main", "x", "y", marker="DEEP"),
         turn_record("main", "x", "y", marker="BROKEN"),
         {"version": 1, "op": "fork", "session_id": "side", "system": None, "fork_of": "main"},
@@ -598,7 +603,7 @@ def test_restore_skips_each_bad_record_with_a_line_and_restores_the_rest(tmp_pat
             6: "op 'frobnicate' is not one this agent_nb knows",
             7: "a turn already restored \\(a copied cell\\)",
             9: "the record is 'garbage', not an object",
-            10: "format version 2, newer than this agent_nb reads",
+            10: f"format version {FORMAT_VERSION + 1}, newer than this agent_nb reads",
             11: "the cell cannot be read: it is nested more than 200 levels deep",
             12: "the cell cannot be read: it is not valid JSON",
             15: "the record of a turn has no messages",

@@ -46,3 +46,51 @@ def test_footers_info_list_and_cost_show_what_was_spent(server):
     cost = text_of(nb.cells[7])
     assert "all sessions of this notebook: $0.03" in cost
     assert "this kernel since it started: $0.03" in cost
+
+
+def test_the_ledger_travels_with_the_notebook_failed_and_rerun_turns_included(
+    server, tmp_path, monkeypatch
+):
+    """Each record carries the spend no record carries yet (a failed turn's in a line of its
+    own); a cell run again carries its old record's too: a restart restores the ledger."""
+    import nbformat
+    from kernels import Kernel
+
+    server.script(
+        Reply(text="one", usage=USAGE),
+        Reply(text="cut short here and there", drop_after=3),  # failed after output: spent
+        Reply(text="two", usage=USAGE),
+        Reply(text="two again", usage=USAGE),  # the last cell run again
+    )
+    setup = (
+        "%load_ext agent_nb\n"
+        f"%agent provider=openai-compatible model=gpt-4o-mini base_url={server.url} max_retries=0"
+    )
+    nb = run_notebook(
+        setup,
+        "%%chat\nfirst",
+        "%%chat\nfails",
+        "%%chat\nsecond",
+        "%session cost",
+    )
+    shown = [o.data.get("text/plain", "") for o in nb.cells[2].outputs if "data" in o]
+    assert any("this failed turn spent ~$" in text for text in shown)
+    before = text_of(nb.cells[4])
+    assert "main: ~$0.03 in 3 requests" in before
+    path = tmp_path / "saved.ipynb"
+    nbformat.write(nb, str(path))
+    monkeypatch.setenv("JPY_SESSION_NAME", str(path))
+    with Kernel() as kernel:
+        kernel.execute(setup)
+        assert "main: ~$0.03 in 3 requests" in kernel.execute("%session cost").stdout
+        info = kernel.execute("%session info").stdout
+        assert "spent: ~$0.03 in 3 requests" in info
+        old = nb.cells[3].outputs[-1].metadata["agent_nb"]
+        again = kernel.execute("%%chat\nsecond").last_display["metadata"]["agent_nb"]
+        assert again["op"] == "rerun"
+        # the cell's new output replaces its old record: the new one carries its spend again
+        assert [e["message"] for e in again["spend"]] == [
+            *(e["message"] for e in old["spend"]),
+            again["messages"][1]["id"],
+        ]
+        assert "main: ~$0.05 in 4 requests" in kernel.execute("%session cost").stdout

@@ -70,7 +70,7 @@ def test_quickstart(provider, tmp_path):
     printed = stdout(nb.cells[7]).splitlines()
     assert printed[-1] == "True 2"
     listing = stdout(next(c for c in nb.cells if c.source == "%session list"))
-    assert "main  (6 messages)" in listing and "* experiment  (8 messages)" in listing
+    assert "main  (6 messages" in listing and "* experiment  (8 messages" in listing
     # the chat panel on `main`: the widget, and the conversation as its fallback transcript
     view, panel = next(c for c in nb.cells if c.source == "%session panel").outputs
     assert "application/vnd.jupyter.widget-view+json" in view["data"]

@@ -762,3 +762,25 @@ async def test_an_approved_round_is_in_the_panels_log_and_a_restore_rebuilds_it(
     rebuilt = replayed.sessions[panel.session.session_id].messages
     assert [m.to_dict() for m in rebuilt] == [m.to_dict() for m in panel.session.messages]
     assert not any(m.metadata.get("awaiting_approval") for m in rebuilt)
+
+
+async def test_what_panel_turns_spend_is_in_its_log_and_a_restore_rebuilds_the_ledger(server):
+    """A turn's entry carries its spend; a turn that failed after paid output (nothing
+    kept) logs a `spend` entry of its own: the notebook keeps the whole ledger."""
+    from agent_nb import _records
+    from agent_nb.session import Session
+
+    usage = {"prompt_tokens": 1_000, "completion_tokens": 10, "total_tokens": 1_010}
+    server.script(Reply(text="one", usage=usage), Reply(text="cut off in the middle", drop_after=3))
+    agent = Agent(provider="openai-compatible", model="gpt-4o-mini", base_url=server.url)
+    panel = ChatPanel(agent.session())
+    Recorder(panel)
+    await panel.send("first")
+    await panel.send("second")  # the stream breaks after some text: an error, nothing kept
+    assert [e["op"] for e in panel._log.entries] == ["turn", "spend"]
+    assert len(panel.session.messages) == 2 and panel.session.cost.requests == 2
+    entry = panel._log.metadata(panel.session)[_records.KEY]
+    replayed = _records.replay([_records.Found("cell 1", entry)], agent, Session, None)
+    rebuilt = replayed.sessions[panel.session.session_id]
+    assert rebuilt.ledger == panel.session.ledger
+    assert str(rebuilt.cost) == str(panel.session.cost) and rebuilt.cost.estimated

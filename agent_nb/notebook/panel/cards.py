@@ -128,11 +128,11 @@ def footer(
     about = "~" if estimated else ""
     facts = [f"<code>{render.escaped(str(last_model or model or '?'))}</code>"]
     if last:
-        priced = f", {about}{dollars(cost)}" if cost is not None else ""
+        priced = f", {about}{dollars(cost)}" if cost else ""
         facts.append(f"last turn {about}{last[0]:,} in · {about}{last[1]:,} out tokens{priced}")
     if context:
         facts.append(f"context now {about}{context:,} tokens")
-    if spent is not None and spent.requests:
+    if spent is not None and spent.worth_saying:
         facts.append(f"session spent {render.escaped(str(spent))}")
     if seconds is not None:
         facts.append(f"{seconds:.1f} s")

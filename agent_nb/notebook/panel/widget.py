@@ -274,6 +274,7 @@ class ChatPanel(anywidget.AnyWidget):
         place). After an error, Retry calls `again` (by default: send `prompt` again)."""
         session = target or self._session
         before = [m.id for m in session.messages]
+        spent_from = len(session.ledger)  # append-only: what the turn spends comes after
         started = time.monotonic()
         response, problem, failed = None, None, False
         self._started = True
@@ -296,7 +297,9 @@ class ChatPanel(anywidget.AnyWidget):
                     problem = finish(problem)
             finally:
                 self.busy = False
+        noted = len(self._log.entries)
         self._note_turn(session, prompt, before)
+        self._note_spend(session.ledger[spent_from:], noted)
         if response is not None and response.messages:
             self._controls.seconds[response.messages[-1].id] = time.monotonic() - started
         if failed and again is None and prompt:
@@ -340,6 +343,17 @@ class ChatPanel(anywidget.AnyWidget):
             self._note(_panel_records.resume(self._session, made))
         else:
             self._note(_panel_records.turn(self._session, made))
+
+    def _note_spend(self, spent: tuple[Any, ...], noted: int) -> None:
+        """Log what a turn asked for in the panel spent: with its turn's entry, or (a turn
+        that failed or was stopped before anything was kept) in an entry of its own."""
+        if not (self._logged and spent):
+            return
+        carried = [spend.to_dict() for spend in spent]
+        if len(self._log.entries) > noted:
+            self._log.entries[-1]["spend"] = carried
+        else:
+            self._note(_panel_records.spend(self._session, carried))
 
     # -- other turns on the session ----------------------------------------------------------
 

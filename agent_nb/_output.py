@@ -175,15 +175,19 @@ class OutputType:
         fenced = _FENCED.match(text)
         try:
             data = json.loads(fenced.group(1) if fenced else text)
+            data = self._unwrap(data, text)
+            return self._adapter.validate_python(data)
         except json.JSONDecodeError as exc:
             raise OutputValidationError(
                 f"the model's answer is not valid JSON ({exc.msg} at position {exc.pos}): "
                 f"{text[:200]!r}",
                 text=text,
             ) from None
-        data = self._unwrap(data, text)
-        try:
-            return self._adapter.validate_python(data)
+        except RecursionError:  # a stranger's answer must not take the stack
+            raise OutputValidationError(
+                f"the model's answer is JSON nested too deeply to read: {text[:200]!r}",
+                text=text,
+            ) from None
         except pydantic.ValidationError as exc:
             problems = "; ".join(
                 f"{'.'.join(str(p) for p in e['loc']) or 'answer'}: {e['msg']}"
@@ -203,7 +207,7 @@ class OutputType:
                 data = data["value"]
             data = _drop_nulls(data, self._inner_schema(), self._schema.get("$defs", {}))
             return self._adapter.validate_python(data, experimental_allow_partial=True)
-        except (ValueError, pydantic.ValidationError):
+        except (ValueError, RecursionError, pydantic.ValidationError):
             return None
 
     @staticmethod

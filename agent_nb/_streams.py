@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncGenerator, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -93,41 +94,73 @@ class AsyncStream:
 
 
 class _Partials:
-    """Structured output as it grows: each new value the JSON so far validates as."""
+    """Structured output as it grows: each new value the JSON so far validates as.
+
+    Past its first _SMALL characters (each delta shows), the JSON so far is parsed again
+    only once it has grown by a quarter since the last parse, or when `_pause` times that
+    parse's cost has passed: the work stays linear in the answer's length, however small
+    its deltas, and a slow answer still shows progress.
+    """
+
+    #: After a parse, a parse made only because time passed waits this many times its cost.
+    _pause = 4
 
     def __init__(self, output: OutputType) -> None:
         self._output = output
-        self._text = ""
+        self._pieces: list[str] = []  # the text of the answer so far, not yet joined
+        self._size = 0  # its length
+        self._parsed = 0  # its length at the last parse
+        self._due = 0.0  # when a parse is due, however little the text grew
         self._last: Any = None
 
     def add(self, event: Event) -> Any:
         """The new partial value `event` makes, or None if nothing new."""
         kind = type(event)
+        if kind is TextDelta:
+            self._pieces.append(event.text)
+            self._size += len(event.text)
+            size = self._size
+            if size > _SMALL and (size - self._parsed) * 4 < size and time.monotonic() < self._due:
+                return None
+            return self._parse()
         if kind is Done:
             final = event.response.output
             return None if final == self._last else final
-        if kind is not TextDelta:
-            if kind is ToolCall:  # the JSON comes after the tools
-                self._text = ""
-            return None
-        before = self._text
-        self._text += event.text
-        value = self._output.partial(self._text)
-        if value is None and before and _complete_json(before):  # a retry: a new answer
-            self._text = event.text
-            value = self._output.partial(self._text)
+        if kind is ToolCall:  # the JSON comes after the tools
+            self._pieces, self._size, self._parsed = [], 0, 0
+        return None
+
+    def _parse(self) -> Any:
+        started = time.monotonic()
+        text = "".join(self._pieces)
+        value = self._output.partial(text)
+        if (value is None or value == self._last) and (rest := _after_json(text)) is not None:
+            text = rest  # a whole answer, then more: a retry, a new answer
+            value = self._output.partial(text)
+        self._pieces, self._size, self._parsed = [text], len(text), len(text)
+        ended = time.monotonic()
+        self._due = ended + (ended - started) * self._pause
         if value is None or value == self._last:
             return None
         self._last = value
         return value
 
 
-def _complete_json(text: str) -> bool:
+#: An answer this long is parsed at every delta.
+_SMALL = 4096
+_DECODER = json.JSONDecoder()
+
+
+def _after_json(text: str) -> str | None:
+    """What follows a whole JSON value at the start of `text` (past whitespace), if
+    anything does: the start of another answer."""
+    start = len(text) - len(text.lstrip())
     try:
-        json.loads(text)
-    except ValueError:
-        return False
-    return True
+        end = _DECODER.raw_decode(text, start)[1]
+    except (ValueError, RecursionError):
+        return None
+    rest = text[end:]
+    return rest if rest.strip() else None
 
 
 class JsonStream:

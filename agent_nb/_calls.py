@@ -49,14 +49,14 @@ async def decided_calls(
         if call.id in state.done:
             continue
         tool = toolset.tools.get(call.name)
-        if tool is None or not tool.requires_approval:
-            runnable.append(call)
-            continue
         decision: tuple[bool, str | None] | None = None
         made = decisions.pop(call.id, None)
         if made is not None and made[2] == call:  # only for the very call it was made on
             state.decided[call.id] = made
             decision = made[0], made[1]
+        if (tool is None or not tool.requires_approval) and (decision is None or decision[0]):
+            runnable.append(call)  # a denial holds even for a tool no longer there
+            continue
         if decision is None and approve is not None:
             decision = await _ask(approve, call)
         if decision is None:

@@ -96,14 +96,14 @@ class AsyncStream:
 class _Partials:
     """Structured output as it grows: each new value the JSON so far validates as.
 
-    Past its first _SMALL characters (each delta shows), the JSON so far is parsed again
-    only once it has grown by a quarter since the last parse, or when `_pause` times that
-    parse's cost has passed: the work stays linear in the answer's length, however small
-    its deltas, and a slow answer still shows progress.
+    Past its first _SMALL characters (each delta shows), the JSON so far is parsed again at
+    the end of a piece that arrived (a batch of events) once it has grown by half since the
+    last parse, or `_pause` times that parse's cost has passed: the work stays linear in the
+    answer's length, however small its deltas, and a slow answer still shows progress.
     """
 
     #: After a parse, a parse made only because time passed waits this many times its cost.
-    _pause = 4
+    _pause = 8
 
     def __init__(self, output: OutputType) -> None:
         self._output = output
@@ -113,16 +113,16 @@ class _Partials:
         self._due = 0.0  # when a parse is due, however little the text grew
         self._last: Any = None
 
-    def add(self, event: Event) -> Any:
-        """The new partial value `event` makes, or None if nothing new."""
+    def add(self, event: Event, end: bool) -> Any:
+        """The new partial value `event` makes, or None if nothing new. `end`: the event is
+        the last of the piece that arrived."""
         kind = type(event)
         if kind is TextDelta:
             self._pieces.append(event.text)
             self._size += len(event.text)
-            size = self._size
-            if size > _SMALL and (size - self._parsed) * 4 < size and time.monotonic() < self._due:
-                return None
-            return self._parse()
+            if self._size <= _SMALL or (end and self._due_now()):
+                return self._parse()
+            return None
         if kind is Done:
             final = event.response.output
             return None if final == self._last else final
@@ -130,11 +130,27 @@ class _Partials:
             self._pieces, self._size, self._parsed = [], 0, 0
         return None
 
+    def add_texts(self, batch: list[Event], start: int) -> tuple[bool, Any]:
+        """Take the rest of a piece that arrived, `batch[start:]`, at once if it is all text
+        past the first _SMALL characters: (taken, the new partial value or None)."""
+        if self._size <= _SMALL:
+            return False, None
+        texts = [event.text for event in batch[start:] if type(event) is TextDelta]
+        if len(texts) != len(batch) - start:
+            return False, None
+        self._pieces += texts
+        self._size += sum(map(len, texts))
+        return True, (self._parse() if self._due_now() else None)
+
+    def _due_now(self) -> bool:
+        size = self._size
+        return (size - self._parsed) * 2 >= size or time.monotonic() >= self._due
+
     def _parse(self) -> Any:
         started = time.monotonic()
         text = "".join(self._pieces)
         value = self._output.partial(text)
-        if (value is None or value == self._last) and (rest := _after_json(text)) is not None:
+        if value is None and (rest := _after_json(text)) is not None:
             text = rest  # a whole answer, then more: a retry, a new answer
             value = self._output.partial(text)
         self._pieces, self._size, self._parsed = [text], len(text), len(text)
@@ -147,7 +163,7 @@ class _Partials:
 
 
 #: An answer this long is parsed at every delta.
-_SMALL = 4096
+_SMALL = 1024
 _DECODER = json.JSONDecoder()
 
 
@@ -178,8 +194,17 @@ class JsonStream:
         return self
 
     def __next__(self) -> Any:
+        stream, channel, partials = self._stream, self._stream._channel, self._partials
         while True:
-            value = self._partials.add(next(self._stream))
+            batch, pos = channel.batch, channel.pos
+            if pos < len(batch):
+                taken, value = partials.add_texts(batch, pos)
+                if taken:
+                    channel.pos = len(batch)  # each one taken, as next() takes them
+                    if value is not None:
+                        return value
+                    continue
+            value = partials.add(next(stream), channel.pos == len(channel.batch))
             if value is not None:
                 return value
 
@@ -209,8 +234,18 @@ class AsyncJsonStream:
         return self
 
     async def __anext__(self) -> Any:
+        stream, reader, partials = self._stream, self._stream._reader, self._partials
         while True:
-            value = self._partials.add(await self._stream.__anext__())
+            batch, pos = reader.batch, reader.pos
+            if pos < len(batch):
+                taken, value = partials.add_texts(batch, pos)
+                if taken:
+                    reader.pos = len(batch)  # each one taken, as __anext__ takes them
+                    if value is not None:
+                        return value
+                    continue
+            event = await stream.__anext__()
+            value = partials.add(event, reader.pos == len(reader.batch))
             if value is not None:
                 return value
 

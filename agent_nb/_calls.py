@@ -53,14 +53,15 @@ async def decided_calls(
         tool = toolset.tools.get(call.name)
         if tool is None:
             _check_source(call, state)
-        if tool is None or not tool.requires_approval or call.name in allowed:
-            runnable.append(call)
-            continue
         decision: tuple[bool, str | None] | None = None
         made = decisions.pop(call.id, None)
         if made is not None and made[2] == call:  # only for the very call it was made on
             state.decided[call.id] = made
             decision = made[0], made[1]
+        free = tool is None or not tool.requires_approval or call.name in allowed
+        if free and (decision is None or decision[0]):
+            runnable.append(call)  # a denial holds even for a tool no longer there
+            continue
         if decision is None and approve is not None:
             decision = await _ask(approve, call)
         if decision is None:

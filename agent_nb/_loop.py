@@ -6,6 +6,7 @@ stopped midway keeps what its reader saw (see `TurnState.interrupted`).
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
 from contextlib import aclosing
@@ -16,8 +17,9 @@ from ._calls import decided_calls
 from ._images import image_parts
 from ._ledger import budget
 from ._output import OutputPlan
-from ._turn import Host, Settings, TurnState
+from ._turn import Host, Settings, TurnState, check_deadline, check_option_names, own_options
 from .errors import (
+    APITimeoutError,
     ApprovalPendingError,
     ImageError,
     ProviderError,
@@ -66,12 +68,14 @@ def settings_for(
 
     `given` may hold `tools` (this call's tools instead of the session's), `approve` (the
     approval callback), `images` (sent with the prompt, see _images.image_parts), `model`,
-    `output_mode`, `output_retries`, `repeat_tool_choice`, `max_cost` (this call's budget)
-    and `prompt_cache`; the rest goes to the provider.
+    `output_mode`, `output_retries`, `repeat_tool_choice`, `max_cost` (this call's budget),
+    `prompt_cache` and `deadline`; the rest goes to the provider, unless its name looks like a
+    typo of one of these (ConfigurationError).
     """
     if prompt is not None and not isinstance(prompt, str):
         raise TypeError(f"the prompt must be a str, got {type(prompt).__name__}")
     agent = session.agent
+    check_option_names(given, own_options(type(agent)), "this call")
     given = dict(given)
     images = image_parts(given.pop("images", None))
     if images and prompt is None:
@@ -89,6 +93,7 @@ def settings_for(
     retries = request.pop("output_retries", 1)
     if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
         raise TypeError(f"output_retries must be an int >= 0, got {retries!r}")
+    deadline = check_deadline(request.pop("deadline")) if "deadline" in request else agent.deadline
     return Settings(
         model=model,
         toolset=session._toolset if tools is None else _call_tools(tools),
@@ -101,6 +106,7 @@ def settings_for(
         repeat_tool_choice=repeat,
         max_cost=max_cost,
         prompt_cache=prompt_cache,
+        deadline=deadline,
     )
 
 
@@ -127,6 +133,7 @@ async def turn(
     if checked.toolset.sources:  # MCP servers: their tools, listed (started) for this turn
         checked = dataclasses.replace(checked, toolset=await checked.toolset.resolved())
     state = _begin(session, prompt, checked)
+    within = _clock(checked.deadline, session.agent.provider.name)
     caught_up = None
     if reader is not None:
         reader.turn = state
@@ -137,11 +144,11 @@ async def turn(
         if prompt is None:  # finish the round that waited
             state.resume_round()
             async with aclosing(_tool_round(state, checked, caught_up)) as round_:
-                async for events in round_:  # closed with the turn: finished calls are kept
+                async for events in within(round_):  # closed with the turn: calls are kept
                     yield events
         while not state.awaiting:
             async with aclosing(_model_round(state, checked, stream)) as answer:
-                async for events in answer:
+                async for events in within(answer):
                     yield events
             if caught_up is not None:
                 await caught_up()
@@ -154,7 +161,7 @@ async def turn(
             if caught_up is not None:
                 await caught_up()
             async with aclosing(_tool_round(state, checked, caught_up)) as round_:
-                async for events in round_:
+                async for events in within(round_):
                     yield events
         response = await _finish(state, checked)
     except Exception:
@@ -168,6 +175,37 @@ async def turn(
     finally:
         state.end(reader.unseen if reader is not None else None, stopped=stopped)
     yield [Done(response)]
+
+
+def _clock(
+    deadline: float | None, provider: str
+) -> Callable[[AsyncIterator[list[Event]]], AsyncIterator[list[Event]]]:
+    """What a turn's rounds are read through: as they are, or, with a `deadline`, each
+    wait for their next events cut off at the turn's end time (APITimeoutError)."""
+    if deadline is None:
+        return lambda source: source
+    ends = asyncio.get_running_loop().time() + deadline
+
+    async def within(source: AsyncIterator[list[Event]]) -> AsyncIterator[list[Event]]:
+        while True:
+            timer = asyncio.timeout_at(ends)
+            try:
+                async with timer:
+                    events = await anext(source)
+            except StopAsyncIteration:
+                return
+            except TimeoutError:
+                if not timer.expired():
+                    raise
+                raise APITimeoutError(
+                    f"the turn passed its deadline of {deadline:g} s; nothing of it was "
+                    "saved. Allow more with deadline=... (on Agent or on the call), or None "
+                    "for no limit",
+                    provider=provider,
+                ) from None
+            yield events
+
+    return within
 
 
 def _begin(session: Host, prompt: str | None, settings: Settings) -> TurnState:

@@ -159,6 +159,9 @@ class OutputType:
             if defs:
                 json_schema["$defs"] = defs
         self._schema = json_schema  # as pydantic wrote it: what "optional" means
+        #: Whether a null may need dropping (an optional field that takes no null): if not,
+        #: a long answer is not walked in Python at every partial parse.
+        self._drops = _optional_not_null(json_schema, json_schema.get("$defs", {}), set())
         strict = _expressible(json_schema)
         self.request = OutputSchema(
             name=self.name,
@@ -175,15 +178,19 @@ class OutputType:
         fenced = _FENCED.match(text)
         try:
             data = json.loads(fenced.group(1) if fenced else text)
+            data = self._unwrap(data, text)
+            return self._adapter.validate_python(data)
         except json.JSONDecodeError as exc:
             raise OutputValidationError(
                 f"the model's answer is not valid JSON ({exc.msg} at position {exc.pos}): "
                 f"{text[:200]!r}",
                 text=text,
             ) from None
-        data = self._unwrap(data, text)
-        try:
-            return self._adapter.validate_python(data)
+        except RecursionError:  # a stranger's answer must not take the stack
+            raise OutputValidationError(
+                f"the model's answer is JSON nested too deeply to read: {text[:200]!r}",
+                text=text,
+            ) from None
         except pydantic.ValidationError as exc:
             problems = "; ".join(
                 f"{'.'.join(str(p) for p in e['loc']) or 'answer'}: {e['msg']}"
@@ -201,9 +208,10 @@ class OutputType:
                 if not isinstance(data, dict) or "value" not in data:
                     return None
                 data = data["value"]
-            data = _drop_nulls(data, self._inner_schema(), self._schema.get("$defs", {}))
+            if self._drops:
+                data = _drop_nulls(data, self._inner_schema(), self._schema.get("$defs", {}))
             return self._adapter.validate_python(data, experimental_allow_partial=True)
-        except (ValueError, pydantic.ValidationError):
+        except (ValueError, RecursionError, pydantic.ValidationError):
             return None
 
     @staticmethod
@@ -221,6 +229,8 @@ class OutputType:
                     f"the model's answer lacks the 'value' field: {text[:200]!r}", text=text
                 )
             data = data["value"]
+        if not self._drops:
+            return data
         return _drop_nulls(data, self._inner_schema(), self._schema.get("$defs", {}))
 
     def _inner_schema(self) -> dict[str, Any]:
@@ -299,6 +309,35 @@ def _allows_null(schema: dict[str, Any]) -> bool:
         return True
     return any(
         _allows_null(branch) for branch in schema.get("anyOf", ()) if isinstance(branch, dict)
+    )
+
+
+def _optional_not_null(schema: Any, defs: dict[str, Any], seen: set[str]) -> bool:
+    """Whether `schema` has, anywhere, an optional property that takes no null: one whose
+    null `_drop_nulls` would drop."""
+    if isinstance(schema, list):
+        return any(_optional_not_null(item, defs, seen) for item in schema)
+    if not isinstance(schema, dict):
+        return False
+    ref = schema.get("$ref")
+    if isinstance(ref, str):
+        name = ref.rsplit("/", 1)[-1]
+        if name in seen:
+            return False
+        seen.add(name)
+        return _optional_not_null(defs.get(name, {}), defs, seen)
+    properties = schema.get("properties")
+    if isinstance(properties, dict):
+        required = set(schema.get("required", ()))
+        for key, value in properties.items():
+            if key not in required and not _allows_null(_resolve(value, defs)):
+                return True
+            if _optional_not_null(value, defs, seen):
+                return True
+    return any(
+        _optional_not_null(value, defs, seen)
+        for key, value in schema.items()
+        if key in ("items", "anyOf", "oneOf", "allOf", "additionalProperties", "prefixItems")
     )
 
 

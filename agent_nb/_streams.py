@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncGenerator, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -93,41 +94,89 @@ class AsyncStream:
 
 
 class _Partials:
-    """Structured output as it grows: each new value the JSON so far validates as."""
+    """Structured output as it grows: each new value the JSON so far validates as.
+
+    Past its first _SMALL characters (each delta shows), the JSON so far is parsed again at
+    the end of a piece that arrived (a batch of events) once it has grown by half since the
+    last parse, or `_pause` times that parse's cost has passed: the work stays linear in the
+    answer's length, however small its deltas, and a slow answer still shows progress.
+    """
+
+    #: After a parse, a parse made only because time passed waits this many times its cost.
+    _pause = 8
 
     def __init__(self, output: OutputType) -> None:
         self._output = output
-        self._text = ""
+        self._pieces: list[str] = []  # the text of the answer so far, not yet joined
+        self._size = 0  # its length
+        self._parsed = 0  # its length at the last parse
+        self._due = 0.0  # when a parse is due, however little the text grew
         self._last: Any = None
 
-    def add(self, event: Event) -> Any:
-        """The new partial value `event` makes, or None if nothing new."""
+    def add(self, event: Event, end: bool) -> Any:
+        """The new partial value `event` makes, or None if nothing new. `end`: the event is
+        the last of the piece that arrived."""
         kind = type(event)
+        if kind is TextDelta:
+            self._pieces.append(event.text)
+            self._size += len(event.text)
+            if self._size <= _SMALL or (end and self._due_now()):
+                return self._parse()
+            return None
         if kind is Done:
             final = event.response.output
             return None if final == self._last else final
-        if kind is not TextDelta:
-            if kind is ToolCall:  # the JSON comes after the tools
-                self._text = ""
-            return None
-        before = self._text
-        self._text += event.text
-        value = self._output.partial(self._text)
-        if value is None and before and _complete_json(before):  # a retry: a new answer
-            self._text = event.text
-            value = self._output.partial(self._text)
+        if kind is ToolCall:  # the JSON comes after the tools
+            self._pieces, self._size, self._parsed = [], 0, 0
+        return None
+
+    def add_texts(self, batch: list[Event], start: int) -> tuple[bool, Any]:
+        """Take the rest of a piece that arrived, `batch[start:]`, at once if it is all text
+        past the first _SMALL characters: (taken, the new partial value or None)."""
+        if self._size <= _SMALL:
+            return False, None
+        texts = [event.text for event in batch[start:] if type(event) is TextDelta]
+        if len(texts) != len(batch) - start:
+            return False, None
+        self._pieces += texts
+        self._size += sum(map(len, texts))
+        return True, (self._parse() if self._due_now() else None)
+
+    def _due_now(self) -> bool:
+        size = self._size
+        return (size - self._parsed) * 2 >= size or time.monotonic() >= self._due
+
+    def _parse(self) -> Any:
+        started = time.monotonic()
+        text = "".join(self._pieces)
+        value = self._output.partial(text)
+        if value is None and (rest := _after_json(text)) is not None:
+            text = rest  # a whole answer, then more: a retry, a new answer
+            value = self._output.partial(text)
+        self._pieces, self._size, self._parsed = [text], len(text), len(text)
+        ended = time.monotonic()
+        self._due = ended + (ended - started) * self._pause
         if value is None or value == self._last:
             return None
         self._last = value
         return value
 
 
-def _complete_json(text: str) -> bool:
+#: An answer this long is parsed at every delta.
+_SMALL = 1024
+_DECODER = json.JSONDecoder()
+
+
+def _after_json(text: str) -> str | None:
+    """What follows a whole JSON value at the start of `text` (past whitespace), if
+    anything does: the start of another answer."""
+    start = len(text) - len(text.lstrip())
     try:
-        json.loads(text)
-    except ValueError:
-        return False
-    return True
+        end = _DECODER.raw_decode(text, start)[1]
+    except (ValueError, RecursionError):
+        return None
+    rest = text[end:]
+    return rest if rest.strip() else None
 
 
 class JsonStream:
@@ -145,8 +194,17 @@ class JsonStream:
         return self
 
     def __next__(self) -> Any:
+        stream, channel, partials = self._stream, self._stream._channel, self._partials
         while True:
-            value = self._partials.add(next(self._stream))
+            batch, pos = channel.batch, channel.pos
+            if pos < len(batch):
+                taken, value = partials.add_texts(batch, pos)
+                if taken:
+                    channel.pos = len(batch)  # each one taken, as next() takes them
+                    if value is not None:
+                        return value
+                    continue
+            value = partials.add(next(stream), channel.pos == len(channel.batch))
             if value is not None:
                 return value
 
@@ -176,8 +234,18 @@ class AsyncJsonStream:
         return self
 
     async def __anext__(self) -> Any:
+        stream, reader, partials = self._stream, self._stream._reader, self._partials
         while True:
-            value = self._partials.add(await self._stream.__anext__())
+            batch, pos = reader.batch, reader.pos
+            if pos < len(batch):
+                taken, value = partials.add_texts(batch, pos)
+                if taken:
+                    reader.pos = len(batch)  # each one taken, as __anext__ takes them
+                    if value is not None:
+                        return value
+                    continue
+            event = await stream.__anext__()
+            value = partials.add(event, reader.pos == len(reader.batch))
             if value is not None:
                 return value
 

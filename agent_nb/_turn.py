@@ -4,12 +4,16 @@ messages it keeps aside until it completes (or what a stopped turn keeps)."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+import difflib
+import inspect
+import math
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from . import _ledger
 from ._output import OutputPlan
 from .errors import (
+    ConfigurationError,
     OutputValidationError,
     ToolError,
 )
@@ -62,6 +66,7 @@ class AgentConfig(Protocol):
     system: str | None
     defaults: dict[str, Any]
     approve: Callable[..., Any] | None
+    deadline: float | None
     max_tool_rounds: int
     max_concurrency: int
     price: Price | None
@@ -111,18 +116,22 @@ class Host(Protocol):
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    """A turn's settings, checked once before anything is sent."""
+    """A turn's settings, checked once before anything is sent.
+
+    Each field is the option of the same name a call takes (`run(prompt, model=...)`), or the
+    one its metadata names ("option": None for none): `own_options` reads them from here.
+    """
 
     model: str
-    toolset: Toolset
+    toolset: Toolset = dataclasses.field(metadata={"option": "tools"})
     #: Asked before a requires_approval tool runs (None: such calls wait for a decision).
     approve: Callable[..., Any] | None
     #: What the provider is sent as settings (temperature, max_tokens, tool_choice, ...).
-    request: dict[str, Any]
+    request: dict[str, Any] = dataclasses.field(metadata={"option": None})
     images: tuple[ImagePart, ...] = ()
-    output: OutputType | None = None
+    output: OutputType | None = dataclasses.field(default=None, metadata={"option": None})
     #: How structured output is asked for (None: plain text).
-    plan: OutputPlan | None = None
+    plan: OutputPlan | None = dataclasses.field(default=None, metadata={"option": "output_mode"})
     output_retries: int = 1
     #: A tool_choice that forces a call holds for the first round only, unless this is set.
     repeat_tool_choice: bool = False
@@ -130,6 +139,63 @@ class Settings:
     max_cost: Decimal | None = None
     #: Whether requests mark what the provider may cache.
     prompt_cache: bool = True
+    #: The most seconds the whole turn may take (None: no limit).
+    deadline: float | None = None
+
+
+#: Settings servers take whose names are near one of agent_nb's own: never taken for a typo
+#: (OpenRouter's `models`, the models to fall back to).
+_SERVER_SETTINGS = frozenset({"models"})
+
+
+def own_options(agent_type: type) -> frozenset[str]:
+    """The names of agent_nb's own options: a call's (the fields of Settings) and those of
+    `agent_type`'s constructor (Agent's); any other setting is sent to the server."""
+    found = _OWN.get(agent_type)
+    if found is None:
+        names = {f.metadata.get("option", f.name) for f in dataclasses.fields(Settings)}
+        try:
+            parameters = inspect.signature(agent_type.__init__).parameters.values()
+        except (TypeError, ValueError):  # pragma: no cover - a constructor without one
+            parameters = []
+        names |= {p.name for p in parameters if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+        found = _OWN[agent_type] = frozenset(names - {None, "self"})
+    return found
+
+
+_OWN: dict[type, frozenset[str]] = {}
+
+
+def check_option_names(names: Iterable[str], own: frozenset[str], where: str) -> None:
+    """ConfigurationError, before anything is sent, for a setting whose name is a letter or
+    two from one of agent_nb's own options: a typo the server would ignore in silence."""
+    for name in names:
+        if name in own or name in _SERVER_SETTINGS:
+            continue
+        close = difflib.get_close_matches(name, own, n=1, cutoff=0.8)
+        if close:
+            raise ConfigurationError(
+                f"{where} got {name}=..., which is not an option of agent_nb; did you mean "
+                f"{close[0]}=...? (A setting agent_nb does not know is sent to the server as "
+                "it is; this one is refused because it looks like a typo, and nothing was sent)"
+            )
+
+
+def check_deadline(deadline: Any) -> float | None:
+    """`deadline=`: None, or a number of seconds > 0."""
+    if deadline is None:
+        return None
+    if (
+        isinstance(deadline, bool)
+        or not isinstance(deadline, int | float)
+        or not math.isfinite(deadline)
+        or deadline <= 0
+    ):
+        raise ConfigurationError(
+            f"deadline= takes the most seconds a whole turn may take (a number > 0), or None "
+            f"for no limit; got {deadline!r}"
+        )
+    return float(deadline)
 
 
 class TurnState:

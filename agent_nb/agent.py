@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import _prices, providers
 from ._ledger import Price, budget
+from ._turn import check_deadline, check_option_names, own_options
 from .errors import ConfigurationError, SessionNotFoundError
 from .messages import Message
 from .providers.base import Provider
@@ -25,7 +26,8 @@ class Agent:
     """What to talk to and how: `Agent(provider="openai", model="gpt-4o", tools=[...])`.
 
     Extra keyword arguments (temperature, max_tokens, ...) are default settings for every
-    request; a call's own settings override them.
+    request; a call's own settings override them. A name a letter or two from one of
+    agent_nb's own options (`toolz`) is refused as a typo.
     """
 
     def __init__(
@@ -39,6 +41,8 @@ class Agent:
         *,
         timeout: float | httpx.Timeout | None = None,
         max_retries: int | None = None,
+        max_answer_size: int | None = None,
+        deadline: float | None = None,
         max_tool_rounds: int = 10,
         max_concurrency: int = 8,
         approve: Callable[[Any], Any] | None = None,
@@ -48,15 +52,20 @@ class Agent:
         prompt_cache: bool = True,
         **defaults: Any,
     ) -> None:
+        check_option_names(defaults, own_options(type(self)), "Agent()")
         options: dict[str, Any] = {}
         if timeout is not None:
             options["timeout"] = timeout
         if max_retries is not None:
             options["max_retries"] = max_retries
+        if max_answer_size is not None:
+            options["max_answer_size"] = max_answer_size
         self.provider, self.model = providers.resolve(
             provider, model, api_key=api_key, base_url=base_url, **options
         )
         self.system = system
+        #: The most seconds a whole turn may take (every round, tools included); None: no limit.
+        self.deadline = check_deadline(deadline)
         self.max_tool_rounds = max_tool_rounds
         #: The store sessions of this agent save themselves to, unless given another.
         self.store = _check_store(store)

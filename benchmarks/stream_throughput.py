@@ -3,7 +3,7 @@
 The loopback server (its own process) sends an OpenAI-style stream of CHUNKS text deltas.
 Each candidate reads it all and joins the text; runs are interleaved, and each ratio is the
 median of the per-round ratios.
-Target: agent_nb's `stream()` within 1.3x of the bare httpx + httpx-sse loop, and faster
+Target: agent_nb's `stream()` within 1.1x of the bare httpx + httpx-sse loop, and faster
 than the official openai SDK.
 
     .venv/bin/python benchmarks/stream_throughput.py [--chunks 20000] [--runs 15]
@@ -124,7 +124,7 @@ def main() -> None:
         ratio = _paired(values, bare)
         print(f"{name:<26}{median:>10.3f}{args.chunks / median:>12,.0f}{ratio:>8.2f}x")
     print(
-        f"agent_nb / bare = {_paired(ours, bare):.2f} (target <= 1.3); "
+        f"agent_nb / bare = {_paired(ours, bare):.2f} (target <= 1.1); "
         f"agent_nb / SDK = {_paired(ours, sdk):.2f} (target < 1)"
     )
 

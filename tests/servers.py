@@ -308,25 +308,23 @@ class FaultyProxy:
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
+        _accepting(self._listener, self._connect)
+
+    def _connect(self, client: socket.socket) -> None:
         import threading
 
-        while True:
+        upstream = None
+        if not self.hung:
             try:
-                client, _ = self._listener.accept()
+                upstream = socket.create_connection(("127.0.0.1", self.target_port))
             except OSError:
+                client.close()
                 return
-            upstream = None
-            if not self.hung:
-                try:
-                    upstream = socket.create_connection(("127.0.0.1", self.target_port))
-                except OSError:
-                    client.close()
-                    continue
-            with self._lock:
-                self._open += [client] + ([upstream] if upstream else [])
-            threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
-            if upstream is not None:
-                threading.Thread(target=self._pump, args=(upstream, client), daemon=True).start()
+        with self._lock:
+            self._open += [client] + ([upstream] if upstream else [])
+        threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
+        if upstream is not None:
+            threading.Thread(target=self._pump, args=(upstream, client), daemon=True).start()
 
     def _pump(self, source: socket.socket, sink: socket.socket | None) -> None:
         try:
@@ -351,14 +349,100 @@ class FaultyProxy:
         self.hung = False
 
     def stop(self) -> None:
-        with contextlib.suppress(OSError):  # wakes the thread waiting in accept()
-            self._listener.shutdown(socket.SHUT_RDWR)
-        self._listener.close()
+        _stop_listening(self._listener)
         self.hung = False
         self.cut()
+
+
+def _accepting(listener: socket.socket, connected: Any) -> None:
+    """Hand each connection `listener` accepts to `connected`, until it is closed."""
+    while True:
+        try:
+            client, _ = listener.accept()
+        except OSError:
+            return
+        connected(client)
+
+
+def _stop_listening(listener: socket.socket) -> None:
+    with contextlib.suppress(OSError):  # wakes the thread waiting in accept()
+        listener.shutdown(socket.SHUT_RDWR)
+    listener.close()
 
 
 def _close(end: socket.socket) -> None:
     with contextlib.suppress(OSError):
         end.shutdown(socket.SHUT_RDWR)
     end.close()
+
+
+class EndlessServer:
+    """An HTTP server on 127.0.0.1 whose every answer is `head` then `piece` again and again,
+    until the client hangs up (or `total` bytes of pieces are sent): a server that never
+    stops talking. `sent` counts the bytes of pieces the client's socket took."""
+
+    def __init__(
+        self, head: bytes, piece: bytes, *, total: int | None = None, pause: float = 0.0
+    ) -> None:
+        import threading
+
+        self.head, self.piece, self.total, self.pause = head, piece, total, pause
+        self.sent = 0
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import threading
+
+        _accepting(
+            self._listener,
+            lambda client: threading.Thread(
+                target=self._serve, args=(client,), daemon=True
+            ).start(),
+        )
+
+    def _serve(self, client: socket.socket) -> None:
+        try:
+            _read_request(client)
+            client.sendall(self.head)
+            while self.total is None or self.sent < self.total:
+                client.sendall(self.piece)
+                self.sent += len(self.piece)
+                if self.pause:
+                    time.sleep(self.pause)
+        except OSError:
+            pass
+        finally:
+            _close(client)
+
+    def stop(self) -> None:
+        _stop_listening(self._listener)
+
+    def __enter__(self) -> EndlessServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _read_request(client: socket.socket) -> None:
+    """Read one HTTP request (headers, then a body of its content-length)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        more = client.recv(65536)
+        if not more:
+            raise OSError("closed before the request ended")
+        data += more
+    head, body = data.split(b"\r\n\r\n", 1)
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value.strip())
+    while len(body) < length:
+        more = client.recv(65536)
+        if not more:
+            raise OSError("closed before the request ended")
+        body += more

@@ -32,6 +32,16 @@ redact_http_logs()
 _SHAPE_ERRORS = (AttributeError, TypeError, ValueError, KeyError, IndexError, RecursionError)
 
 DEFAULT_TIMEOUT = httpx.Timeout(connect=10.0, read=120.0, write=30.0, pool=30.0)
+#: The default of `max_answer_size`: the most characters of text and reasoning one answer
+#: may carry, and the most bytes of a whole (not streamed) answer's body or of one line of
+#: a stream. What a server sends past it is never read.
+MAX_ANSWER_SIZE = 32_000_000
+#: A stream as a whole may carry this many times `max_answer_size` (its framing: each piece
+#: of text travels in an event of JSON, often 50 times its size).
+_WIRE_FACTOR = 16
+#: The most of an error body read: the provider's message is near its start, and the error
+#: shows 300 characters of it.
+_ERROR_BODY = 65_536
 _MAX_RETRY_AFTER = 60.0
 _MAX_REDIRECTS = 5
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -66,6 +76,7 @@ class HTTPClient(ErrorFactory):
         max_retries: int = 2,
         transport: httpx.AsyncBaseTransport | None = None,
         key_hint: str | None = None,
+        max_answer_size: int | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._headers = dict(headers)
@@ -76,6 +87,7 @@ class HTTPClient(ErrorFactory):
         )
         self.timeout = make_timeout(timeout)
         self.max_retries = max_retries
+        self.max_answer_size = _check_size(max_answer_size)
         self._transport = transport
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient]
         self._clients = weakref.WeakKeyDictionary()
@@ -112,9 +124,12 @@ class HTTPClient(ErrorFactory):
         """POST, and return what `parse` makes of the decoded JSON answer."""
         async with self._send(path, body, stream=False) as response:
             try:
-                text = (await response.aread()).decode("utf-8", errors="replace")
+                data, whole = await _read_at_most(response, self.max_answer_size)
             except httpx.HTTPError as exc:
                 raise self._broken(exc, response.headers) from None
+            if not whole:
+                raise self.too_large(f"the answer's body passed {self.max_answer_size:,} bytes")
+            text = data.decode("utf-8", errors="replace")
         try:
             payload = loads(text)
         except ValueError:
@@ -126,11 +141,13 @@ class HTTPClient(ErrorFactory):
                 request_id=request_id(response.headers),
             ) from None
         try:
-            return parse(payload)
+            events = parse(payload)
         except errors.AgentError:
             raise
         except (Malformed, *_SHAPE_ERRORS) as exc:
             raise self.unreadable(exc, "the answer", text) from None
+        self._check_answered(events[-1])
+        return events
 
     async def post_sse(
         self,
@@ -150,7 +167,7 @@ class HTTPClient(ErrorFactory):
         async with self._send(path, body, stream=True) as response:
             content_type = response.headers.get("content-type", "")
             if "text/event-stream" not in content_type:
-                text = (await response.aread()).decode("utf-8", errors="replace")
+                text = await _excerpt(response)
                 raise self.error(
                     errors.StreamError,
                     f"expected an event stream, got {content_type or 'no content type'}",
@@ -159,25 +176,59 @@ class HTTPClient(ErrorFactory):
                     request_id=request_id(response.headers),
                 )
             events: ProviderBatch = []
+            limit = self.max_answer_size
+            size = 0  # characters of text and reasoning so far
             try:
                 # httpx errors while reading (a drop, a stall) become typed errors in `retrying`
-                async for batch in _event_batches(response, self.timeout.read):
+                async for batch in _event_batches(response, self.timeout.read, limit):
                     if self._read(batch, read, events):
                         break
                     if events:
+                        for event in events:
+                            size += len(event.text)  # type: ignore[union-attr]
+                        if size > limit:
+                            raise self.too_large(
+                                f"the answer passed {limit:,} characters of text and reasoning"
+                            )
                         yield events
                         events = []
                 try:
-                    events.append(finish())
+                    completion = finish()
                 except errors.AgentError:
                     raise
                 except (Malformed, *_SHAPE_ERRORS) as exc:
                     raise self.unreadable(exc, "the answer", "") from None
+                self._check_answered(completion)
+                events.append(completion)
+            except _Oversize as exc:
+                raise self.too_large(str(exc)) from None
             except Exception:
                 if events:
                     yield events
                 raise
             yield events
+
+    def _check_answered(self, completion: Any) -> None:
+        """StreamError for an answer finished as "stop" with nothing at all in it.
+
+        That is how a gateway (LiteLLM's proxy, say) passes on a model behind it that broke
+        off: it is not an answer to save. An empty answer finished for a stated reason
+        ("length" after reasoning only, "content_filter"), or after reasoning the usage
+        counts, is kept as it is.
+        """
+        if (
+            type(completion) is Completion
+            and completion.finish_reason == "stop"
+            and not completion.message.parts
+            and not completion.refusal
+            and not completion.usage.reasoning_tokens  # reasoning the server did not show
+        ):
+            raise self.error(
+                errors.StreamError,
+                f'the server at {self.base_url} finished the answer (finish reason "stop") '
+                "with nothing in it: no text, no tool call, no refusal, no reasoning. A gateway "
+                "says so when the model behind it broke off; the turn was not saved, try again",
+            )
 
     def _read(
         self,
@@ -275,7 +326,10 @@ class HTTPClient(ErrorFactory):
             ) from None
         try:
             if response.status_code >= 400:
-                text = (await response.aread()).decode("utf-8", errors="replace")
+                try:
+                    text = await _excerpt(response)
+                except httpx.HTTPError:
+                    text = ""
                 raise self.status_error(response, text)
             yield response
         finally:
@@ -344,6 +398,15 @@ class HTTPClient(ErrorFactory):
             f"the stream ended before {terminator}; the turn was not saved, try again",
         )
 
+    def too_large(self, what: str) -> errors.StreamError:
+        """The error for an answer past `max_answer_size`: the rest is never read."""
+        self.forget_connections()  # the connection still carries the rest: never reused
+        return self.error(
+            errors.StreamError,
+            f"{what} (max_answer_size); the turn was not saved. If the answer is expected "
+            "to be that large, raise Agent(max_answer_size=...)",
+        )
+
     def forget_connections(self) -> None:
         """The next request on this loop opens fresh connections (a new pooled client).
 
@@ -371,24 +434,48 @@ class HTTPClient(ErrorFactory):
         )
 
 
+class _Oversize(Exception):
+    """A stream sent more than its limit allows: a line, an event, or the stream itself."""
+
+
 async def _event_batches(
-    response: httpx.Response, stall: float | None = None
+    response: httpx.Response, stall: float | None = None, limit: int = MAX_ANSWER_SIZE
 ) -> AsyncIterator[list[ServerSentEvent]]:
     """The server-sent events of each network read, as one list.
 
     httpx-sse's own decoders, run in a plain loop: a provider then handles a read's events
     without an async-generator step per line and per event, which is most of the cost of
     a long stream. `stall`: the longest wait for an event; reads of keep-alive comments
-    alone (`: ping`) do not count as data, so they cannot hold it off.
+    alone (`: ping`) do not count as data, so they cannot hold it off. `limit`: the longest
+    line and event (_Oversize past it), and a 16th of the most the whole stream may carry.
     """
     lines, events = SSELineDecoder(), SSEDecoder()
     last = time.monotonic()
+    wire = limit * _WIRE_FACTOR
+    partial = 0  # characters of the line not yet ended
+    held = 0  # characters of the lines of the event not yet ended
     async for text in response.aiter_text():
+        wire -= len(text)
+        if wire < 0:
+            raise _Oversize(f"the stream passed {limit * _WIRE_FACTOR:,} characters")
         batch = []
-        for line in lines.decode(text):
-            event = events.decode(line)
-            if event is not None:
-                batch.append(event)
+        decoded = lines.decode(text)
+        if not decoded:
+            partial += len(text)
+            if partial + held > limit:
+                raise _Oversize(f"a line of the stream passed {limit:,} characters")
+        else:
+            for line in decoded:
+                if line:
+                    held += len(line)
+                    if held > limit:
+                        raise _Oversize(f"an event of the stream passed {limit:,} characters")
+                else:
+                    held = 0
+                event = events.decode(line)
+                if event is not None:
+                    batch.append(event)
+            partial = len(lines.buffer[0]) if lines.buffer else 0
         if batch:
             last = time.monotonic()
             yield batch
@@ -397,6 +484,30 @@ async def _event_batches(
     batch = [e for e in map(events.decode, lines.flush()) if e is not None]
     if batch:
         yield batch
+
+
+async def _read_at_most(response: httpx.Response, limit: int) -> tuple[bytes, bool]:
+    """The body, or its first `limit` bytes and False if it is longer (the rest unread)."""
+    parts, size = [], 0
+    async for chunk in response.aiter_bytes():
+        parts.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            return b"".join(parts)[:limit], False
+    return b"".join(parts), True
+
+
+async def _excerpt(response: httpx.Response) -> str:
+    """The start of a body that is not the answer: a huge one is never read whole."""
+    return (await _read_at_most(response, _ERROR_BODY))[0].decode("utf-8", "replace")
+
+
+def _check_size(size: int | None) -> int:
+    if size is None:
+        return MAX_ANSWER_SIZE
+    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+        raise errors.ConfigurationError(f"max_answer_size must be an int >= 1, got {size!r}")
+    return size
 
 
 _JSON = {"content-type": "application/json"}
@@ -449,6 +560,7 @@ class HTTPProvider(Provider):
         max_retries: int = 2,
         headers: dict[str, str] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        max_answer_size: int | None = None,
     ) -> None:
         address = base_url or os.environ.get(self.base_url_env) or self.default_base_url
         if not address:
@@ -466,6 +578,7 @@ class HTTPProvider(Provider):
             max_retries=max_retries,
             transport=transport,
             key_hint=self.key_env,
+            max_answer_size=max_answer_size,
         )
 
     def __repr__(self) -> str:

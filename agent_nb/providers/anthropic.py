@@ -289,6 +289,33 @@ def _block(block: dict[str, Any], where: str) -> _Block:
     )
 
 
+def _joined(blocks: list[_Block]) -> list[_Block]:
+    """`blocks` with the tool_use blocks that share an id made one, in the first's place.
+
+    A gateway may split one call into several blocks under the same id: their pieces of
+    JSON, joined, are the call's arguments (their inputs, merged, when none streamed any).
+    """
+    calls: dict[str, _Block] = {}
+    out = []
+    for block in blocks:
+        first = calls.get(block.id) if block.kind == "tool_use" and block.id else None
+        if first is None:
+            if block.kind == "tool_use" and block.id:
+                block = calls[block.id] = _Block(
+                    kind=block.kind,
+                    text=list(block.text),
+                    id=block.id,
+                    name=block.name,
+                    input=dict(block.input or {}),
+                )
+            out.append(block)
+            continue
+        first.text.extend(block.text)
+        first.name = first.name or block.name
+        first.input.update(block.input or {})
+    return out
+
+
 @dataclass
 class _MessageState:
     blocks: dict[int, _Block] = field(default_factory=dict)
@@ -385,7 +412,7 @@ class _MessageState:
 
     def completion(self) -> Completion:
         parts: list[Any] = []
-        for block in self._ordered():
+        for block in _joined(self._ordered()):
             if block.kind == "text":
                 text = "".join(block.text)
                 if parts and isinstance(parts[-1], TextPart):

@@ -13,7 +13,18 @@ from httpx_sse import ServerSentEvent
 
 from ..events import Completion, TextDelta, ThinkingDelta, Usage
 from ..messages import ImagePart, Message, TextPart, ThinkingPart, ToolCallPart
-from ._shape import Malformed, index, items, obj, string, text, tokens, tool_call, wrong
+from ._shape import (
+    Malformed,
+    decode_json,
+    index,
+    items,
+    obj,
+    string,
+    text,
+    tokens,
+    tool_call,
+    wrong,
+)
 from ._transport import HTTPProvider
 from .base import ProviderBatch, Request
 
@@ -91,7 +102,12 @@ class OpenAIProvider(HTTPProvider):
                 state.done = True
                 return True
             if data:
-                chunk = decode(sse, "a stream chunk")
+                try:  # event_object's work, inline: this runs for every chunk
+                    chunk = decode_json(data)
+                except (ValueError, RecursionError):
+                    chunk = None
+                if type(chunk) is not dict or sse.event == "error":
+                    chunk = decode(sse, "a stream chunk")  # raises what is wrong
                 if "error" in chunk:
                     raise http.error_event(chunk)
                 feed(chunk, events)

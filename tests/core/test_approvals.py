@@ -387,3 +387,24 @@ def test_an_async_streamed_resume():
 
     assert asyncio.run(main())[-1] == "done" and ran == ["balance", "transfer 5 Bob"]
     assert session.pending_approvals == [] and session.messages[-1].text == "Sent."
+
+
+@pytest.mark.parametrize(
+    ("decide", "said"),
+    [
+        (lambda s: s.deny("t", "not today"), "The user did not approve this call: not today."),
+        (lambda s: s.approve("t"), "There is no tool named 'transfer'. Available tools: none."),
+    ],
+    ids=["denied", "approved"],
+)
+def test_a_decided_call_to_a_tool_no_longer_there(decide, said):
+    """Issue 25, item 9: a denial, not "there is no tool named ...", reaches the model."""
+    ran: list[str] = []
+    provider = TestProvider([PAY, "OK."])
+    session = Agent(provider=provider, model="t", tools=tools(ran)).session()
+    session.run("pay Bob")
+    decide(session)
+    assert session.resume(tools=[]).text == "OK."
+    sent = provider.requests[-1].messages[-1].tool_results
+    assert [(r.content, r.is_error) for r in sent] == [("1000", False), (said, True)]
+    assert ran == ["balance"]

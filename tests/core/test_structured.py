@@ -259,3 +259,57 @@ def test_a_stream_json_stopped_during_the_retry_keeps_no_failed_answer():
     assert roles == [("user", False), ("assistant", True)]
     assert good.startswith(session.messages[-1].text)
     assert "cannot be used" not in "".join(m.text for m in session.messages)
+
+
+# -- issue 25, items 3 and 4: stream_json() is linear; deep JSON is a typed error -------------
+
+
+def test_stream_json_parses_a_long_answer_in_tiny_deltas_in_linear_work(monkeypatch):
+    """A 146 kB answer took 125 s: each 4-character delta re-parsed everything so far."""
+    answer = json.dumps(
+        {"customer": "Ann", "items": [{"name": f"item {n}", "qty": n} for n in range(4000)]}
+    )
+    parsed = []
+    partial = OutputType.partial
+
+    def counted(self, text):
+        parsed.append(len(text))
+        assert sum(parsed) < 20 * len(answer), "the work is not linear in the answer"
+        return partial(self, text)
+
+    monkeypatch.setattr(OutputType, "partial", counted)
+    session = Agent(provider=Chunked(answer, size=4), model="m").session()
+    stream = session.stream_json("order", Order)
+    values = list(stream)
+    assert values[-1] == stream.response.output == Order.model_validate_json(answer)
+    counts = [len(v.items) for v in values]
+    assert counts == sorted(counts) and len(values) > 20  # still growing as it streams
+
+
+def test_stream_json_still_starts_over_on_a_retry_after_a_long_answer():
+    bad = json.dumps({"customer": "Ann", "items": "x" * 20_000})
+    good = json.dumps({"customer": "Bo", "items": [{"name": "tea"}] * 3000})
+    session = Agent(provider=TestProvider([bad, good]), model="t").session()
+    stream = session.stream_json("order", Order)
+    values = list(stream)
+    assert {v.customer for v in values} == {"Bo"} and values[-1] == stream.response.output
+
+
+class Deep(BaseModel):
+    value: list
+
+
+@pytest.mark.parametrize("depth", [990, 5000])
+def test_deeply_nested_json_is_an_output_validation_error_that_is_retried(depth):
+    deep = '{"value": ' + "[" * depth + "]" * depth + "}"
+    good = '{"value": [1]}'
+    session = Agent(provider=TestProvider([deep, good]), model="t").session()
+    response = session.json("go", Deep)
+    assert response.output == Deep(value=[1]) and response.attempts == 2
+    session = Agent(provider=TestProvider([deep, good]), model="t").session()
+    stream = session.stream_json("go", Deep)
+    assert list(stream)[-1] == Deep(value=[1]) and stream.response.attempts == 2
+    session = Agent(provider=TestProvider([deep, deep]), model="t").session()
+    with pytest.raises(OutputValidationError, match="nested too deeply") as caught:
+        session.json("go", Deep)
+    assert len(caught.value.attempts) == 2 and session.messages == []

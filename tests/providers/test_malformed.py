@@ -498,6 +498,8 @@ def test_an_answer_that_carried_nothing_is_a_stream_error(server, provider, stre
     fails(server, provider, reply, stream, match)
 
 
+#: Usage of an answer whose reasoning the server did not show (no summary).
+REASONED = {"input_tokens": 3, "output_tokens": 2, "output_tokens_details": {"reasoning_tokens": 2}}
 FINISHED_EMPTY = [
     pytest.param("openai", True, sse(chat_stream(chunk({}, "length"))), "length", id="openai"),
     pytest.param(
@@ -515,7 +517,11 @@ FINISHED_EMPTY = [
         id="anthropic",
     ),
     pytest.param(
-        "openai-responses", True, sse(responses_stream(completed())), "stop", id="responses"
+        "openai-responses",
+        True,
+        sse(responses_stream(completed(usage=REASONED))),
+        "stop",
+        id="responses-after-hidden-reasoning",
     ),
 ]
 
@@ -528,6 +534,47 @@ def test_an_empty_answer_the_server_finished_is_kept(server, provider, stream, r
     response = list(session.stream("hi"))[-1].response if stream else session.run("hi")
     assert response.text == "" and response.finish_reason == reason
     assert len(session.messages) == 2
+
+
+# -- issue 25, item 7: "stop" with nothing in it is a broken upstream, not a turn -----------
+
+STOPPED_EMPTY = [
+    pytest.param(
+        "openai",
+        True,
+        sse(chat_stream(chunk({"role": "assistant", "content": ""}), chunk({}, "stop"))),
+        id="openai",
+    ),
+    pytest.param(
+        "openai",
+        False,
+        whole({"choices": [{"message": {"content": ""}, "finish_reason": "stop"}]}),
+        id="openai-whole",
+    ),
+    pytest.param(
+        "anthropic",
+        True,
+        sse(anthropic_stream(message_start(), message_delta("end_turn"), STOP)),
+        id="anthropic",
+    ),
+    pytest.param(
+        "anthropic",
+        False,
+        whole({"model": "claude-x", "content": [], "stop_reason": "end_turn", "usage": {}}),
+        id="anthropic-whole",
+    ),
+    pytest.param("openai-responses", True, sse(responses_stream(completed())), id="responses"),
+]
+
+
+@pytest.mark.parametrize(("provider", "stream", "reply"), STOPPED_EMPTY)
+def test_an_answer_finished_as_stop_with_nothing_in_it_is_a_stream_error(
+    server, provider, stream, reply
+):
+    """Through a gateway (LiteLLM in front of llama.cpp), a model that broke off arrives as
+    finish_reason "stop" and no content: the error names the server, nothing is saved."""
+    error = fails(server, provider, reply, stream, "nothing in it")
+    assert "127.0.0.1" in str(error) and "no text, no tool call" in str(error)
 
 
 # -- fuzz: every recorded exchange, mutated -------------------------------------------------

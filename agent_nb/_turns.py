@@ -6,9 +6,10 @@ import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from .events import _USAGE_FIELDS, Usage
 from .messages import Message
 
-__all__ = ["Turn", "last_start", "span", "split"]
+__all__ = ["Turn", "last_start", "recorded_usage", "span", "split"]
 
 
 @dataclass(frozen=True)
@@ -76,3 +77,18 @@ def span(messages: Sequence[Message], first_id: str) -> tuple[int, int] | None:
         return None
     end = next((i for i in range(start + 1, len(messages)) if messages[i].role == "user"), None)
     return start, len(messages) if end is None else end
+
+
+def recorded_usage(messages: Sequence[Message]) -> Usage:
+    """The tokens the answers in `messages` spent, as each recorded them in its metadata
+    (a history rebuilt from a notebook's records has no other account); a figure that is not
+    a count >= 0 counts 0."""
+    totals = dict.fromkeys(_USAGE_FIELDS, 0)
+    for message in messages:
+        usage = message.metadata.get("usage") if message.role == "assistant" else None
+        if isinstance(usage, dict):
+            for name in _USAGE_FIELDS:
+                value = usage.get(name)
+                if type(value) is int and value >= 0:
+                    totals[name] += value
+    return Usage(**totals)

@@ -41,6 +41,7 @@ class Rebuilt(Protocol):
     session_id: str
     system: str | None
     messages: list[Message]
+    usage: Any
 
     def fork(self, session_id: str | None = None) -> Rebuilt: ...
 

@@ -395,6 +395,7 @@ class _Replay:
         for session_id, history in self.sessions.items():
             session = self.make(self.agent, session_id, history.system)
             session.messages = history.messages
+            session.usage = _turns.recorded_usage(history.messages)
             if history.spend:
                 session.add_spend(history.spend)
             made[session_id] = session

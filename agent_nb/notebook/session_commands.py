@@ -9,6 +9,7 @@ from .. import _export as export
 from .. import _records
 from .. import _render as render
 from .._ledger import Cost, dollars, spent_here
+from .._turns import recorded_usage
 from ..errors import AgentError, InvalidSessionData, SessionNotFoundError
 from ..events import Response
 from ..messages import _count
@@ -186,7 +187,7 @@ class SessionCommands:
 
     def do_info(self, rest: list[str]) -> None:
         session = self._workspace.session()
-        usage, cost = session.usage, session.cost
+        usage, cost = recorded_usage(session.messages), session.cost
         context, estimated = cards.context_now(session.messages)
         about = "~" if estimated else ""
         print(

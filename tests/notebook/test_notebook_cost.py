@@ -85,6 +85,7 @@ def test_the_ledger_travels_with_the_notebook_failed_and_rerun_turns_included(
         assert "main: ~$0.03 in 3 requests" in kernel.execute("%session cost").stdout
         info = kernel.execute("%session info").stdout
         assert "spent: ~$0.03 in 3 requests" in info
+        assert "tokens of the turns in history: 200,000 in, 2,000 out" in info  # restored too
         old = nb.cells[3].outputs[-1].metadata["agent_nb"]
         again = kernel.execute("%%chat\nsecond").last_display["metadata"]["agent_nb"]
         assert again["op"] == "rerun"

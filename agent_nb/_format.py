@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import pydantic
 
+from ._ledger import MOST
 from .errors import InvalidSessionData
 from .messages import Message, _short
 
@@ -73,8 +74,8 @@ def _decimal(value: str | None, *, negative: bool = False) -> str | None:
             number = Decimal(value)
         except InvalidOperation:
             raise ValueError(f"a cost in dollars, as a decimal string, got {value!r}") from None
-        if not number.is_finite() or (number < 0 and not negative):
-            limit = "a finite number" + ("" if negative else " >= 0")
+        if not number.is_finite() or (number < 0 and not negative) or number.copy_abs() >= MOST:
+            limit = "a finite number" + ("" if negative else " >= 0") + f" under {MOST:,}"
             raise ValueError(f"a cost must be {limit}, got {value!r}")
     return value
 
@@ -83,7 +84,9 @@ def _signed(value: str | None) -> str | None:
     return _decimal(value, negative=True)
 
 
-_Text = Annotated[pydantic.StrictStr, pydantic.Field(max_length=1000)]
+#: The longest text of a ledger entry (the names in it: a server names its model as it likes).
+TEXT_MOST = 1000
+_Text = Annotated[pydantic.StrictStr, pydantic.Field(max_length=TEXT_MOST)]
 
 
 class _SpendData(pydantic.BaseModel):

@@ -20,6 +20,9 @@ REASONS = ("turn", "tool_round", "validation_retry", "output_fallback", "retry",
 MATCHES = ("provider", "name", "local", "given", "none")
 #: The currency of every figure (genai-prices' table is in US dollars; so is `price=`).
 CURRENCY = "USD"
+#: More dollars than any request costs: saved data with an amount this large (or more) is
+#: corrupt, and read as such rather than summed and shown (Decimal's arithmetic would fail).
+MOST = Decimal(10) ** 9
 _MILLION = Decimal(1_000_000)
 
 

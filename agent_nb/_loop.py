@@ -243,12 +243,13 @@ async def _model_round(
         request = _request(state, settings, stream)
         _spending.check(state, settings, request)
         state.completion = None
-        shown = False
+        shown = began = False
         try:
             async with aclosing(provider.complete(request)) as batches:
                 async for batch in batches:
                     if type(batch) is not list:
                         raise TypeError(_NOT_A_BATCH.format(provider, batch))
+                    began = True  # the server answers: the request is paid for
                     taken = state.take(batch)
                     if taken:
                         shown = True
@@ -258,13 +259,13 @@ async def _model_round(
             if not shown and plan is not None and plan.fallback(error):
                 state.why = "output_fallback"
                 continue  # the same request, asked in the other mode
-            _spending.cut_short(state, settings, request, shown)
+            _spending.cut_short(state, settings, request, began)
             raise
         except BaseException:  # stopped: what was streamed was paid for
-            _spending.cut_short(state, settings, request, shown)
+            _spending.cut_short(state, settings, request, began)
             raise
         if state.completion is None:
-            _spending.cut_short(state, settings, request, shown)
+            _spending.cut_short(state, settings, request, began)
             raise StreamError(
                 "the provider's stream ended without a final message", provider=provider.name
             )

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from ._format import TEXT_MOST
 from ._ledger import Price, Spend
 from .events import Usage
 
@@ -112,9 +113,9 @@ def priced(
     return Spend(
         at=at.isoformat(timespec="milliseconds"),
         why=why,
-        provider=name,
-        model=model,
-        served=served,
+        provider=name[:TEXT_MOST],  # what the format reads back (a name past it: clipped)
+        model=model[:TEXT_MOST],
+        served=None if served is None else served[:TEXT_MOST],
         usage=usage,
         cost=cost,
         matched=matched,

@@ -38,11 +38,12 @@ def answered(state: TurnState, settings: Settings, completion: Completion) -> No
     )
 
 
-def cut_short(state: TurnState, settings: Settings, request: Request, shown: bool) -> None:
+def cut_short(state: TurnState, settings: Settings, request: Request, began: bool) -> None:
     """Put a request that ended without its answer in the ledger, if the server had begun to
-    answer (`shown`): its usage estimated (~4 characters a token), since none was reported.
-    A request refused before any answer (an error status) is not billed, so not counted."""
-    if not shown:
+    answer (`began`: any of its stream arrived, shown or not, a tool call's say): its usage
+    estimated (~4 characters a token), since none was reported. A request refused before
+    any answer (an error status) is not billed, so not counted."""
+    if not began:
         return
     said = sum(map(len, state.pending)) + state.thought
     usage = Usage(input_tokens=input_tokens(request), output_tokens=(said + 3) // 4, estimated=1)

@@ -95,6 +95,9 @@ class Host(Protocol):
     _ledger: list[Spend]
     #: Why this session's turns are asked: "turn", or "retry" (a Retake's copy).
     _reason: str
+    #: A Retake's copy: the session whose ledger it spends into, saved when a turn that kept
+    #: nothing spent (None: its own).
+    _payer: Host | None
     _allowed_tools: set[str]
 
     @property
@@ -405,6 +408,8 @@ class TurnState:
                     session._autosave(quiet=True, wait=False)  # never blocks the loop
             if not (self.committed or kept):  # nothing happened: the decisions still hold
                 session._decisions.update(self.decided)
+                if self.spent:  # but what it spent is saved (in the session it spent for)
+                    (session._payer or session)._autosave(quiet=True, wait=False)
         finally:
             session._turning = False
 

@@ -67,6 +67,7 @@ class Session:
         #: Every request this session sent, append-only: undo, retry, clear never remove one.
         self._ledger: list[Spend] = []
         self._reason = "turn"  # why its turns are asked ("retry": a Retake's copy)
+        self._payer: Session | None = None  # a Retake's copy: the session it spends for
         self.created_at = self.updated_at = _now()
         #: Where the session saves itself after every change (None: nowhere).
         self.store = store
@@ -614,6 +615,7 @@ class Retake:
         self.copy = Session(session.agent, session.session_id, session.system, history[:start])
         self.copy._tools = session._tools
         self.copy._ledger = session._ledger  # what the copy spends, the session spent
+        self.copy._payer = session
         self.copy._reason = "retry"
 
     @property

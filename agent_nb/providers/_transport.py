@@ -162,7 +162,9 @@ class HTTPClient(ErrorFactory):
         and returns True after the stream's last one; `finish()` then makes the Completion,
         the last event (or raises if the stream carried no answer). Events read before a
         failure are yielded before it is raised, so a failure after output has started is
-        never retried, wherever the network happened to split the stream.
+        never retried, wherever the network happened to split the stream. A read that makes
+        no event yields an empty list: the caller knows the server has begun to answer (a
+        request it pays for), and `retrying` does not count it as output.
         """
         async with self._send(path, body, stream=True) as response:
             content_type = response.headers.get("content-type", "")
@@ -190,8 +192,8 @@ class HTTPClient(ErrorFactory):
                             raise self.too_large(
                                 f"the answer passed {limit:,} characters of text and reasoning"
                             )
-                        yield events
-                        events = []
+                    yield events  # [] too: the answer has begun (a tool call, say), it is paid
+                    events = []
                 try:
                     completion = finish()
                 except errors.AgentError:
@@ -257,7 +259,7 @@ class HTTPClient(ErrorFactory):
             try:
                 async with aclosing(attempt()) as events:
                     async for event in events:
-                        started = True
+                        started = started or bool(event)  # not an empty batch: no output yet
                         yield event
                 return
             except (errors.ProviderError, httpx.HTTPError) as exc:

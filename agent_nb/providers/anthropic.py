@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -163,9 +163,10 @@ _EPHEMERAL = {"type": "ephemeral"}
 
 
 def mark_cache(body: dict[str, Any]) -> None:
-    """Put cache breakpoints in `body` (at most 4): the tools, the system prompt, the end of
-    the history before the current prompt (the last stable turn) and the end of the request,
-    each only once the prefix it closes is long enough to be cached (~4 characters a token).
+    """Put cache breakpoints in `body` (at most 4, the caller's own included): the tools, the
+    system prompt, the end of the history before the current prompt (the last stable turn)
+    and the end of the request, each only once the prefix it closes is long enough to be
+    cached (~4 characters a token). With too few left, the latest places are marked.
 
     The next request (a tool round, the next turn) then reads everything before its new
     messages from the cache, at a tenth of the input price; writing costs 1.25x, once.
@@ -177,17 +178,43 @@ def mark_cache(body: dict[str, Any]) -> None:
         size += len(json.dumps(piece, ensure_ascii=False))
         return size >= CACHE_MINIMUM_TOKENS * 4
 
-    tools = body.get("tools")
+    marks: list[Callable[[], None]] = []
+    tools, system = body.get("tools"), body.get("system")
     if tools and long_enough(tools):
-        tools[-1] = {**tools[-1], "cache_control": _EPHEMERAL}
-    system = body.get("system")
-    if system and long_enough(system):
-        body["system"] = [{"type": "text", "text": system, "cache_control": _EPHEMERAL}]
+        marks.append(lambda: tools.__setitem__(-1, {**tools[-1], "cache_control": _EPHEMERAL}))
+    if isinstance(system, str) and system and long_enough(system):
+        block = {"type": "text", "text": system, "cache_control": _EPHEMERAL}
+        marks.append(lambda: body.__setitem__("system", [block]))
+    elif isinstance(system, list) and system and long_enough(system):  # the caller's blocks
+        marks.append(lambda: body.__setitem__("system", _marked_copy(system)))
     messages = body["messages"]
     prompt = _last_prompt(messages)
     for position, message in enumerate(messages):
         if long_enough(message["content"]) and position in (prompt - 1, len(messages) - 1):
-            _mark_last_block(message)
+            marks.append(lambda message=message: _mark_last_block(message))
+    room = _MOST_MARKS - sum(_has_mark(block) for block in (*(tools or ()), *_blocks(system)))
+    for mark in marks[max(len(marks) - room, 0) :] if room > 0 else ():
+        mark()
+
+
+#: Anthropic takes at most this many cache breakpoints in a request.
+_MOST_MARKS = 4
+
+
+def _blocks(system: Any) -> list[Any]:
+    return system if isinstance(system, list) else []
+
+
+def _has_mark(block: Any) -> bool:
+    return isinstance(block, dict) and "cache_control" in block
+
+
+def _marked_copy(blocks: list[Any]) -> list[Any]:
+    """The caller's system blocks (never changed in place), the last that takes a
+    breakpoint marked, unless it has one."""
+    copy = list(blocks)
+    _mark_last_block({"content": copy})
+    return copy
 
 
 def _last_prompt(messages: list[dict[str, Any]]) -> int:
@@ -209,10 +236,13 @@ def _mark_last_block(message: dict[str, Any]) -> None:
         content = message["content"] = [{"type": "text", "text": content}]
     for position in range(len(content) - 1, -1, -1):
         block = content[position]
+        if not isinstance(block, dict):
+            continue
         kind = block.get("type")
         if kind in ("thinking", "redacted_thinking") or (kind == "text" and not block["text"]):
             continue  # neither takes a breakpoint
-        content[position] = {**block, "cache_control": _EPHEMERAL}
+        if "cache_control" not in block:
+            content[position] = {**block, "cache_control": _EPHEMERAL}
         return
 
 

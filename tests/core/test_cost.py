@@ -392,3 +392,90 @@ def test_spend_entries_count_toward_a_restores_caps():
         _records.Limits(messages=20),
     )
     assert replayed.sessions == {} and "skipped 1 record" in lines[-1]
+
+
+# -- found in review ---------------------------------------------------------------------------
+
+
+def test_a_failed_turns_spend_reaches_the_sessions_store(store, server, agent):
+    """The turn changed no history, but what it spent is saved: a reload still has it."""
+    from agent_nb.stores.base import worker
+
+    session = agent.session(session_id="failed", store=store, tools=[add])
+    session.run("one")
+    server.script(
+        Reply(tool_calls=[{"name": "add", "arguments": {"x": 1, "y": 2}}], usage=usage(100, 20)),
+        Reply(status=500, error={"error": {"message": "boom"}}),
+    )
+    with pytest.raises(ServerError):
+        session.run("two")
+    server.script(
+        Reply(tool_calls=[{"name": "add", "arguments": {"x": 3, "y": 4}}], usage=usage(100, 20)),
+        Reply(status=500, error={"error": {"message": "boom"}}),
+    )
+    with pytest.raises(ServerError):
+        session.retry()  # a Retake's copy: no store of its own, it spends the session's
+    worker(store).call(lambda: None)  # the saves queued so far have run
+    assert len(session.ledger) == 3 and len(session.messages) == 2
+    assert agent.load_session("failed", store=store).ledger == session.ledger
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [{"cost": "1e30"}, {"cost": "1e999999999"}, {"saved": "1e30"}, {"saved": "-1e999999999"}],
+)
+def test_an_absurd_amount_in_saved_spend_is_invalid_session_data_not_a_crash(entry):
+    from agent_nb.errors import InvalidSessionData
+
+    agent = Agent(provider="test")
+    session = agent.session()
+    session.run("hi")
+    data = session.to_dict()
+    data["spend"][0].update(entry)
+    with pytest.raises(InvalidSessionData, match=r"spend[.\[\]]+0"):
+        str(Session.from_dict(data, agent).cost)
+
+
+def test_an_absurd_cost_in_a_messages_metadata_leaves_the_panel_footer_standing():
+    from agent_nb.messages import Message
+    from agent_nb.notebook.panel import cards
+
+    usage_ = {"input_tokens": 3, "output_tokens": 4}
+    for cost in ("1e30", "1e999999999"):
+        messages = [
+            Message.user("hi"),
+            Message.assistant("a", usage=usage_, cost=cost),
+            Message.assistant("b", usage=usage_, cost=cost),
+        ]
+        assert "last turn" in cards.footer(messages, "m", 1.0, None)
+
+
+def test_a_server_naming_its_model_at_length_leaves_the_session_loadable(server):
+    """The served name is the server's to choose: the ledger keeps it within what its own
+    format reads back, or a saved session could never be loaded again."""
+    long = "m" * 5_000
+    events = [
+        {"model": long, "choices": [{"index": 0, "delta": {"content": "hi"}}]},
+        {"model": long, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+        {"model": long, "choices": [], "usage": usage(10, 2)},
+    ]
+    raw = "".join(f"data: {json.dumps(event)}\n\n" for event in events) + "data: [DONE]\n\n"
+    server.script(Reply(raw=raw))
+    agent = Agent(provider="openai-compatible", model=GPT, base_url=server.url, max_retries=0)
+    session = agent.session()
+    list(session.stream("hi"))
+    [spend] = session.ledger
+    assert spend.served.startswith("mmm")
+    assert Session.from_dict(session.to_dict(), agent).ledger == session.ledger
+
+
+def test_a_streamed_tool_call_cut_off_midway_is_spent(server, agent):
+    """The server streamed a tool call (output, billed) and the connection dropped before
+    it ended: no text was shown, but the request was answered and is in the ledger."""
+    server.script(Reply(tool_calls=[{"name": "add", "arguments": {"x": 1, "y": 2}}], drop_after=2))
+    session = agent.session(tools=[add])
+    with pytest.raises(Exception, match="dropped"):
+        list(session.stream("add 1 and 2"))
+    assert len(server.requests) == 1 and session.messages == []
+    [spend] = session.ledger
+    assert spend.estimated and spend.usage.input_tokens > 0

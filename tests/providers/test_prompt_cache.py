@@ -68,3 +68,18 @@ def test_caching_off_sends_the_request_as_recorded():
     off = body(Request(model="m", messages=messages, system=LONG, tools=[TOOL], cache=False))
     assert marks(off) == [] and marks(on)
     assert unmarked(on) == off
+
+
+def test_a_system_list_given_as_a_setting_keeps_its_blocks_and_the_limit_of_four():
+    """Anthropic's own form, `system=[blocks]` passed through as a setting, with a breakpoint
+    of the caller's: it stays a list of text blocks, and the marks added stay within 4."""
+    mine = {"type": "ephemeral"}
+    given = [{"type": "text", "text": LONG, "cache_control": mine}, {"type": "text", "text": LONG}]
+    tools = [TOOL, {**TOOL, "name": "read", "description": LONG}]
+    request = Request(model="m", messages=conversation(), tools=tools, settings={"system": given})
+    wire = body(request)
+    assert [type(block["text"]) for block in wire["system"]] == [str, str]
+    assert wire["system"][0] == given[0]
+    assert len(marks(wire)) <= 4
+    assert ".messages[4].content[0]" in marks(wire)  # the end of the request: the most read
+    assert given[1] == {"type": "text", "text": LONG}  # the caller's blocks are not changed

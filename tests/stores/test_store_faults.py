@@ -468,9 +468,15 @@ def test_a_sqlite_store_dropped_unclosed_closes_its_database(tmp_path):
 
     from agent_nb.stores import SQLiteStore
 
+    from agent_nb.stores.base import worker
+
     store = SQLiteStore(tmp_path / "dropped.db")
     Agent(provider="test").session(store=store).run("hi")
     database = store._db
+    # the worker lets go of its last job (the save) only after the caller has its answer:
+    # wait for that, or the store is collected on the worker, closing `database` while
+    # this thread uses it (a crash: this test holds a private connection no user holds)
+    worker(store).call(lambda: None)
     del store
     gc.collect()
     with pytest.raises(sqlite3.ProgrammingError, match="closed"):

@@ -14,7 +14,7 @@ from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
 from ... import _render as render
-from ..._ledger import dollars
+from ..._ledger import MOST, dollars
 
 if TYPE_CHECKING:
     from ...messages import Message, ToolResultPart
@@ -160,7 +160,7 @@ def _add_cost(total: Decimal | None, cost: Any) -> Decimal | None:
         value = Decimal(cost)
     except InvalidOperation:
         return total
-    if not value.is_finite() or value < 0:
+    if not value.is_finite() or not 0 <= value < MOST:
         return total
     return value if total is None else total + value
 

@@ -24,6 +24,7 @@ from .cells import Cells
 if TYPE_CHECKING:
     from ..agent import Agent
     from ..events import Response
+    from ..messages import Message
     from ..session import Session
     from ._panel_records import Log
 
@@ -140,8 +141,14 @@ class Workspace:
 
     # -- sessions --------------------------------------------------------------------------
 
-    def session(self, session_id: str | None = None) -> Session:
-        """The named session (made if new) or the current one; it becomes current."""
+    def session(self, session_id: str | None = None, *, make: str | None = None) -> Session:
+        """The named session or the current one (the first, 'main', made when needed); it
+        becomes current. A name that is no session is an error naming a close one and how
+        to make it (`make`: the command that would, "%%chat --new"), unless `make` is ""
+        (then it is made)."""
+        first = session_id == "main" and not self.sessions  # the default, made when needed
+        if session_id is not None and session_id not in self.sessions and make != "" and not first:
+            raise self.missing(session_id, make)
         session_id = session_id or self.current
         if session_id is None or session_id not in self.sessions:
             made = self.default_agent().session(session_id=session_id or "main")
@@ -149,6 +156,28 @@ class Workspace:
             session_id = made.session_id
         self.current = session_id
         return self.sessions[session_id]
+
+    def missing(self, session_id: str, make: str | None = None) -> ChatError:
+        """The error for a session that does not exist: a close name, and how to make it
+        (`make`: the command that would: "%%chat --new", "%session new")."""
+        from ._args import did_you_mean
+
+        how = ""
+        if make:
+            also = f" (or %session new {session_id})" if make != "%session new" else ""
+            how = f" To make it: {make} {session_id}{also}."
+        return ChatError(
+            f"no session {session_id!r};{did_you_mean(session_id, self.sessions)} "
+            f"%session list shows them.{how}"
+        )
+
+    def message(self, message_id: str) -> Message | None:
+        """The message of this id, in whichever session holds it."""
+        for session in self.sessions.values():
+            for message in session.messages:
+                if message.id == message_id:
+                    return message
+        return None
 
     def free_name(self, root: str) -> str:
         """A name for a session kept aside from `root`: `root~N`, not yet a session here."""
@@ -162,14 +191,14 @@ class Workspace:
     def use(self, session_id: str) -> Session:
         """Talk in `session_id` from now on."""
         if session_id not in self.sessions:
-            raise ChatError(f"no session {session_id!r}; %session list shows them")
+            raise self.missing(session_id, "%session new")
         self.current = session_id
         return self.sessions[session_id]
 
     def delete(self, session_id: str) -> Session:
         """Forget `session_id`; the first session left becomes current if it was."""
         if session_id not in self.sessions:
-            raise ChatError(f"no session {session_id!r}; %session list shows them")
+            raise self.missing(session_id)
         deleted = self.sessions.pop(session_id)
         self.cells.forget(session_id)
         if self.current == session_id:

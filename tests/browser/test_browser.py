@@ -200,18 +200,18 @@ def corpus_notebook(server) -> nbformat.NotebookNode:
         f"agent = Agent(provider='openai', model='m', base_url={server.url!r}, api_key='k',"
         " tools=[echo])",
         "%load_ext agent_nb\n%agent agent",
-        "%%chat long\nWrite at length",
-        "%%chat ordinary\nShow me some Markdown",
+        "%%chat --new long\nWrite at length",
+        "%%chat --new ordinary\nShow me some Markdown",
     ]
     for index, payload in enumerate(PAYLOADS):  # streamed, split somewhere, hostile model name
         at = rng.randrange(len(payload) + 1)
         replies.append(Reply(raw=chat_stream([payload[:at], payload[at:]], model=payload)))
-        cells.append(f"%%chat s{index}\ngo")  # a session each: no history sent back
+        cells.append(f"%%chat --new s{index}\ngo")  # a session each: no history sent back
     for index, payload in enumerate(PAYLOADS):  # --no-stream
         replies.append(
             Reply(raw=chat_completion(payload, model=payload), content_type="application/json")
         )
-        cells.append(f"%%chat n{index} --no-stream\ngo")
+        cells.append(f"%%chat --new n{index} --no-stream\ngo")
     for payload in PAYLOADS:  # a cell ending in session.run(...)
         replies.append(
             Reply(raw=chat_completion(payload, model=payload), content_type="application/json")
@@ -223,7 +223,7 @@ def corpus_notebook(server) -> nbformat.NotebookNode:
     calls = [{"name": p, "arguments": {"text": p}} for p in sendable]  # unknown tools
     calls += [{"name": "echo", "arguments": {"text": p}} for p in sendable]
     replies.append(Reply(tool_calls=calls))  # the answer after it: the results, unscripted
-    cells.append("%%chat tools\nUse the tools")
+    cells.append("%%chat --new tools\nUse the tools")
     cells += [
         "calls = [ToolCallPart(id=f'c{i}', name=p, arguments={'text': p})"
         " for i, p in enumerate(PAYLOADS)]\n"

@@ -106,7 +106,7 @@ def test_tools(provider, tmp_path, request):
     assert "tool [] ['sunny and 21 °C in Paris']" in stdout(nb.cells[4])
     assert stdout(nb.cells[5]).split() == ["tool_call", "get_weather", "tool_result", "get_weather"]
     # approval: the call waits, with its commands; approving it runs it and the answer goes on
-    booking = next(c for c in nb.cells if c.source.startswith("%%chat -o booking"))
+    booking = next(c for c in nb.cells if c.source.startswith("%%chat --new trips -o booking"))
     waiting = "".join(o.get("data", {}).get("text/plain", "") for o in booking.outputs)
     assert "waiting for approval: book_flight(" in waiting and "%session approve" in waiting
     assert "seat 12A" not in waiting

@@ -177,3 +177,25 @@ def test_the_headless_demo_executes_the_quickstart(tmp_path):
     demo = (root / "scripts" / "demo").read_text()  # what ./scripts/demo --headless runs
     assert "examples/run_notebook.py notebooks/quickstart.ipynb quickstart.out.ipynb" in demo
     assert subprocess.run(["bash", "-n", str(root / "scripts" / "demo")]).returncode == 0
+
+
+@pytest.mark.kernel
+def test_the_headless_demo_prints_answers_not_the_kernels_tcp_warning(tmp_path):
+    import subprocess
+    import sys
+
+    source, target = tmp_path / "demo.ipynb", tmp_path / "demo.out.ipynb"
+    cells = ["%load_ext agent_nb", "%%chat\nMy name is Alice"]
+    nbformat.write(
+        nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells]), source
+    )
+    script = NOTEBOOKS.parent / "examples" / "run_notebook.py"
+    done = subprocess.run(
+        [sys.executable, str(script), str(source), str(target)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert "> My name is Alice" in done.stdout
+    assert "without encryption" not in done.stderr, done.stderr

@@ -114,6 +114,11 @@ def undo(session: Session, removed: list[Message]) -> dict[str, Any]:
     return _records.record("undo", session, replaces=removed[0].id)[_records.KEY]
 
 
+def rename(session: Session, old: str) -> dict[str, Any]:
+    """The session shown, called `old` until now."""
+    return _records.record("rename", session, renamed_from=old)[_records.KEY]
+
+
 def switch(session: Session, known: bool) -> dict[str, Any]:
     """A switch to a session the panel had (`use`) or opened now (`load`, with its history)."""
     if known:
@@ -223,6 +228,12 @@ def _put_back(
     from_store: set[str] = set()
     kept = []
     for raw, entry in entries:
+        if entry.op == "rename":  # done again, unless it is done (or its session is gone)
+            old = entry.renamed_from
+            if old in sessions and entry.session_id not in sessions and old not in from_store:
+                workspace.rename(old, entry.session_id)
+            kept.append(raw)
+            continue
         session = _session(entry.session_id, entry.system, sessions, agent, store, from_store)
         if entry.session_id in from_store:  # the store's copy is the truth
             kept.append(raw)

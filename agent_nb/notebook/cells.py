@@ -124,12 +124,13 @@ class Cells:
         later = [m for m in same if m in since]
         return (later or ([] if forward_only else same) or [None])[0]
 
-    def made(self, session_id: str, first_id: str | None) -> None:
-        """The running cell made this turn (first message `first_id`) or fork."""
+    def made(self, session_id: str, first_id: str | None, renamed_from: str | None = None) -> None:
+        """The running cell made this turn (first message `first_id`), fork or rename."""
         found, self._found = self._found, None
         from .._records import Made
 
-        item = Made(session_id, first_id, self.cell_id, self.source, self._made_here - 1)
+        place = self._made_here - 1
+        item = Made(session_id, first_id, self.cell_id, self.source, place, renamed_from)
         if self._made_item is not None:  # `%%chat --fork`: its fork, then its turn
             old, self._made_item = self._made_item, item
             for key in [k for k, m in self._by_id.items() if m is old]:
@@ -232,6 +233,16 @@ class Cells:
     def retried_here(self, first_id: str) -> bool:
         """Whether the running cell's last `%session retry` made the turn at `first_id`."""
         return self._retried.get(self.cell_id or "") == first_id
+
+    def renamed(self, old: str, new: str) -> None:
+        """Session `old` is `new` now: what cells made in it, they made in `new`."""
+        for item in {
+            id(m): m for m in [*self._by_id.values(), *self._records, *self._ran]
+        }.values():
+            if item.session_id == old:
+                item.session_id = new
+        if old in self._waiting:
+            self._waiting[new] = self._waiting.pop(old)
 
     def forget(self, session_id: str) -> None:
         self._waiting.pop(session_id, None)

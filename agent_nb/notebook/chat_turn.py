@@ -52,13 +52,14 @@ def chat(workspace: Workspace, request: Request) -> Response:
                 "agent_nb: this cell's prompt differs from the saved run's; the turns after "
                 "it are made anew as their cells run"
             )
-    if again and request.session_id in (None, again.session_id) and not request.fork:
+    # (a session renamed since is the one the cell talked in: `made_as` is its old id)
+    if again and request.session_id in (None, again.session_id, again.made_as) and not request.fork:
         in_place = workspace.sessions.get(again.session_id)
         if in_place is not None and again.first_id in {m.id for m in in_place.messages}:
             return _again(workspace, request, in_place, again)
     deleted = again and request.session_id is None and again.session_id not in workspace.sessions
     name = again.session_id if deleted and again else request.session_id
-    made_here = previous is not None and previous.session_id == name  # this cell's, run again
+    made_here = previous is not None and name in (previous.session_id, previous.made_as)
     if request.new and name in workspace.sessions and not made_here:
         raise ChatError(f"session {name!r} exists: %%chat {name} talks in it")
     session = workspace.session(

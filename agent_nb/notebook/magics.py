@@ -227,6 +227,8 @@ class ChatMagics(Magics):
         %session panel [ID]          a chat window on the session (ID or the current one)
         %session show                the whole transcript
         %session info                id, model, messages, tokens
+        %session rename [ID] NEW_ID  give a session (the current one) a new id
+        %session SUBCOMMAND -h       its options
         %session delete ID           forget a session
         %session restore [PATH]      rebuild sessions from the saved notebook
         %session save [PATH]         keep the current session in a store: PATH.ipynb (in

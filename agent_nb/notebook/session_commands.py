@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from argparse import Namespace
+from argparse import ArgumentTypeError, Namespace
 from collections.abc import Callable
 from typing import Any
 
@@ -151,6 +151,40 @@ class SessionCommands:
         self._publish(
             f"forked `{base.session_id}` into `{twin.session_id}`{note}",
             _records.record("fork", twin, fork_of=base.session_id, kept_as=kept_as),
+        )
+
+    @takes(
+        arg(
+            "names",
+            nargs="+",
+            metavar="[ID] NEW_ID",
+            help="the session (default: the current one) and its new id",
+        ),
+    )
+    def do_rename(self, args: Namespace) -> None:
+        """Give a session (the current one) a new id."""
+        workspace = self._workspace
+        if len(args.names) > 2:
+            raise ChatError("usage: %session rename [ID] NEW_ID")
+        new = args.names[-1]
+        try:
+            new_id(new)
+        except ArgumentTypeError as exc:
+            raise ChatError(f"%session rename: {exc}") from None
+        previous = workspace.cells.previous(fork=True)
+        if len(args.names) == 2:
+            old = args.names[0]
+        elif previous is not None and previous.renamed_from and previous.session_id == new:
+            old = previous.renamed_from  # this cell renamed the current session before
+        else:
+            old = workspace.session().session_id
+        session, kept_as = workspace.rename(old, new, previous)
+        if len(args.names) == 1:  # the current session's: current it stays
+            workspace.current = new
+        workspace.cells.made(new, None, renamed_from=old)
+        self._publish(
+            f"renamed session `{old}` to `{new}`{self._kept_note(kept_as)}",
+            _records.record("rename", session, renamed_from=old, kept_as=kept_as),
         )
 
     @takes(arg("session", metavar="ID", help="the session to forget"))

@@ -159,3 +159,62 @@ def test_restart_and_run_all_after_an_edit_says_so_in_one_line(tmp_path, monkeyp
     assert len(line) == 1 and "this cell's prompt differs from the saved run's" in line[0]
     assert all("kept in session" not in text_of(cell) for cell in nb.cells[3:])
     assert sorted(dumped(text_of(nb.cells[-1]))[0]) == ["main", "side"]
+
+
+RENAMED = [
+    "%load_ext agent_nb",
+    "%%chat\nMy name is Alice",
+    "%%chat\nI live in Lyon",
+    "%session rename analysis",
+    "%%chat\nWhat do you know?",
+    "%session fork side",
+    "%session rename side what-if",
+    "%session use analysis",
+    "%session list",
+    DUMP,
+]
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize("client", [LabClient, NotebookClient], ids=["cell ids", "no cell ids"])
+def test_a_renamed_session_stays_renamed_through_restart_and_run_all(
+    client, tmp_path, monkeypatch
+):
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in RENAMED])
+    client(nb, timeout=60, kernel_name="python3", allow_errors=False).execute()
+    fresh = [said(cell) for cell in nb.cells]
+    sessions, current = dumped(text_of(nb.cells[-1]))
+    assert list(sessions) == ["analysis", "what-if"] and current == "analysis"
+    assert len(sessions["analysis"]) == 6 and sessions["what-if"] == sessions["analysis"]
+    assert "renamed session `main` to `analysis`" in fresh[3]
+    path = tmp_path / "renamed.ipynb"
+    monkeypatch.setenv("JPY_SESSION_NAME", str(path))
+    for _ in range(2):  # Restart Kernel and Run All, twice
+        nbformat.write(nb, str(path))
+        client(nb, timeout=60, kernel_name="python3", allow_errors=False).execute()
+        assert "restored 3 turns in 2 sessions" in said(nb.cells[0])
+        assert [said(cell) for cell in nb.cells][1:] == fresh[1:]
+
+
+@pytest.mark.kernel
+def test_rename_refuses_what_it_cannot_do_and_a_cell_run_again_talks_in_the_new_id():
+    with Kernel() as kernel:
+        kernel.execute("%load_ext agent_nb")
+        kernel.execute("%%chat\nMy name is Alice", cell_id="a")
+        kernel.execute("%session new other")
+        for line, problem in (
+            ("%session rename x --bogus", "unrecognized arguments: --bogus"),
+            ("%session rename mian x", "did you mean 'main'?"),
+            ("%session rename main other", "session 'other' exists"),
+            ("%session rename main 'a b'", "'a b' cannot name a session"),
+            ("%session rename a b c", "usage: %session rename [ID] NEW_ID"),
+        ):
+            error = kernel.execute(line).error
+            assert error is not None and problem in error["evalue"], (line, error)
+        assert "renamed session `main` to `alice`" in kernel.execute(
+            "%session rename main alice"
+        ).shown
+        kernel.execute("%%chat\nMy name is Alice!", cell_id="a")  # run again: in its place
+        sessions, current = dumped(kernel.execute(DUMP).stdout)
+        assert list(sessions) == ["alice", "other"] and current == "alice"
+        assert sessions["alice"][0] == "My name is Alice!" and len(sessions["alice"]) == 2

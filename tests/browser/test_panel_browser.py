@@ -298,6 +298,12 @@ class Controls:
         shot(self.page, self.shots / f"{self.front_end}-{name}.png")
 
 
+#: A condition for `until`: the header names session `{}`, and Undo is {} (the controls
+#: come a moment after the conversation).
+SHOWS = (
+    "p.querySelector('.agent-nb-panel-current').innerText === {}"
+    " && p.querySelector('.agent-nb-panel-undo').disabled === {}"
+)
 #: The panel's header: the session's id; Undo: whether it can be pressed.
 HEADER = (
     "(p => ({id: p.querySelector('.agent-nb-panel-current').innerText,"
@@ -310,11 +316,10 @@ def copy_a_code_block_and_a_message(c: Controls) -> None:
     """A code block through the Clipboard API; a message with the API refused (fallback).
     Before it, the header names the empty session and Undo has nothing to drop; code blocks
     stand out from the text around them."""
-    c.until("p.querySelector('.agent-nb-panel-current').innerText === 'main'")
-    assert c.page.evaluate(HEADER) == {"id": "main", "undo": False}
+    c.until(SHOWS.format("'main'", "true"))  # an empty session: nothing to undo
     c.send("first question")
     c.until(has("first answer") + " && !!p.querySelector('.agent-nb-panel-copy-code')")
-    assert c.page.evaluate(HEADER) == {"id": "main", "undo": True}
+    c.until(SHOWS.format("'main'", "false"))
     colours = c.page.evaluate(
         "(p => [p.querySelector('.agent-nb-panel-code pre'),"
         " p.querySelector('.agent-nb-panel-log')].map(e => getComputedStyle(e).backgroundColor))"
@@ -440,9 +445,10 @@ def switch_sessions_and_start_a_new_one(c: Controls) -> None:
     assert all(label.startswith(("main", "older")) for label in labels), labels
     c.sessions.select_option("older")
     c.until(has("from before", gone=("regenerated answer",)))
-    assert c.page.evaluate(HEADER) == {"id": "older", "undo": True}
+    c.until(SHOWS.format("'older'", "false"))
     c.panel.locator(".agent-nb-panel-new").click()
     c.until("p.querySelectorAll('.agent-nb-panel-message').length === 0")
+    c.until(SHOWS.format("p.querySelector('.agent-nb-panel-sessions').value", "true"))
     shown = c.page.evaluate(HEADER)
     assert shown["id"] not in ("older", "main") and shown["undo"] is False, shown
     c.panel.locator(".agent-nb-panel-rename").click()  # a name of one's own

@@ -21,6 +21,9 @@ def main(source: str, target: str) -> None:
         timeout=300,
         kernel_name="python3",
         resources={"metadata": {"path": str(Path(source).resolve().parent)}},
+        # the kernel's "running over TCP without encryption" warning is about a kernel on
+        # 127.0.0.1 that this process alone talks to: not news for a demo
+        extra_arguments=["--IPKernelApp.log_level=ERROR"],
     ).execute()
     nbformat.write(notebook, target)
     for cell in notebook.cells:

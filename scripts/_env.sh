@@ -24,6 +24,7 @@ apt_install() {  # apt_install PACKAGE...: install Debian packages that are miss
   done
   [ ${#missing[@]} -eq 0 ] && return 0
   command -v apt-get >/dev/null 2>&1 || { echo "please install: ${missing[*]}" >&2; return 1; }
+  echo "installing ${missing[*]} with apt-get (the first time only; a minute or two)..." >&2
   as_root apt-get update -qq
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${missing[@]}" >/dev/null
 }
@@ -35,10 +36,21 @@ make_venv() {  # make_venv [EXTRAS]: .venv with the package installed (editable)
   if [ ! -x .venv/bin/python ]; then
     "$python" -m venv .venv 2>/dev/null || { apt_install python3-venv; rm -rf .venv; "$python" -m venv .venv; }
   fi
-  local log=.venv/install.log
+  # installed (editable) once, and again only when what pip reads changed: pyproject.toml,
+  # the extras asked for, the Python; a code change needs no reinstall
+  local log=.venv/install.log stamp=.venv/install.stamp want started
+  want="${1:-none} $(cat pyproject.toml .venv/pyvenv.cfg | cksum)"
+  if [ -f "$stamp" ] && grep -qxF -- "$want" "$stamp" 2>/dev/null; then
+    return 0
+  fi
+  echo "installing agent_nb${1:+[$1]} and its dependencies into .venv" \
+    "(when pyproject.toml changes; about 30 s to 3 min)..." >&2
+  started=$SECONDS
   if ! .venv/bin/python -m pip install -q --disable-pip-version-check -e ".${1:+[$1]}" >"$log" 2>&1; then
     cat "$log" >&2; echo "installing agent_nb failed (log above, also in $log)" >&2; exit 1
   fi
+  echo "$want" >>"$stamp"  # every set of extras installed so far
+  echo "installed in $((SECONDS - started)) s" >&2
 }
 
 # llama-cpp-python (the llama extra) has no wheels on PyPI: it is built from source, CPU only,

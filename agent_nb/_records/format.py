@@ -18,17 +18,18 @@ from .read import KEY, Found
 #: that starts with message `replaces` (a cell run again), keeping what followed it as the
 #: session `kept_as`; `use` makes its session the current one; `delete` removes its session,
 #: `current` being the one current after it; an `undo` with `replaces` drops that turn (if it
-#: is there); `panel` holds a chat panel's `log` of records; `spend` only adds to its
-#: session's ledger (a turn that failed). Any record may carry `spend`: entries of its
-#: session's ledger no earlier record carries (see Session.add_spend).
+#: is there); `panel` holds a chat panel's `log` of records; `rename` gives session
+#: `renamed_from` its new id, `session_id`; `spend` only adds to its session's ledger (a
+#: turn that failed). Any record may carry `spend`: entries of its session's ledger no
+#: earlier record carries (see Session.add_spend).
 OPS = (
     *("turn", "retry", "resume", "load", "clear", "undo", "system", "fork", "rerun", "use"),
-    *("delete", "panel", "spend"),
+    *("delete", "panel", "rename", "spend"),
 )
 #: What a panel's log holds: its turns (`resume`: the round its Approve / Deny let go on), its
 #: undos, and its switches (`load`: a session the panel opened or made, a branch with its
-#: messages; `use`: one it had).
-PANEL_OPS = ("turn", "resume", "undo", "load", "use", "spend")
+#: messages; `use`: one it had), its renames, and what its failed turns spent.
+PANEL_OPS = ("turn", "resume", "undo", "load", "use", "rename", "spend")
 WITH_MESSAGES = ("turn", "retry", "resume", "load", "rerun")
 TURN_OPS = ("turn", "retry", "resume", "rerun")
 
@@ -93,6 +94,7 @@ class Record(pydantic.BaseModel):
     current: _SessionId | None = None
     log: list[Any] | None = None
     spend: list[Any] | None = None
+    renamed_from: _SessionId | None = None
 
 
 class Skip(Exception):
@@ -120,13 +122,15 @@ def checked(found: Found) -> Record:
         checked = Record.model_validate(entry)
     except pydantic.ValidationError as exc:
         raise Skip(f"the record is malformed: {describe(exc)}") from None
-    for key in ("kept_as", "fork_of"):  # a session kept as, or forked from, itself
+    for key in ("kept_as", "fork_of", "renamed_from"):  # a session kept as ... itself
         if getattr(checked, key) == checked.session_id:
             raise Skip(f"the record's {key} is its own session {checked.session_id!r}")
     if checked.op in WITH_MESSAGES and checked.messages is None:
         raise Skip(f"the record of a {checked.op} has no messages")
     if checked.op == "panel" and checked.log is None:
         raise Skip("the record of a panel has no log")
+    if checked.op == "rename" and checked.renamed_from is None:
+        raise Skip("the record of a rename has no renamed_from")
     return checked
 
 

@@ -129,6 +129,11 @@ class Made:
     cell_id: str | None = None
     source: str = ""
     place: int = 0  # the how-manieth turn or fork of its cell run
+    renamed_from: str | None = None  # a rename: the session's id before
+    made_as: str = ""  # session_id when it was made (a later rename changes session_id)
+
+    def __post_init__(self) -> None:
+        self.made_as = self.made_as or self.session_id
 
 
 @dataclass(eq=False)
@@ -217,6 +222,8 @@ class _Replay:
             raise Skip("it is a copy of an earlier record (a copied cell); replayed once")
         if entry.op == "panel":
             return self._panel(entry, found)
+        if entry.op == "rename":
+            return self._rename(entry, found, in_panel)
         if in_panel and entry.op == "load" and entry.session_id in self.sessions:
             entry = entry.model_copy(update={"op": "use"})  # a panel opened one it had
         if entry.op in ("use", "delete") and entry.session_id not in self.sessions:
@@ -288,6 +295,35 @@ class _Replay:
         if self.placed + count > self.limits.messages:
             raise _Capped("messages")
         self.placed += count
+
+    def _rename(self, entry: Record, found: Found, in_panel: bool) -> None:
+        """Session `renamed_from` is `session_id` from now on: its turns, the cells that
+        made them, the panels that showed it. A rename made again (in a run after this
+        notebook's first) finds it done."""
+        old, new = entry.renamed_from, entry.session_id
+        assert old is not None  # checked()
+        if old in self.sessions and new in self.sessions:  # made again: in place of the last
+            if entry.kept_as:
+                ours = {m.id for m in self.sessions[old].messages}
+                mine = self.sessions[new]
+                self._keep(mine, entry.kept_as, [m for m in mine.messages if m.id not in ours])
+            del self.sessions[new]
+        if old in self.sessions and new not in self.sessions:
+            session = self.sessions.pop(old)
+            session.session_id = new
+            self.sessions[new] = session
+            self.seen[new] = self.seen.pop(old, set())
+            for item in [*self.made, *self.panels]:
+                if item.session_id == old:
+                    item.session_id = new
+            if self.current == old:
+                self.current = new
+        elif new not in self.sessions:
+            raise Skip(f"it renames session {old!r}, which no earlier record made")
+        if entry.record_id is not None:
+            self.records.add(entry.record_id)
+        if not in_panel:
+            self.made.append(Made(new, None, found.cell_id, found.source, renamed_from=old))
 
     def _delete(self, entry: Record) -> None:
         del self.sessions[entry.session_id]

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import sys
+from argparse import Namespace
 from typing import Any
 
 _loaded: dict[int, Any] = {}  # the magics registered in each shell, by its id
-_COMPLETED = ("%session", "%%chat")  # the commands whose arguments tab-complete
 
 
 def load_ipython_extension(ipython: Any) -> None:
@@ -19,14 +19,15 @@ def load_ipython_extension(ipython: Any) -> None:
     workspace = Workspace.load(ipython)
     magics = ChatMagics(ipython, workspace)
     ipython.register_magics(magics)
-    for command in _COMPLETED:
-        ipython.set_hook("complete_command", magics.complete, str_key=command)
+    completer = getattr(ipython, "Completer", None)
+    if completer is not None:  # %session's and %%chat's arguments
+        completer.custom_matchers.append(magics.complete)
     _loaded[id(ipython)] = magics
     ipython.events.register("pre_run_cell", workspace.cells.before_cell)
     magics.figures.install()
     if notebook_path(ipython.user_ns) is not None:
         try:
-            magics.commands.do_restore([], quiet=True)
+            magics.commands.do_restore(Namespace(path=None), quiet=True)
         except ChatError as exc:  # a notebook we cannot read must not break loading
             print(f"agent_nb: {exc}", file=sys.stderr)
         except Exception as exc:  # nor must a fault of ours; say what it was, in a line
@@ -50,10 +51,9 @@ def unload_ipython_extension(ipython: Any) -> None:
     ipython.events.unregister("pre_run_cell", magics.workspace.cells.before_cell)
     Workspace.unload(ipython)
     magics.figures.uninstall()
-    completers = ipython.strdispatchers.get("complete_command")
-    if completers is not None:
-        for command in _COMPLETED:
-            completers.strs.pop(command, None)
+    completer = getattr(ipython, "Completer", None)
+    if completer is not None and magics.complete in completer.custom_matchers:
+        completer.custom_matchers.remove(magics.complete)
     registry = ipython.magics_manager.magics
     for kind, names in (("line", ("agent", "session")), ("cell", ("chat",))):
         for name in names:

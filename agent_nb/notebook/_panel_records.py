@@ -140,6 +140,11 @@ def undo(session: Session, removed: list[Message]) -> dict[str, Any]:
     return _records.record("undo", session, replaces=removed[0].id)[_records.KEY]
 
 
+def rename(session: Session, old: str) -> dict[str, Any]:
+    """The session shown, called `old` until now."""
+    return _records.record("rename", session, renamed_from=old)[_records.KEY]
+
+
 def switch(session: Session, known: bool) -> dict[str, Any]:
     """A switch to a session the panel had (`use`) or opened now (`load`, with its history)."""
     if known:
@@ -252,6 +257,13 @@ def _put_back(
     aside: dict[str, Session] = {}  # a stored session's id -> the copy the log changes
     kept = []
     for raw, entry in entries:
+        if entry.op == "rename":  # done again, unless it is done (or its session is gone)
+            old = entry.renamed_from
+            free = old in sessions and entry.session_id not in sessions
+            if free and sessions[old].store is None:  # never a store's session
+                workspace.rename(old, entry.session_id)
+            kept.append(raw)
+            continue
         session = _session(entry.session_id, entry.system, sessions, agent, store, unowned)
         if session.store is not None:  # the store's copy is the truth: the log's goes aside
             session = aside.get(entry.session_id) or _copy(session)

@@ -50,6 +50,9 @@ class Cells:
         #: cell id -> the first message of the turn its `%session retry` made: a re-run of
         #: that cell that fails shows that turn's record again (its output replaces the old)
         self._retried: dict[str, str] = {}
+        #: Whether the running cell's last turn or fork is the next saved record made again,
+        #: every record above it made again first: Restart and Run All, going as it went.
+        self.in_order = False
 
     def before_cell(self, info: Any) -> None:
         """IPython's pre_run_cell event: remember which cell runs."""
@@ -61,6 +64,7 @@ class Cells:
         self._key = None
         self._found = None
         self._made_item = None
+        self.in_order = False
 
     def restored(self, made: list[Made], retried: dict[str, str]) -> None:
         """What the records of a restored notebook say its cells made (`retried`: cell id ->
@@ -94,8 +98,11 @@ class Cells:
             found = next((m for m in self._unclaimed if m.source == self.source), None)
             if found is None:
                 found = self._same_text(place, forward_only=fork)
+        self.in_order = False
         if found in self._unclaimed:
             self._skip_to(found)
+            above = self._records[: self._records.index(found)]
+            self.in_order = not any(m in self._unclaimed for m in above)
         if found is not None and found.first_id:
             self._remade.add(found.first_id)
         self._found = found
@@ -117,12 +124,13 @@ class Cells:
         later = [m for m in same if m in since]
         return (later or ([] if forward_only else same) or [None])[0]
 
-    def made(self, session_id: str, first_id: str | None) -> None:
-        """The running cell made this turn (first message `first_id`) or fork."""
+    def made(self, session_id: str, first_id: str | None, renamed_from: str | None = None) -> None:
+        """The running cell made this turn (first message `first_id`), fork or rename."""
         found, self._found = self._found, None
         from .._records import Made
 
-        item = Made(session_id, first_id, self.cell_id, self.source, self._made_here - 1)
+        place = self._made_here - 1
+        item = Made(session_id, first_id, self.cell_id, self.source, place, renamed_from)
         if self._made_item is not None:  # `%%chat --fork`: its fork, then its turn
             old, self._made_item = self._made_item, item
             for key in [k for k, m in self._by_id.items() if m is old]:
@@ -163,6 +171,20 @@ class Cells:
             if gone.first_id:
                 self._remade.add(gone.first_id)
                 self._stop_waiting(gone.first_id)
+
+    def not_yet_made(self) -> set[str]:
+        """In a run from the top that goes as the saved one went (some records made again,
+        in order, others not yet): the sessions a fresh run would not have yet, those kept
+        until later cells run again and those first made by a record not yet made again."""
+        if self._last_record < 0 or not self._unclaimed:
+            return set()
+        if any(m in self._unclaimed for m in self._records[: self._last_record + 1]):
+            return set()  # a cell run by hand further down: everything is as it is
+        firsts: dict[str, Made] = {}
+        for item in self._records:
+            firsts.setdefault(item.session_id, item)
+        later = {sid for sid, item in firsts.items() if item in self._unclaimed}
+        return later | set(self._waiting)
 
     def unmade(self, first_ids: set[str]) -> set[str]:
         """Those of these turns whose cell has not run again (or that no cell made)."""
@@ -211,6 +233,16 @@ class Cells:
     def retried_here(self, first_id: str) -> bool:
         """Whether the running cell's last `%session retry` made the turn at `first_id`."""
         return self._retried.get(self.cell_id or "") == first_id
+
+    def renamed(self, old: str, new: str) -> None:
+        """Session `old` is `new` now: what cells made in it, they made in `new`."""
+        for item in {
+            id(m): m for m in [*self._by_id.values(), *self._records, *self._ran]
+        }.values():
+            if item.session_id == old:
+                item.session_id = new
+        if old in self._waiting:
+            self._waiting[new] = self._waiting.pop(old)
 
     def forget(self, session_id: str) -> None:
         self._waiting.pop(session_id, None)

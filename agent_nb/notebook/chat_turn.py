@@ -37,6 +37,7 @@ class Request:
     settings: dict[str, Any] | None = None
     schema: str | None = None  # the name of a pydantic model in the namespace
     stream: bool = True
+    new: bool = False  # --new: session_id is a new session
 
 
 def chat(workspace: Workspace, request: Request) -> Response:
@@ -44,12 +45,26 @@ def chat(workspace: Workspace, request: Request) -> Response:
     before (a cell run again talks where it talked, made anew if it was deleted)."""
     previous = workspace.cells.previous(fork=bool(request.fork))
     again = previous if previous is not None and previous.first_id else None
-    if again and request.session_id in (None, again.session_id) and not request.fork:
+    if again and workspace.cells.in_order:  # Restart and Run All: quiet unless it differs
+        recorded = workspace.message(again.first_id)
+        if recorded is not None and recorded.text != request.prompt:
+            print(
+                "agent_nb: this cell's prompt differs from the saved run's; the turns after "
+                "it are made anew as their cells run"
+            )
+    # (a session renamed since is the one the cell talked in: `made_as` is its old id)
+    if again and request.session_id in (None, again.session_id, again.made_as) and not request.fork:
         in_place = workspace.sessions.get(again.session_id)
         if in_place is not None and again.first_id in {m.id for m in in_place.messages}:
             return _again(workspace, request, in_place, again)
     deleted = again and request.session_id is None and again.session_id not in workspace.sessions
-    session = workspace.session(again.session_id if deleted and again else request.session_id)
+    name = again.session_id if deleted and again else request.session_id
+    made_here = previous is not None and name in (previous.session_id, previous.made_as)
+    if request.new and name in workspace.sessions and not made_here:
+        raise ChatError(f"session {name!r} exists: %%chat {name} talks in it")
+    session = workspace.session(
+        name, make="" if deleted or made_here or request.new else "%%chat --new"
+    )
     extra: dict[str, Any] = {}
     if request.fork:
         extra["fork_of"] = session.session_id
@@ -106,8 +121,8 @@ def _again(
     except ChatError:  # the cell's new output replaces its old record: it is given again
         show_again(workspace, session, history[at:end], "turn")
         raise
-    if kept_as is not None:
-        print(
+    if kept_as is not None and not workspace.cells.in_order:  # (in Run All, their cells
+        print(  # make them again further down)
             f"agent_nb: this cell's turn was made again; the {len(history) - end} messages "
             f"after it are kept in session {kept_as!r} (%session use {kept_as})"
         )

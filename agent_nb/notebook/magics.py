@@ -9,12 +9,11 @@ from __future__ import annotations
 import shlex
 from typing import TYPE_CHECKING, Any
 
-from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
-from IPython.core.magic_arguments import argument, magic_arguments
 
 from ..errors import AgentError
 from . import _images
+from ._args import Parser, identifier, new_id
 from ._errors import ChatError, Interrupted
 
 if TYPE_CHECKING:
@@ -23,6 +22,50 @@ if TYPE_CHECKING:
     from .workspace import Workspace
 
 __all__ = ["ChatError", "ChatMagics", "Interrupted"]
+
+
+def _chat_parser() -> Parser:
+    parser = Parser(
+        "%%chat",
+        "The cell is your next message; the answer streams into the cell.",
+        "%(prog)s [SESSION] [options]",
+    )
+    add = parser.add_argument
+    add("session_id", nargs="?", help="the session to talk in; default: the current one")
+    add("--new", action="store_true", help="SESSION_ID is a new session: make it")
+    add("-m", "--model", help="the model for this turn")
+    add("--system", help="set the session's system prompt first")
+    add("-t", "--temperature", type=float, help="sampling temperature")
+    add("--max-tokens", type=int, help="the longest answer, in tokens")
+    add("--schema", help="a pydantic model in the namespace: answer as that structure")
+    add("--no-stream", action="store_true", help="wait for the whole answer")
+    add("--fork", metavar="NEW_ID", type=new_id, help="fork the session into NEW_ID, talk there")
+    add("-o", "--output", metavar="VAR", type=identifier, help="store the Response in VAR")
+    add("--raw", action="store_true", help="send the text as typed: no {name} filled in")
+    add("--image", action="append", metavar="PATH", help="send this image file (repeatable)")
+    add("--plot", action="store_true", help="send the last matplotlib figure as an image")
+    return parser
+
+
+def _agent_parser() -> Parser:
+    parser = Parser(
+        "%agent",
+        "Configure the default agent: `%agent provider=openai model=gpt-4o [system=...]`;\n"
+        "other keys (temperature=0.2, max_tokens=500, base_url=...) are passed to Agent;\n"
+        "`%agent NAME` uses the Agent in variable NAME; `%agent` alone shows the configuration.",
+    )
+    parser.add_argument("settings", nargs="*", metavar="KEY=VALUE|NAME")
+    return parser
+
+
+def _with_help(parser: Parser) -> Any:
+    """The magic's docstring, then its parser's help (what `%%chat?` shows)."""
+
+    def add(function: Any) -> Any:
+        function.__doc__ = f"{function.__doc__}\n\n{parser.format_help()}"
+        return function
+
+    return add
 
 
 @magics_class
@@ -47,6 +90,7 @@ class ChatMagics(Magics):
     # -- the agent -------------------------------------------------------------------------
 
     @line_magic("agent")
+    @_with_help(_agent_parser())
     def agent_magic(self, line: str) -> None:
         """Configure the default agent: `%agent provider=openai model=gpt-4o [system=...]`.
 
@@ -56,11 +100,15 @@ class ChatMagics(Magics):
         """
         from ..agent import Agent
 
-        if not line.strip():
+        words = _split("%agent", line)
+        parsed = _agent_parser().parse(words)
+        if parsed is None:
+            return
+        if not words:
             print(self._describe(self.workspace.default_agent()))
             return
-        if line.strip().isidentifier():
-            chosen = self.shell.user_ns.get(line.strip())
+        if len(words) == 1 and words[0].isidentifier():
+            chosen = self.shell.user_ns.get(words[0])
             if not isinstance(chosen, Agent):
                 raise ChatError(
                     f"%agent {line.strip()}: that name holds no Agent; make one with "
@@ -70,7 +118,7 @@ class ChatMagics(Magics):
             return
         options: dict[str, Any] = {}
         servers: list[Any] = []
-        for item in shlex.split(line):
+        for item in words:
             key, sep, value = item.partition("=")
             if not sep:
                 raise ChatError(f"%agent takes key=value pairs, got {item!r}")
@@ -122,24 +170,8 @@ class ChatMagics(Magics):
 
     # -- %%chat ------------------------------------------------------------------------------
 
-    @magic_arguments()
-    @argument(
-        "session_id",
-        nargs="?",
-        help="the session to talk in (made if new); default: the current one",
-    )
-    @argument("-m", "--model", help="the model for this turn")
-    @argument("--system", help="set the session's system prompt first")
-    @argument("-t", "--temperature", type=float, help="sampling temperature")
-    @argument("--max-tokens", type=int, help="the longest answer, in tokens")
-    @argument("--schema", help="a pydantic model in the namespace: answer as that structure")
-    @argument("--no-stream", action="store_true", help="wait for the whole answer")
-    @argument("--fork", metavar="NEW_ID", help="fork the session into NEW_ID and talk there")
-    @argument("-o", "--output", metavar="VAR", help="store the Response in this variable")
-    @argument("--raw", action="store_true", help="send the text as typed: no {name} filled in")
-    @argument("--image", action="append", metavar="PATH", help="send this image file (repeatable)")
-    @argument("--plot", action="store_true", help="send the last matplotlib figure as an image")
     @cell_magic("chat")
+    @_with_help(_chat_parser())
     def chat(self, line: str, cell: str) -> None:
         """The cell is your next message; the answer streams into the cell as Markdown.
 
@@ -150,7 +182,13 @@ class ChatMagics(Magics):
         """
         from . import chat_turn
 
-        args = self._chat_args(line)
+        args = _chat_parser().parse(_split("%%chat", line))
+        if args is None:
+            return
+        if args.new and args.session_id is None:
+            raise ChatError("%%chat --new NAME: name the new session")
+        if args.new:
+            new_id(args.session_id)  # a name the notebook can give
         try:
             images = _images.attached(args.image, args.plot, self.figures)
             prompt = (cell if args.raw else self._interpolate(cell, images)).strip()
@@ -173,6 +211,7 @@ class ChatMagics(Magics):
             settings=settings,
             schema=args.schema,
             stream=not args.no_stream,
+            new=args.new,
         )
         response = chat_turn.chat(self.workspace, request)
         self.shell.user_ns["_"] = response
@@ -189,24 +228,6 @@ class ChatMagics(Magics):
         for note in notes:
             print(f"agent_nb: {note}")
         return filled
-
-    def _chat_args(self, line: str) -> Any:
-        try:
-            words = shlex.split(line)  # IPython's own split keeps the quotes of --system "..."
-        except ValueError as exc:
-            raise ChatError(f"%%chat {line.strip()}: {exc}; close the quote") from None
-        try:
-            return self.chat.parser.parse_args(words)
-        except UsageError as exc:
-            options = []
-            for action in self.chat.parser._actions:
-                if action.option_strings and action.dest != "help":
-                    takes = f" {action.metavar or action.dest.upper()}" if action.nargs != 0 else ""
-                    options.append("/".join(action.option_strings) + takes)
-            raise ChatError(
-                f"%%chat {line.strip()}: {exc}; usage: %%chat [SESSION] [options], the options "
-                f"being {', '.join(options)}"
-            ) from None
 
     # -- %session ----------------------------------------------------------------------------
 
@@ -229,6 +250,8 @@ class ChatMagics(Magics):
         %session show                the whole transcript
         %session info                id, model, messages, tokens, what it spent
         %session cost                what each session spent, and this kernel in all
+        %session rename [ID] NEW_ID  give a session (the current one) a new id
+        %session SUBCOMMAND -h       its options
         %session delete ID           forget a session
         %session restore [PATH]      rebuild sessions from the saved notebook (caps:
                                      --records N, --sessions N, --messages N)
@@ -243,19 +266,39 @@ class ChatMagics(Magics):
                                      the current session as a notebook (--code: Python
                                      blocks of answers as runnable code cells)
         """
-        return self.commands.run(shlex.split(line))
+        return self.commands.run(_split("%session", line))
 
-    def complete(self, shell: Any, event: Any) -> list[str]:
-        """Tab completion: %session's subcommands, then session ids where one is expected."""
-        words = event.text_until_cursor.split()
-        position = len(words) - (0 if event.text_until_cursor[-1:].isspace() else 1)
-        if words[0] == "%%chat":
-            return list(self.workspace.sessions) if position == 1 else []
-        if position == 1:
-            return self.commands.names()
-        if position == 2 and words[1] in ("use", "delete"):
-            return list(self.workspace.sessions)
-        return []
+    def complete(self, context: Any) -> dict[str, Any]:
+        """Tab completion (an IPython matcher): %session's subcommands, then session ids
+        where one is expected, alone (not Python's keywords after them)."""
+        text = context.line_with_cursor[: context.cursor_position]
+        words = text.split()
+        position = len(words) - (0 if text[-1:].isspace() else 1)
+        offered: list[str] = []
+        if words and words[0] == "%%chat" and position == 1 and context.cursor_line == 0:
+            offered = list(self.workspace.sessions)
+        elif words and words[0] == "%session" and position == 1:
+            offered = self.commands.names()
+        elif words and words[0] == "%session" and position == 2 and words[1] in _NAMING:
+            offered = list(self.workspace.sessions)
+        from IPython.core.completer import SimpleCompletion
+
+        token = context.token
+        chosen = [SimpleCompletion(name) for name in offered if name.startswith(token)]
+        return {"completions": chosen, "suppress": bool(chosen)}
+
+    complete.matcher_api_version = 2  # type: ignore[attr-defined]
+
+
+#: The %session subcommands whose argument is a session's id.
+_NAMING = ("use", "delete", "panel")
+
+
+def _split(command: str, line: str) -> list[str]:
+    try:
+        return shlex.split(line)  # IPython's own split keeps the quotes of --system "..."
+    except ValueError as exc:
+        raise ChatError(f"{command} {line.strip()}: {exc}; close the quote") from None
 
 
 def _value(text: str) -> Any:

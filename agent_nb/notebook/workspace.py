@@ -26,6 +26,7 @@ from .cells import Cells
 if TYPE_CHECKING:
     from ..agent import Agent
     from ..events import Response
+    from ..messages import Message
     from ..session import Session
     from ._panel_records import Log
 
@@ -173,8 +174,14 @@ class Workspace:
 
     # -- sessions --------------------------------------------------------------------------
 
-    def session(self, session_id: str | None = None) -> Session:
-        """The named session (made if new) or the current one; it becomes current."""
+    def session(self, session_id: str | None = None, *, make: str | None = None) -> Session:
+        """The named session or the current one (the first, 'main', made when needed); it
+        becomes current. A name that is no session is an error naming a close one and how
+        to make it (`make`: the command that would, "%%chat --new"), unless `make` is ""
+        (then it is made)."""
+        first = session_id == "main" and not self.sessions  # the default, made when needed
+        if session_id is not None and session_id not in self.sessions and make != "" and not first:
+            raise self.missing(session_id, make)
         session_id = session_id or self.current
         if session_id is None or session_id not in self.sessions:
             made = self.default_agent().session(session_id=session_id or "main")
@@ -182,6 +189,28 @@ class Workspace:
             session_id = made.session_id
         self.current = session_id
         return self.sessions[session_id]
+
+    def missing(self, session_id: str, make: str | None = None) -> ChatError:
+        """The error for a session that does not exist: a close name, and how to make it
+        (`make`: the command that would: "%%chat --new", "%session new")."""
+        from ._args import did_you_mean
+
+        how = ""
+        if make:
+            also = f" (or %session new {session_id})" if make != "%session new" else ""
+            how = f" To make it: {make} {session_id}{also}."
+        return ChatError(
+            f"no session {session_id!r};{did_you_mean(session_id, self.sessions)} "
+            f"%session list shows them.{how}"
+        )
+
+    def message(self, message_id: str) -> Message | None:
+        """The message of this id, in whichever session holds it."""
+        for session in self.sessions.values():
+            for message in session.messages:
+                if message.id == message_id:
+                    return message
+        return None
 
     def free_name(self, root: str) -> str:
         """A name for a session kept aside from `root`: `root~N`, not yet a session here."""
@@ -195,14 +224,40 @@ class Workspace:
     def use(self, session_id: str) -> Session:
         """Talk in `session_id` from now on."""
         if session_id not in self.sessions:
-            raise ChatError(f"no session {session_id!r}; %session list shows them")
+            raise self.missing(session_id, "%session new")
         self.current = session_id
         return self.sessions[session_id]
+
+    def rename(
+        self, session_id: str, new: str, previous: _records.Made | None = None
+    ) -> tuple[Session, str | None]:
+        """Session `session_id` is `new` from now on (current if it was), in its store too;
+        what cells made in it, they made in `new`: (it, where the session that had the id
+        `new` is kept). The cell that renamed it before (`previous`) renames it again: done
+        if it is, else in place of the session it made then (its turns no cell has made
+        again kept aside, as a fork run again keeps them)."""
+        mine = previous is not None and previous.renamed_from == session_id
+        mine = mine and previous is not None and previous.session_id == new
+        if mine and session_id not in self.sessions and new in self.sessions:
+            return self.sessions[new], None  # done already
+        if session_id not in self.sessions:
+            raise self.missing(session_id)
+        kept_as = None
+        if mine and new in self.sessions:
+            base = self.sessions[session_id]
+            kept_as = self._keep_unmade(self.sessions[new], {m.id for m in base.messages})
+            self.sessions.pop(new)
+            self.cells.forget(new)
+        session = rename(self.sessions, self.sessions[session_id], new)
+        if self.current == session_id:
+            self.current = new
+        self.cells.renamed(session_id, new)
+        return session, kept_as
 
     def delete(self, session_id: str) -> Session:
         """Forget `session_id`; the first session left becomes current if it was."""
         if session_id not in self.sessions:
-            raise ChatError(f"no session {session_id!r}; %session list shows them")
+            raise self.missing(session_id)
         deleted = self.sessions.pop(session_id)
         self.cells.forget(session_id)
         if self.current == session_id:
@@ -215,9 +270,9 @@ class Workspace:
         """A new empty session, current: (it, where the one its cell made before is kept).
         A cell run again makes its session anew; any other existing name is refused."""
         again = previous is not None and previous.first_id is None
-        again = again and previous.session_id == (name or previous.session_id)
+        again = again and (name or previous.session_id) in (previous.session_id, previous.made_as)
         session = self.default_agent().session(
-            session_id=previous.session_id if previous is not None and again else name,
+            session_id=(name or previous.session_id) if previous is not None and again else name,
             system=system,
         )
         old = self.sessions.get(session.session_id)
@@ -238,7 +293,8 @@ class Workspace:
         that had that name before is kept). A cell run again forks again into the session it
         made; any other existing name is refused unless `replace`."""
         again = previous is not None and (
-            previous.session_id == name or (name is None and previous.first_id is None)
+            name in (previous.session_id, previous.made_as)
+            or (name is None and previous.first_id is None)
         )
         name = name or (previous.session_id if previous is not None and again else None)
         if name == base.session_id:
@@ -325,6 +381,31 @@ class Workspace:
         for kept_as, (waiting, history) in replayed.kept.items():  # they go as in the run
             self.cells.keep(kept_as, waiting, history)
         self.panels.saved = list(replayed.panels)
+
+
+def rename(sessions: dict[str, Session], session: Session, new: str) -> Session:
+    """`session` (in `sessions`, where it keeps its place) under the id `new`; its store
+    holds it under `new`, no longer under its old id."""
+    old = session.session_id
+    if new in sessions or (session.store is not None and stored_at(session.store, new)):
+        raise ChatError(f"session {new!r} exists; choose another name")
+    if session.pending_approvals:
+        raise ChatError(f"session {old!r} has tool calls waiting for approval: decide them first")
+    session.session_id = new
+    if session.store is not None:
+        try:
+            session.save()  # under the new id, in full
+        except AgentError as exc:
+            session.session_id = old
+            raise ChatError(f"{exc}; session {old!r} keeps its name") from None
+        try:
+            session.store.delete(old)
+        except Exception as exc:  # the store keeps a copy under the old id: say so
+            print(f"agent_nb: {old!r} stays in {session.store!r} too ({exc})", file=sys.stderr)
+    order = list(sessions.items())
+    sessions.clear()  # in place: a panel holds this very dict
+    sessions.update((new if key == old else key, value) for key, value in order)
+    return session
 
 
 def notebook_path(user_ns: dict[str, Any]) -> Path | None:

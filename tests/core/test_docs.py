@@ -95,3 +95,17 @@ def test_notebook_examples_run_in_a_kernel(page, all_providers_env, monkeypatch)
     for cell, (code, expected) in zip(nb.cells, blocks, strict=True):
         if expected is not None:
             assert text_of(cell).strip() == expected.strip(), code
+
+
+def test_no_page_imports_a_private_name():
+    """What a reader copies works with the next release: `agent_nb._x` may change any day."""
+    private = re.compile(
+        r"^\s*(?:from\s+agent_nb(?:\.\w+)*\._\w+|import\s+agent_nb(?:\.\w+)*\._\w+)", re.M
+    )
+    found = [
+        f"{page.name}:{code[: m.start()].count(chr(10)) + line + 1}: {m.group(0).strip()}"
+        for page in [*PAGES, README]
+        for code, _, line in blocks(page)
+        for m in private.finditer(code)
+    ]
+    assert found == []

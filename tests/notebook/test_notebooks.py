@@ -106,7 +106,7 @@ def test_tools(provider, tmp_path, request):
     assert "tool [] ['sunny and 21 °C in Paris']" in stdout(nb.cells[4])
     assert stdout(nb.cells[5]).split() == ["tool_call", "get_weather", "tool_result", "get_weather"]
     # approval: the call waits, with its commands; approving it runs it and the answer goes on
-    booking = next(c for c in nb.cells if c.source.startswith("%%chat -o booking"))
+    booking = next(c for c in nb.cells if c.source.startswith("%%chat --new trips -o booking"))
     waiting = "".join(o.get("data", {}).get("text/plain", "") for o in booking.outputs)
     assert "waiting for approval: book_flight(" in waiting and "%session approve" in waiting
     assert "seat 12A" not in waiting
@@ -177,3 +177,25 @@ def test_the_headless_demo_executes_the_quickstart(tmp_path):
     demo = (root / "scripts" / "demo").read_text()  # what ./scripts/demo --headless runs
     assert "examples/run_notebook.py notebooks/quickstart.ipynb quickstart.out.ipynb" in demo
     assert subprocess.run(["bash", "-n", str(root / "scripts" / "demo")]).returncode == 0
+
+
+@pytest.mark.kernel
+def test_the_headless_demo_prints_answers_not_the_kernels_tcp_warning(tmp_path):
+    import subprocess
+    import sys
+
+    source, target = tmp_path / "demo.ipynb", tmp_path / "demo.out.ipynb"
+    cells = ["%load_ext agent_nb", "%%chat\nMy name is Alice"]
+    nbformat.write(
+        nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells]), source
+    )
+    script = NOTEBOOKS.parent / "examples" / "run_notebook.py"
+    done = subprocess.run(
+        [sys.executable, str(script), str(source), str(target)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert "> My name is Alice" in done.stdout
+    assert "without encryption" not in done.stderr, done.stderr

@@ -294,7 +294,8 @@ def test_split_surrogate_pairs_and_nul_reach_the_notebook_without_an_error(serve
     nb = run_notebook(
         f"%load_ext agent_nb\n%agent provider=openai model=m base_url={server.url} api_key=k",
         "%%chat --no-stream\nfirst",
-        "%%chat side\ngo",  # a session of its own: history with a lone surrogate is not resent
+        # a session of its own: history with a lone surrogate is not resent
+        "%%chat --new side\ngo",
         "%session show",
         "%session history",
         "print('the next cell is fine')",

@@ -271,7 +271,7 @@ def test_a_deleted_session_stays_deleted_after_a_restore_and_run_all(tmp_path, m
         assert dumped(kernel.execute(DUMP).stdout) == fresh
         assert kernel.execute("print(_m.sessions['side'].system)").stdout == "Be terse.\n"
         gone = kernel.execute("%session delete main")
-        assert gone.error["evalue"] == "no session 'main'; %session list shows them"
+        assert gone.error["evalue"] == "no session 'main'; %session list shows them."
     for _ in range(2):
         NotebookClient(nb, timeout=60, kernel_name="python3").execute()
         nbformat.write(nb, str(path))

@@ -138,7 +138,7 @@ def test_session_restore_takes_raised_caps(tmp_path, capsys):
         shell.run_line_magic("session", f"restore {path} --sessions 2000")
         again = capsys.readouterr()
         assert again.err == "" and "in 1201 sessions" in again.out
-        with pytest.raises(Exception, match="--sessions takes a whole number above 0, got 'many'"):
+        with pytest.raises(Exception, match="--sessions: takes a whole number of at least 1"):
             shell.run_line_magic("session", f"restore {path} --sessions many")
     finally:
         shell.run_line_magic("unload_ext", "agent_nb")

@@ -20,6 +20,7 @@ from agent_nb import Agent, ChatPanel, Message, Session, tool
 from agent_nb.notebook import live
 from agent_nb.notebook.live import MESSAGE_BYTES
 from agent_nb.notebook.panel import widget as panel_module
+from agent_nb.notebook.workspace import Workspace
 
 
 class Recorder:
@@ -784,3 +785,59 @@ async def test_what_panel_turns_spend_is_in_its_log_and_a_restore_rebuilds_the_l
     rebuilt = replayed.sessions[panel.session.session_id]
     assert rebuilt.ledger == panel.session.ledger
     assert str(rebuilt.cost) == str(panel.session.cost) and rebuilt.cost.estimated
+
+
+def test_rename_gives_the_session_a_new_id_in_the_store_and_refuses_bad_names(tmp_path):
+    from agent_nb.stores import SQLiteStore
+
+    store = SQLiteStore(str(tmp_path / "s.db"))
+    agent = Agent(provider="test")
+    session = agent.session(session_id="main", store=store)
+    session.run("hello")
+    panel = ChatPanel(session)
+    recorder = Recorder(panel)
+    handle = panel_module._Handler(panel)
+    for name in (None, 1, ["x"], "", "--bogus", "two words", "-h"):
+        handle(panel, {"type": "rename", "name": name}, [])
+        assert panel.session.session_id == "main" and "main" in store, name
+    assert "cannot name a session" in error_of(recorder)
+    handle(panel, {"type": "rename", "name": "analysis"}, [])
+    assert panel.session is session and session.session_id == "analysis"
+    assert panel.session_id == "analysis" and "analysis" in store and "main" not in store
+    assert agent.load_session("analysis", store=store).messages[0].text == "hello"
+    controls = recorder.custom("controls")[-1]
+    assert controls["current"] == "analysis"
+    assert [s["id"] for s in controls["sessions"]] == ["analysis"]
+    other = agent.session(session_id="other", store=store)
+    other.run("hi")
+    handle(panel, {"type": "rename", "name": "other"}, [])  # taken, in the store
+    assert session.session_id == "analysis" and "session 'other' exists" in error_of(recorder)
+
+
+def test_a_rename_in_the_panel_is_the_notebooks(server):
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    try:
+        server.script(Reply(text="first"), Reply(text="second"))
+        shell.user_ns["bot"] = Agent(provider="openai", model="m", base_url=server.url, api_key="k")
+        shell.run_cell("%load_ext agent_nb\n%agent bot")
+        shell.run_cell("%%chat\nquestion")
+        panel = shell.run_cell("%session panel").result
+        panel._handle_custom_msg({"type": "rename", "name": "analysis"}, [])
+        shell.run_cell("%%chat\nmore")  # the current session, by its new id
+        workspace = Workspace.of(shell)
+        assert list(workspace.sessions) == ["analysis"] and workspace.current == "analysis"
+        assert [m.text for m in workspace.sessions["analysis"].messages] == [
+            "question",
+            "first",
+            "more",
+            "second",
+        ]
+        assert [e["op"] for e in panel._log.entries] == ["rename"]
+        assert panel._log.entries[0]["renamed_from"] == "main"
+    finally:
+        from agent_nb import notebook
+
+        notebook._loaded.pop(id(shell), None)  # a later shell may get this id
+        InteractiveShell.clear_instance()

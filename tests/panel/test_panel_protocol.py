@@ -82,6 +82,7 @@ FROM_A_VIEW = {
     ToKernel.RETRY: ({}, ("retry", ())),
     ToKernel.SWITCH: ({"session": "s2"}, ("choose", ("s2",))),
     ToKernel.NEW: ({}, ("new_session", ())),
+    ToKernel.RENAME: ({"name": "s3"}, ("rename", ("s3",))),
 }
 
 

@@ -467,7 +467,6 @@ def test_a_sqlite_store_dropped_unclosed_closes_its_database(tmp_path):
     import sqlite3
 
     from agent_nb.stores import SQLiteStore
-
     from agent_nb.stores.base import worker
 
     store = SQLiteStore(tmp_path / "dropped.db")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+from argparse import ArgumentTypeError
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +28,9 @@ from ...messages import Message
 from ...session import Session
 from ...stores.base import title
 from .. import _panel_records
-from ..workspace import free_name, stored_at
+from .._args import new_id
+from .._errors import ChatError
+from ..workspace import Workspace, free_name, rename, stored_at
 from . import cards
 from .protocol import ToView
 
@@ -250,6 +253,30 @@ class Controls:
             panel._note(_panel_records.switch(session, known=False))
         self._show(session.session_id)
 
+    def rename(self, name: Any) -> None:
+        """Give the session shown a new id (the header's Rename); the notebook's sessions,
+        the store and the records know it by that id from now on."""
+        panel = self._panel
+        if panel.busy:
+            self._problem("the panel is answering: press Stop first, then rename")
+            return
+        session = panel.session
+        old = session.session_id
+        try:
+            new = new_id(name if isinstance(name, str) else "")
+            if new == old:
+                return panel._sync()
+            _renamed(panel._sessions, session, new)
+        except (ArgumentTypeError, ChatError) as exc:
+            self._problem(str(exc))
+            return
+        panel._log.session_id = new
+        if _panel_records.from_the_front_end():
+            panel._note(_panel_records.rename(session, old))
+        panel.session_id = new
+        panel._sync()
+        panel._refresh_fallback()
+
     def _show(self, session_id: str) -> None:
         panel = self._panel
         self.again = None
@@ -327,6 +354,7 @@ class Controls:
                 messages, session.agent.model, seconds, session.updated_at, session.cost
             ),
             "last_prompt": render.clean(prompts[-1]) if prompts else "",
+            "can_undo": any(m.role == "user" for m in messages),
         }
 
     # -- forks -------------------------------------------------------------------------------
@@ -361,3 +389,16 @@ class Controls:
         """Say inline why a control did nothing, with the panel showing the session as it is."""
         self._panel._resync()
         self._panel._end(error=f"<p>{render.escaped(text)}</p>")
+
+
+def _renamed(sessions: dict[str, Session], session: Session, new: str) -> None:
+    """`session` is `new` from now on: in the kernel's Workspace if the panel shares its
+    sessions (its cells made their turns in it under the old id), else in the panel's own."""
+    from IPython import get_ipython
+
+    shell = get_ipython()
+    kernel = Workspace.of(shell) if shell is not None else None
+    if kernel is not None and kernel.sessions is sessions:
+        kernel.rename(session.session_id, new)  # (a panel's rename: no cell made it)
+    else:
+        rename(sessions, session, new)

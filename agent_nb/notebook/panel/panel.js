@@ -26,6 +26,7 @@ const TO_KERNEL = Object.freeze({
   retry: "retry",
   switch: "switch",
   new: "new",
+  rename: "rename",
 });
 // </protocol>
 // What a handler of the kernel's messages (`received`, in render) returns when the log is
@@ -565,7 +566,15 @@ function render({ model, el }) {
   const branches = element("select", "agent-nb-panel-branches");
   branches.setAttribute("aria-label", "branch");
   branches.title = "the conversation's branches (an edited prompt or a regenerated answer makes one)";
-  bar.append(element("span", "agent-nb-panel-label", "session"), sessions, fresh,
+  const current = element("strong", "agent-nb-panel-current"); // the session's id, always
+  current.title = "the session this panel shows (%%chat ID talks in it too)";
+  const naming = element("input", "agent-nb-panel-naming"); // Rename: the new id, typed here
+  naming.hidden = true;
+  naming.setAttribute("aria-label", "the session's new id (Enter renames, Escape cancels)");
+  naming.dataset.lmSuppressShortcuts = "true";
+  const rename = element("button", "agent-nb-panel-rename", "Rename");
+  rename.title = "give this session a new id";
+  bar.append(current, naming, rename, element("span", "agent-nb-panel-label", "session"), sessions, fresh,
     element("span", "agent-nb-panel-label", "branch"), branches);
   const banner = element("div", "agent-nb-panel-editing");
   banner.appendChild(element("span", "", "Editing an earlier prompt: Send forks the conversation there (Escape cancels) "));
@@ -576,6 +585,7 @@ function render({ model, el }) {
   said.setAttribute("role", "status");
   el.append(bar, log, banner, form, footer, said);
   let lastPrompt = "";
+  let canUndo = false; // the session has a turn to drop
   let latest = null; // the last answer's item: only it offers Regenerate
   const list = new MessageList(log, bubble, () => model.get("session_id"));
 
@@ -682,7 +692,9 @@ function render({ model, el }) {
   }
 
   function controls(msg) {
-    sessions.replaceChildren(...msg.sessions.map((s) => option(s.id, s.title ? `${s.title} (${s.id})` : s.id)));
+    current.textContent = msg.current;
+    // by id first (two sessions may start with the same prompt), then a short title
+    sessions.replaceChildren(...msg.sessions.map((s) => option(s.id, s.title ? `${s.id} · ${s.title}` : s.id)));
     sessions.value = msg.current;
     branches.replaceChildren(...msg.branches.map((b) =>
       option(b.id, `${b.id} · ${b.count} messages${b.title ? " · " + b.title : ""}`)));
@@ -691,6 +703,8 @@ function render({ model, el }) {
     footer.replaceChildren();
     footer.insertAdjacentHTML("beforeend", msg.footer);
     lastPrompt = msg.last_prompt;
+    canUndo = Boolean(msg.can_undo);
+    undo.disabled = model.get("busy") || !canUndo;
   }
 
   function startLive(userHtml) {
@@ -775,6 +789,26 @@ function render({ model, el }) {
     if (event.target.value) model.send({ type: TO_KERNEL.switch, session: event.target.value });
   };
   const onNew = () => model.send({ type: TO_KERNEL.new });
+  const endNaming = () => {
+    naming.hidden = true;
+    current.hidden = false;
+  };
+  const onRename = () => {
+    naming.value = current.textContent;
+    current.hidden = true;
+    naming.hidden = false;
+    naming.focus();
+    naming.select();
+  };
+  const onNaming = (event) => {
+    if (event.key !== "Enter" && event.key !== "Escape") return;
+    event.preventDefault(); // not JupyterLab's (run cell, leave the cell), nor the panel's Escape
+    event.stopPropagation();
+    const name = naming.value.trim();
+    endNaming();
+    if (event.key === "Enter" && name && name !== current.textContent)
+      model.send({ type: TO_KERNEL.rename, name });
+  };
   const onCancel = () => {
     cancelEditing();
     input.focus();
@@ -783,8 +817,8 @@ function render({ model, el }) {
     const busy = model.get("busy");
     send.disabled = busy;
     stop.disabled = !busy;
-    undo.disabled = busy;
-    sessions.disabled = fresh.disabled = busy;
+    undo.disabled = busy || !canUndo;
+    sessions.disabled = fresh.disabled = rename.disabled = busy;
     branches.disabled = busy || branches.options.length < 2;
     el.classList.toggle("agent-nb-panel-busy", busy);
   };
@@ -798,6 +832,9 @@ function render({ model, el }) {
   sessions.addEventListener("change", onSwitch);
   branches.addEventListener("change", onSwitch);
   fresh.addEventListener("click", onNew);
+  rename.addEventListener("click", onRename);
+  naming.addEventListener("keydown", onNaming);
+  naming.addEventListener("blur", endNaming);
   cancel.addEventListener("click", onCancel);
   showEditing();
   model.on("msg:custom", onMessage);

@@ -6,8 +6,8 @@ views in custom messages, each a JSON object whose `type` is its kind:
 kernel -> view (ToView)
   reset     items, [error, retry]: the whole conversation (and the last turn's notes)
   append    items: the messages new in the session (they replace the live answer)
-  controls  current, sessions, branches, footer, last_prompt: the switchers, the footer,
-            the prompt that ↑ recalls
+  controls  current, sessions, branches, footer, last_prompt, can_undo: the session's id,
+            the switchers, the footer, the prompt that ↑ recalls, whether Undo has a turn
   editing   id, text: a prompt's text, to edit (Send then forks there)
   start     user: a prompt is on its way (its HTML; "" for a resumed round)
   delta     done, tail: finished blocks of the streaming answer, appended once, and the
@@ -27,6 +27,7 @@ view -> kernel (ToKernel)
   retry       do again what failed
   switch      session: show that session
   new         show a new session
+  rename      name: the session shown is called `name` from now on
 
 Items are {"id", "role", "html"} (items.py). Every piece of HTML is rendered and sanitized in
 the kernel; the front end only inserts it. panel.js holds the same two tables, generated from
@@ -72,6 +73,7 @@ class ToKernel(enum.StrEnum):
     RETRY = "retry"
     SWITCH = "switch"
     NEW = "new"
+    RENAME = "rename"
 
 
 def message(kind: ToView, **fields: Any) -> dict[str, Any]:
@@ -113,6 +115,7 @@ _RECEIVED: dict[str, Callable[[Controls, dict[str, Any]], None]] = {
     ToKernel.RETRY: lambda c, m: c.retry(),
     ToKernel.SWITCH: lambda c, m: c.choose(m.get("session")),
     ToKernel.NEW: lambda c, m: c.new_session(),
+    ToKernel.RENAME: lambda c, m: c.rename(m.get("name")),
 }
 
 

@@ -432,7 +432,8 @@ class SessionCommands:
 
         workspace = self._workspace
         path = args.path or notebook_path(workspace.shell.user_ns)
-        caps = {name: getattr(args, name) for name in ("records", "sessions", "messages")}
+        # (%load_ext's restore passes only a path)
+        caps = {name: getattr(args, name, None) for name in ("records", "sessions", "messages")}
         limits = _records.Limits(**{name: most for name, most in caps.items() if most})
         if path is None:
             raise ChatError(

@@ -311,8 +311,7 @@ class _Replay:
         if old in self.sessions and new not in self.sessions:
             session = self.sessions.pop(old)
             session.session_id = new
-            self.sessions[new] = session
-            self.seen[new] = self.seen.pop(old, set())
+            self.sessions[new] = session  # (its `seen` goes with it)
             for item in [*self.made, *self.panels]:
                 if item.session_id == old:
                     item.session_id = new

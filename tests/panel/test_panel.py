@@ -429,6 +429,9 @@ async def test_regenerate_answers_again_and_keeps_the_old_answer_as_a_branch(ser
     assert panel.session.session_id == "main"
     kept = panel._sessions["main~1"]
     assert kept.messages == old  # the earlier answer, as it was
+    # both answers were paid for: the session spent them; its branch counts none again
+    assert [s.why for s in panel.session.ledger] == ["turn", "retry"]
+    assert kept.cost.requests == 0
     controls = recorder.custom("controls")[-1]
     assert [b["id"] for b in controls["branches"]] == ["main", "main~1"]
     assert controls["current"] == "main"

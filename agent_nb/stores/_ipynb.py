@@ -77,10 +77,12 @@ def read(text: str, as_version: int) -> Notebook:
     """The notebook in `text`, converted to `as_version` (nbformat.NO_CONVERT: as it is)."""
     import nbformat
 
-    try:
-        return Notebook(nbformat.reads(text, as_version=as_version))
-    except Exception as exc:  # nbformat raises JSON, schema and version errors alike
-        whole = _problem(exc)
+    whole = _too_deep(text)
+    if whole is None:
+        try:
+            return Notebook(nbformat.reads(text, as_version=as_version))
+        except Exception as exc:  # nbformat raises JSON, schema and version errors alike
+            whole = _problem(exc)
     parts = _Parts.cut(text)
     if parts is None:
         raise UnreadableNotebook(whole)
@@ -107,10 +109,22 @@ def read_for_records(text: str) -> Notebook:
         and node.get("nbformat") == 4
         and isinstance(node.get("cells"), list)
         and isinstance(node.get("metadata"), dict)
-        and _depth(node, MAX_PART_DEPTH + 2) <= MAX_PART_DEPTH + 2  # a cell is level 3
+        and _depth(node, MAX_PART_DEPTH + 2) <= MAX_PART_DEPTH + 2  # as in _too_deep
     ):
         return Notebook(node)
     return read(text, 4)
+
+
+def _too_deep(text: str) -> str | None:
+    """Why `text` must not reach nbformat, whose copy recurses a few frames a level: at the
+    recursion limit, any finalizer that runs then (a garbage collection) fails as well."""
+    try:
+        node = json.loads(text)
+    except (ValueError, RecursionError):
+        return None  # nbformat's own error says what is wrong
+    if _depth(node, MAX_PART_DEPTH + 2) > MAX_PART_DEPTH + 2:  # a cell is level 3
+        return "it is nested too deeply to read"
+    return None
 
 
 def _problem(exc: BaseException) -> str:

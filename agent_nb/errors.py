@@ -13,6 +13,7 @@ __all__ = [
     "BadRequestError",
     "BudgetExceeded",
     "ConfigurationError",
+    "ContextWindowError",
     "ImageError",
     "InvalidSessionData",
     "MissingAPIKeyError",
@@ -86,6 +87,31 @@ class ProviderError(AgentError):
 
 class BadRequestError(ProviderError):
     """The provider rejected the request as malformed or unsupported (HTTP 400/422)."""
+
+
+class ContextWindowError(BadRequestError):
+    """The request does not fit the model's context window: refused before it was sent
+    (`status` None; the history is unchanged), or by the server (HTTP 400, or a server that
+    truncated the prompt in silence under `context="error"`).
+
+    `window` is the context window in tokens, `needed` what the request needed (its input and
+    the output reserved for the answer), `reserved` that reserve; None where it is not known
+    (a server's error that does not say).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        window: int | None = None,
+        needed: int | None = None,
+        reserved: int | None = None,
+        **fields: Any,
+    ) -> None:
+        self.window = window
+        self.needed = needed
+        self.reserved = reserved
+        super().__init__(message, **fields)
 
 
 class AuthenticationError(ProviderError):

@@ -52,7 +52,8 @@ class Provider(abc.ABC):
     `complete` returns an async iterator of lists of TextDelta / ThinkingDelta events, a list
     for each piece of the answer that arrives (one network read), the last list ending with
     exactly one Completion; anything else raises a ProviderError subclass. Capabilities are
-    attributes (`output_modes`) and async methods (`takes_images`) the session asks.
+    attributes (`output_modes`) and async methods (`takes_images`, `context_window`) the
+    session asks.
     """
 
     #: The name users pass as `provider=`.
@@ -73,6 +74,14 @@ class Provider(abc.ABC):
         """Whether `model` takes images: False refuses a turn with images before it is sent,
         naming the model; None (not known, the default) sends it, and the provider says if
         it cannot. Asked before each turn that carries images, so cache what it costs."""
+        return None
+
+    async def context_window(self, model: str) -> int | None:
+        """The context window, in tokens, that serves `model` on this provider's server, as
+        the server says (a local server's loaded window: llama.cpp's n_ctx, Ollama's
+        num_ctx, vLLM's max_model_len); None: the server does not say (the window then
+        comes from `Agent(context_window=...)` or genai-prices' table). Asked before each
+        turn: cache what it costs."""
         return None
 
     async def aclose(self) -> None:

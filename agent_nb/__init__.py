@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from . import _lazy
 
 if TYPE_CHECKING:
+    from ._context import ContextReport, Summarize, Trim
     from ._ledger import Cost, Price, Spend
     from ._streams import AsyncJsonStream, AsyncStream, JsonStream, Stream
     from .agent import Agent
@@ -24,6 +25,7 @@ __all__ = [  # noqa: RUF022 - sorted as sorted() sorts (tests/core/test_api.py)
     "AsyncJsonStream",
     "AsyncStream",
     "ChatPanel",
+    "ContextReport",
     "Cost",
     "JsonStream",
     "MCP",
@@ -34,7 +36,9 @@ __all__ = [  # noqa: RUF022 - sorted as sorted() sorts (tests/core/test_api.py)
     "Session",
     "Spend",
     "Stream",
+    "Summarize",
     "Tool",
+    "Trim",
     "Usage",
     "tool",
 ]
@@ -49,6 +53,7 @@ _HOMES = {
     "AsyncJsonStream": "._streams",
     "AsyncStream": "._streams",
     "ChatPanel": ".notebook.panel",
+    "ContextReport": "._context",
     "Cost": "._ledger",
     "JsonStream": "._streams",
     "MCP": ".mcp",
@@ -59,7 +64,9 @@ _HOMES = {
     "Session": ".session",
     "Spend": "._ledger",
     "Stream": "._streams",
+    "Summarize": "._context",
     "Tool": ".tools",
+    "Trim": "._context",
     "Usage": ".events",
     "tool": ".tools",
 }

@@ -104,3 +104,58 @@ def _checked(raw: bytes, what: str) -> ImagePart:
         return ImagePart.from_bytes(raw)
     except ValueError as exc:
         raise ImageError(f"{what}: {exc}") from None
+
+
+def dimensions(image: ImagePart) -> tuple[int, int] | None:
+    """(width, height) in pixels, from the image's header (None: not found in it); for the
+    tokens an image costs, so only the first kilobytes are decoded (a JPEG's may be later)."""
+    import base64
+    import struct
+
+    head = base64.b64decode(image.data[:87_384])  # 64 kB
+    try:
+        if image.media_type == "image/png":
+            return struct.unpack(">II", head[16:24])
+        if image.media_type == "image/gif":
+            return struct.unpack("<HH", head[6:10])
+        if image.media_type == "image/webp":
+            return _webp_size(head)
+        return _jpeg_size(head)
+    except struct.error:
+        return None
+
+
+def _webp_size(head: bytes) -> tuple[int, int] | None:
+    import struct
+
+    chunk = head[12:16]
+    if chunk == b"VP8X":
+        width = int.from_bytes(head[24:27], "little") + 1
+        return width, int.from_bytes(head[27:30], "little") + 1
+    if chunk == b"VP8L":
+        bits = int.from_bytes(head[21:25], "little")
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    if chunk == b"VP8 ":
+        width, height = struct.unpack("<HH", head[26:30])
+        return width & 0x3FFF, height & 0x3FFF
+    return None
+
+
+def _jpeg_size(head: bytes) -> tuple[int, int] | None:
+    """From the first start-of-frame marker (SOF0..SOF15 but DHT, JPG and DAC)."""
+    import struct
+
+    at = 2
+    while at + 9 <= len(head):
+        if head[at] != 0xFF:
+            return None
+        marker = head[at + 1]
+        if marker == 0xFF:  # fill byte
+            at += 1
+            continue
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            height, width = struct.unpack(">HH", head[at + 5 : at + 9])
+            return width, height
+        (length,) = struct.unpack(">H", head[at + 2 : at + 4])
+        at += 2 + length
+    return None

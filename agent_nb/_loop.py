@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Any, Protocol
 
-from . import _spending
+from . import _context, _spending
 from ._calls import decided_calls
 from ._images import image_parts
 from ._ledger import budget
@@ -21,6 +22,7 @@ from ._turn import Host, Settings, TurnState, check_deadline, check_option_names
 from .errors import (
     APITimeoutError,
     ApprovalPendingError,
+    ContextWindowError,
     ImageError,
     ProviderError,
     StreamError,
@@ -33,6 +35,7 @@ from .events import (
     ToolCall,
 )
 from .messages import (
+    Message,
     ToolCallPart,
     _count,
 )
@@ -44,6 +47,7 @@ from .tools import (
 if TYPE_CHECKING:
     from ._output import OutputType
 
+_log = logging.getLogger("agent_nb")
 _NOT_A_BATCH = (
     "{0!r}.complete() must yield lists of events (one list per piece of the answer), got {1!r}"
 )
@@ -94,6 +98,11 @@ def settings_for(
     if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
         raise TypeError(f"output_retries must be an int >= 0, got {retries!r}")
     deadline = check_deadline(request.pop("deadline")) if "deadline" in request else agent.deadline
+    if "context" in request:
+        context = _context.policy(request.pop("context"), "this call's")
+    else:
+        own = session.context_policy
+        context = agent.context if own is None else own
     return Settings(
         model=model,
         toolset=session._toolset if tools is None else _call_tools(tools),
@@ -107,6 +116,7 @@ def settings_for(
         max_cost=max_cost,
         prompt_cache=prompt_cache,
         deadline=deadline,
+        context=context,
     )
 
 
@@ -141,6 +151,7 @@ async def turn(
     stopped = False
     try:
         await _check_images(session.agent.provider, checked.model, state)
+        state.window = await _context.window_of(session.agent, checked.model)
         if prompt is None:  # finish the round that waited
             state.resume_round()
             async with aclosing(_tool_round(state, checked, caught_up)) as round_:
@@ -240,7 +251,7 @@ async def _model_round(
     `state.completion`. Asked again in the other output mode if the first fails unshown."""
     provider = state.session.agent.provider
     while True:
-        request = _request(state, settings, stream)
+        request = await _context.fit(state, settings, _request(state, settings, stream))
         _spending.check(state, settings, request)
         state.completion = None
         shown = began = False
@@ -270,21 +281,59 @@ async def _model_round(
                 "the provider's stream ended without a final message", provider=provider.name
             )
         _spending.answered(state, settings, state.completion)
+        _check_truncation(state, settings, request)
         return
 
 
+def _check_truncation(state: TurnState, settings: Settings, request: Request) -> None:
+    """What the server's report says of the request it answered: its counts for the next
+    requests, and whether it cut the request in silence (an error under context='error',
+    else a warning in the answer's metadata)."""
+    assert state.completion is not None
+    problem = _context.answered(state, request, state.completion)
+    if problem is None:
+        return
+    provider = state.session.agent.provider.name
+    if settings.context == "error":
+        raise ContextWindowError(
+            f"session {state.session.session_id!r}: {problem}. Nothing of this turn was saved "
+            "(what it spent is in session.spend()). Give the server a larger window "
+            "(llama.cpp: --ctx-size; Ollama: num_ctx), or say the window it has with "
+            "Agent(context_window=...) so that context='trim' or 'summarize' fits the "
+            "conversation to it",
+            window=state.window.tokens if state.window else None,
+            needed=state.report.used + state.report.reserved if state.report else None,
+            provider=provider,
+        )
+    _log.warning("agent_nb: session %r: %s", state.session.session_id, problem)
+    state.truncated = problem
+
+
 def _request(state: TurnState, settings: Settings, stream: bool) -> Request:
-    system, schemas = state.session.system, settings.toolset.schemas
+    return request_of(
+        state.session, settings, state.base + state.messages, state.request_settings, stream
+    )
+
+
+def request_of(
+    session: Host,
+    settings: Settings,
+    messages: list[Message],
+    request_settings: dict[str, Any] | None = None,
+    stream: bool = True,
+) -> Request:
+    """The request a turn of `session` sends with `messages`, before its context policy."""
+    system, schemas = session.system, settings.toolset.schemas
     tools, schema, choice = schemas, None, None
     if settings.plan is not None:
         system, tools, schema, choice = settings.plan.shape(system, schemas)
     return Request(
         model=settings.model,
-        messages=state.base + state.messages,
+        messages=messages,
         system=system,
         tools=tools,
         output=schema,
-        settings=state.request_settings,
+        settings=settings.request if request_settings is None else request_settings,
         stream=stream,
         tool_choice=choice,
         cache=settings.prompt_cache,
@@ -334,6 +383,9 @@ async def _finish(state: TurnState, settings: Settings) -> Response:
     if settings.plan is not None:
         settings.plan.worked()
     state.commit(response)
+    if state.report is not None:
+        session = state.session
+        session._context = (state.report, _context.history_mark(session._messages))
     await state.session._autosave_async(response)
     return response
 

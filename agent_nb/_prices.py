@@ -210,3 +210,14 @@ def would_cost(provider: Any, model: str, usage: Usage, price: Price | None) -> 
     name = getattr(provider, "name", type(provider).__name__)
     cost_of = _pricer(provider, name, model, None, datetime.now(UTC), price)[0]
     return None if cost_of is None else cost_of(usage)
+
+
+def context_window(provider: Any, model: str) -> int | None:
+    """`model`'s context window in genai-prices' table (None: not there). As for prices, a
+    local server's model counts only if the table names it exactly."""
+    name = getattr(provider, "name", type(provider).__name__)
+    snapshot = _snapshot()[0]
+    local = is_local(provider)
+    found = _find(snapshot, model, None if local else _vendor(provider, name), local)
+    window = found[0][1].context_window if found is not None else None
+    return window if type(window) is int and window > 0 else None

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from . import _ledger
+from ._context import answer_tokens
 from ._output import OutputPlan
 from .errors import (
     ConfigurationError,
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
     import threading
     from decimal import Decimal
 
+    from ._context import ContextReport, Counts, Policy, Window
     from ._ledger import Price, Spend
     from ._output import OutputType
     from .providers.base import Provider
@@ -72,6 +74,8 @@ class AgentConfig(Protocol):
     price: Price | None
     max_cost: Decimal | None
     prompt_cache: bool
+    context: Policy
+    context_window: int | None
     _toolset: Toolset
     _tool_threads: ToolThreads
 
@@ -99,6 +103,12 @@ class Host(Protocol):
     #: nothing spent (None: its own).
     _payer: Host | None
     _allowed_tools: set[str]
+    #: The session's token counts (per message, the system prompt and tools).
+    _counts: Counts
+    #: What the last request held, and the history it was made for (session.context()).
+    _context: tuple[ContextReport, tuple[int, str | None]] | None
+    #: The session's context policy (None: the agent's).
+    context_policy: Policy | None
 
     @property
     def pending_approvals(self) -> list[ToolCallPart]: ...
@@ -144,6 +154,8 @@ class Settings:
     prompt_cache: bool = True
     #: The most seconds the whole turn may take (None: no limit).
     deadline: float | None = None
+    #: What a request that does not fit the context window does (docs/context.md).
+    context: Any = "error"
 
 
 #: Settings servers take whose names are near one of agent_nb's own: never taken for a typo
@@ -239,6 +251,22 @@ class TurnState:
         self.last: Completion | None = None
         self.committed = False
         self.ended = False
+        self.prompt = prompt
+        #: The model's context window (set when the turn begins), the last request's report
+        #: and its counts (see _context.fit).
+        self.window: Window | None = None
+        self.report: ContextReport | None = None
+        self.sized: Any = None
+        #: What the server did to the last request in silence (cut it), for the answer's
+        #: metadata (None: nothing).
+        self.truncated: str | None = None
+
+    def mark(self, decision: dict[str, Any]) -> None:
+        """Record the context decision on the turn's first message (the next turn reads it)."""
+        first = self.messages[0]
+        self.messages[0] = first.model_copy(
+            update={"metadata": {**first.metadata, "context": decision}}
+        )
 
     def record(self, spend: Spend) -> None:
         """Put one request's spend in the turn's and the session's ledger, as it happens."""
@@ -266,11 +294,18 @@ class TurnState:
         self.pending = []
         self.usage = self.usage + completion.usage
         self.last = completion
+        tokens, estimated = answer_tokens(completion.message, completion.usage)
         facts: dict[str, Any] = {
             "model": completion.model,
             "finish_reason": completion.finish_reason,
             "usage": completion.usage.to_dict(),
+            "tokens": tokens,
         }
+        if estimated:
+            facts["tokens_estimated"] = True
+        if self.truncated:
+            facts["context_truncated"] = self.truncated
+            self.truncated = None
         if completion.refusal:
             facts["refusal"] = completion.refusal
         spend = self.spent[-1] if self.spent else None

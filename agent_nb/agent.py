@@ -6,7 +6,8 @@ from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from . import _prices, providers
+from . import _context, _prices, providers
+from ._context import Policy
 from ._ledger import Price, budget
 from ._turn import check_deadline, check_option_names, own_options
 from .errors import ConfigurationError, SessionNotFoundError
@@ -50,6 +51,8 @@ class Agent:
         price: Price | Mapping[str, Any] | None = None,
         max_cost: float | Decimal | str | None = None,
         prompt_cache: bool = True,
+        context: Policy = "error",
+        context_window: int | None = None,
         **defaults: Any,
     ) -> None:
         check_option_names(defaults, own_options(type(self)), "Agent()")
@@ -91,6 +94,10 @@ class Agent:
         self.max_cost = budget(max_cost, "Agent(max_cost=...)")
         #: Whether requests mark what a provider may cache (Anthropic's cache breakpoints).
         self.prompt_cache = bool(prompt_cache)
+        #: What a request that does not fit the context window does (docs/context.md).
+        self.context = _context.policy(context, "Agent()")
+        #: The model's context window in tokens, if given (None: the server's or the table's).
+        self.context_window = _context.window(context_window, "Agent()")
         if self.price is None:
             _prices.preload()  # the first turn's price is ready when it is needed
 
@@ -129,8 +136,10 @@ class Agent:
         *,
         store: SessionStore | None = None,
         tools: Iterable[Tool | Callable[..., Any]] | None = None,
+        context: Policy | None = None,
     ) -> Session:
-        """A conversation; `system` defaults to the agent's, `tools` to the agent's.
+        """A conversation; `system` defaults to the agent's, `tools` to the agent's, `context`
+        (the context policy, docs/context.md) to the agent's.
 
         With a store (`store=` or the agent's), the session saves itself after every change,
         and a `session_id` the store has resumes that session (`system`, if given, replaces
@@ -148,6 +157,8 @@ class Agent:
                 session.system = system
             if tools is not None:
                 session.tools = tools
+            if context is not None:
+                session.context_policy = context
             return session
         return Session(
             self,
@@ -156,6 +167,7 @@ class Agent:
             messages=messages,
             store=store,
             tools=tools,
+            context=context,
         )
 
     def load_session(self, session_id: str, *, store: SessionStore | None = None) -> Session:

@@ -11,7 +11,8 @@ from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from . import _format, _ledger, _loop, _runner, _turns
+from . import _context, _format, _ledger, _loop, _runner, _turns
+from ._context import ContextReport, Policy
 from ._ledger import Cost, Spend
 from ._output import OutputType
 from ._streams import AsyncJsonStream, AsyncStream, JsonStream, Stream
@@ -48,6 +49,7 @@ class Session:
         *,
         store: SessionStore | None = None,
         tools: Iterable[Tool | Callable[..., Any]] | None = None,
+        context: Policy | None = None,
     ) -> None:
         self.agent = agent
         #: This session's own tools (None: the agent's).
@@ -72,6 +74,11 @@ class Session:
         #: Where the session saves itself after every change (None: nowhere).
         self.store = store
         self._saved: list[Message] | None = None  # the history as `store` last got it
+        self._policy: Policy | None = None
+        self.context_policy = context
+        self._counts = _context.Counts()
+        #: What the last request held, and the history it was made for (see context()).
+        self._context: tuple[ContextReport, tuple[int, str | None]] | None = None
 
     def __repr__(self) -> str:
         return (
@@ -88,6 +95,32 @@ class Session:
     def tools(self, tools: Iterable[Tool | Callable[..., Any]] | None) -> None:
         """This session's own tools from now on; None: the agent's."""
         self._tools = None if tools is None else Toolset(tools)
+
+    @property
+    def context_policy(self) -> Policy | None:
+        """What a request that does not fit the context window does in this session (None:
+        the agent's): "error", "trim", "summarize", Trim(), Summarize() or a function."""
+        return self._policy
+
+    @context_policy.setter
+    def context_policy(self, value: Policy | None) -> None:
+        self._policy = None if value is None else _context.policy(value, "the session's")
+
+    def context(self, **settings: Any) -> ContextReport:
+        """What the last request held against the model's context window: the window, the
+        tokens used and kept for the answer, by part, and the messages sent; before any
+        request (or once the history changed), what the next one would hold without its
+        prompt. `settings` are a call's (model=..., context=..., max_tokens=...)."""
+        kept = self._context
+        if kept is not None and not settings and kept[1] == _context.history_mark(self._messages):
+            return kept[0]
+        return _runner.run(self._projected(settings))
+
+    async def _projected(self, settings: dict[str, Any]) -> ContextReport:
+        checked = _loop.settings_for(self, None, settings, None)
+        window = await _context.window_of(self.agent, checked.model)
+        request = _loop.request_of(self, checked, list(self._messages))
+        return _context.projected(self, checked.context, window, request)
 
     @property
     def _toolset(self) -> Toolset:
@@ -148,6 +181,7 @@ class Session:
             end = len(self._messages) if at is None else self._find(at).start
             twin = Session(self.agent, session_id=session_id, system=self.system, store=self.store)
             twin._tools = self._tools
+            twin._policy = self._policy
             twin._allowed_tools = set(self._allowed_tools)
             twin._messages = self._messages[:end]  # messages are immutable: share them
         return twin
@@ -614,6 +648,8 @@ class Retake:
         #: The session to answer on: the history before the turn.
         self.copy = Session(session.agent, session.session_id, session.system, history[:start])
         self.copy._tools = session._tools
+        self.copy._policy = session._policy
+        self.copy._counts = session._counts
         self.copy._ledger = session._ledger  # what the copy spends, the session spent
         self.copy._payer = session
         self.copy._reason = "retry"

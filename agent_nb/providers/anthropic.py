@@ -35,6 +35,8 @@ class AnthropicProvider(HTTPProvider):
 
     name = "anthropic"
     default_model = "claude-sonnet-4-5"
+    #: The max_tokens a request is sent with when none is set (Anthropic requires one).
+    default_max_tokens = DEFAULT_MAX_TOKENS
     output_modes = ("native", "tool", "prompted")  # older models lack output_config
     key_env = "ANTHROPIC_API_KEY"
     base_url_env = "ANTHROPIC_BASE_URL"

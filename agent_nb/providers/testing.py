@@ -190,8 +190,13 @@ def echo(user_texts: list[str]) -> str:
 
 
 def _count_words(request: Request) -> int:
+    """The request's input "tokens": its words (tool calls and results included)."""
     words = len((request.system or "").split())
-    return words + sum(len(m.text.split()) for m in request.messages)
+    for message in request.messages:
+        words += len(message.text.split())
+        words += sum(len(r.content.split()) for r in message.tool_results)
+        words += sum(1 + len(json.dumps(c.arguments_json()).split()) for c in message.tool_calls)
+    return words
 
 
 def _name_words(name: str) -> list[str]:

@@ -15,6 +15,7 @@ PUBLIC = {
     "AsyncJsonStream",
     "AsyncStream",
     "ChatPanel",
+    "ContextReport",
     "Cost",
     "JsonStream",
     "MCP",
@@ -25,7 +26,9 @@ PUBLIC = {
     "Session",
     "Spend",
     "Stream",
+    "Summarize",
     "Tool",
+    "Trim",
     "Usage",
     "tool",
 }

@@ -40,7 +40,7 @@ def test_to_dict_is_versioned_json(data):
     assert data["messages"][0] == {
         "role": "user",
         "parts": [{"type": "text", "text": "hello"}],
-        "metadata": {},
+        "metadata": {"tokens": 1},  # the provider's count of it (docs/context.md)
         "id": data["messages"][0]["id"],
     }
 

@@ -1,0 +1,749 @@
+"""A request against the model's context window: the window that serves it, the request's
+count, and the policy that makes a long conversation fit (see docs/context.md).
+
+History is never cut: a policy shapes what is *sent*. Where the sent part starts is recorded
+in the metadata of the first message of the turn that moved it (`metadata["context"]`), so
+the decision travels with the history (to_dict, stores, a notebook's records, fork, undo)
+and the next turn starts where the last one did: the cached prefix survives.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel
+
+from . import _images, _turns
+from .errors import ConfigurationError, ContextWindowError
+from .messages import ImagePart, Message, TextPart, ThinkingPart, ToolCallPart, ToolResultPart
+
+if TYPE_CHECKING:
+    from ._turn import AgentConfig, Host, Settings, TurnState
+    from .events import Completion
+    from .providers.base import Request
+
+__all__ = ["ContextReport", "Summarize", "Trim"]
+
+#: How full the window is left after a trim or a summary: room for several turns before the
+#: next one, so that the cached prefix survives them.
+TARGET = 0.7
+#: Past this fill the gauges warn.
+WARN = 0.8
+#: The output kept room for when nothing caps it (a long answer's length).
+_DEFAULT_RESERVE = 4096
+#: Tokens each message costs beyond its content (role, separators), as chat formats spend.
+_PER_MESSAGE = 4
+#: The settings that cap a request's output, as the providers take them.
+_OUTPUT_CAPS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
+#: What a summary is asked to be (the model writes it as json()).
+_SUMMARY_PROMPT = (
+    "Summarize the conversation below for your own later use: the user's goals, the facts, "
+    "figures, names, decisions and open questions, and what the tools returned that still "
+    "matters. Be complete but brief; write in the conversation's language.\n\n"
+)
+_SUMMARY_SYSTEM = "You write faithful, compact summaries of conversations."
+_SUMMARY_HEADER = "Summary of the earlier conversation (its turns are no longer shown):"
+
+
+@dataclasses.dataclass(frozen=True)
+class Trim:
+    """`context=Trim(target=0.7)`: when a request would not fit, leave the oldest whole turns
+    out of what is sent, down to `target` of the window (the history keeps them)."""
+
+    target: float = TARGET
+
+    def __post_init__(self) -> None:
+        _check_target(self.target, type(self).__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class Summarize:
+    """`context=Summarize(agent=cheaper, target=0.7)`: as Trim, and the turns left out are
+    replaced by a summary (written with json() by `agent`, None: the session's own; priced in
+    the ledger), sent after the system prompt. The history keeps the turns themselves."""
+
+    agent: Any = None
+    target: float = TARGET
+
+    def __post_init__(self) -> None:
+        _check_target(self.target, type(self).__name__)
+        if self.agent is not None and not callable(getattr(self.agent, "session", None)):
+            raise ConfigurationError(
+                f"Summarize(agent=...) takes an Agent (the one that writes summaries), got "
+                f"{self.agent!r}"
+            )
+
+
+Policy = str | Trim | Summarize | Callable[..., Any]
+
+
+def _check_target(target: Any, name: str) -> None:
+    if isinstance(target, bool) or not isinstance(target, int | float) or not 0 < target < 1:
+        raise ConfigurationError(
+            f"{name}(target=...) is the fill a trim leaves, a number between 0 and 1 "
+            f"(e.g. 0.7), got {target!r}"
+        )
+
+
+def policy(value: Any, where: str) -> Policy:
+    """`context=` checked: "error", "trim", "summarize", Trim(), Summarize() or a function of
+    (messages, budget)."""
+    if value == "trim":
+        return Trim()
+    if value == "summarize":
+        return Summarize()
+    if value == "error" or isinstance(value, Trim | Summarize):
+        return value
+    if callable(value) and not isinstance(value, type):
+        return value
+    raise ConfigurationError(
+        f"{where} context= takes 'error' (refuse a request that does not fit: the default), "
+        "'trim' (leave the oldest turns out of what is sent), 'summarize' (replace them by a "
+        f"summary), Trim(...), Summarize(...) or a function (messages, budget) -> messages; "
+        f"got {value!r}"
+    )
+
+
+def window(value: Any, where: str) -> int | None:
+    """`context_window=` checked: None, or a number of tokens > 0."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigurationError(
+            f"{where} context_window= takes the model's context window in tokens (an int > 0), "
+            f"or None to take it from the server or genai-prices' table; got {value!r}"
+        )
+    return value
+
+
+def policy_name(chosen: Policy) -> str:
+    if isinstance(chosen, str):
+        return chosen
+    if isinstance(chosen, Trim):
+        return "trim"
+    if isinstance(chosen, Summarize):
+        return "summarize"
+    return "custom"
+
+
+# -- the window --------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Window:
+    """A model's context window in tokens (None: not known), and who said so."""
+
+    tokens: int | None
+    source: str  # "given", "server", "genai-prices", "unknown"
+
+
+async def window_of(agent: AgentConfig, model: str) -> Window:
+    """The window that serves `model`: the agent's `context_window=`, else what the server
+    says it loaded, else genai-prices' table, else unknown."""
+    given = getattr(agent, "context_window", None)
+    if given is not None:
+        return Window(given, "given")
+    served = await agent.provider.context_window(model)
+    if type(served) is int and served > 0:
+        return Window(served, "server")
+    from . import _prices
+
+    known = _prices.context_window(agent.provider, model)
+    return Window(known, "genai-prices") if known else Window(None, "unknown")
+
+
+# -- counting ----------------------------------------------------------------------------
+
+
+class Counts:
+    """A session's token counts: per message (its `metadata["tokens"]`, else an estimate kept
+    by id), and what the system prompt and tools cost, as the provider's reports showed."""
+
+    def __init__(self) -> None:
+        self._estimates: dict[str, tuple[Message, int]] = {}
+        #: the system prompt and tool schemas (by their hash) -> their tokens, as reported
+        self.overhead: dict[str, int] = {}
+
+    def message(self, message: Message, provider: str) -> tuple[int, bool]:
+        """(tokens, exact): as the provider reported them, or estimated."""
+        recorded = message.metadata.get("tokens")
+        if type(recorded) is int and recorded >= 0:
+            return recorded + _PER_MESSAGE, not message.metadata.get("tokens_estimated", False)
+        kept = self._estimates.get(message.id)
+        if kept is not None and kept[0] is message:
+            return kept[1], False
+        tokens = estimate(message, provider)
+        if len(self._estimates) > 100_000:  # messages dropped from history: forget them all
+            self._estimates.clear()
+        self._estimates[message.id] = (message, tokens)
+        return tokens, False
+
+
+def estimate(message: Message, provider: str) -> int:
+    """`message`'s tokens, estimated: ~4 characters a token, images by the provider's rule."""
+    characters, tokens = 0, _PER_MESSAGE
+    for part in message.parts:
+        kind = type(part)
+        if kind is TextPart or kind is ThinkingPart:
+            characters += len(part.text)
+        elif kind is ToolResultPart:
+            characters += len(part.content)
+            tokens += sum(image_tokens(i, provider) for i in part.images)
+        elif kind is ToolCallPart:
+            characters += len(part.name) + len(json.dumps(part.arguments_json()))
+        elif kind is ImagePart:
+            tokens += image_tokens(part, provider)
+    return tokens + (characters + 3) // 4
+
+
+def text_tokens(text: str) -> int:
+    return (len(text) + 3) // 4
+
+
+def image_tokens(image: ImagePart, provider: str) -> int:
+    """What an image costs in tokens on `provider`: OpenAI's tiles (high detail), Anthropic's
+    width x height / 750 (scaled to 1568 px at most), else a typical 768."""
+    size = _images.dimensions(image)
+    if provider in ("openai", "openai-responses"):
+        if size is None:
+            return 765
+        width, height = _fit(*size, 2048)
+        short = min(width, height)
+        if short > 768:
+            width, height = width * 768 / short, height * 768 / short
+        return 85 + 170 * math.ceil(width / 512) * math.ceil(height / 512)
+    if provider == "anthropic":
+        if size is None:
+            return 1600
+        width, height = _fit(*size, 1568)
+        return max(1, min(1600, math.ceil(width * height / 750)))
+    return 768
+
+
+def _fit(width: float, height: float, most: float) -> tuple[float, float]:
+    scale = min(1.0, most / max(width, height, 1))
+    return width * scale, height * scale
+
+
+def _overhead_key(system: str | None, tools: Sequence[Mapping[str, Any]]) -> str:
+    text = json.dumps([system, list(tools)], sort_keys=True, default=str)
+    return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
+
+
+def reserved(settings: Mapping[str, Any], provider: Any, window: int | None) -> int:
+    """The output the request leaves room for: its max_tokens (and thinking budget), or, with
+    none set, the provider's default cap (Anthropic's), else a quarter of the window up to
+    4,096 tokens (genai-prices has no model's most output; a server given no cap stops the
+    answer at the window, it does not refuse the request)."""
+    thinking = settings.get("thinking")
+    budget = thinking.get("budget_tokens", 0) if isinstance(thinking, Mapping) else 0
+    budget = budget if type(budget) is int and budget > 0 else 0
+    for name in _OUTPUT_CAPS:
+        value = settings.get(name)
+        if type(value) is int and value > 0:
+            return value
+    default = getattr(provider, "default_max_tokens", None)
+    if type(default) is int:
+        return max(default, budget + default) if budget else default
+    return budget + (min(window // 4, _DEFAULT_RESERVE) if window else 0)
+
+
+@dataclasses.dataclass
+class _Sized:
+    """A request's parts and their counts."""
+
+    key: str  # the system prompt and tools, for Counts.overhead
+    system: int  # the system prompt, a summary in it included
+    tools: int
+    messages: list[int]
+    exact: list[bool]
+    overhead_exact: bool  # system + tools as reported (no summary in the system prompt)
+    images: int
+
+    @property
+    def total(self) -> int:
+        return self.system + self.tools + sum(self.messages)
+
+
+def _size(
+    counts: Counts, request: Request, provider: str, system: str | None, summary: str | None
+) -> _Sized:
+    """The counts of `request`, whose system prompt is `system` (and `summary`, if any)."""
+    key = _overhead_key(system, request.tools)
+    tools = sum(text_tokens(json.dumps(schema, default=str)) for schema in request.tools)
+    known = counts.overhead.get(key)
+    own = text_tokens(system or "") if known is None else max(0, known - tools)
+    extra = text_tokens(_SUMMARY_HEADER + summary) + 2 if summary else 0
+    sized = [counts.message(m, provider) for m in request.messages]
+    images = sum(
+        image_tokens(p, provider)
+        for m in request.messages
+        for p in m.parts
+        if isinstance(p, ImagePart)
+    )
+    return _Sized(
+        key=key,
+        system=own + extra,
+        tools=tools,
+        messages=[n for n, _ in sized],
+        exact=[e for _, e in sized],
+        overhead_exact=known is not None and not summary,
+        images=images,
+    )
+
+
+# -- the report --------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class ContextReport:
+    """What a request holds against the window: `session.context()`."""
+
+    #: The context window in tokens (None: not known), and where it came from ("given",
+    #: "server": what a local server loaded, "genai-prices", "unknown").
+    window: int | None
+    source: str
+    #: The request's input in tokens (system prompt, tools, messages).
+    used: int
+    #: The output left room for (max_tokens, the thinking budget, or a quarter of the window).
+    reserved: int
+    #: The input by part: "system", "tools", "messages" (of which "images").
+    parts: Mapping[str, int]
+    #: The messages the request held (after the system prompt), in order.
+    messages: tuple[Message, ...]
+    #: History messages left out of it (by a trim or a summary).
+    left_out: int = 0
+    #: The summary sent in their place (None: none).
+    summary: str | None = None
+    #: Whether some of the counts are estimates (none reported by the provider yet).
+    estimated: bool = True
+    #: The policy in use: "error", "trim", "summarize" or "custom".
+    policy: str = "error"
+
+    @property
+    def fill(self) -> float | None:
+        """How full the window is, input and reserve (None: the window is not known)."""
+        return None if not self.window else (self.used + self.reserved) / self.window
+
+    @property
+    def warning(self) -> bool:
+        """Past 80% full: the next turns may not fit."""
+        fill = self.fill
+        return fill is not None and fill > WARN
+
+    def gauge(self) -> str:
+        """E.g. "62% of 128k" (or "9.1k tokens, window unknown")."""
+        if not self.window:
+            return f"{_short(self.used + self.reserved)} tokens of an unknown window"
+        return f"{self.fill:.0%} of {_short(self.window)}"
+
+    def __str__(self) -> str:
+        about = "about " if self.estimated else ""
+        parts = ", ".join(f"{name} {count:,}" for name, count in self.parts.items() if count)
+        held = f"{about}{self.used:,} tokens in ({parts}), {self.reserved:,} kept for the answer"
+        left = f"; {self.left_out} earlier messages left out" if self.left_out else ""
+        summary = " (a summary sent in their place)" if self.summary and self.left_out else ""
+        where = "" if self.source in ("unknown",) else f" ({self.source})"
+        return f"{self.gauge()}{where}: {held}{left}{summary}"
+
+
+def _short(tokens: int) -> str:
+    if tokens >= 1_000_000:
+        return f"{tokens / 1_000_000:.3g}M"
+    if tokens >= 1_000:
+        return f"{tokens / 1_000:.3g}k"
+    return str(tokens)
+
+
+# -- fitting a request -------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Decision:
+    """Where what is sent starts in the history, and the summary sent in place of the rest."""
+
+    start: str | None = None  # the id of the first history message sent (None: the first)
+    summary: str | None = None
+    summary_of: Mapping[str, Any] | None = None
+
+    def to_metadata(self, policy_name: str) -> dict[str, Any]:
+        data: dict[str, Any] = {"policy": policy_name, "from": self.start}
+        if self.summary is not None:
+            data["summary"] = self.summary
+            data["summary_of"] = dict(self.summary_of or {})
+        return data
+
+
+def recorded(history: Sequence[Message]) -> Decision:
+    """The last decision the history records (none: everything is sent)."""
+    for message in reversed(history):
+        data = message.metadata.get("context")
+        if isinstance(data, Mapping):
+            start = data.get("from")
+            summary = data.get("summary")
+            of = data.get("summary_of")
+            return Decision(
+                start if isinstance(start, str) else None,
+                summary if isinstance(summary, str) else None,
+                of if isinstance(of, Mapping) else None,
+            )
+    return Decision()
+
+
+def _starts(history: Sequence[Message], keep_last: bool) -> list[int]:
+    """Where what is sent may start: a turn's prompt (or the history's end); with
+    `keep_last`, never past the last turn's start (a resumed turn's own prompt)."""
+    found = [i for i in _turns.starts(history) if history[i].role == "user"]
+    if keep_last:
+        return found or [0]
+    return [*found, len(history)]
+
+
+async def fit(state: TurnState, settings: Settings, request: Request) -> Request:
+    """`request` shaped by the context policy to fit the window; ContextWindowError, before
+    anything is sent, where it cannot. The turn keeps the report (`session.context()`)."""
+    session = state.session
+    chosen = settings.context
+    plan = _Plan(session, chosen, state.window, request, state.base, state.prompt is None)
+    if plan.over and chosen != "error":
+        if isinstance(chosen, Trim | Summarize):
+            decision = plan.trimmed()
+            if isinstance(chosen, Summarize) and plan.begin_of(decision):
+                decision = await _summarized(state, chosen, state.base, decision)
+            plan.take(decision)
+            state.mark(decision.to_metadata(policy_name(chosen)))
+        else:
+            plan.custom(chosen)
+    elif plan.moved_back():
+        state.mark(Decision().to_metadata(policy_name(chosen)))
+    report = plan.report()
+    state.report, state.sized = report, plan.sized
+    if plan.over:
+        raise ContextWindowError(
+            _refusal(session.session_id, settings.model, report, policy_name(chosen)),
+            window=report.window,
+            needed=report.used + report.reserved,
+            reserved=report.reserved,
+            provider=session.agent.provider.name,
+        )
+    return plan.request
+
+
+def projected(session: Host, chosen: Policy, window: Window, request: Request) -> ContextReport:
+    """What the next request would hold, before its prompt: the history as the last turn's
+    decision shapes it."""
+    return _Plan(session, chosen, window, request, request.messages, False).report()
+
+
+class _Plan:
+    """A request being fitted: the history it sends from, its counts, against the window."""
+
+    def __init__(
+        self,
+        session: Host,
+        chosen: Policy,
+        window: Window,
+        request: Request,
+        history: Sequence[Message],
+        resuming: bool,
+    ) -> None:
+        self.provider = session.agent.provider
+        self.counts: Counts = session._counts
+        self.chosen, self.window, self.original = chosen, window, request
+        self.history, self.resuming = history, resuming
+        self.keep = len(request.messages) - len(history)  # the turn's own messages
+        self.out = reserved(request.settings, self.provider, window.tokens)
+        # this turn's own decision (a later round of it), else the last turn's
+        decision = recorded(request.messages) if chosen != "error" else Decision()
+        if self.begin_of(decision) is None:
+            decision = Decision()
+        self.take(decision)
+
+    def begin_of(self, decision: Decision) -> int | None:
+        """Where `decision` starts what is sent, in the history (None: not in it)."""
+        if decision.start is None:
+            return 0
+        history = self.history
+        for index in range(len(history) - 1, -1, -1):
+            if history[index].id == decision.start:
+                return index if history[index].role == "user" else None
+        return len(history) if decision.start == self._own_first() else None
+
+    def _own_first(self) -> str | None:
+        own = self.original.messages[len(self.history) :]
+        return own[0].id if own else None
+
+    def take(self, decision: Decision) -> None:
+        self.decision, self.begin = decision, self.begin_of(decision) or 0
+        self.request = _shaped(self.original, self.history, self.begin, decision.summary)
+        self.sized = self._sized(self.request, decision.summary)
+
+    def _sized(self, request: Request, summary: str | None) -> _Sized:
+        return _size(self.counts, request, self.provider.name, self.original.system, summary)
+
+    @property
+    def over(self) -> bool:
+        limit = self.window.tokens
+        return limit is not None and self.sized.total + self.out > limit
+
+    def _budget(self) -> int:
+        assert self.window.tokens is not None
+        return int(self.window.tokens * getattr(self.chosen, "target", TARGET)) - self.out
+
+    def trimmed(self) -> Decision:
+        """The decision that starts at the earliest turn from which the request fits the
+        target fill (or, if none does, at this turn)."""
+        whole = self._sized(self.original, None)
+        per, cut = whole.messages, len(self.history)
+        fixed = whole.system + whole.tools
+        suffix = sum(per)
+        starts = _starts(self.history, self.resuming)
+        previous = 0
+        chosen = starts[-1]
+        for start in starts:
+            suffix -= sum(per[previous:start])
+            previous = start
+            if fixed + suffix <= self._budget():
+                chosen = start
+                break
+        first = self.history[chosen].id if chosen < cut else self._own_first()
+        return Decision(first)
+
+    def moved_back(self) -> bool:
+        """Back to sending everything, if the whole history now fits the target (a larger
+        window, a smaller reserve): True if that changed the decision."""
+        if self.decision.start is None or self.window.tokens is None:
+            return False
+        whole = self._sized(self.original, None)
+        if whole.total > self._budget():
+            return False
+        self.take(Decision())
+        return True
+
+    def custom(self, chosen: Callable[..., Any]) -> None:
+        budget = self.window.tokens - self.out - self.sized.system - self.sized.tools  # type: ignore[operator]
+        self.decision, self.begin = Decision(), 0
+        self.request = _custom(chosen, self.original, self.keep, budget)
+        self.sized = self._sized(self.request, None)
+
+    def report(self) -> ContextReport:
+        sized, request = self.sized, self.request
+        sent = len(request.messages) - self.keep
+        return ContextReport(
+            window=self.window.tokens,
+            source=self.window.source,
+            used=sized.total,
+            reserved=self.out,
+            parts={
+                "system": sized.system,
+                "tools": sized.tools,
+                "messages": sum(sized.messages),
+                "images": sized.images,
+            },
+            messages=tuple(request.messages),
+            left_out=max(0, len(self.history) - sent),
+            summary=self.decision.summary,
+            estimated=not (sized.overhead_exact and all(sized.exact)),
+            policy=policy_name(self.chosen),
+        )
+
+
+def _shaped(
+    request: Request, history: Sequence[Message], begin: int, summary: str | None
+) -> Request:
+    if not begin and not summary:
+        return request
+    own = request.messages[len(history) :]
+    system = request.system
+    if summary:
+        block = f"{_SUMMARY_HEADER}\n{summary}"
+        system = f"{system}\n\n{block}" if system else block
+    return dataclasses.replace(request, messages=[*history[begin:], *own], system=system)
+
+
+async def _summarized(
+    state: TurnState, chosen: Summarize, history: Sequence[Message], decision: Decision
+) -> Decision:
+    """`decision` with a summary of everything it leaves out (the last summary included),
+    written with json() by the policy's agent in a session of its own (kept in no store);
+    what that spent goes in this turn's ledger."""
+    begin = _position(history, decision.start, len(history))
+    earlier = recorded(history)
+    before = _position(history, earlier.start, 0) if earlier.summary else 0
+    if earlier.summary and before == begin:
+        return dataclasses.replace(decision, summary=earlier.summary, summary_of=earlier.summary_of)
+    lines = [f"(A summary of what came before)\n{earlier.summary}"] if before else []
+    lines += [_line(m) for m in history[before:begin]]
+    agent = chosen.agent or state.session.agent
+    writer = type(state.session)(agent, system=_SUMMARY_SYSTEM)  # a Session: in no store
+    try:
+        response = await writer.json_async(_SUMMARY_PROMPT + "\n\n".join(lines), schema=_Summary)
+    except ContextWindowError as error:
+        raise ContextWindowError(
+            f"the {begin - before} messages to summarize do not fit the window of the agent "
+            f"that writes summaries ({error}); give Summarize(agent=...) one with a larger "
+            "window, or use context='trim'",
+            window=error.window,
+            needed=error.needed,
+            provider=error.provider,
+        ) from None
+    finally:
+        for spend in writer.ledger:
+            state.record(dataclasses.replace(spend, why="summary"))
+    first = (earlier.summary_of or {}).get("first") if earlier.summary else None
+    of = {"first": first or history[0].id, "last": history[begin - 1].id, "messages": begin}
+    return dataclasses.replace(decision, summary=response.output.summary.strip(), summary_of=of)
+
+
+def _position(history: Sequence[Message], message_id: str | None, missing: int) -> int:
+    """Where message `message_id` is in `history` (`missing` if it is not)."""
+    return next((i for i, m in enumerate(history) if m.id == message_id), missing)
+
+
+def _line(message: Message) -> str:
+    if message.role == "tool":
+        return "\n".join(f"[tool {r.name} returned] {r.content}" for r in message.tool_results)
+    calls = "".join(
+        f"\n[called {c.name}({json.dumps(c.arguments_json())})]" for c in message.tool_calls
+    )
+    images = f" [{len(message.images)} image(s)]" if message.images else ""
+    return f"{message.role}: {message.text}{images}{calls}"
+
+
+def _custom(chosen: Callable[..., Any], request: Request, keep: int, budget: int) -> Request:
+    """The request with the messages a user's policy chose, checked."""
+    given = list(request.messages)
+    result = chosen(list(given), budget)
+    if not isinstance(result, list | tuple) or not all(isinstance(m, Message) for m in result):
+        raise ConfigurationError(
+            f"the context= function must return a list of Message, got {type(result).__name__}"
+        )
+    result = list(result)
+    own = given[len(given) - keep :] if keep else []
+    if keep and [m.id for m in result[-keep:]] != [m.id for m in own]:
+        raise ConfigurationError(
+            "the context= function must keep this turn's messages, unchanged, at the end"
+        )
+    problem = _unpaired(result)
+    if result and result[0].role != "user":
+        problem = problem or f"it starts with a {result[0].role} message, not the user's"
+    if problem:
+        raise ConfigurationError(f"the context= function's messages cannot be sent: {problem}")
+    return dataclasses.replace(request, messages=result)
+
+
+def _unpaired(messages: Sequence[Message]) -> str | None:
+    """What breaks a tool call's pairing with its result in `messages` (None: nothing)."""
+    calls = {c.id for m in messages for c in m.tool_calls}
+    results = {r.tool_call_id for m in messages for r in m.tool_results}
+    if calls - results:
+        return f"tool call {sorted(calls - results)[0]!r} is sent without its result"
+    if results - calls:
+        return f"the result of tool call {sorted(results - calls)[0]!r} is sent without the call"
+    return None
+
+
+def _refusal(session_id: str, model: str, report: ContextReport, name: str) -> str:
+    needed = report.used + report.reserved
+    source = {"given": "context_window=", "server": "what the server loaded"}.get(
+        report.source, report.source
+    )
+    figures = (
+        f"the request needs {'about ' if report.estimated else ''}{needed:,} tokens "
+        f"({report.used:,} in, {report.reserved:,} kept for the answer), and {model!r} has a "
+        f"context window of {report.window:,} ({source})"
+    )
+    unchanged = "nothing was sent and the history is unchanged"
+    if name == "error":
+        how = (
+            "leave the oldest turns out of what is sent with context='trim', or replace them "
+            "by a summary with context='summarize' (on the call, the session or the Agent); "
+            "or ask for a shorter answer (max_tokens=...), or start a new session"
+        )
+    else:
+        how = (
+            "this turn alone does not fit, even with every earlier turn left out: send a "
+            "shorter prompt, fewer images or tools, a smaller max_tokens, or use a model with "
+            "a larger window"
+        )
+    return f"session {session_id!r}: {figures}; {unchanged}. To fit: {how}"
+
+
+def history_mark(history: Sequence[Message]) -> tuple[int, str | None]:
+    """What identifies a history's state (its length and last message) for a kept report."""
+    return len(history), history[-1].id if history else None
+
+
+# -- after the answer --------------------------------------------------------------------
+
+
+def answered(state: TurnState, request: Request, completion: Completion) -> str | None:
+    """Split the input tokens the provider reported for `request` back onto its parts that
+    had no reported count (the turn's new messages, the system prompt and tools); say what
+    is wrong (None: nothing) if the server evidently cut the request in silence."""
+    usage, sized = completion.usage, state.sized
+    if sized is None or usage.estimated or usage.input_tokens <= 0:
+        return None
+    reported = usage.input_tokens
+    exact = sum(n for n, e in zip(sized.messages, sized.exact, strict=True) if e)
+    fixed = sized.system + sized.tools if sized.overhead_exact else 0
+    guessed = sized.total - exact - fixed
+    limit = state.window.tokens
+    # A cut: far fewer tokens than the server's own earlier reports add up to (tokenizers
+    # differ, when the model changed, by less than that), or, near the window, fewer than the
+    # request was estimated at (an estimate far off elsewhere is the estimate's error).
+    near = limit is not None and reported >= limit // 2
+    if exact + fixed > reported * (1.1 if near else 1.5) + 16 or (
+        near and reported >= limit * 0.9 and sized.total > reported * 1.2  # type: ignore[operator]
+    ):
+        return (
+            f"the server reported {reported:,} input tokens for a request of "
+            f"{'about ' if guessed else ''}{sized.total:,}"
+            + (f" (the window: {limit:,})" if limit else "")
+            + ": it cut the request in silence, so the answer saw only part of the conversation"
+        )
+    rest = reported - exact - fixed
+    if guessed <= 0 or rest <= 0:
+        return None
+    scale = rest / guessed
+    counts: Counts = state.session._counts
+    if not (sized.overhead_exact or state.report is None or state.report.summary):
+        counts.overhead[sized.key] = max(0, round((sized.system + sized.tools) * scale))
+    own_start = len(request.messages) - len(state.messages)
+    for index, exact_count in enumerate(sized.exact):
+        at = index - own_start
+        if exact_count or at < 0:
+            continue  # history: its estimate stands (the report spans it and others)
+        tokens = max(1, round(sized.messages[index] * scale) - _PER_MESSAGE)
+        state.messages[at] = counted(state.messages[at], tokens, estimated=False)
+    return None
+
+
+def counted(message: Message, tokens: int, *, estimated: bool) -> Message:
+    """`message` with its token count in its metadata."""
+    metadata = {
+        k: v for k, v in message.metadata.items() if k not in ("tokens", "tokens_estimated")
+    }
+    metadata["tokens"] = tokens
+    if estimated:
+        metadata["tokens_estimated"] = True
+    return message.model_copy(update={"metadata": metadata})
+
+
+def answer_tokens(message: Message, usage: Any) -> tuple[int, bool]:
+    """What an answer will count as input later: its output tokens (less reasoning the
+    provider does not send back), or, with thinking in it or no report, an estimate."""
+    if usage.estimated or any(isinstance(p, ThinkingPart) for p in message.parts):
+        return max(0, estimate(message, "") - _PER_MESSAGE), True
+    return max(0, usage.output_tokens - usage.reasoning_tokens), False
+
+
+class _Summary(BaseModel):
+    """What json() asks of a summary's writer."""
+
+    summary: str

@@ -1,0 +1,355 @@
+"""The context window: counting a request, the policies (error, trim, summarize, a function),
+and a server that cuts a request in silence. (The real llama.cpp server's window:
+tests/servers/; the gauges: tests/notebook/ and tests/browser/.)"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import json
+import math
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from agent_nb import Agent, ContextReport, Message, Session, Summarize, Trim, tool
+from agent_nb._context import image_tokens
+from agent_nb.errors import ConfigurationError, ContextWindowError
+from agent_nb.events import Completion, Usage
+from agent_nb.messages import ImagePart, ToolCallPart, ToolResultPart
+from agent_nb.providers.base import ProviderBatch, Request
+from agent_nb.providers.testing import TestProvider
+
+
+def tokens_of(request: Request) -> int:
+    """The server's own count: 1 token per 3 characters of each piece, 3 per message."""
+    pieces = [request.system or "", *(json.dumps(t) for t in request.tools)]
+    count = 3 * len(request.messages)
+    for message in request.messages:
+        for part in message.parts:
+            if isinstance(part, ToolCallPart):
+                pieces.append(part.name + json.dumps(part.arguments_json()))
+            elif isinstance(part, ToolResultPart):
+                pieces.append(part.content)
+            elif isinstance(part, ImagePart):
+                count += 100
+            else:
+                pieces.append(getattr(part, "text", ""))
+    return count + sum(math.ceil(len(p) / 3) for p in pieces)
+
+
+class Windowed(TestProvider):
+    """The offline test provider with a window it enforces: it refuses a request that does
+    not fit (as llama.cpp does), or, with `cuts`, keeps the request's end and answers (as
+    Ollama does), reporting what it kept."""
+
+    __test__ = False
+    name = "windowed"
+
+    def __init__(self, window: int, *, cuts: bool = False, **options: Any) -> None:
+        super().__init__(**options)
+        self.window, self.cuts = window, cuts
+        self.counted: list[int] = []
+
+    async def context_window(self, model: str) -> int | None:
+        return self.window
+
+    def _answer(self, request: Request) -> Message:
+        answer = super()._answer(request)  # tool calls, JSON; but a short text for an echo
+        if answer.tool_calls or request.output is not None or self.scripted:
+            return answer
+        return Message.assistant(words(12, len(request.messages)))
+
+    async def complete(self, request: Request) -> AsyncIterator[ProviderBatch]:
+        self.scripted = bool(self._replies)
+        problem = _unsendable(request)
+        assert problem is None, problem  # every request is one a real server accepts
+        count = tokens_of(request)
+        self.counted.append(count)
+        if count > self.window and not self.cuts:
+            from agent_nb.errors import BadRequestError
+
+            self.requests.append(request)
+            raise BadRequestError("the request exceeds the available context size", status=400)
+        async for batch in super().complete(request):
+            if isinstance(batch[-1], Completion):
+                done = batch[-1]
+                usage = Usage(
+                    input_tokens=min(count, self.window),
+                    output_tokens=math.ceil(len(done.message.text) / 3) + 1,
+                )
+                batch = [*batch[:-1], Completion(done.message, usage, done.finish_reason)]
+            yield batch
+
+
+def _unsendable(request: Request) -> str | None:
+    """What a server would refuse in `request`'s messages (None: nothing)."""
+    messages = request.messages
+    if messages and messages[0].role != "user":
+        return f"the request starts with a {messages[0].role} message"
+    calls = {c.id for m in messages for c in m.tool_calls}
+    results = {r.tool_call_id for m in messages for r in m.tool_results}
+    if calls != results:
+        return f"calls and results unpaired: {sorted(calls ^ results)}"
+    return None
+
+
+@tool
+def lookup(city: str) -> str:
+    """Look up facts about a city."""
+    return f"{city} has many long streets and several very old bridges " * 3
+
+
+def words(n: int, seed: int = 0) -> str:
+    return " ".join(f"word{(i * 7 + seed) % 97}" for i in range(n))
+
+
+def test_error_refuses_before_sending_and_changes_nothing():
+    provider = Windowed(1000)
+    session = Agent(provider=provider).session(system="Be brief.")
+    with pytest.raises(ContextWindowError) as caught:
+        for n in range(30):
+            before, sent = session.messages, len(provider.requests)
+            session.run(words(60, n))
+    assert n >= 2
+    error = caught.value
+    assert error.window == 1000 and error.needed > 1000 and error.status is None
+    assert "context='trim'" in str(error) and "nothing was sent" in str(error)
+    assert f"{error.window:,}" in str(error) and f"{error.needed:,}" in str(error)
+    assert session.messages == before and len(provider.requests) == sent
+
+
+def test_trim_leaves_out_the_oldest_turns_and_keeps_the_history_whole():
+    provider = Windowed(500)
+    session = Agent(provider=provider, context="trim", max_tokens=50).session()
+    for n in range(12):
+        session.run(words(40, n))
+    assert len(session.messages) == 24  # nothing lost
+    report = session.context()
+    assert report.left_out > 0 and report.policy == "trim"
+    assert report.used + report.reserved <= 500
+    assert list(report.messages) == list(provider.requests[-1].messages)
+    assert report.messages[0].role == "user"
+    assert all(count <= 500 for count in provider.counted)
+
+
+def test_trim_moves_the_start_rarely_so_the_cached_prefix_survives():
+    provider = Windowed(1000)
+    session = Agent(provider=provider, context=Trim(target=0.5), max_tokens=50).session()
+    for n in range(30):
+        session.run(words(30, n))
+    firsts = [r.messages[0].id for r in provider.requests]
+    moves = sum(a != b for a, b in itertools.pairwise(firsts))
+    assert 1 <= moves <= 6, moves  # each move frees about half the window: several turns
+
+
+def test_a_turn_that_alone_does_not_fit_is_refused_under_trim_too():
+    provider = Windowed(300)
+    session = Agent(provider=provider, context="trim", max_tokens=50).session()
+    session.run(words(20))
+    with pytest.raises(ContextWindowError, match="this turn alone does not fit"):
+        session.run(words(400))
+    assert len(session.messages) == 2
+
+
+def test_trim_never_splits_a_tool_call_from_its_result():
+    provider = Windowed(700)
+    agent = Agent(provider=provider, tools=[lookup], context="trim", max_tokens=60)
+    session = agent.session()
+    for city in ["Paris", "Rome", "Oslo", "Lima", "Kyiv", "Doha", "Baku", "Riga"]:
+        session.run(f"lookup {city} please, and tell me about it")
+    assert any(m.tool_calls for m in session.messages)
+    assert session.context().left_out > 0
+
+
+def test_the_decision_travels_with_the_history():
+    provider = Windowed(500)
+    agent = Agent(provider=provider, context="trim", max_tokens=50)
+    session = agent.session()
+    for n in range(10):
+        session.run(words(40, n))
+    first = provider.requests[-1].messages[0].id
+    again = Session.from_dict(json.loads(json.dumps(session.to_dict())), agent)
+    again.run("one more")
+    assert provider.requests[-1].messages[0].id == first
+    twin = session.fork()
+    twin.run("and in the fork")
+    assert provider.requests[-1].messages[0].id == first
+
+
+def test_undoing_the_turn_that_trimmed_undoes_the_trim():
+    provider = Windowed(500)
+    session = Agent(provider=provider, context="trim", max_tokens=50).session()
+    for n in range(20):
+        session.run(words(40, n))
+        if session.context().left_out:
+            break
+    assert session.context().left_out
+    session.undo()
+    assert session.context().left_out == 0
+    session.context_policy = "error"
+    session.run("fits again")
+    assert provider.requests[-1].messages[0].id == session.messages[0].id
+
+
+def test_a_larger_window_sends_everything_again():
+    provider = Windowed(500)
+    session = Agent(provider=provider, context="trim", max_tokens=50).session()
+    for n in range(10):
+        session.run(words(40, n))
+    assert session.context().left_out
+    provider.window = 100_000
+    session.run("now the window is large")
+    assert provider.requests[-1].messages[0].id == session.messages[0].id
+
+
+def test_summarize_sends_a_summary_in_place_of_the_turns_it_leaves_out():
+    provider = Windowed(600)
+    session = Agent(provider=provider, context="summarize", max_tokens=50).session(system="Hi.")
+    for n in range(10):
+        session.run(words(40, n))
+    report = session.context()
+    assert report.left_out > 0 and report.summary
+    last = provider.requests[-1]
+    assert report.summary in last.system and last.system.startswith("Hi.")
+    summaries = [s for s in session.ledger if s.why == "summary"]
+    assert summaries  # priced in the session's ledger
+    marked = [m for m in session.messages if "summary" in m.metadata.get("context", {})]
+    assert marked and marked[-1].metadata["context"]["summary_of"]["messages"] == report.left_out
+    assert len(session.messages) == 20
+
+
+def test_summarize_with_a_cheaper_agent():
+    writer = TestProvider()
+    provider = Windowed(600)
+    policy = Summarize(agent=Agent(provider=writer))
+    session = Agent(provider=provider, context=policy, max_tokens=50).session()
+    for n in range(10):
+        session.run(words(40, n))
+    assert writer.requests and session.context().summary
+    assert all(r.output is not None for r in writer.requests)  # written with json()
+
+
+def test_a_context_function_chooses_what_is_sent_and_is_checked():
+    provider = Windowed(500)
+    seen = []
+
+    def last_two_turns(messages: list[Message], budget: int) -> list[Message]:
+        seen.append(budget)
+        return messages[-3:]
+
+    session = Agent(provider=provider, context=last_two_turns, max_tokens=50).session()
+    for n in range(8):
+        session.run(words(40, n))
+    assert seen and all(b < 500 for b in seen)
+    assert len(provider.requests[-1].messages) == 3
+
+    def drops_the_prompt(messages, budget):
+        return messages[:1]
+
+    with pytest.raises(ConfigurationError, match="keep this turn's messages"):
+        session.run(words(40), context=drops_the_prompt)
+
+
+def test_context_reports_the_parts_and_a_gauge():
+    provider = Windowed(100_000)
+    session = Agent(provider=provider, tools=[lookup], max_tokens=1000).session(system="Hi.")
+    before = session.context()
+    assert isinstance(before, ContextReport) and before.window == 100_000
+    assert before.source == "server" and before.messages == ()
+    session.run("hello there")
+    report = session.context()
+    assert report.parts["tools"] > 0 and report.parts["system"] > 0
+    assert report.reserved == 1000 and report.gauge().endswith("of 100k")
+    assert not report.warning
+    assert "kept for the answer" in str(report)
+
+
+def test_counts_come_from_the_servers_reports():
+    provider = Windowed(100_000)
+    session = Agent(provider=provider, max_tokens=100).session(system="Be brief, please.")
+    for n in range(6):
+        session.run(words(25 + n * 5, n))
+    assert all("tokens" in m.metadata for m in session.messages)
+    assert not any(m.metadata.get("tokens_estimated") for m in session.messages)
+    last = session.context()  # what the last request held: its count made before it was sent
+    assert abs(last.used - provider.counted[-1]) <= provider.counted[-1] * 0.05
+    predicted = session.context(max_tokens=100).used  # the next request, before its prompt
+    session.run("x")
+    actual = provider.counted[-1] - tokens_of(Request(model="m", messages=[Message.user("x")]))
+    assert abs(predicted - actual) <= actual * 0.03, (predicted, actual)
+
+
+def test_a_server_that_cuts_the_request_in_silence_is_caught():
+    provider = Windowed(400, cuts=True)  # it says nothing of its window
+    provider.context_window = _unknown  # type: ignore[method-assign]
+    agent = Agent(provider=provider, context_window=50_000, max_tokens=50)
+    session = agent.session()
+    with pytest.raises(ContextWindowError, match="cut the request in silence"):
+        for n in range(30):
+            session.run(words(40, n))
+    assert n > 2
+    kept = len(session.messages)
+    assert kept == 2 * n  # the turn it cut was not saved
+    session.context_policy = "trim"
+    session.run(words(40, 99))  # under trim: a warning on the answer
+    answer = session.messages[-1]
+    assert "cut the request in silence" in answer.metadata["context_truncated"]
+
+
+async def _unknown(model: str) -> None:
+    return None
+
+
+def test_policies_are_checked():
+    with pytest.raises(ConfigurationError, match="context= takes"):
+        Agent(provider="test", context="shrink")
+    with pytest.raises(ConfigurationError, match="target"):
+        Trim(target=1.5)
+    with pytest.raises(ConfigurationError, match="context_window="):
+        Agent(provider="test", context_window=-5)
+    with pytest.raises(ConfigurationError, match="Summarize"):
+        Summarize(agent="cheap")
+
+
+def _png(width: int, height: int) -> ImagePart:
+    from PIL import Image
+
+    raw = io.BytesIO()
+    Image.new("RGB", (width, height)).save(raw, "PNG")
+    return ImagePart.from_bytes(raw.getvalue())
+
+
+def test_images_count_by_each_providers_rule():
+    square = _png(1024, 1024)
+    assert image_tokens(square, "openai") == 765  # 4 tiles of 512 after 768 px: OpenAI's doc
+    assert image_tokens(_png(2048, 4096), "openai") == 1105
+    assert image_tokens(_png(1000, 1000), "anthropic") == 1334  # w x h / 750
+    assert image_tokens(_png(4000, 4000), "anthropic") == 1600  # scaled to 1568 px, capped
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    st.lists(st.tuples(st.integers(5, 80), st.booleans()), min_size=3, max_size=25),
+    st.integers(400, 1500),
+)
+def test_every_trimmed_request_is_valid_and_fits(turns, window):
+    """A seeded fuzz of conversations with tool rounds: every request a trim makes starts at
+    a user turn, keeps each call with its result, and fits; nothing leaves the history."""
+    provider = Windowed(window)
+    session = Agent(provider=provider, tools=[lookup], context="trim", max_tokens=40).session()
+    made = 0
+    for n, (size, calls) in enumerate(turns):
+        prompt = f"lookup Paris {words(size, n)}" if calls else words(size, n)
+        try:
+            session.run(prompt)
+            made += 1
+        except ContextWindowError as error:
+            assert "this turn alone" in str(error)
+    assert all(count <= window for count in provider.counted)  # Windowed checks the rest
+    assert sum(m.role == "user" for m in session.messages) == made

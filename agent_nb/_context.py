@@ -570,34 +570,64 @@ async def _summarized(
     state: TurnState, chosen: Summarize, history: Sequence[Message], decision: Decision
 ) -> Decision:
     """`decision` with a summary of everything it leaves out (the last summary included),
-    written with json() by the policy's agent in a session of its own (kept in no store);
-    what that spent goes in this turn's ledger."""
+    written with json() by the policy's agent, in sessions of its own (kept in no store),
+    a part at a time where the writer's window is small; what that spent goes in this
+    turn's ledger."""
     begin = _position(history, decision.start, len(history))
     earlier = recorded(history)
     before = _position(history, earlier.start, 0) if earlier.summary else 0
     if earlier.summary and before == begin:
         return dataclasses.replace(decision, summary=earlier.summary, summary_of=earlier.summary_of)
-    lines = [f"(A summary of what came before)\n{earlier.summary}"] if before else []
-    lines += [_line(m) for m in history[before:begin]]
     agent = chosen.agent or state.session.agent
-    writer = type(state.session)(agent, system=_SUMMARY_SYSTEM)  # a Session: in no store
-    try:
-        response = await writer.json_async(_SUMMARY_PROMPT + "\n\n".join(lines), schema=_Summary)
-    except ContextWindowError as error:
-        raise ContextWindowError(
-            f"the {begin - before} messages to summarize do not fit the window of the agent "
-            f"that writes summaries ({error}); give Summarize(agent=...) one with a larger "
-            "window, or use context='trim'",
-            window=error.window,
-            needed=error.needed,
-            provider=error.provider,
-        ) from None
-    finally:
-        for spend in writer.ledger:
-            state.record(dataclasses.replace(spend, why="summary"))
+    limit = (await window_of(agent, agent.model)).tokens
+    answer = min(1024, limit // 4) if limit else 1024
+    room = max(64, int(limit * 0.6) - answer) if limit else None
+    summary = earlier.summary if before else None
+    for part in _parts([_line(m) for m in history[before:begin]], room, summary):
+        earlier_text = f"(A summary of what came before)\n{summary}\n\n" if summary else ""
+        writer = type(state.session)(agent, system=_SUMMARY_SYSTEM)  # a Session: in no store
+        try:
+            response = await writer.json_async(
+                _SUMMARY_PROMPT + earlier_text + part, schema=_Summary, max_tokens=answer
+            )
+        except ContextWindowError as error:
+            raise ContextWindowError(
+                f"the turns to summarize do not fit the window of the agent that writes "
+                f"summaries ({error}); give Summarize(agent=...) one with a larger window, or "
+                "use context='trim'",
+                window=error.window,
+                needed=error.needed,
+                provider=error.provider,
+            ) from None
+        finally:
+            for spend in writer.ledger:
+                state.record(dataclasses.replace(spend, why="summary"))
+        summary = response.output.summary.strip()
     first = (earlier.summary_of or {}).get("first") if earlier.summary else None
     of = {"first": first or history[0].id, "last": history[begin - 1].id, "messages": begin}
-    return dataclasses.replace(decision, summary=response.output.summary.strip(), summary_of=of)
+    return dataclasses.replace(decision, summary=summary, summary_of=of)
+
+
+def _parts(lines: list[str], room: int | None, summary: str | None) -> list[str]:
+    """`lines` joined into the parts a summary is written from, each with the summary so far
+    within `room` tokens (None: one part); a line longer than that is cut to fit."""
+    if room is None:
+        return ["\n\n".join(lines)]
+    room = max(16, room - (text_tokens(summary) * 2 if summary else 0))  # the summary grows
+    parts: list[str] = []
+    current: list[str] = []
+    used = 0
+    for line in lines:
+        if text_tokens(line) > room:
+            line = line[: room * 4 - 1] + "…"
+        if current and used + text_tokens(line) > room:
+            parts.append("\n\n".join(current))
+            current, used = [], 0
+        current.append(line)
+        used += text_tokens(line)
+    if current:
+        parts.append("\n\n".join(current))
+    return parts
 
 
 def _position(history: Sequence[Message], message_id: str | None, missing: int) -> int:
@@ -650,9 +680,11 @@ def _unpaired(messages: Sequence[Message]) -> str | None:
 
 def _refusal(session_id: str, model: str, report: ContextReport, name: str) -> str:
     needed = report.used + report.reserved
-    source = {"given": "context_window=", "server": "what the server loaded"}.get(
-        report.source, report.source
-    )
+    source = {
+        "given": "given as context_window=",
+        "server": "as the server loaded it",
+        "genai-prices": "genai-prices' table",
+    }.get(report.source, report.source)
     figures = (
         f"the request needs {'about ' if report.estimated else ''}{needed:,} tokens "
         f"({report.used:,} in, {report.reserved:,} kept for the answer), and {model!r} has a "

@@ -162,26 +162,39 @@ async def window_of(agent: AgentConfig, model: str) -> Window:
 
 class Counts:
     """A session's token counts: per message (its `metadata["tokens"]`, else an estimate kept
-    by id), and what the system prompt and tools cost, as the provider's reports showed."""
+    by id), what the system prompt and tools cost, and how far the estimates are off, as the
+    provider's reports showed."""
 
     def __init__(self) -> None:
         self._estimates: dict[str, tuple[Message, int]] = {}
         #: the system prompt and tool schemas (by their hash) -> their tokens, as reported
         self.overhead: dict[str, int] = {}
+        #: the provider's tokens per estimated token, learnt from its reports (code, or
+        #: Chinese, take more tokens a character than prose)
+        self.scale = 1.0
+        self._reports = 0
 
     def message(self, message: Message, provider: str) -> tuple[int, bool]:
         """(tokens, exact): as the provider reported them, or estimated."""
-        recorded = message.metadata.get("tokens")
-        if type(recorded) is int and recorded >= 0:
-            return recorded + _PER_MESSAGE, not message.metadata.get("tokens_estimated", False)
         kept = self._estimates.get(message.id)
-        if kept is not None and kept[0] is message:
-            return kept[1], False
-        tokens = estimate(message, provider)
-        if len(self._estimates) > 100_000:  # messages dropped from history: forget them all
-            self._estimates.clear()
-        self._estimates[message.id] = (message, tokens)
-        return tokens, False
+        if kept is None or kept[0] is not message:
+            if len(self._estimates) > 100_000:  # messages dropped from history: forget them
+                self._estimates.clear()
+            kept = self._estimates[message.id] = (message, estimate(message, provider))
+        recorded = message.metadata.get("tokens")
+        # a count from a stranger's notebook is believed within reason (8 times the estimate)
+        if type(recorded) is int and 0 <= recorded <= 8 * kept[1] + 4096:
+            return recorded + _PER_MESSAGE, not message.metadata.get("tokens_estimated", False)
+        return self.scaled(kept[1]), False
+
+    def scaled(self, estimate: int) -> int:
+        return round(estimate * self.scale)
+
+    def learn(self, observed: float) -> None:
+        """Take a report's tokens per estimated token into the scale (smoothed)."""
+        self.scale = min(
+            4.0, max(0.25, self.scale * observed**0.5 if self.scale != 1.0 else observed)
+        )
 
 
 def estimate(message: Message, provider: str) -> int:
@@ -276,9 +289,10 @@ def _size(
     """The counts of `request`, whose system prompt is `system` (and `summary`, if any)."""
     key = _overhead_key(system, request.tools)
     tools = sum(text_tokens(json.dumps(schema, default=str)) for schema in request.tools)
+    tools = counts.scaled(tools)
     known = counts.overhead.get(key)
-    own = text_tokens(system or "") if known is None else max(0, known - tools)
-    extra = text_tokens(_SUMMARY_HEADER + summary) + 2 if summary else 0
+    own = counts.scaled(text_tokens(system or "")) if known is None else max(0, known - tools)
+    extra = counts.scaled(text_tokens(_SUMMARY_HEADER + summary) + 2) if summary else 0
     sized = [counts.message(m, provider) for m in request.messages]
     images = sum(
         image_tokens(p, provider)
@@ -726,32 +740,40 @@ def answered(state: TurnState, request: Request, completion: Completion) -> str 
     fixed = sized.system + sized.tools if sized.overhead_exact else 0
     guessed = sized.total - exact - fixed
     limit = state.window.tokens
-    # A cut: far fewer tokens than the server's own earlier reports add up to (tokenizers
-    # differ, when the model changed, by less than that), or, near the window, fewer than the
-    # request was estimated at (an estimate far off elsewhere is the estimate's error).
-    near = limit is not None and reported >= limit // 2
-    if exact + fixed > reported * (1.1 if near else 1.5) + 16 or (
-        near and reported >= limit * 0.9 and sized.total > reported * 1.2  # type: ignore[operator]
+    # A cut: near the window, far fewer tokens than the server's own earlier reports add up
+    # to, or than the request was estimated at. (Elsewhere a low figure is a server that
+    # counts only what its cache did not hold, as some Ollama releases did, or an estimate
+    # far off: not a cut.)
+    if (
+        limit is not None
+        and reported >= limit // 2
+        and (
+            exact + fixed > reported * 1.1 + 16
+            or (reported >= limit * 0.9 and sized.total > reported * 1.2)
+            or reported >= limit * 0.98  # no room left for an answer: cut, or as good as
+        )
     ):
         return (
             f"the server reported {reported:,} input tokens for a request of "
-            f"{'about ' if guessed else ''}{sized.total:,}"
-            + (f" (the window: {limit:,})" if limit else "")
-            + ": it cut the request in silence, so the answer saw only part of the conversation"
+            f"{'about ' if guessed else ''}{sized.total:,} (the window: {limit:,}): it cut "
+            "the request in silence, so the answer saw only part of the conversation"
         )
     rest = reported - exact - fixed
     if guessed <= 0 or rest <= 0:
         return None
-    scale = rest / guessed
+    observed = rest / guessed
+    if not 0.25 <= observed <= 4:
+        return None  # a figure that is not this request's whole input (a cache, a proxy)
     counts: Counts = state.session._counts
+    counts.learn(observed)
     if not (sized.overhead_exact or state.report is None or state.report.summary):
-        counts.overhead[sized.key] = max(0, round((sized.system + sized.tools) * scale))
+        counts.overhead[sized.key] = max(0, round((sized.system + sized.tools) * observed))
     own_start = len(request.messages) - len(state.messages)
     for index, exact_count in enumerate(sized.exact):
         at = index - own_start
         if exact_count or at < 0:
             continue  # history: its estimate stands (the report spans it and others)
-        tokens = max(1, round(sized.messages[index] * scale) - _PER_MESSAGE)
+        tokens = max(1, round(sized.messages[index] * observed) - _PER_MESSAGE)
         state.messages[at] = counted(state.messages[at], tokens, estimated=False)
     return None
 

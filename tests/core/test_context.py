@@ -4,6 +4,7 @@ tests/servers/; the gauges: tests/notebook/ and tests/browser/.)"""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import itertools
 import json
@@ -24,8 +25,8 @@ from agent_nb.providers.base import ProviderBatch, Request
 from agent_nb.providers.testing import TestProvider
 
 
-def tokens_of(request: Request) -> int:
-    """The server's own count: 1 token per 3 characters of each piece, 3 per message."""
+def tokens_of(request: Request, density: float = 1 / 3) -> int:
+    """The server's own count: `density` tokens a character of each piece, 3 per message."""
     pieces = [request.system or "", *(json.dumps(t) for t in request.tools)]
     count = 3 * len(request.messages)
     for message in request.messages:
@@ -38,7 +39,7 @@ def tokens_of(request: Request) -> int:
                 count += 100
             else:
                 pieces.append(getattr(part, "text", ""))
-    return count + sum(math.ceil(len(p) / 3) for p in pieces)
+    return count + sum(math.ceil(len(p) * density) for p in pieces)
 
 
 class Windowed(TestProvider):
@@ -49,9 +50,18 @@ class Windowed(TestProvider):
     __test__ = False
     name = "windowed"
 
-    def __init__(self, window: int, *, cuts: bool = False, **options: Any) -> None:
+    def __init__(
+        self,
+        window: int,
+        *,
+        cuts: bool = False,
+        density: float = 1 / 3,
+        cached: bool = False,
+        **options: Any,
+    ) -> None:
         super().__init__(**options)
-        self.window, self.cuts = window, cuts
+        self.window, self.cuts, self.density = window, cuts, density
+        self.cached = cached  # report only what the last request did not start with
         self.counted: list[int] = []
 
     async def context_window(self, model: str) -> int | None:
@@ -67,7 +77,8 @@ class Windowed(TestProvider):
         self.scripted = bool(self._replies)
         problem = _unsendable(request)
         assert problem is None, problem  # every request is one a real server accepts
-        count = tokens_of(request)
+        count = tokens_of(request, self.density)
+        previous = self.requests[-1] if self.requests else None
         self.counted.append(count)
         if count > self.window and not self.cuts:
             from agent_nb.errors import BadRequestError
@@ -77,8 +88,17 @@ class Windowed(TestProvider):
         async for batch in super().complete(request):
             if isinstance(batch[-1], Completion):
                 done = batch[-1]
+                new = count
+                if self.cached and previous is not None:
+                    held = len(previous.messages)
+                    ids = [m.id for m in previous.messages]
+                    if [m.id for m in request.messages[:held]] == ids:  # a cache hit
+                        new -= tokens_of(
+                            dataclasses.replace(request, messages=request.messages[:held]),
+                            self.density,
+                        )
                 usage = Usage(
-                    input_tokens=min(count, self.window),
+                    input_tokens=min(new, self.window),
                     output_tokens=math.ceil(len(done.message.text) / 3) + 1,
                 )
                 batch = [*batch[:-1], Completion(done.message, usage, done.finish_reason)]
@@ -284,24 +304,33 @@ def test_counts_come_from_the_servers_reports():
 
 
 def test_a_server_that_cuts_the_request_in_silence_is_caught():
-    provider = Windowed(400, cuts=True)  # it says nothing of its window
-    provider.context_window = _unknown  # type: ignore[method-assign]
-    agent = Agent(provider=provider, context_window=50_000, max_tokens=50)
-    session = agent.session()
-    with pytest.raises(ContextWindowError, match="cut the request in silence"):
-        for n in range(30):
-            session.run(words(40, n))
-    assert n > 2
-    kept = len(session.messages)
-    assert kept == 2 * n  # the turn it cut was not saved
+    provider = Windowed(600, cuts=True, density=1.0)  # a token a character: 4x the estimate
+    session = Agent(provider=provider, max_tokens=50).session()
+    with pytest.raises(ContextWindowError, match="cut the request in silence") as caught:
+        session.run("字" * 700)
+    assert caught.value.window == 600
+    assert session.messages == [] and len(session.ledger) == 1  # not saved, but paid for
     session.context_policy = "trim"
-    session.run(words(40, 99))  # under trim: a warning on the answer
+    session.run("字" * 700)  # under trim: the answer is kept, with a warning
     answer = session.messages[-1]
     assert "cut the request in silence" in answer.metadata["context_truncated"]
 
 
-async def _unknown(model: str) -> None:
-    return None
+def test_a_server_that_counts_only_what_its_cache_missed_is_no_cut():
+    """Some Ollama releases reported only the prompt tokens their cache did not hold: a low
+    figure far from the window is not taken for a cut, nor for the request's count."""
+    provider = Windowed(100_000, cached=True)
+    restored = [  # a history with no counts: each message estimated
+        m for n in range(15) for m in (Message.user(words(40, n)), Message.assistant(words(30)))
+    ]
+    agent = Agent(provider=provider, max_tokens=50)
+    session = agent.session(system="Be brief.", messages=restored)
+    for n in range(6):
+        session.run(words(40, n))
+    assert provider.counted[-1] > 1000
+    predicted = session.context(max_tokens=50).used
+    session.run("x")
+    assert abs(predicted - provider.counted[-1]) < provider.counted[-1] * 0.35
 
 
 def test_policies_are_checked():

@@ -109,6 +109,8 @@ class Host(Protocol):
     _context: tuple[ContextReport, tuple[int, str | None]] | None
     #: The session's context policy (None: the agent's).
     context_policy: Policy | None
+    #: The context decision of the turn a Retake's copy answers again (None: none).
+    _carried_context: Any
 
     @property
     def pending_approvals(self) -> list[ToolCallPart]: ...
@@ -219,10 +221,17 @@ class TurnState:
     def __init__(self, session: Host, prompt: str | None, settings: Settings) -> None:
         self.session = session
         self.base = session._messages  # the history this turn extends
+        carried = session._carried_context  # a turn answered again: its decision stands
         self.messages = (
             []
             if prompt is None
-            else [Message(role="user", parts=(*settings.images, TextPart(text=clean_text(prompt))))]
+            else [
+                Message(
+                    role="user",
+                    parts=(*settings.images, TextPart(text=clean_text(prompt))),
+                    metadata={"context": carried} if carried else {},
+                )
+            ]
         )
         self.request_settings = settings.request  # less a forced tool_choice after round 1
         self.toolset = settings.toolset

@@ -77,6 +77,8 @@ class Session:
         self._policy: Policy | None = None
         self.context_policy = context
         self._counts = _context.Counts()
+        #: The context decision of the turn a Retake answers again (docs/context.md).
+        self._carried_context: Any = None
         #: What the last request held, and the history it was made for (see context()).
         self._context: tuple[ContextReport, tuple[int, str | None]] | None = None
 
@@ -649,6 +651,9 @@ class Retake:
         self.copy = Session(session.agent, session.session_id, session.system, history[:start])
         self.copy._tools = session._tools
         self.copy._policy = session._policy
+        first = history[start] if start < len(history) else None
+        if first is not None and first.role == "user":  # its context decision, made again
+            self.copy._carried_context = first.metadata.get("context")
         self.copy._counts = session._counts
         self.copy._ledger = session._ledger  # what the copy spends, the session spent
         self.copy._payer = session

@@ -382,3 +382,47 @@ def test_every_trimmed_request_is_valid_and_fits(turns, window):
             assert "this turn alone" in str(error)
     assert all(count <= window for count in provider.counted)  # Windowed checks the rest
     assert sum(m.role == "user" for m in session.messages) == made
+
+
+def test_a_turn_answered_again_keeps_its_summary():
+    provider = Windowed(600)
+    session = Agent(provider=provider, context="summarize", max_tokens=50).session()
+    for n in range(10):
+        session.run(words(40, n))
+    assert session.context().summary
+    summaries = sum(s.why == "summary" for s in session.ledger)
+    first = provider.requests[-1].messages[0].id
+    session.retry()  # the same turn again: the same decision, no second summary
+    assert sum(s.why == "summary" for s in session.ledger) == summaries
+    assert provider.requests[-1].messages[0].id == first
+    assert provider.requests[-1].system == provider.requests[-2].system
+
+
+@pytest.mark.parametrize(
+    ("provider", "rule", "reserve"),
+    [
+        ("openai", "openai", 4096),
+        ("openai-responses", "openai", 4096),
+        ("anthropic", "anthropic", 4096),
+    ],
+)
+def test_each_provider_counts_tools_images_and_the_reserve(
+    all_providers_env, provider, rule, reserve
+):
+    """Against the loopback server, in each wire format: the tool schemas, the image by the
+    provider's rule, the output kept (Anthropic's default max_tokens; elsewhere a quarter of
+    the window, up to 4,096), and the thinking budget on top where one is set."""
+    agent = Agent(provider=provider, model="gpt-4o", tools=[lookup], context_window=200_000)
+    session = agent.session(system="Be brief.")
+    image = _png(1024, 1024)
+    session.run("what is in this picture?", images=[image])
+    report = session.context()
+    assert report.parts["tools"] > 10 and report.reserved == reserve
+    assert report.parts["images"] == image_tokens(image, rule)
+    assert report.parts["messages"] >= report.parts["images"]
+    if provider == "anthropic":
+        thinking = {"type": "enabled", "budget_tokens": 2000}
+        assert session.context(thinking=thinking).reserved == 2000 + 4096
+    assert session.context(max_tokens=123).reserved == 123
+    small = Agent(provider=provider, model="gpt-4o", context_window=8000).session()
+    assert small.context().reserved == (4096 if provider == "anthropic" else 2000)

@@ -271,22 +271,23 @@ class _Sized:
     """A request's parts and their counts."""
 
     key: str  # the system prompt and tools, for Counts.overhead
-    system: int  # the system prompt, a summary in it included
+    system: int  # the system prompt
     tools: int
     messages: list[int]
     exact: list[bool]
-    overhead_exact: bool  # system + tools as reported (no summary in the system prompt)
+    overhead_exact: bool  # system + tools as reported
     images: int
+    summary: int = 0  # the summary sent at the start of the first message (estimated)
 
     @property
     def total(self) -> int:
-        return self.system + self.tools + sum(self.messages)
+        return self.system + self.tools + sum(self.messages) + self.summary
 
 
 def _size(
     counts: Counts, request: Request, provider: str, system: str | None, summary: str | None
 ) -> _Sized:
-    """The counts of `request`, whose system prompt is `system` (and `summary`, if any)."""
+    """The counts of `request`, whose system prompt is `system`, and of `summary`."""
     key = _overhead_key(system, request.tools)
     tools = sum(text_tokens(json.dumps(schema, default=str)) for schema in request.tools)
     tools = counts.scaled(tools)
@@ -302,12 +303,13 @@ def _size(
     )
     return _Sized(
         key=key,
-        system=own + extra,
+        system=own,
         tools=tools,
         messages=[n for n, _ in sized],
         exact=[e for _, e in sized],
-        overhead_exact=known is not None and not summary,
+        overhead_exact=known is not None,
         images=images,
+        summary=extra,
     )
 
 
@@ -326,7 +328,8 @@ class ContextReport:
     used: int
     #: The output left room for (max_tokens, the thinking budget, or a quarter of the window).
     reserved: int
-    #: The input by part: "system", "tools", "messages" (of which "images").
+    #: The input by part: "system", "tools", "messages" (of which "images"), and "summary"
+    #: (sent at the start of the first message).
     parts: Mapping[str, int]
     #: The messages the request held (after the system prompt), in order.
     messages: tuple[Message, ...]
@@ -428,7 +431,12 @@ async def fit(state: TurnState, settings: Settings, request: Request) -> Request
         if isinstance(chosen, Trim | Summarize):
             decision = plan.trimmed()
             if isinstance(chosen, Summarize) and plan.begin_of(decision):
-                decision = await _summarized(state, chosen, state.base, decision)
+                summarized = await _summarized(state, chosen, state.base, decision)
+                plan.take(summarized)
+                if plan.over and summarized.summary == recorded(state.base).summary:
+                    # the summary kept from before is what does not fit: write it anew
+                    summarized = await _summarized(state, chosen, state.base, decision, anew=True)
+                decision = summarized
             plan.take(decision)
             state.mark(decision.to_metadata(policy_name(chosen)))
         else:
@@ -495,7 +503,8 @@ class _Plan:
     def take(self, decision: Decision) -> None:
         self.decision, self.begin = decision, self.begin_of(decision) or 0
         self.request = _shaped(self.original, self.history, self.begin, decision.summary)
-        self.sized = self._sized(self.request, decision.summary)
+        sent = _shaped(self.original, self.history, self.begin, None)  # as the history has it
+        self.sized = self._sized(sent, decision.summary)
 
     def _sized(self, request: Request, summary: str | None) -> _Sized:
         return _size(self.counts, request, self.provider.name, self.original.system, summary)
@@ -558,6 +567,7 @@ class _Plan:
                 "tools": sized.tools,
                 "messages": sum(sized.messages),
                 "images": sized.images,
+                "summary": sized.summary,
             },
             messages=tuple(request.messages),
             left_out=max(0, len(self.history) - sent),
@@ -570,25 +580,33 @@ class _Plan:
 def _shaped(
     request: Request, history: Sequence[Message], begin: int, summary: str | None
 ) -> Request:
+    """`request` sending the history from `begin`, the summary (if any) at the start of the
+    first message sent: as the user's words, never the system prompt's (a summary repeats
+    what tools returned, which no one vouches for)."""
     if not begin and not summary:
         return request
-    own = request.messages[len(history) :]
-    system = request.system
-    if summary:
-        block = f"{_SUMMARY_HEADER}\n{summary}"
-        system = f"{system}\n\n{block}" if system else block
-    return dataclasses.replace(request, messages=[*history[begin:], *own], system=system)
+    messages = [*history[begin:], *request.messages[len(history) :]]
+    if summary and messages:
+        first = messages[0]
+        block = TextPart(text=f"[{_SUMMARY_HEADER}\n{summary}]\n\n")
+        messages[0] = first.model_copy(update={"parts": (block, *first.parts)})
+    return dataclasses.replace(request, messages=messages)
 
 
 async def _summarized(
-    state: TurnState, chosen: Summarize, history: Sequence[Message], decision: Decision
+    state: TurnState,
+    chosen: Summarize,
+    history: Sequence[Message],
+    decision: Decision,
+    *,
+    anew: bool = False,
 ) -> Decision:
     """`decision` with a summary of everything it leaves out (the last summary included),
     written with json() by the policy's agent, in sessions of its own (kept in no store),
     a part at a time where the writer's window is small; what that spent goes in this
     turn's ledger."""
     begin = _position(history, decision.start, len(history))
-    earlier = recorded(history)
+    earlier = Decision() if anew else recorded(history)
     before = _position(history, earlier.start, 0) if earlier.summary else 0
     if earlier.summary and before == begin:
         return dataclasses.replace(decision, summary=earlier.summary, summary_of=earlier.summary_of)

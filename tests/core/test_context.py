@@ -234,9 +234,13 @@ def test_summarize_sends_a_summary_in_place_of_the_turns_it_leaves_out():
     report = session.context()
     assert report.left_out > 0 and report.summary
     last = provider.requests[-1]
-    assert report.summary in last.system and last.system.startswith("Hi.")
+    assert last.system == "Hi."  # the summary is the user's words, never the system's
+    assert report.summary in last.messages[0].text and report.parts["summary"] > 0
+    assert last.messages[0].id == report.messages[0].id
+    assert not any("earlier conversation" in m.text for m in session.messages)  # as it was
     summaries = [s for s in session.ledger if s.why == "summary"]
     assert summaries  # priced in the session's ledger
+    assert all(len(r.messages[0].parts) <= 2 for r in provider.requests)  # once, not again
     marked = [m for m in session.messages if "summary" in m.metadata.get("context", {})]
     assert marked and marked[-1].metadata["context"]["summary_of"]["messages"] == report.left_out
     assert len(session.messages) == 20
@@ -395,7 +399,7 @@ def test_a_turn_answered_again_keeps_its_summary():
     session.retry()  # the same turn again: the same decision, no second summary
     assert sum(s.why == "summary" for s in session.ledger) == summaries
     assert provider.requests[-1].messages[0].id == first
-    assert provider.requests[-1].system == provider.requests[-2].system
+    assert provider.requests[-1].messages[0].text == provider.requests[-2].messages[0].text
 
 
 @pytest.mark.parametrize(
@@ -426,3 +430,25 @@ def test_each_provider_counts_tools_images_and_the_reserve(
     assert session.context(max_tokens=123).reserved == 123
     small = Agent(provider=provider, model="gpt-4o", context_window=8000).session()
     assert small.context().reserved == (4096 if provider == "anthropic" else 2000)
+
+
+def test_a_strangers_recorded_decision_cannot_wedge_a_session():
+    """A notebook's data says where to start and what summary to send: a summary too large
+    to send is written anew, a start that is not a prompt is ignored, and counts past reason
+    are estimated instead."""
+    history = []
+    for n in range(10):
+        history += [Message.user(words(40, n)), Message.assistant(words(12))]
+    huge = {"policy": "summarize", "from": history[16].id, "summary": "x" * 200_000}
+    history[16] = history[16].model_copy(update={"metadata": {"context": huge}})
+    history[3] = history[3].model_copy(update={"metadata": {"tokens": 10**9}})
+    provider = Windowed(1000)
+    session = Agent(provider=provider, context="summarize", max_tokens=50).session(messages=history)
+    session.run("and now?")
+    assert len(provider.requests[-1].messages[0].text) < 20_000
+    assert all(count <= 1000 for count in provider.counted)
+    bad_start = {"policy": "trim", "from": history[5].id}  # an answer, not a prompt
+    history[16] = history[16].model_copy(update={"metadata": {"context": bad_start}})
+    session = Agent(provider=Windowed(100_000), context="trim").session(messages=history)
+    session.run("and now?")
+    assert session.context().left_out == 0

@@ -10,14 +10,11 @@ from . import _prices
 from ._ledger import Cost, dollars
 from .errors import BudgetExceeded
 from .events import Completion, Usage
-from .messages import ImagePart, TextPart, ThinkingPart, ToolCallPart, ToolResultPart
 
 if TYPE_CHECKING:
     from ._turn import Settings, TurnState
     from .providers.base import Request
 
-#: Tokens an image counts for at least (OpenAI's low-detail image).
-_IMAGE_TOKENS = 85
 #: The settings that cap a request's output, as the providers take them.
 _OUTPUT_CAPS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
 
@@ -46,7 +43,7 @@ def cut_short(state: TurnState, settings: Settings, request: Request, began: boo
     if not began:
         return
     said = sum(map(len, state.pending)) + state.thought
-    usage = Usage(input_tokens=input_tokens(request), output_tokens=(said + 3) // 4, estimated=1)
+    usage = Usage(input_tokens=_sent(state), output_tokens=(said + 3) // 4, estimated=1)
     agent = state.session.agent
     state.record(
         _prices.priced(
@@ -68,7 +65,7 @@ def check(state: TurnState, settings: Settings, request: Request) -> None:
         limits.append(("call", settings.max_cost, Cost.of(state.spent).amount))
     if not limits:
         return
-    sent, most = input_tokens(request), _max_output(request.settings)
+    sent, most = _sent(state), _max_output(request.settings)
     bound = _prices.would_cost(
         agent.provider, settings.model, Usage(input_tokens=sent, output_tokens=most), agent.price
     )
@@ -121,23 +118,11 @@ def _refusal(
     )
 
 
-def input_tokens(request: Request) -> int:
-    """The request's input in tokens, estimated: ~4 characters a token, an image as at least
-    85."""
-    characters, images = len(request.system or ""), 0
-    for message in request.messages:
-        for part in message.parts:
-            kind = type(part)
-            if kind is TextPart or kind is ThinkingPart:
-                characters += len(part.text)
-            elif kind is ToolResultPart:
-                characters += len(part.content)
-            elif kind is ToolCallPart:
-                characters += len(part.name) + len(str(part.arguments_json()))
-            elif kind is ImagePart:
-                images += 1
-    characters += sum(len(str(schema)) for schema in request.tools)
-    return (characters + 3) // 4 + images * _IMAGE_TOKENS
+def _sent(state: TurnState) -> int:
+    """The input of the request about to be sent (or just sent), as the context counted it:
+    the provider's reported counts where it has them, estimates elsewhere."""
+    report = state.report
+    return report.used if report is not None else 0
 
 
 def _max_output(settings: dict[str, Any]) -> int:

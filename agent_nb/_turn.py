@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from . import _ledger
-from ._context import answer_tokens
+from ._counting import answer_tokens
 from ._output import OutputPlan
 from .errors import (
     ConfigurationError,
@@ -47,7 +47,8 @@ if TYPE_CHECKING:
     import threading
     from decimal import Decimal
 
-    from ._context import ContextReport, Counts, Policy, Window
+    from ._context import ContextReport, Policy, Window
+    from ._counting import Counts
     from ._ledger import Price, Spend
     from ._output import OutputType
     from .providers.base import Provider

@@ -11,7 +11,7 @@ from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from . import _context, _format, _ledger, _loop, _runner, _turns
+from . import _context, _counting, _format, _ledger, _loop, _runner, _turns
 from ._context import ContextReport, Policy
 from ._ledger import Cost, Spend
 from ._output import OutputType
@@ -76,7 +76,7 @@ class Session:
         self._saved: list[Message] | None = None  # the history as `store` last got it
         self._policy: Policy | None = None
         self.context_policy = context
-        self._counts = _context.Counts()
+        self._counts = _counting.Counts()
         #: The context decision of the turn a Retake answers again (docs/context.md).
         self._carried_context: Any = None
         #: What the last request held, and the history it was made for (see context()).

@@ -17,7 +17,7 @@ import argparse
 import statistics
 import time
 
-from agent_nb import Agent, Message, _context
+from agent_nb import Agent, Message, _context, _counting
 
 _FIT, _ANSWERED = _context.fit, _context.answered
 
@@ -33,8 +33,8 @@ def history(size: int, counted: bool) -> list[Message]:
         answer = f"Answer {n}: " + "it holds the measured values, one a row, in metres. " * 8
         user, assistant = Message.user(text), Message.assistant(answer)
         if counted:
-            user = _context.counted(user, len(text) // 4, estimated=False)
-            assistant = _context.counted(assistant, len(answer) // 4, estimated=False)
+            user = _counting.counted(user, len(text) // 4, estimated=False)
+            assistant = _counting.counted(assistant, len(answer) // 4, estimated=False)
         messages += [user, assistant]
     return messages
 

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agent_nb import Agent, ContextReport, Message, Session, Summarize, Trim, tool
-from agent_nb._context import image_tokens
+from agent_nb._counting import image_tokens
 from agent_nb.errors import ConfigurationError, ContextWindowError
 from agent_nb.events import Completion, Usage
 from agent_nb.messages import ImagePart, ToolCallPart, ToolResultPart

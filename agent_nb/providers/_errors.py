@@ -88,9 +88,8 @@ _NEEDED_SAID = [
 ]
 #: vLLM's other wording: the output asked for, and the prompt, without their sum.
 _PARTS_SAID = re.compile(
-    r"requested (\d+) output tokens and your prompt contains (?:at least )?(\d+) input tokens".replace(
-        r"(\d+)", _FIGURE
-    ),
+    rf"requested {_FIGURE} output tokens and your prompt contains (?:at least )?{_FIGURE} "
+    "input tokens",
     re.IGNORECASE,
 )
 #: No context window is this large (the largest served are ~10M tokens): a figure past it is

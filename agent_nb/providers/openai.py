@@ -72,7 +72,7 @@ class OpenAIProvider(HTTPProvider):
         self.reasoning_rules = self.official if reasoning_rules is None else reasoning_rules
         self._image_support: dict[str, bool | None] = {}  # by model, as the server told
         self._windows: dict[str, int | None] = {}  # the context window, by model, as told
-        self._props: dict[str, Any] = {}  # llama.cpp's GET /props, by model: once for both
+        self._props: dict[str, Any] = {}  # what the server says of a model (`_ask_props`)
         if not self.official and self.json_object_form:
             # another server: json_schema first, else the json_object-with-a-schema form
             # (llama.cpp's, grammar-enforced) before words in the instructions
@@ -92,12 +92,15 @@ class OpenAIProvider(HTTPProvider):
         return vision if isinstance(vision, bool) else None
 
     async def _server_props(self, model: str) -> Any:
-        """llama.cpp's `GET /props` (None where the server has none), asked once per model:
-        it says both whether the model takes images and the window it serves."""
+        """What the server says about `model` (None: nothing), asked once per model: the one
+        answer serves both the vision probe and the window."""
         if model not in self._props:
-            url = f"{server_root(self.base_url)}/props"
-            self._props[model] = await self._http.probe("GET", url)
+            self._props[model] = await self._ask_props(model)
         return self._props[model]
+
+    async def _ask_props(self, model: str) -> Any:
+        """llama.cpp's `GET /props`."""
+        return await self._http.probe("GET", f"{server_root(self.base_url)}/props")
 
     async def context_window(self, model: str) -> int | None:
         if self.official:
@@ -473,20 +476,23 @@ class OllamaProvider(OpenAIProvider):
     default_base_url = "http://localhost:11434/v1"
     keyed_base_url = None
 
+    async def _ask_props(self, model: str) -> Any:
+        """Ollama's `POST /api/show`."""
+        root = server_root(self.base_url)
+        return await self._http.probe("POST", f"{root}/api/show", {"model": model})
+
     async def _server_takes_images(self, model: str) -> bool | None:
         """What Ollama says in `POST /api/show`: "vision" among the model's capabilities."""
-        shown = await self._http.probe(
-            "POST", f"{server_root(self.base_url)}/api/show", {"model": model}
-        )
-        capabilities = shown.get("capabilities") if isinstance(shown, dict) else None
+        capabilities = _field(await self._server_props(model), "capabilities")
         return "vision" in capabilities if isinstance(capabilities, list) else None
 
     async def context_window(self, model: str) -> int | None:
         """The window Ollama runs `model` with: `GET /api/ps`'s `context_length` when the
         model is loaded, else a `num_ctx` its Modelfile sets (`POST /api/show`'s
-        `parameters`). Not the model's trained length (`model_info`): Ollama serves a smaller
-        default (2048 to 4096 tokens, or what OLLAMA_CONTEXT_LENGTH says) and truncates past
-        it. A None is not kept: the model may be loaded by the next turn."""
+        `parameters`, the answer the vision probe reads). Not the model's trained length
+        (`model_info`): Ollama serves a smaller default (2048 to 4096 tokens, or what
+        OLLAMA_CONTEXT_LENGTH says) and truncates past it. Only a loaded model's window is
+        kept: until then /api/ps is asked again each time (the next turn loads the model)."""
         if model in self._windows:
             return self._windows[model]
         root = server_root(self.base_url)
@@ -496,8 +502,7 @@ class OllamaProvider(OpenAIProvider):
                 window = window_size(_field(entry, "context_length"))
                 break
         if window is None:
-            shown = await self._http.probe("POST", f"{root}/api/show", {"model": model})
-            parameters = _field(shown, "parameters")
+            parameters = _field(await self._server_props(model), "parameters")
             set_ = _NUM_CTX.search(parameters) if isinstance(parameters, str) else None
             window = window_size(int(set_.group(1))) if set_ else None
             return window  # the loaded model's, at the next turn, is what counts: not kept

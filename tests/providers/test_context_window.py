@@ -3,11 +3,13 @@ model), and each server's context overflow made a ContextWindowError with its fi
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import httpx
 import pytest
 from fake_openai import FakeOpenAI, Reply
+from servers import EndlessServer
 
 from agent_nb import Agent
 from agent_nb.errors import BadRequestError, ContextWindowError
@@ -132,7 +134,8 @@ async def test_ollama_that_says_nothing_is_not_kept(server):
     provider = OllamaProvider(base_url=server.url)
     assert await provider.context_window("llama3.2") is None
     assert await provider.context_window("llama3.2") is None
-    assert [path for _, path, _ in server.probes] == ["/api/ps", "/api/show"] * 2
+    assert await provider.takes_images("llama3.2") is None  # /api/show is asked once for both
+    assert [path for _, path, _ in server.probes] == ["/api/ps", "/api/show", "/api/ps"]
     await provider.aclose()
 
 
@@ -216,6 +219,19 @@ async def test_a_hostile_props_answer_is_no_window_never_an_error(server, answer
     await provider.aclose()
 
 
+async def test_a_server_that_drips_its_answer_is_given_up_on(monkeypatch):
+    """A probe has a deadline in all, not only for each read: a server that sends a byte now
+    and then, never finishing, costs a turn that much and no more."""
+    monkeypatch.setattr("agent_nb.providers._transport._PROBE_DEADLINE", 0.2)
+    head = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\r\n"
+    head += b'{"default_generation_settings": {"n_ctx": 512}, "pad": "'
+    with EndlessServer(head, b"x", pause=0.02) as dripping:
+        provider = OpenAICompatibleProvider(base_url=dripping.url)
+        assert await asyncio.wait_for(provider.takes_images("tiny"), 30) is None  # old: forever
+        assert await asyncio.wait_for(provider.context_window("tiny"), 30) is None
+        await provider.aclose()
+
+
 async def test_a_probe_never_goes_to_another_origin(server):
     with FakeOpenAI() as other:
         other.props = PROPS
@@ -277,6 +293,14 @@ VLLM_NEWER_OVERFLOW = {
         "code": 400,
     }
 }
+VLLM_PARTS_OVERFLOW = {
+    "error": {
+        "message": "This model's maximum context length is 8192 tokens. However, you requested "
+        "4096 output tokens and your prompt contains at least 4097 input tokens.",
+        "type": "BadRequestError",
+        "code": 400,
+    }
+}
 VLLM_ENGINE_OVERFLOW = {
     "error": {
         "message": "The decoder prompt (length 17772) is longer than the maximum model length "
@@ -328,6 +352,7 @@ def anthropic_agent(server, **kwargs) -> Agent:
         (openai_agent, 400, LLAMA_CPP_OVERFLOW, 512, 600),
         (openai_agent, 400, VLLM_OVERFLOW, 4096, 5000),
         (openai_agent, 400, VLLM_NEWER_OVERFLOW, 8192, 8193),
+        (openai_agent, 400, VLLM_PARTS_OVERFLOW, 8192, 8193),
         (openai_agent, 400, VLLM_ENGINE_OVERFLOW, 16384, 17772),
         (openai_agent, 500, LLAMA_CPP_PYTHON_OVERFLOW, 512, 600),
         (openai_agent, 400, OLLAMA_OVERFLOW, None, None),
@@ -340,6 +365,7 @@ def anthropic_agent(server, **kwargs) -> Agent:
         "llama.cpp",
         "vllm",
         "vllm-newer",
+        "vllm-parts",
         "vllm-engine",
         "llama-cpp-python-500",
         "ollama",

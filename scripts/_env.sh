@@ -90,8 +90,64 @@ print(*extras["llama"])')
   fi
 }
 
-_llama_cpp_unavailable() {  # REASON LOG STATUS: tell the terminal, and the tests (they skip)
+_llama_cpp_unavailable() {  # REASON LOG STATUS [WHAT]: tell the terminal, and the tests (they skip)
   tail -n 20 "$2" >&2
-  echo "llama-cpp-python: $1 (log above, all of it in $2): the llama.cpp tests will skip" >&2
+  echo "${4:-llama-cpp-python}: $1 (log above, all of it in $2): the llama.cpp tests will skip" >&2
   echo "$1; see $2" >"$3"
+}
+
+# llama.cpp's own server, llama-server, for the context-window tests (its /props says the window
+# it serves; llama-cpp-python's server has none): built from the llama.cpp that
+# llama-cpp-python's sdist vendors, that target only, CPU only, -O0 like the wheel, without
+# curl, OpenSSL or the web UI, linked statically. About 5 minutes on 2 cores, the first time:
+# the binary is kept beside the wheels, named by llama-cpp-python's version.
+LLAMA_SERVER_CMAKE_ARGS="$LLAMA_CPP_CMAKE_ARGS -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF"
+LLAMA_SERVER_CMAKE_ARGS+=" -DLLAMA_CURL=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_BUILD_UI=OFF"
+LLAMA_SERVER_CMAKE_ARGS+=" -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF"
+LLAMA_SERVER_CMAKE_ARGS+=" -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_SERVER=ON"
+
+install_llama_server() {  # build llama-server once; if that fails, say why and go on
+  local status=.venv/llama-server.status log=.venv/llama-server.log version binary work source
+  local started
+  rm -f "$status"
+  version=$(.venv/bin/python -c 'import re, tomllib
+extras = tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]
+print(re.search(r"==\s*([\w.]+)", extras["llama"][0]).group(1))')
+  binary="$LLAMA_CPP_WHEELS/llama-server-$version"
+  [ -x "$binary" ] && return 0
+  echo "building llama.cpp's llama-server from llama-cpp-python $version's sources for the" \
+    "context-window tests (the first time only: about 5 minutes; kept as $binary)" >&2
+  apt_install g++ cmake ninja-build || echo "could not install g++ / cmake / ninja-build" >&2
+  mkdir -p "$LLAMA_CPP_WHEELS"
+  work=$(mktemp -d)
+  started=$SECONDS
+  if ! .venv/bin/python -m pip download -q --disable-pip-version-check --no-deps \
+      --no-binary :all: -d "$work" "llama-cpp-python==$version" >"$log" 2>&1 ||
+     ! tar -xzf "$work"/llama_cpp_python-*.tar.gz -C "$work" >>"$log" 2>&1; then
+    rm -rf "$work"
+    _llama_cpp_unavailable "downloading llama-cpp-python $version's sources failed" "$log" \
+      "$status" llama-server
+    return 1
+  fi
+  source="$work/llama_cpp_python-$version/vendor/llama.cpp"
+  if [ ! -d "$source/tools/server" ]; then
+    echo "no $source/tools/server" >>"$log"
+    rm -rf "$work"
+    _llama_cpp_unavailable "its vendored llama.cpp has no server to build" "$log" "$status" \
+      llama-server
+    return 1
+  fi
+  echo "  sources in $((SECONDS - started)) s; compiling (cmake --build, -j2)..." >&2
+  # shellcheck disable=SC2086  # the flags are words
+  if ! cmake -S "$source" -B "$work/build" -G Ninja $LLAMA_SERVER_CMAKE_ARGS >>"$log" 2>&1 ||
+     ! timeout 40m cmake --build "$work/build" --target llama-server -j2 >>"$log" 2>&1 ||
+     ! install -m 755 "$work/build/bin/llama-server" "$binary.partial" >>"$log" 2>&1; then
+    rm -rf "$work" "$binary.partial"
+    _llama_cpp_unavailable "building it failed after $((SECONDS - started)) s" "$log" "$status" \
+      llama-server
+    return 1
+  fi
+  mv "$binary.partial" "$binary"
+  rm -rf "$work"
+  echo "built llama-server in $((SECONDS - started)) s" >&2
 }

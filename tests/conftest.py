@@ -182,17 +182,17 @@ _LLAMA_SKIPPED: list[str] = []
 @pytest.fixture(scope="session")
 def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """llama-cpp-python's server on 127.0.0.1, serving a tiny random model the tests write."""
-    from llama_model import write_model
-    from servers import LlamaServer, ServerUnavailable
+    from servers import LlamaServer, llama_serving
 
-    folder = tmp_path_factory.mktemp("llama")
-    try:
-        server = LlamaServer(folder, write_model(folder / "tiny.gguf"))
-    except ServerUnavailable as exc:
-        _LLAMA_SKIPPED.append(str(exc))
-        pytest.skip(f"no llama.cpp server: {exc}")
-    yield server
-    server.stop()
+    yield from llama_serving(tmp_path_factory, LlamaServer, _LLAMA_SKIPPED)
+
+
+@pytest.fixture(scope="session")
+def llama_cpp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """llama.cpp's own llama-server on 127.0.0.1, a 512-token window, on the same tiny model."""
+    from servers import LlamaCppServer, llama_serving
+
+    yield from llama_serving(tmp_path_factory, LlamaCppServer, _LLAMA_SKIPPED, n_ctx=512)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -221,7 +221,7 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 # -- tiers ---------------------------------------------------------------------------------
 
 #: Fixtures that start a real server (Redis, PostgreSQL, llama.cpp).
-_SERVER_FIXTURES = {"redis_url", "postgres_dsn", "llama_server"}
+_SERVER_FIXTURES = {"redis_url", "postgres_dsn", "llama_server", "llama_cpp_server"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -15,6 +15,7 @@ import re
 import socket
 import threading
 import time
+import urllib.parse
 from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -66,6 +67,12 @@ class FakeOpenAI:
         #: What `GET /props` (llama.cpp) and `POST /api/show` (Ollama) answer; None: 404.
         self.props: dict[str, Any] | None = None
         self.show: dict[str, Any] | None = None
+        #: What `GET /api/ps` (Ollama), `GET /v1/models` (vLLM) and `GET /api/v0/models/NAME`
+        #: (LM Studio, by NAME) answer; None (or a NAME not there): 404. Any JSON value, or
+        #: bytes sent as they are (a hostile answer).
+        self.ps: Any = None
+        self.models: Any = None
+        self.lmstudio: dict[str, Any] = {}
         self.probes: list[tuple[str, str, Any]] = []  # (method, path, body) of each
         self._script: deque[Reply] = deque()
         self._lock = threading.Lock()
@@ -99,6 +106,8 @@ class FakeOpenAI:
             self.request_headers.clear()
             self.probes.clear()
             self.show = None  # a test that set what a model takes must not leak into the next
+            self.props = self.ps = self.models = None
+            self.lmstudio = {}
 
     def _next(self, body: dict[str, Any], headers: dict[str, str], protocol: str = "chat") -> Reply:
         with self._lock:
@@ -251,10 +260,18 @@ def _handler(server: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
 
         def do_GET(self) -> None:
             server.probes.append(("GET", self.path, None))
-            if self.path == "/props" and server.props is not None:
-                self._json(200, server.props)
-            else:
+            name = urllib.parse.unquote(self.path.removeprefix("/api/v0/models/"))
+            answer = {
+                "/props": server.props,
+                "/api/ps": server.ps,
+                "/v1/models": server.models,
+            }.get(self.path, server.lmstudio.get(name) if name != self.path else None)
+            if answer is None:
                 self._json(404, {"error": {"message": f"no route {self.path}"}})
+            elif isinstance(answer, bytes):
+                self._raw(200, answer)
+            else:
+                self._json(200, answer)
 
         def do_POST(self) -> None:
             length = int(self.headers.get("content-length") or 0)
@@ -306,7 +323,9 @@ def _handler(server: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
                     self._json(200, wire.whole(body, reply, server.request_id()), reply.headers)
 
         def _json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
-            data = json.dumps(payload).encode()
+            self._raw(status, json.dumps(payload).encode(), headers)
+
+        def _raw(self, status: int, data: bytes, headers: dict[str, str] | None = None) -> None:
             self.send_response(status)
             self.send_header("content-type", "application/json")
             self.send_header("content-length", str(len(data)))

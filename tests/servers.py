@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -272,6 +273,90 @@ class LlamaServer:
 
     def stop(self) -> None:
         _stop(self._process, self._log, grace=20)
+
+
+class LlamaCppServer(LlamaServer):
+    """llama.cpp's own server, `llama-server`, on a model, with a context window of `n_ctx`.
+
+    `scripts/test` builds it from the llama.cpp that llama-cpp-python's sources vendor, and
+    keeps it beside the wheels (`llama-server-VERSION`); AGENT_NB_LLAMA_SERVER names another.
+    Where there is none, or it does not come up, ServerUnavailable says why.
+    """
+
+    def __init__(self, folder: Path, model_path: Path, *, n_ctx: int = 512) -> None:
+        import urllib.error
+        import urllib.request
+
+        binary = llama_server_binary()
+        self.n_ctx = n_ctx
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+        self.log_path = folder / "llama-cpp-server.log"
+        command = [str(binary), "--model", str(model_path), "--alias", self.model]
+        command += ["--host", "127.0.0.1", "--port", str(self.port), "--ctx-size", str(n_ctx)]
+        command += ["--parallel", "1", "--threads", "1", "--threads-batch", "1", "--no-warmup"]
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self._process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT)
+        try:
+            _wait_for_port(self.port, self._process, "llama-server", timeout=60)
+            deadline = time.monotonic() + 60
+            while True:  # 503 while the model loads
+                try:
+                    with urllib.request.urlopen(f"{self.url[:-3]}/health", timeout=5) as answer:
+                        answer.read()
+                    break
+                except urllib.error.HTTPError:
+                    if time.monotonic() > deadline:
+                        raise ServerUnavailable("llama-server did not load the model") from None
+                    time.sleep(0.1)
+        except (ServerUnavailable, OSError) as exc:
+            self.stop()
+            raise ServerUnavailable(f"{exc}; its log ends: {self.log()[-800:]!r}") from None
+
+
+def llama_serving(
+    factory: Any, cls: type[LlamaServer], skipped: list[str] | None = None, **options: Any
+) -> Iterator[Any]:
+    """A fixture's body: `cls` serving the tests' tiny model (written in a new folder of
+    `factory`, a TempPathFactory) until the fixture ends; the test skips, saying why (and
+    adding it to `skipped`), if the server cannot start."""
+    import pytest
+    from llama_model import write_model
+
+    folder = factory.mktemp(cls.__name__)
+    try:
+        server = cls(folder, write_model(folder / "tiny.gguf"), **options)
+    except ServerUnavailable as exc:
+        if skipped is not None:
+            skipped.append(str(exc))
+        pytest.skip(f"no llama.cpp server: {exc}")
+    yield server
+    server.stop()
+
+
+def llama_server_binary() -> Path:
+    """The llama-server `scripts/test` built, or the one AGENT_NB_LLAMA_SERVER names."""
+    import re
+    import tomllib
+
+    if named := os.environ.get("AGENT_NB_LLAMA_SERVER"):
+        binary = Path(named)
+    else:
+        root = Path(__file__).resolve().parent.parent
+        extras = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+        version = re.search(r"==\s*([\w.]+)", extras["optional-dependencies"]["llama"][0])
+        cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+        wheels = Path(os.environ.get("AGENT_NB_WHEELS") or cache / "agent_nb" / "wheels")
+        binary = wheels / f"llama-server-{version.group(1) if version else 'unknown'}"
+    if not os.access(binary, os.X_OK):
+        status = Path(__file__).resolve().parent.parent / ".venv" / "llama-server.status"
+        said = status.read_text().strip() if status.exists() else ""
+        raise ServerUnavailable(
+            f"no llama-server at {binary}"
+            + (f" ({said})" if said else "")
+            + "; ./scripts/test builds it (or set AGENT_NB_LLAMA_SERVER to one)"
+        )
+    return binary
 
 
 def _llama_missing() -> str:

@@ -40,6 +40,61 @@ _REQUEST_FAULT = re.compile(
     r"invalid_request_error|unrecognized (?:argument|field)",
     re.IGNORECASE,
 )
+#: The error codes (or types) that say the request does not fit the model's context window:
+#: OpenAI's, Groq's, llama-cpp-python's; llama.cpp's `llama-server`.
+_OVERFLOW_CODES = {"context_length_exceeded", "exceed_context_size_error"}
+#: What the servers' messages say then, when no such code comes with them.
+_OVERFLOW_TEXT = re.compile(
+    r"maximum context length|context window of \d|prompt is too long|"
+    r"(?:exceeds|larger than) the (?:available|max) context size|"
+    r"(?:longer than|exceeds|greater than) the context length|"
+    r"maximum number of tokens allowed|context length of only \d|maximum model length|"
+    r"too long to fit into the model",
+    re.IGNORECASE,
+)
+#: A figure in a message: whole, and not so long that int() refuses it (a hostile message).
+_FIGURE = r"(?<!\d)(\d{1,15})(?!\d)"
+#: Where each server's message gives the window (first match wins).
+_WINDOW_SAID = [
+    re.compile(pattern.replace(r"(\d+)", _FIGURE), re.IGNORECASE)
+    for pattern in (
+        r"maximum context length is (\d+) tokens",  # OpenAI, vLLM, llama-cpp-python, DeepSeek
+        r"(\d+) maximum context length",  # Mistral
+        r"tokens > (\d+) maximum",  # Anthropic
+        r"context window of (\d+)",  # llama-cpp-python's own words
+        r"context size \((\d+) tokens\)",  # llama.cpp's llama-server
+        r"maximum number of tokens allowed \((\d+)\)",  # Gemini
+        r"context length of only (\d+) tokens",  # LM Studio
+        r"maximum model length of (\d+)",  # vLLM's engine
+        r"\(context length (\d+)\)",  # vLLM's engine, with images
+    )
+]
+#: Where it gives what the request needed.
+_NEEDED_SAID = [
+    re.compile(pattern.replace(r"(\d+)", _FIGURE), re.IGNORECASE)
+    for pattern in (
+        r"for a total of (?:at least )?(\d+) tokens",  # vLLM
+        r"resulted in (\d+) tokens",  # OpenAI
+        r"requested (?:about )?(\d+) tokens",  # OpenAI, vLLM, llama-cpp-python, OpenRouter
+        r"prompt is too long: (\d+) tokens",  # Anthropic
+        r"requested tokens \((\d+)\)",  # llama-cpp-python's own words
+        r"(?:request|input) \((\d+) tokens\)",  # llama.cpp's llama-server
+        r"input token count \((\d+)\)",  # Gemini
+        r"prompt contains (\d+) tokens",  # Mistral
+        r"keep the first (\d+) tokens",  # LM Studio
+        r"prompt length of (\d+)",  # vLLM's engine
+        r"prompt \((?:total )?length (\d+)\)",  # vLLM's engine
+    )
+]
+#: vLLM's other wording: the output asked for, and the prompt, without their sum.
+_PARTS_SAID = re.compile(
+    rf"requested {_FIGURE} output tokens and your prompt contains (?:at least )?{_FIGURE} "
+    "input tokens",
+    re.IGNORECASE,
+)
+#: No context window is this large (the largest served are ~10M tokens): a figure past it is
+#: not a window but a server's mistake, or a hostile answer.
+MAX_WINDOW = 100_000_000
 
 
 class ErrorFactory:
@@ -76,7 +131,12 @@ class ErrorFactory:
         cls = _STATUS_ERRORS.get(status) or (
             errors.ServerError if status >= 500 else errors.ProviderError
         )
-        message, code, body_request_id = _error_message(self.redact(text))
+        message, code, body_request_id, said = _error_message(self.redact(text))
+        if status >= 400 and (cls is errors.BadRequestError or status >= 500):
+            overflow = self.context_overflow(message, code, said, status=status)
+            if overflow is not None:  # never retried: the same request will not fit again
+                overflow.request_id = request_id(response.headers) or body_request_id
+                return overflow
         # Some servers (llama-cpp-python, other FastAPI apps) answer a malformed request with
         # a 500 carrying the validation error: a fault of the request, not worth a retry.
         misread = status >= 500 and bool(_REQUEST_FAULT.search(f"{message} {code or ''}"))
@@ -102,7 +162,13 @@ class ErrorFactory:
         self, payload: Any, headers: httpx.Headers | None = None
     ) -> errors.ProviderError:
         """The typed error for an error object sent inside a stream (an `event: error`)."""
-        message, code, body_request_id = _error_message(self.redact(json.dumps(payload)))
+        message, code, body_request_id, said = _error_message(self.redact(json.dumps(payload)))
+        overflow = self.context_overflow(message, code, said)
+        if overflow is not None:
+            overflow.request_id = (
+                request_id(headers) if headers is not None else None
+            ) or body_request_id
+            return overflow
         kind = str(code or "")
         if "overloaded" in kind or "rate_limit" in kind or kind in {"429", "529", "503"}:
             cls: type[errors.ProviderError] = (
@@ -119,6 +185,45 @@ class ErrorFactory:
             message,
             code=code,
             request_id=(request_id(headers) if headers is not None else None) or body_request_id,
+        )
+
+    def context_overflow(
+        self,
+        message: str,
+        code: str | None = None,
+        said: dict[str, Any] | None = None,
+        *,
+        status: int | None = None,
+    ) -> errors.ContextWindowError | None:
+        """The ContextWindowError for a server's error that says the request does not fit the
+        model's context window (None: it says something else), with the window and what the
+        request needed where the server gives them (`said`: the error object, whose fields
+        llama.cpp's llama-server fills)."""
+        said = said or {}
+        kinds = {str(value) for value in (code, said.get("code"), said.get("type")) if value}
+        if not kinds & _OVERFLOW_CODES and not _OVERFLOW_TEXT.search(message):
+            return None
+        window = window_size(said.get("n_ctx")) or _said(_WINDOW_SAID, message)
+        needed = window_size(said.get("n_prompt_tokens")) or _said(_NEEDED_SAID, message)
+        if needed is None and (parts := _PARTS_SAID.search(message)):
+            needed = window_size(int(parts.group(1)) + int(parts.group(2)))
+        figures = (
+            f" ({window:,} tokens{f'; the request needed {needed:,}' if needed else ''})"
+            if window
+            else ""
+        )
+        return self.error(
+            errors.ContextWindowError,
+            message,
+            status=status,
+            code=code,
+            window=window,
+            needed=needed,
+            hint=f"the conversation does not fit the model's context window{figures}: send "
+            "fewer or shorter turns (session.fork(), %session undo), let agent_nb make room "
+            'with context="trim" or context="summarize", or use a larger window (a model with '
+            "a longer context; a local server started with a larger one: llama.cpp --ctx-size, "
+            "Ollama num_ctx, vLLM --max-model-len)",
         )
 
     def malformed(self, what: str, data: str) -> errors.StreamError:
@@ -141,25 +246,42 @@ class ErrorFactory:
         )
 
 
-def _error_message(text: str) -> tuple[str, str | None, str | None]:
-    """The provider's own message, code and request id, from any of the usual error shapes."""
+def _error_message(text: str) -> tuple[str, str | None, str | None, dict[str, Any]]:
+    """The provider's own message, code and request id, from any of the usual error shapes,
+    and the error object itself ({} if there is none) for the fields some servers add."""
     try:
         payload = loads(text)
     except ValueError:
-        return (snippet(text) or "no error message in the answer"), None, None
+        return (snippet(text) or "no error message in the answer"), None, None, {}
     body_request_id = payload.get("request_id") if isinstance(payload, dict) else None
     if not isinstance(body_request_id, str):
         body_request_id = None
     error = payload.get("error", payload) if isinstance(payload, dict) else payload
     if isinstance(error, str):
-        return error, None, body_request_id
+        return error, None, body_request_id, {}
     if not isinstance(error, dict):
-        return snippet(text), None, body_request_id
+        return snippet(text), None, body_request_id, {}
     message = error.get("message") or error.get("detail") or snippet(text)
     code = error.get("code") or error.get("type")
     if isinstance(error.get("metadata"), dict) and error["metadata"].get("raw"):
         message = f"{message}: {error['metadata']['raw']}"  # shortened once redacted
-    return str(message), (str(code) if code is not None else None), body_request_id
+    return str(message), (str(code) if code is not None else None), body_request_id, error
+
+
+def window_size(value: Any) -> int | None:
+    """`value` if it is a number of tokens a context window can hold: an int (not a bool)
+    from 1 to MAX_WINDOW; None for anything else a server (or a hostile one) sends."""
+    if type(value) is int and 0 < value <= MAX_WINDOW:
+        return value
+    return None
+
+
+def _said(patterns: list[re.Pattern[str]], message: str) -> int | None:
+    """The figure the first of `patterns` that matches `message` captures, if it is sane."""
+    for pattern in patterns:
+        if found := pattern.search(message):
+            return window_size(int(found.group(1)))
+    return None
 
 
 def _hint(status: int, key_hint: str | None) -> str | None:

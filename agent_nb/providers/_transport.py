@@ -57,6 +57,11 @@ def make_timeout(timeout: float | httpx.Timeout | None) -> httpx.Timeout:
 
 #: How long a probe for facts about the server (its models' capabilities) may take.
 _PROBE_TIMEOUT = httpx.Timeout(5.0)
+#: The most of a probe's answer read: llama.cpp's /props carries the chat template, Ollama's
+#: /api/show the model's license, a few kilobytes each; a server that sends more is not asked.
+_PROBE_BODY = 4_000_000
+#: How long a probe may take in all (its timeout is for each step).
+_PROBE_DEADLINE = 10.0
 
 
 class HTTPClient(ErrorFactory):
@@ -276,9 +281,14 @@ class HTTPClient(ErrorFactory):
 
     async def probe(self, method: str, url: str, body: dict[str, Any] | None = None) -> Any:
         """The JSON a small request for facts about the server answers (`url`: absolute, on
-        the server's origin), or None when it fails in any way: a probe only informs."""
+        the server's origin), or None when it fails in any way: a probe only informs.
+
+        Never sent to another origin than the server's (the client's headers carry the key);
+        an answer past _PROBE_BODY bytes, or slower than _PROBE_DEADLINE, is not read."""
         client = self._client()
         try:
+            if _origin(httpx.URL(url)) != _origin(httpx.URL(self.base_url)):
+                return None
             request = client.build_request(
                 method,
                 url,
@@ -286,14 +296,16 @@ class HTTPClient(ErrorFactory):
                 headers=_JSON if body is not None else None,
                 timeout=_PROBE_TIMEOUT,
             )
-            response = await self._follow(client, request)
-            try:
-                if response.status_code != 200:
-                    return None
-                return loads((await response.aread()).decode("utf-8", errors="replace"))
-            finally:
-                await response.aclose()
-        except (httpx.HTTPError, errors.AgentError, ValueError):
+            async with asyncio.timeout(_PROBE_DEADLINE):  # a server that drips its answer
+                response = await self._follow(client, request)
+                try:
+                    if response.status_code != 200:
+                        return None
+                    data, whole = await _read_at_most(response, _PROBE_BODY)
+                finally:
+                    await response.aclose()
+            return loads(data.decode("utf-8", errors="replace")) if whole else None
+        except (httpx.HTTPError, httpx.InvalidURL, errors.AgentError, ValueError, TimeoutError):
             return None
 
     @asynccontextmanager

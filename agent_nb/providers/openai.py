@@ -7,12 +7,14 @@ import re
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 from httpx_sse import ServerSentEvent
 
 from ..events import Completion, TextDelta, ThinkingDelta, Usage
 from ..messages import ImagePart, Message, TextPart, ThinkingPart, ToolCallPart
+from ._errors import window_size
 from ._shape import (
     Malformed,
     decode_json,
@@ -69,6 +71,8 @@ class OpenAIProvider(HTTPProvider):
         self.official = host == "api.openai.com" or host.endswith(".openai.azure.com")
         self.reasoning_rules = self.official if reasoning_rules is None else reasoning_rules
         self._image_support: dict[str, bool | None] = {}  # by model, as the server told
+        self._windows: dict[str, int | None] = {}  # the context window, by model, as told
+        self._props: dict[str, Any] = {}  # what the server says of a model (`_ask_props`)
         if not self.official and self.json_object_form:
             # another server: json_schema first, else the json_object-with-a-schema form
             # (llama.cpp's, grammar-enforced) before words in the instructions
@@ -83,10 +87,51 @@ class OpenAIProvider(HTTPProvider):
 
     async def _server_takes_images(self, model: str) -> bool | None:
         """What the server says: llama.cpp's in `GET /props` (`modalities.vision`)."""
-        props = await self._http.probe("GET", f"{server_root(self.base_url)}/props")
-        modalities = props.get("modalities") if isinstance(props, dict) else None
-        vision = modalities.get("vision") if isinstance(modalities, dict) else None
+        modalities = _field(await self._server_props(model), "modalities")
+        vision = _field(modalities, "vision")
         return vision if isinstance(vision, bool) else None
+
+    async def _server_props(self, model: str) -> Any:
+        """What the server says about `model` (None: nothing), asked once per model: the one
+        answer serves both the vision probe and the window."""
+        if model not in self._props:
+            self._props[model] = await self._ask_props(model)
+        return self._props[model]
+
+    async def _ask_props(self, model: str) -> Any:
+        """llama.cpp's `GET /props`."""
+        return await self._http.probe("GET", f"{server_root(self.base_url)}/props")
+
+    async def context_window(self, model: str) -> int | None:
+        if self.official:
+            return None  # OpenAI's windows are in genai-prices' table
+        if model not in self._windows:
+            self._windows[model] = await self._server_window(model)
+        return self._windows[model]
+
+    async def _server_window(self, model: str) -> int | None:
+        """The window the server loaded `model` with, as the local servers say it (asked once
+        per model; a server that says none costs these probes once):
+
+        - llama.cpp's `llama-server`: `GET /props`, `default_generation_settings.n_ctx` (the
+          window of one slot, what one request may fill);
+        - vLLM: `GET /v1/models`, the model's `max_model_len` (llama.cpp's `meta.n_ctx` there);
+        - LM Studio: `GET /api/v0/models/{model}`, `loaded_context_length` (the model's own
+          `max_context_length` is what it could be loaded with, not what it was).
+        """
+        props = await self._server_props(model)
+        if window := window_size(_field(_field(props, "default_generation_settings"), "n_ctx")):
+            return window
+        listed = await self._http.probe("GET", f"{self.base_url}/models")
+        for entry in _listed(listed, "data"):
+            if _field(entry, "id") == model:
+                window = window_size(_field(entry, "max_model_len"))
+                if window := window or window_size(_field(_field(entry, "meta"), "n_ctx")):
+                    return window
+        if isinstance(props, dict):  # llama.cpp: LM Studio has no /props
+            return None
+        url = f"{server_root(self.base_url)}/api/v0/models/{quote(model, safe='')}"
+        return window_size(_field(await self._http.probe("GET", url), "loaded_context_length"))
 
     async def _attempt(self, body: dict[str, Any], stream: bool) -> AsyncIterator[ProviderBatch]:
         http = self._http
@@ -392,6 +437,17 @@ def _wire_messages(message: Message, official: bool = True) -> list[dict[str, An
     return [wire]
 
 
+def _field(value: Any, name: str) -> Any:
+    """`value[name]` if `value` is a JSON object, else None: a probe's answer, any shape."""
+    return value.get(name) if type(value) is dict else None
+
+
+def _listed(value: Any, name: str) -> list[Any]:
+    """The list `value[name]`, or [] for any other shape."""
+    found = _field(value, name)
+    return found if type(found) is list else []
+
+
 def server_root(base_url: str) -> str:
     """The server's own address: `base_url` without the `/v1` of its OpenAI-compatible API."""
     return base_url[: -len("/v1")] if base_url.endswith("/v1") else base_url
@@ -420,13 +476,49 @@ class OllamaProvider(OpenAIProvider):
     default_base_url = "http://localhost:11434/v1"
     keyed_base_url = None
 
+    async def _ask_props(self, model: str) -> Any:
+        """Ollama's `POST /api/show`."""
+        root = server_root(self.base_url)
+        return await self._http.probe("POST", f"{root}/api/show", {"model": model})
+
     async def _server_takes_images(self, model: str) -> bool | None:
         """What Ollama says in `POST /api/show`: "vision" among the model's capabilities."""
-        shown = await self._http.probe(
-            "POST", f"{server_root(self.base_url)}/api/show", {"model": model}
-        )
-        capabilities = shown.get("capabilities") if isinstance(shown, dict) else None
+        capabilities = _field(await self._server_props(model), "capabilities")
         return "vision" in capabilities if isinstance(capabilities, list) else None
+
+    async def context_window(self, model: str) -> int | None:
+        """The window Ollama runs `model` with: `GET /api/ps`'s `context_length` when the
+        model is loaded, else a `num_ctx` its Modelfile sets (`POST /api/show`'s
+        `parameters`, the answer the vision probe reads). Not the model's trained length
+        (`model_info`): Ollama serves a smaller default (2048 to 4096 tokens, or what
+        OLLAMA_CONTEXT_LENGTH says) and truncates past it. Only a loaded model's window is
+        kept: until then /api/ps is asked again each time (the next turn loads the model)."""
+        if model in self._windows:
+            return self._windows[model]
+        root = server_root(self.base_url)
+        window = None
+        for entry in _listed(await self._http.probe("GET", f"{root}/api/ps"), "models"):
+            if _ollama_name(model) in {_ollama_name(_field(entry, k)) for k in ("name", "model")}:
+                window = window_size(_field(entry, "context_length"))
+                break
+        if window is None:
+            parameters = _field(await self._server_props(model), "parameters")
+            set_ = _NUM_CTX.search(parameters) if isinstance(parameters, str) else None
+            window = window_size(int(set_.group(1))) if set_ else None
+            return window  # the loaded model's, at the next turn, is what counts: not kept
+        self._windows[model] = window
+        return window
+
+
+#: A `num_ctx` line of Ollama's `parameters` (`num_ctx                        8192`).
+_NUM_CTX = re.compile(r"^num_ctx[ \t]+(\d{1,15})[ \t]*$", re.MULTILINE)
+
+
+def _ollama_name(name: Any) -> str | None:
+    """An Ollama model name with its tag (`llama3.2` is `llama3.2:latest`), for comparing."""
+    if not isinstance(name, str):
+        return None
+    return name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
 
 
 class OpenAICompatibleProvider(OpenAIProvider):

@@ -219,10 +219,10 @@ class _ResponseState:
         reason = text(details.get("reason"), f"{where}incomplete_details.reason")
         if status == "failed":
             error = obj(response.get("error"), f"{where}error")
-            raise http.error(
-                errors.ServerError,
-                text(error.get("message"), f"{where}error.message") or "the response failed",
-                code=text(error.get("code"), f"{where}error.code"),
+            message = text(error.get("message"), f"{where}error.message") or "the response failed"
+            code = text(error.get("code"), f"{where}error.code")
+            raise http.context_overflow(message, code) or http.error(
+                errors.ServerError, message, code=code
             )
         if status == "incomplete":
             self.finish_reason = "length" if reason == "max_output_tokens" else (reason or "length")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +28,7 @@ from ._counting import (
     size,
     text_tokens,
 )
-from .errors import ConfigurationError, ContextWindowError
+from .errors import ConfigurationError, ContextWindowError, OutputValidationError
 from .messages import Message, TextPart
 
 if TYPE_CHECKING:
@@ -37,6 +38,8 @@ if TYPE_CHECKING:
 
 __all__ = ["ContextReport", "Summarize", "Trim"]
 
+_log = logging.getLogger("agent_nb")
+
 #: How full the window is left after a trim or a summary: room for several turns before the
 #: next one, so that the cached prefix survives them.
 TARGET = 0.7
@@ -44,11 +47,12 @@ TARGET = 0.7
 WARN = 0.8
 #: What a summary is asked to be (the model writes it as json()).
 _SUMMARY_PROMPT = (
-    "Summarize the conversation below for your own later use: the user's goals, the facts, "
-    "figures, names, decisions and open questions, and what the tools returned that still "
-    "matters. Be complete but brief; write in the conversation's language.\n\n"
+    "Summarize this conversation for your later use: goals, facts, figures, names, decisions, "
+    "open questions, what tools returned that still matters. Brief; in its language.\n\n"
 )
-_SUMMARY_SYSTEM = "You write faithful, compact summaries of conversations."
+#: The most tokens a summary is written in (an eighth of a smaller window).
+_SUMMARY_MOST = 4096
+_SUMMARY_SYSTEM = "You summarize conversations faithfully and briefly."
 
 
 @dataclasses.dataclass(frozen=True)
@@ -276,12 +280,22 @@ async def fit(state: TurnState, settings: Settings, request: Request) -> Request
         if isinstance(chosen, Trim | Summarize):
             decision = plan.trimmed()
             if isinstance(chosen, Summarize) and plan.begin_of(decision):
-                summarized = await _summarized(state, chosen, state.base, decision)
-                plan.take(summarized)
-                if plan.over and summarized.summary == recorded(state.base).summary:
-                    # the summary kept from before is what does not fit: write it anew
-                    summarized = await _summarized(state, chosen, state.base, decision, anew=True)
-                decision = summarized
+                try:
+                    summarized = await _summarized(state, chosen, state.base, decision)
+                    plan.take(summarized)
+                    if plan.over and summarized.summary == recorded(state.base).summary:
+                        # the summary kept from before is what does not fit: write it anew
+                        summarized = await _summarized(
+                            state, chosen, state.base, decision, anew=True
+                        )
+                    decision = summarized
+                except OutputValidationError as error:  # the turn goes on, trimmed
+                    _log.warning(
+                        "agent_nb: session %r: the summary could not be written (%s); the "
+                        "earlier turns were left out without one",
+                        session.session_id,
+                        error,
+                    )
             plan.take(decision)
             state.mark(decision.to_metadata(policy_name(chosen)))
         else:
@@ -457,15 +471,27 @@ async def _summarized(
         return dataclasses.replace(decision, summary=earlier.summary, summary_of=earlier.summary_of)
     agent = chosen.agent or state.session.agent
     limit = (await window_of(agent, agent.model)).tokens
-    answer = min(1024, limit // 4) if limit else 1024
-    room = max(64, int(limit * 0.6) - answer) if limit else None
+    answer = min(_SUMMARY_MOST, limit // 8) if limit else _SUMMARY_MOST
+    counts = Counts()
+    if agent is state.session.agent:  # the same tokenizer: what the session learnt holds
+        counts.scale = state.session._counts.scale
+    room = None
+    if limit:  # the writer's request: its prompts, the summary so far (at most an answer),
+        # a part, and the answer
+        fixed = counts.scaled(text_tokens(_SUMMARY_SYSTEM + _SUMMARY_PROMPT) + 16)
+        room = max(32, int(limit * 0.9) - 2 * answer - fixed)
     summary = earlier.summary if before else None
-    for part in _parts([_line(m) for m in history[before:begin]], room, summary):
+    for part in _parts([_line(m) for m in history[before:begin]], room, counts):
         earlier_text = f"(A summary of what came before)\n{summary}\n\n" if summary else ""
         writer = type(state.session)(agent, system=_SUMMARY_SYSTEM)  # a Session: in no store
+        writer._counts = counts
         try:
             response = await writer.json_async(
-                _SUMMARY_PROMPT + earlier_text + part, schema=_Summary, max_tokens=answer
+                _SUMMARY_PROMPT + earlier_text + part,
+                schema=_Summary,
+                max_tokens=answer,
+                output_retries=0,  # a correction would not fit the part's room: trim instead
+                context="error",  # never a summary of a summary's own request
             )
         except ContextWindowError as error:
             raise ContextWindowError(
@@ -485,23 +511,30 @@ async def _summarized(
     return dataclasses.replace(decision, summary=summary, summary_of=of)
 
 
-def _parts(lines: list[str], room: int | None, summary: str | None) -> list[str]:
-    """`lines` joined into the parts a summary is written from, each with the summary so far
-    within `room` tokens (None: one part); a line longer than that is cut to fit."""
+class _Summary(BaseModel):
+    """What json() asks of a summary's writer."""
+
+    summary: str
+
+
+def _parts(lines: list[str], room: int | None, counts: Counts) -> list[str]:
+    """`lines` joined into the parts a summary is written from, each within `room` tokens as
+    `counts` estimates them (None: one part); a line longer than that is cut to fit."""
     if room is None:
         return ["\n\n".join(lines)]
-    room = max(16, room - (text_tokens(summary) * 2 if summary else 0))  # the summary grows
     parts: list[str] = []
     current: list[str] = []
     used = 0
     for line in lines:
-        if text_tokens(line) > room:
-            line = line[: room * 4 - 1] + "…"
-        if current and used + text_tokens(line) > room:
+        tokens = counts.scaled(text_tokens(line))
+        if tokens > room:
+            line = line[: max(1, int(len(line) * room / tokens) - 1)] + "…"
+            tokens = counts.scaled(text_tokens(line))
+        if current and used + tokens > room:
             parts.append("\n\n".join(current))
             current, used = [], 0
         current.append(line)
-        used += text_tokens(line)
+        used += tokens
     if current:
         parts.append("\n\n".join(current))
     return parts
@@ -621,11 +654,19 @@ def answered(state: TurnState, request: Request, completion: Completion) -> str 
             f"{'about ' if guessed else ''}{sized.total:,} (the window: {limit:,}): it cut "
             "the request in silence, so the answer saw only part of the conversation"
         )
+    if state.window.source == "server" and reported + usage.output_tokens > limit:  # type: ignore[operator]
+        # llama.cpp's --context-shift: the answer went on past the window, dropping the
+        # start of the conversation to make room
+        return (
+            f"the server answered {usage.output_tokens:,} tokens to a request of {reported:,} "
+            f"in a window of {limit:,}: it dropped the start of the conversation to make room, "
+            "so the end of the answer saw only part of it"
+        )
     rest = reported - exact - fixed
     if guessed <= 0 or rest <= 0:
         return None
     observed = rest / guessed
-    if not 0.25 <= observed <= 4:
+    if observed < 0.25:  # (more is a server's own prompt: a tool-calling template's, say)
         return None  # a figure that is not this request's whole input (a cache, a proxy)
     counts: Counts = state.session._counts
     counts.learn(observed)
@@ -636,12 +677,7 @@ def answered(state: TurnState, request: Request, completion: Completion) -> str 
         at = index - own_start
         if exact_count or at < 0:
             continue  # history: its estimate stands (the report spans it and others)
-        tokens = max(1, round(sized.messages[index] * observed) - PER_MESSAGE)
-        state.messages[at] = counted(state.messages[at], tokens, estimated=False)
+        tokens = max(1, round(sized.messages[index] * observed))
+        counts.learn_message(state.messages[at], tokens, state.session.agent.provider.name)
+        state.messages[at] = counted(state.messages[at], tokens - PER_MESSAGE, estimated=False)
     return None
-
-
-class _Summary(BaseModel):
-    """What json() asks of a summary's writer."""
-
-    summary: str

@@ -41,6 +41,9 @@ class Counts:
         #: Chinese, take more tokens a character than prose)
         self.scale = 1.0
         self._reports = 0
+        #: tokens a message of a role costs beyond its scaled estimate, as reported: the
+        #: wrapping a server's template gives a tool's result, say
+        self.extra: dict[str, float] = {}
 
     def message(self, message: Message, provider: str) -> tuple[int, bool]:
         """(tokens, exact): as the provider reported them, or estimated."""
@@ -53,7 +56,14 @@ class Counts:
         # a count from a stranger's notebook is believed within reason (8 times the estimate)
         if type(recorded) is int and 0 <= recorded <= 8 * kept[1] + 4096:
             return recorded + PER_MESSAGE, not message.metadata.get("tokens_estimated", False)
-        return self.scaled(kept[1]), False
+        return self.scaled(kept[1]) + round(self.extra.get(message.role, 0.0)), False
+
+    def learn_message(self, message: Message, tokens: int, provider: str) -> None:
+        """Take a message's reported `tokens` (its wrapping included) into what a message of
+        its role costs beyond its estimate."""
+        beyond = max(0.0, tokens - self.scaled(estimate(message, provider)))
+        known = self.extra.get(message.role)
+        self.extra[message.role] = beyond if known is None else (known + beyond) / 2
 
     def scaled(self, estimate: int) -> int:
         return round(estimate * self.scale)

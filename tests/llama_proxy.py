@@ -64,17 +64,23 @@ def _handler(proxy: RecordingProxy) -> type[BaseHTTPRequestHandler]:
         def log_message(self, *args: Any) -> None:
             pass
 
+        def do_GET(self) -> None:  # the probes: /props, /v1/models
+            self._forward("GET", b"")
+
         def do_POST(self) -> None:
-            raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self._forward("POST", self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+
+        def _forward(self, method: str, raw: bytes) -> None:
             try:
-                body = json.loads(raw)
+                body = json.loads(raw) if raw else None
             except ValueError:
                 body = raw
             exchange = Exchange(self.path, body)
             proxy.exchanges.append(exchange)
             upstream = http.client.HTTPConnection(*proxy._upstream, timeout=600)
             try:
-                upstream.request("POST", self.path, raw, {"Content-Type": "application/json"})
+                headers = {"Content-Type": "application/json"} if raw else {}
+                upstream.request(method, self.path, raw or None, headers)
                 answer = upstream.getresponse()
                 exchange.status = answer.status
                 self.send_response(answer.status)

@@ -283,7 +283,10 @@ class LlamaCppServer(LlamaServer):
     Where there is none, or it does not come up, ServerUnavailable says why.
     """
 
-    def __init__(self, folder: Path, model_path: Path, *, n_ctx: int = 512) -> None:
+    def __init__(
+        self, folder: Path, model_path: Path, *, n_ctx: int = 512, options: tuple[str, ...] = ()
+    ) -> None:
+        """`options`: more of llama-server's command-line options (`--context-shift`)."""
         import urllib.error
         import urllib.request
 
@@ -295,6 +298,7 @@ class LlamaCppServer(LlamaServer):
         command = [str(binary), "--model", str(model_path), "--alias", self.model]
         command += ["--host", "127.0.0.1", "--port", str(self.port), "--ctx-size", str(n_ctx)]
         command += ["--parallel", "1", "--threads", "1", "--threads-batch", "1", "--no-warmup"]
+        command += options
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self._process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT)
         try:

@@ -452,3 +452,16 @@ def test_a_strangers_recorded_decision_cannot_wedge_a_session():
     session = Agent(provider=Windowed(100_000), context="trim").session(messages=history)
     session.run("and now?")
     assert session.context().left_out == 0
+
+
+def test_a_summary_that_cannot_be_written_leaves_the_turns_out_without_one(caplog):
+    writer = TestProvider(replies=["not JSON at all"] * 10)
+    provider = Windowed(600)
+    policy = Summarize(agent=Agent(provider=writer))
+    session = Agent(provider=provider, context=policy, max_tokens=50).session()
+    for n in range(10):
+        session.run(words(40, n))  # the turns go on
+    report = session.context()
+    assert report.left_out > 0 and report.summary is None
+    assert "the summary could not be written" in caplog.text
+    assert any(s.why == "summary" for s in session.ledger)  # what it spent is counted

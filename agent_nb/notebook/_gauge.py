@@ -18,11 +18,15 @@ if TYPE_CHECKING:
     from ..messages import Message
     from ..session import Session
 
-#: The gauge past 80% full, and the notice of a cut request: an inline style (a cell's
-#: output keeps no stylesheet of ours, and its sanitizer keeps `color`), in the highlighting
-#: palette's orange (_render.py), which reads on JupyterLab's light and dark backgrounds
-#: (contrast 4.4:1 on white, 4.3:1 on #111, 3.7:1 on #212121).
+#: The gauge past 80% full, and the notice of a cut request, in a cell: an inline style (a
+#: cell's output keeps no stylesheet of ours; its sanitizer keeps `color`), in the
+#: highlighting palette's orange (_render.py), which reads on JupyterLab's light and dark
+#: backgrounds alike (contrast 4.4:1 on white, 4.3:1 on #111, 3.7:1 on #212121).
 WARNING_STYLE = "color:#b9610a;font-weight:bold"
+#: The same in the panel: its stylesheet's class (panel.css), an orange for each theme
+#: (4.5:1 at least on its background in both, as every text of the panel).
+PANEL_WARNING = 'class="agent-nb-panel-warning"'
+_CELL_WARNING = f'style="{WARNING_STYLE}"'
 
 #: What to do about a server that cuts requests in silence (the core's words: _loop.py).
 CUT_ADVICE = (
@@ -41,18 +45,19 @@ def report(session: Session) -> ContextReport | None:
         return None
 
 
-def facts(found: ContextReport | None) -> list[str]:
+def facts(found: ContextReport | None, warning: str = _CELL_WARNING) -> list[str]:
     """The footer's facts (HTML): "context 62% of 128k", in the warning style past 80%, and
     how many history messages the last request left out. Nothing for an unknown window: the
     footer already gives the turn's tokens, and a gauge needs the window it measures against
-    (%session info says what is known)."""
+    (%session info says what is known). `warning`: the warning's attribute (a cell's
+    inline style, or PANEL_WARNING)."""
     if found is None:
         return []
     shown = []
     if found.window:
         gauge = f"context {render.escaped(found.gauge())}"
         if found.warning:
-            gauge = f'<span style="{WARNING_STYLE}">⚠ {gauge}</span>'
+            gauge = f"<span {warning}>⚠ {gauge}</span>"
         shown.append(gauge)
     if found.left_out:
         how = "summary" if found.summary else found.policy
@@ -71,10 +76,10 @@ def cut(messages: Iterable[Message]) -> str | None:
     return found
 
 
-def notice(problem: str) -> tuple[str, str]:
+def notice(problem: str, warning: str = _CELL_WARNING) -> tuple[str, str]:
     """The one-line notice of a cut request: (HTML, plain text)."""
     plain = f"⚠ {problem}. {CUT_ADVICE}."
-    return f'<p><span style="{WARNING_STYLE}">{render.escaped(plain)}</span></p>\n', plain
+    return f"<p><span {warning}>{render.escaped(plain)}</span></p>\n", plain
 
 
 def last_turn(messages: list[Message]) -> list[Message]:

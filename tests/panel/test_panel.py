@@ -664,7 +664,7 @@ async def test_the_footer_comes_from_the_history(server):
 async def test_the_footer_gauges_the_context_window_and_warns_past_80_percent():
     """The gauge of `session.context()`, as under a %%chat cell: "N% of 1k", in the warning
     style past 80%, and how many messages the last request left out under context='trim'."""
-    from agent_nb.notebook._gauge import WARNING_STYLE
+    from agent_nb.notebook._gauge import PANEL_WARNING
 
     agent = Agent(provider="test", context_window=1000, context="trim")
     panel = ChatPanel(agent.session())
@@ -673,11 +673,11 @@ async def test_the_footer_gauges_the_context_window_and_warns_past_80_percent():
     footer = recorder.custom("controls")[-1]["footer"]
     report = panel.session.context()
     assert f"context {report.fill:.0%} of 1k" in footer and not report.warning
-    assert WARNING_STYLE not in footer and "left out" not in footer
+    assert PANEL_WARNING not in footer and "left out" not in footer
     await panel.send("word " * 500)  # 500 of the 750 tokens a request may hold: past 80%
     footer = recorder.custom("controls")[-1]["footer"]
     assert panel.session.context().warning
-    assert f'<span style="{WARNING_STYLE}">⚠ context ' in footer and "% of 1k</span>" in footer
+    assert f"<span {PANEL_WARNING}>⚠ context " in footer and "% of 1k</span>" in footer
     await panel.send("word " * 300)  # it no longer fits with the turns before: trimmed
     report = panel.session.context()
     assert report.left_out == 4

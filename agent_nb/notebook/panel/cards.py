@@ -135,13 +135,13 @@ def footer(
         facts.append(f"last turn {about}{last[0]:,} in · {about}{last[1]:,} out tokens{priced}")
     if spent is not None and spent.worth_saying:
         facts.append(f"session spent {render.escaped(str(spent))}")
-    facts.extend(_gauge.facts(context))
+    facts.extend(_gauge.facts(context, _gauge.PANEL_WARNING))
     if seconds is not None:
         facts.append(f"{seconds:.1f} s")
     elif updated and messages:
         facts.append(f"updated {render.escaped(updated[:16].replace('T', ' '))}")
     problem = _gauge.cut(_gauge.last_turn(messages))
-    return " · ".join(facts) + (_gauge.notice(problem)[0] if problem else "")
+    return " · ".join(facts) + (_gauge.notice(problem, _gauge.PANEL_WARNING)[0] if problem else "")
 
 
 def _add_cost(total: Decimal | None, cost: Any) -> Decimal | None:

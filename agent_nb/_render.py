@@ -139,10 +139,15 @@ class _Answer(Protocol):
     finish_reason: str | None
 
 
-def footer(response: _Answer, seconds: float | None, spent: tuple[Any, Any] | None = None) -> str:
+def footer(
+    response: _Answer,
+    seconds: float | None,
+    spent: tuple[Any, Any] | None = None,
+    context: Iterable[str] = (),
+) -> str:
     """The line under an answer: model, this turn's tokens and cost, what the session has
-    spent in all, seconds, and how it ended (HTML). `spent`: (this turn's Cost, the
-    session's)."""
+    spent in all, the context window's facts, seconds, and how it ended (HTML). `spent`:
+    (this turn's Cost, the session's); `context`: facts as HTML (the notebook's gauge)."""
     facts = [f"<code>{escaped(str(response.model))}</code>"] if response.model else []
     usage = response.usage
     turn = ""
@@ -155,6 +160,7 @@ def footer(response: _Answer, seconds: float | None, spent: tuple[Any, Any] | No
         facts.append(f"this turn {turn}")
     if spent is not None and spent[1].worth_saying and spent[1].requests > spent[0].requests:
         facts.append(f"session spent {escaped(str(spent[1]))}")
+    facts.extend(context)
     if seconds is not None:
         facts.append(f"{seconds:.1f} s")
     if response.interrupted:

@@ -20,7 +20,7 @@ from ..errors import AgentError, SessionBusyError, SessionChangedError, StoreErr
 from ..events import Response
 from ..messages import Message, _count
 from ..session import Session
-from . import _display
+from . import _display, _gauge
 from ._errors import ChatError, Interrupted
 from .live import LiveHTML, LivePlain, live_answer
 from .workspace import Workspace
@@ -271,12 +271,19 @@ def live(
     except AgentError as exc:
         note = f": {earlier} is kept" if replace is not None else ""
         _show_failed_spend(workspace, session, spent)
-        raise ChatError(f"{exc} (session {session.session_id!r} is unchanged{note})") from None
+        policy = settings.get("context") or session.context_policy or session.agent.context
+        hint = _gauge.hint(exc, policy)
+        raise ChatError(
+            f"{exc} (session {session.session_id!r} is unchanged{note}){hint}"
+        ) from None
     if replace is not None:
         replace(response)
     streamed = prompt is None or (stream and schema is None)  # else show it now, whole
+    gauge = _gauge.facts(_gauge.report(session))  # (a copy's report: its request was this)
     shown.finish(
-        render.footer(response, time.monotonic() - started, (session.cost - spent, session.cost)),
+        render.footer(
+            response, time.monotonic() - started, (session.cost - spent, session.cost), gauge
+        ),
         _records.record(
             op,
             session,
@@ -287,6 +294,9 @@ def live(
         shown=None if streamed else render.turn_html(response.messages),
         plain=None if streamed else response.text,
     )
+    problem = _gauge.cut(response.messages)
+    if problem is not None:  # the server cut the request in silence: the answer is kept
+        _display.show(workspace.shell, *_gauge.notice(problem), None)
     if response.pending_approvals:
         _show_waiting(workspace, list(response.pending_approvals))
     if unsaved is not None:

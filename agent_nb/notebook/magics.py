@@ -37,6 +37,12 @@ def _chat_parser() -> Parser:
     add("--system", help="set the session's system prompt first")
     add("-t", "--temperature", type=float, help="sampling temperature")
     add("--max-tokens", type=int, help="the longest answer, in tokens")
+    add(
+        "--context",
+        choices=("error", "trim", "summarize"),
+        help="a conversation longer than the model's window: refuse (the default), send "
+        "without the oldest turns, or with a summary of them",
+    )
     add("--schema", help="a pydantic model in the namespace: answer as that structure")
     add("--no-stream", action="store_true", help="wait for the whole answer")
     add("--fork", metavar="NEW_ID", type=new_id, help="fork the session into NEW_ID, talk there")
@@ -203,6 +209,8 @@ class ChatMagics(Magics):
             settings["temperature"] = args.temperature
         if args.max_tokens is not None:
             settings["max_tokens"] = args.max_tokens
+        if args.context is not None:
+            settings["context"] = args.context
         request = chat_turn.Request(
             prompt,
             session_id=args.session_id,

@@ -16,10 +16,9 @@ from ..errors import AgentError, InvalidSessionData, SessionNotFoundError
 from ..messages import _count
 from ..session import Session
 from ..stores.base import SessionStore
-from . import _display, chat_turn
+from . import _display, _gauge, chat_turn
 from ._args import Parser, did_you_mean, new_id, positive
 from ._errors import ChatError
-from .panel import cards
 from .workspace import Workspace, notebook_path
 
 
@@ -304,12 +303,11 @@ class SessionCommands:
         """The current session: id, model, messages, tokens, calls waiting for approval."""
         session = self._workspace.session()
         usage, cost = recorded_usage(session.messages), session.cost
-        context, estimated = cards.context_now(session.messages)
-        about = "~" if estimated else ""
+        context = _gauge.described(_gauge.report(session))
         print(
             f"session: {session.session_id}\nmodel: {session.agent.model}\n"
             f"messages: {len(session.messages)}\n"
-            f"context now: {about}{context:,} tokens (the last answer's request and answer)\n"
+            f"context: {context}\n"
             f"tokens of the turns in history: {usage.input_tokens:,} in, "
             f"{usage.output_tokens:,} out\n"
             f"spent: {cost} in {_count(cost.requests, 'request')} (failed and undone turns "

@@ -25,7 +25,8 @@ WORDS = " ".join(f"word{i}" for i in range(2000))
 def panel_notebook(server) -> nbformat.NotebookNode:
     cells = [
         "from agent_nb import Agent\n"
-        f"agent = Agent(provider='openai', model='m', base_url={server.url!r}, api_key='k')\n"
+        f"agent = Agent(provider='openai', model='m', base_url={server.url!r}, api_key='k',\n"
+        "              context_window=100_000)\n"  # the footers' gauge: "N% of 100k"
         "%load_ext agent_nb\n%agent agent",
         "%session panel main",
         "%%chat main\nand now from a cell",
@@ -140,6 +141,13 @@ def test_the_panel_streams_stops_and_shares_its_session_with_chat(lab, server, t
         assert 0 < len(kept) < len(WORDS) and WORDS.startswith(kept)
         assert kept.split()[-1] in shown.split()  # what the panel showed is what was kept
         assert panel.locator("strong", has_text="answer").count() == 1  # rendered Markdown
+        footer = f"{PANEL} .agent-nb-panel-footer"  # the context window's gauge, as the cell's
+        page.wait_for_function(
+            f"document.querySelector('{footer}')?.innerText.includes('% of 100k')",
+            timeout=60_000,
+        )
+        assert "context " in page.locator(footer).inner_text()
+        assert "% of 100k" in browser.cell(2).locator(".jp-OutputArea").inner_text()
         panel.screenshot(path=str(tmp_path / "panel-light.png"))
 
         # saved: the output bundle carries the transcript next to the widget view

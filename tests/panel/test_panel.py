@@ -646,22 +646,65 @@ async def test_the_footer_comes_from_the_history(server):
     await panel.send("a")
     await panel.send("b")
     footer = recorder.custom("controls")[-1]["footer"]
-    assert (
-        "<code>m</code>" in footer
-        and "20 in · 5 out" in footer
-        and "context now 25 tokens" in footer
-    )
+    assert "<code>m</code>" in footer and "20 in · 5 out" in footer
+    assert "context" not in footer  # model "m": no window known, so no gauge
     assert " s" in footer  # this panel timed the turn
     # a new view of the same session (a re-opened notebook, another panel): the same facts
     again = ChatPanel(panel.session)
     other = Recorder(again)
     again._handle_custom_msg({"type": "hello"}, [])
     shown = other.custom("controls")[-1]["footer"]
-    assert "20 in · 5 out" in shown and "context now 25 tokens" in shown
+    assert "20 in · 5 out" in shown
     assert f"updated {panel.session.updated_at[:10]}" in shown  # it did not time the turn
     again._handle_custom_msg({"type": "undo"}, [])  # after undo: the turn left
     shown = other.custom("controls")[-1]["footer"]
-    assert "11 in · 3 out" in shown and "context now 14 tokens" in shown
+    assert "11 in · 3 out" in shown
+
+
+async def test_the_footer_gauges_the_context_window_and_warns_past_80_percent():
+    """The gauge of `session.context()`, as under a %%chat cell: "N% of 1k", in the warning
+    style past 80%, and how many messages the last request left out under context='trim'."""
+    from agent_nb.notebook._gauge import PANEL_WARNING
+
+    agent = Agent(provider="test", context_window=1000, context="trim")
+    panel = ChatPanel(agent.session())
+    recorder = Recorder(panel)
+    await panel.send("hello there")
+    footer = recorder.custom("controls")[-1]["footer"]
+    report = panel.session.context()
+    assert f"context {report.fill:.0%} of 1k" in footer and not report.warning
+    assert PANEL_WARNING not in footer and "left out" not in footer
+    await panel.send("word " * 500)  # 500 of the 750 tokens a request may hold: past 80%
+    footer = recorder.custom("controls")[-1]["footer"]
+    assert panel.session.context().warning
+    assert f"<span {PANEL_WARNING}>⚠ context " in footer and "% of 1k</span>" in footer
+    await panel.send("word " * 300)  # it no longer fits with the turns before: trimmed
+    report = panel.session.context()
+    assert report.left_out == 4
+    footer = recorder.custom("controls")[-1]["footer"]
+    assert "left out 4 earlier messages (trim)" in footer and problems(footer) == []
+
+
+async def test_the_footer_says_when_the_server_cut_the_last_request_in_silence(server):
+    """A server that reports far fewer input tokens than its own earlier reports add up to
+    cut the request (Ollama's num_ctx): under context='trim' the answer is kept, and the
+    footer says so, and what to do, until a turn is not cut."""
+    from agent_nb.notebook._gauge import CUT_ADVICE
+
+    usage = {"prompt_tokens": 400, "completion_tokens": 5, "total_tokens": 405}
+    cut = {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
+    server.script(Reply(text="one", usage=usage), Reply(text="two", usage=cut), Reply(text="3"))
+    agent = Agent(provider="openai", model="m", base_url=server.url, api_key="k", context="trim")
+    panel = ChatPanel(agent.session())
+    recorder = Recorder(panel)
+    await panel.send("first " * 300)
+    assert "cut the request" not in recorder.custom("controls")[-1]["footer"]
+    await panel.send("second")
+    footer = recorder.custom("controls")[-1]["footer"]
+    assert "the server reported 10 input tokens" in footer and "cut the request" in footer
+    assert html.escape(CUT_ADVICE) in footer and problems(footer) == []
+    await panel.send("third")  # reported nothing: nothing cut
+    assert "cut the request" not in recorder.custom("controls")[-1]["footer"]
 
 
 async def test_controls_take_hostile_messages_from_the_front_end_without_a_change(server):

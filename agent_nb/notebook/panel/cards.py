@@ -15,8 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 from ... import _render as render
 from ..._ledger import MOST, dollars
+from .. import _gauge
 
 if TYPE_CHECKING:
+    from ..._context import ContextReport
     from ...messages import Message, ToolResultPart
 
 #: What a card says of its call, by state.
@@ -106,12 +108,14 @@ def footer(
     seconds: float | None,
     updated: str | None,
     spent: Any = None,
+    context: ContextReport | None = None,
 ) -> str:
     """The panel's footer from the history: the last answer's model; the last turn's tokens
-    and cost; the context now (the last request's tokens: what the next one starts from);
-    what the session spent in all (`spent`, its Cost); and how long the last turn took (when
-    this panel saw it; else when the session last changed, `updated`, ISO 8601)."""
-    last_model, last, cost, context, estimated = None, None, None, 0, False
+    and cost; what the session spent in all (`spent`, its Cost); the context window's gauge
+    (`context`: `session.context()`, as under a %%chat cell); and how long the last turn
+    took (when this panel saw it; else when the session last changed, `updated`, ISO 8601).
+    Under it, the notice of a last request the server cut in silence."""
+    last_model, last, cost, estimated = None, None, None, False
     for message in messages:
         usage = message.metadata.get("usage") if message.role == "assistant" else None
         if message.role == "user":
@@ -120,7 +124,6 @@ def footer(
             continue
         tokens = [_count(usage.get("input_tokens")), _count(usage.get("output_tokens"))]
         last = [a + b for a, b in zip(last or [0, 0], tokens, strict=True)]
-        context = tokens[0] + tokens[1]
         cost = _add_cost(cost, message.metadata.get("cost"))
         estimated = estimated or bool(usage.get("estimated"))
         if isinstance(message.metadata.get("model"), str):
@@ -130,26 +133,15 @@ def footer(
     if last:
         priced = f", {about}{dollars(cost)}" if cost else ""
         facts.append(f"last turn {about}{last[0]:,} in · {about}{last[1]:,} out tokens{priced}")
-    if context:
-        facts.append(f"context now {about}{context:,} tokens")
     if spent is not None and spent.worth_saying:
         facts.append(f"session spent {render.escaped(str(spent))}")
+    facts.extend(_gauge.facts(context, _gauge.PANEL_WARNING))
     if seconds is not None:
         facts.append(f"{seconds:.1f} s")
     elif updated and messages:
         facts.append(f"updated {render.escaped(updated[:16].replace('T', ' '))}")
-    return " · ".join(facts)
-
-
-def context_now(messages: list[Message]) -> tuple[int, bool]:
-    """The context now, in tokens: the last answer's request and the answer (what the next
-    request starts from), and whether the figure is an estimate; 0 if none was recorded."""
-    for message in reversed(messages):
-        usage = message.metadata.get("usage") if message.role == "assistant" else None
-        if isinstance(usage, Mapping):
-            tokens = _count(usage.get("input_tokens")) + _count(usage.get("output_tokens"))
-            return tokens, bool(usage.get("estimated"))
-    return 0, False
+    problem = _gauge.cut(_gauge.last_turn(messages))
+    return " · ".join(facts) + (_gauge.notice(problem, _gauge.PANEL_WARNING)[0] if problem else "")
 
 
 def _add_cost(total: Decimal | None, cost: Any) -> Decimal | None:

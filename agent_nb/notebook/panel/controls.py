@@ -27,7 +27,7 @@ from ...errors import AgentError, SessionChangedError
 from ...messages import Message
 from ...session import Session
 from ...stores.base import title
-from .. import _panel_records
+from .. import _gauge, _panel_records
 from .._args import new_id
 from .._errors import ChatError
 from ..workspace import Workspace, free_name, rename, stored_at
@@ -351,7 +351,12 @@ class Controls:
             "sessions": [{"id": f["id"], "title": f["title"]} for f in families.values()],
             "branches": branches,
             "footer": cards.footer(
-                messages, session.agent.model, seconds, session.updated_at, session.cost
+                messages,
+                session.agent.model,
+                seconds,
+                session.updated_at,
+                session.cost,
+                _gauge.report(session),
             ),
             "last_prompt": render.clean(prompts[-1]) if prompts else "",
             "can_undo": any(m.role == "user" for m in messages),

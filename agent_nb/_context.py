@@ -40,6 +40,12 @@ __all__ = ["ContextReport", "Summarize", "Trim"]
 
 _log = logging.getLogger("agent_nb")
 
+#: What to do about a server that cut a request in silence (its error, a notebook's notice).
+CUT_ADVICE = (
+    "Give the server a larger window (llama.cpp: --ctx-size; Ollama: num_ctx), or say the "
+    "window it has with Agent(context_window=...) so that context='trim' or 'summarize' fits "
+    "the conversation to it"
+)
 #: How full the window is left after a trim or a summary: room for several turns before the
 #: next one, so that the cached prefix survives them.
 TARGET = 0.7

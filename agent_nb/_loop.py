@@ -297,10 +297,7 @@ def _check_truncation(state: TurnState, settings: Settings, request: Request) ->
     if settings.context == "error":
         raise ContextWindowError(
             f"session {state.session.session_id!r}: {problem}. Nothing of this turn was saved "
-            "(what it spent is in session.spend()). Give the server a larger window "
-            "(llama.cpp: --ctx-size; Ollama: num_ctx), or say the window it has with "
-            "Agent(context_window=...) so that context='trim' or 'summarize' fits the "
-            "conversation to it",
+            f"(what it spent is in session.spend()). {_context.CUT_ADVICE}",
             window=state.window.tokens if state.window else None,
             needed=state.report.used + state.report.reserved if state.report else None,
             provider=provider,

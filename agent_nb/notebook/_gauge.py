@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from .. import _render as render
+from .._context import CUT_ADVICE
 from ..messages import _count
 
 if TYPE_CHECKING:
@@ -27,13 +28,6 @@ WARNING_STYLE = "color:#b9610a;font-weight:bold"
 #: (4.5:1 at least on its background in both, as every text of the panel).
 PANEL_WARNING = 'class="agent-nb-panel-warning"'
 _CELL_WARNING = f'style="{WARNING_STYLE}"'
-
-#: What to do about a server that cuts requests in silence (the core's words: _loop.py).
-CUT_ADVICE = (
-    "Give the server a larger window (llama.cpp: --ctx-size; Ollama: num_ctx), or say the "
-    "window it has with Agent(context_window=...) so that context='trim' or 'summarize' fits "
-    "the conversation to it"
-)
 
 
 def report(session: Session) -> ContextReport | None:

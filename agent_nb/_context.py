@@ -153,19 +153,43 @@ class Window:
     source: str  # "given", "server", "genai-prices", "unknown"
 
 
-async def window_of(agent: AgentConfig, model: str) -> Window:
-    """The window that serves `model`: the agent's `context_window=`, else what the server
-    says it loaded, else genai-prices' table, else unknown."""
+async def window_of(agent: AgentConfig, model: str, needed: int | None = None) -> Window:
+    """The window that serves `model`: the agent's `context_window=`; for a server elsewhere,
+    genai-prices' table if it knows the model (a gateway is not asked); else what the server
+    says it loaded (asked once; for a request of `needed` input tokens, only past a size
+    that some window could not hold); else the table; else unknown."""
+    from . import _prices
+
     given = getattr(agent, "context_window", None)
     if given is not None:
         return Window(given, "given")
-    served = await agent.provider.context_window(model)
+    provider = agent.provider
+    local = _prices.is_local(provider)
+    known = None if local else _prices.context_window(provider, model)
+    if known:
+        return Window(known, "genai-prices")
+    if needed is not None and needed < _ASK_PAST:
+        return Window(None, NOT_ASKED)
+    served = await provider.context_window(model)
     if type(served) is int and served > 0:
         return Window(served, "server")
-    from . import _prices
-
-    known = _prices.context_window(agent.provider, model)
+    known = _prices.context_window(provider, model) if local else None
     return Window(known, "genai-prices") if known else Window(None, "unknown")
+
+
+async def asked(agent: AgentConfig, report: ContextReport) -> ContextReport:
+    """`report` with the window the server says, for a request too short to have asked."""
+    window = await window_of(agent, agent.model)
+    out = report.reserved or reserved({}, agent.provider, window.tokens)  # none capped it
+    return dataclasses.replace(report, window=window.tokens, source=window.source, reserved=out)
+
+
+#: A request with less input (256 characters, as a token a character at worst) fits any
+#: window a server runs: the server is not asked for its window (a few requests, on the first
+#: turn) until a request passes this.
+_ASK_PAST = 64
+#: The window's source while the server has not been asked.
+NOT_ASKED = "not asked"
 
 
 # -- the report --------------------------------------------------------------------------
@@ -220,7 +244,7 @@ class ContextReport:
         held = f"{about}{self.used:,} tokens in ({parts}), {self.reserved:,} kept for the answer"
         left = f"; {self.left_out} earlier messages left out" if self.left_out else ""
         summary = " (a summary sent in their place)" if self.summary and self.left_out else ""
-        where = "" if self.source in ("unknown",) else f" ({self.source})"
+        where = "" if self.source in ("unknown", NOT_ASKED) else f" ({self.source})"
         return f"{self.gauge()}{where}: {held}{left}{summary}"
 
 
@@ -281,6 +305,10 @@ async def fit(state: TurnState, settings: Settings, request: Request) -> Request
     anything is sent, where it cannot. The turn keeps the report (`session.context()`)."""
     session = state.session
     chosen = settings.context
+    if state.window is None or state.window.source == NOT_ASKED:
+        provider = session.agent.provider
+        needed = size(session._counts, request, provider.name, request.system, None).total
+        state.window = await window_of(session.agent, settings.model, needed)
     plan = _Plan(session, chosen, state.window, request, state.base, state.prompt is None)
     if plan.over and chosen != "error":
         if isinstance(chosen, Trim | Summarize):
@@ -641,7 +669,7 @@ def answered(state: TurnState, request: Request, completion: Completion) -> str 
     exact = sum(n for n, e in zip(sized.messages, sized.exact, strict=True) if e)
     fixed = sized.system + sized.tools if sized.overhead_exact else 0
     guessed = sized.total - exact - fixed
-    limit = state.window.tokens
+    limit = state.window.tokens if state.window is not None else None
     # A cut: near the window, far fewer tokens than the server's own earlier reports add up
     # to, or than the request was estimated at. (Elsewhere a low figure is a server that
     # counts only what its cache did not hold, as some Ollama releases did, or an estimate
@@ -660,7 +688,11 @@ def answered(state: TurnState, request: Request, completion: Completion) -> str 
             f"{'about ' if guessed else ''}{sized.total:,} (the window: {limit:,}): it cut "
             "the request in silence, so the answer saw only part of the conversation"
         )
-    if state.window.source == "server" and reported + usage.output_tokens > limit:  # type: ignore[operator]
+    if (
+        state.window is not None
+        and state.window.source == "server"
+        and reported + usage.output_tokens > limit  # type: ignore[operator]
+    ):
         # llama.cpp's --context-shift: the answer went on past the window, dropping the
         # start of the conversation to make room
         return (
@@ -669,11 +701,12 @@ def answered(state: TurnState, request: Request, completion: Completion) -> str 
             "so the end of the answer saw only part of it"
         )
     rest = reported - exact - fixed
-    if guessed <= 0 or rest <= 0:
-        return None
-    observed = rest / guessed
-    if observed < 0.25:  # (more is a server's own prompt: a tool-calling template's, say)
+    if rest <= 0 or (guessed > 0 and rest / guessed < 0.25):
         return None  # a figure that is not this request's whole input (a cache, a proxy)
+    state.report = _as_reported(state.report, reported)
+    if guessed <= 0:
+        return None
+    observed = rest / guessed  # (far more: a server's own prompt, a tool template's, say)
     counts: Counts = state.session._counts
     counts.learn(observed)
     if not (sized.overhead_exact or state.report is None or state.report.summary):
@@ -685,5 +718,18 @@ def answered(state: TurnState, request: Request, completion: Completion) -> str 
             continue  # history: its estimate stands (the report spans it and others)
         tokens = max(1, round(sized.messages[index] * observed))
         counts.learn_message(state.messages[at], tokens, state.session.agent.provider.name)
-        state.messages[at] = counted(state.messages[at], tokens - PER_MESSAGE, estimated=False)
+        state.messages[at] = counted(
+            state.messages[at], max(1, tokens - PER_MESSAGE), estimated=False
+        )
     return None
+
+
+def _as_reported(report: ContextReport | None, reported: int) -> ContextReport | None:
+    """`report` with the input the provider reported for its request (the messages' part
+    takes the difference)."""
+    if report is None:
+        return None
+    parts = dict(report.parts)
+    others = sum(v for k, v in parts.items() if k not in ("messages", "images"))
+    parts["messages"] = max(0, reported - others)
+    return dataclasses.replace(report, used=reported, parts=parts, estimated=False)

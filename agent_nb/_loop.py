@@ -151,7 +151,6 @@ async def turn(
     stopped = False
     try:
         await _check_images(session.agent.provider, checked.model, state)
-        state.window = await _context.window_of(session.agent, checked.model)
         if prompt is None:  # finish the round that waited
             state.resume_round()
             async with aclosing(_tool_round(state, checked, caught_up)) as round_:

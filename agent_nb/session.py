@@ -115,6 +115,8 @@ class Session:
         prompt. `settings` are a call's (model=..., context=..., max_tokens=...)."""
         kept = self._context
         if kept is not None and not settings and kept[1] == _context.history_mark(self._messages):
+            if kept[0].source == _context.NOT_ASKED:  # a short conversation's: ask now
+                self._context = kept = (_runner.run(_context.asked(self.agent, kept[0])), kept[1])
             return kept[0]
         return _runner.run(self._projected(settings))
 

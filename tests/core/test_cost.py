@@ -277,15 +277,20 @@ def test_a_call_budget_stops_a_turn_at_the_next_request(server, agent):
 
 
 def test_a_session_budget_counts_every_turn(server):
-    agent = Agent(provider="openai-compatible", model=GPT, base_url=server.url, max_cost="0.02")
+    agent = Agent(
+        provider="openai-compatible",
+        model=GPT,
+        base_url=server.url,
+        max_cost="0.02",
+        context_window=1_000_000,  # the server reports 100k tokens a turn: more than 128k
+    )
     session = agent.session()
     server.script(Reply(text="a", usage=usage(100_000, 10)))
-    session.run("one")  # $0.015
+    session.run("one")  # $0.015; "one" now counts as the 100k tokens the server reported
     server.script(Reply(text="b", usage=usage(100_000, 10)))
-    session.run("two")  # $0.030: passed mid-way, stopped at the next request
-    with pytest.raises(BudgetExceeded, match="past its budget"):
-        session.run("three")
-    assert len(session.messages) == 4 and len(server.requests) == 2
+    with pytest.raises(BudgetExceeded, match="the next request costs at least"):
+        session.run("two")  # 200k tokens at least ($0.03): refused before it is sent
+    assert len(session.messages) == 2 and len(server.requests) == 1
 
 
 def test_a_budget_without_a_price_is_refused(server):

@@ -292,8 +292,10 @@ def test_llama_cpp_props_and_ollama_show_decide(server):
         session.run("look", images=[png()])
     assert server.requests == [] and session.messages == []
     assert server.probes == [("GET", "/props", None)]
-    session.run("plain text still goes")  # no image: nothing asked, nothing refused
-    assert len(server.requests) == 1 and len(server.probes) == 1
+    session.run("plain text still goes")  # no image: nothing refused
+    assert len(server.requests) == 1
+    # /props asked once for both vision and the window (which it did not say: asked on)
+    assert [p for p in server.probes if p[1] == "/props"] == [("GET", "/props", None)]
 
     server.reset()
     server.props = {"modalities": {"vision": True}}

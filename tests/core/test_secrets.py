@@ -67,6 +67,9 @@ def _echo_handler(server: EchoServer) -> type[BaseHTTPRequestHandler]:
             pass
 
         def _any(self) -> None:
+            if not self.path.endswith(tuple(PATHS.values())):  # a window or vision probe
+                self._send(404, "{}", "application/json")  # (/props, /api/show): none here
+                return
             length = int(self.headers.get("content-length") or 0)
             body = self.rfile.read(length).decode() if length else ""
             headers = dict(self.headers.items())

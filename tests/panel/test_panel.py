@@ -674,7 +674,8 @@ async def test_the_footer_gauges_the_context_window_and_warns_past_80_percent():
     report = panel.session.context()
     assert f"context {report.fill:.0%} of 1k" in footer and not report.warning
     assert PANEL_WARNING not in footer and "left out" not in footer
-    await panel.send("word " * 500)  # 500 of the 750 tokens a request may hold: past 80%
+    await panel.send("word " * 600)  # 600 tokens (the test provider counts words) and the
+    # 250 kept for the answer: past 80%
     footer = recorder.custom("controls")[-1]["footer"]
     assert panel.session.context().warning
     assert f"<span {PANEL_WARNING}>⚠ context " in footer and "% of 1k</span>" in footer
@@ -691,17 +692,25 @@ async def test_the_footer_says_when_the_server_cut_the_last_request_in_silence(s
     footer says so, and what to do, until a turn is not cut."""
     from agent_nb.notebook._gauge import CUT_ADVICE
 
-    usage = {"prompt_tokens": 400, "completion_tokens": 5, "total_tokens": 405}
-    cut = {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
+    usage = {"prompt_tokens": 800, "completion_tokens": 5, "total_tokens": 805}
+    cut = {"prompt_tokens": 700, "completion_tokens": 5, "total_tokens": 705}  # < 800: cut
     server.script(Reply(text="one", usage=usage), Reply(text="two", usage=cut), Reply(text="3"))
-    agent = Agent(provider="openai", model="m", base_url=server.url, api_key="k", context="trim")
+    agent = Agent(
+        provider="openai",
+        model="m",
+        base_url=server.url,
+        api_key="k",
+        context="trim",
+        context_window=1000,
+        max_tokens=50,
+    )
     panel = ChatPanel(agent.session())
     recorder = Recorder(panel)
     await panel.send("first " * 300)
     assert "cut the request" not in recorder.custom("controls")[-1]["footer"]
     await panel.send("second")
     footer = recorder.custom("controls")[-1]["footer"]
-    assert "the server reported 10 input tokens" in footer and "cut the request" in footer
+    assert "the server reported 700 input tokens" in footer and "cut the request" in footer
     assert html.escape(CUT_ADVICE) in footer and problems(footer) == []
     await panel.send("third")  # reported nothing: nothing cut
     assert "cut the request" not in recorder.custom("controls")[-1]["footer"]

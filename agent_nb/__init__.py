@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from .mcp import MCP
     from .messages import Message
     from .notebook.panel import ChatPanel
+    from .router import Router
     from .session import Session
     from .tools import ModelRetry, Tool, tool
 
@@ -33,6 +34,7 @@ __all__ = [  # noqa: RUF022 - sorted as sorted() sorts (tests/core/test_api.py)
     "ModelRetry",
     "Price",
     "Response",
+    "Router",
     "Session",
     "Spend",
     "Stream",
@@ -61,6 +63,7 @@ _HOMES = {
     "ModelRetry": ".tools",
     "Price": "._ledger",
     "Response": ".events",
+    "Router": ".router",
     "Session": ".session",
     "Spend": "._ledger",
     "Stream": "._streams",

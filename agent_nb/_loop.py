@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Any, Protocol
@@ -129,8 +130,48 @@ async def turn(
     stream: bool,
     reader: Reader | None = None,
 ) -> AsyncGenerator[list[Event], None]:
+    """One turn (see `_attempt`); in a routed session (router.py), asked again of the next
+    candidate if it failed on its own before showing anything (a prompt's turn only: never
+    once its output, its tool loop or a validation retry began, nor a resume)."""
+    route = getattr(session.agent, "fallback", None) and session.agent
+    if route is None:
+        async with aclosing(_attempt(session, prompt, settings, output, stream, reader)) as one:
+            async for events in one:
+                yield events
+        return
+    if prompt is not None:
+        route.before_turn(prompt)
+    tried: set[int] = set()
+    why = None
+    while True:
+        started, shown = time.monotonic(), False
+        try:
+            attempt = _attempt(session, prompt, settings, output, stream, reader, why)
+            async with aclosing(attempt) as one:
+                async for events in one:
+                    if not shown:
+                        route.timed(time.monotonic() - started)
+                        shown = True
+                    yield events
+            return
+        except (ProviderError, ImageError) as error:
+            if shown or prompt is None or not route.fallback(error, tried):
+                raise
+            why = "fallback"
+
+
+async def _attempt(
+    session: Host,
+    prompt: str | None,
+    settings: dict[str, Any],
+    output: OutputType | None,
+    stream: bool,
+    reader: Reader | None,
+    why: str | None = None,
+) -> AsyncGenerator[list[Event], None]:
     """One turn: settings, then model rounds and tool rounds until the answer, then finish;
-    only a finished turn is committed.
+    only a finished turn is committed. `why`: why its first request is sent, if not the
+    session's usual reason (a fallback).
 
     Events come in lists, one per piece of the answer that arrived. `reader` is the stream's
     side: what it has taken decides what a stopped turn keeps, and before the answer is
@@ -143,6 +184,8 @@ async def turn(
     if checked.toolset.sources:  # MCP servers: their tools, listed (started) for this turn
         checked = dataclasses.replace(checked, toolset=await checked.toolset.resolved())
     state = _begin(session, prompt, checked)
+    if why is not None:
+        state.why = why
     within = _clock(checked.deadline, session.agent.provider.name)
     caught_up = None
     if reader is not None:
@@ -319,6 +362,9 @@ def request_of(
     stream: bool = True,
 ) -> Request:
     """The request a turn of `session` sends with `messages`, before its context policy."""
+    portable = getattr(session.agent, "portable", None)  # a routed session's candidate
+    if portable is not None:
+        messages = portable(messages)
     system, schemas = session.system, settings.toolset.schemas
     tools, schema, choice = schemas, None, None
     if settings.plan is not None:

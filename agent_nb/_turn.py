@@ -316,6 +316,9 @@ class TurnState:
         if self.truncated:
             facts["context_truncated"] = self.truncated
             self.truncated = None
+        routed = getattr(self.session.agent, "answer_facts", None)  # router.py
+        if routed is not None:
+            facts.update(routed())
         if completion.refusal:
             facts["refusal"] = completion.refusal
         spend = self.spent[-1] if self.spent else None

@@ -23,7 +23,78 @@ if TYPE_CHECKING:
 __all__ = ["Agent"]
 
 
-class Agent:
+class _Sessions:
+    """What makes sessions: an Agent, or a Router of agents (router.py). It has a `system`
+    prompt and a `store` for the sessions it makes."""
+
+    system: str | None
+    store: SessionStore | None
+
+    def session(
+        self,
+        session_id: str | None = None,
+        system: str | None = None,
+        messages: Iterable[Message] | None = None,
+        *,
+        store: SessionStore | None = None,
+        tools: Iterable[Tool | Callable[..., Any]] | None = None,
+        context: Policy | None = None,
+    ) -> Session:
+        """A conversation; `system` defaults to the agent's, `tools` to the agent's, `context`
+        (the context policy, docs/context.md) to the agent's.
+
+        With a store (`store=` or the agent's), the session saves itself after every change,
+        and a `session_id` the store has resumes that session (`system`, if given, replaces
+        its system prompt).
+        """
+        store = _check_store(store) or self.store
+        if store is not None and session_id is not None and session_id in store:
+            if messages is not None:
+                raise ConfigurationError(
+                    f"session {session_id!r} is already in {store!r}; resume it without "
+                    "messages=..., or choose another session_id"
+                )
+            session = self.load_session(session_id, store=store)
+            if system is not None:
+                session.system = system
+            if tools is not None:
+                session.tools = tools
+            if context is not None:
+                session.context_policy = context
+            return session
+        return Session(
+            self,
+            session_id=session_id,
+            system=system if system is not None else self.system,
+            messages=messages,
+            store=store,
+            tools=tools,
+            context=context,
+        )
+
+    def load_session(self, session_id: str, *, store: SessionStore | None = None) -> Session:
+        """The session `session_id` from `store` (or the agent's), saving itself there.
+
+        Its `session_id` is the key it is stored under, even if the data names another id.
+        """
+        store = _check_store(store) or self.store
+        if store is None:
+            raise ConfigurationError(
+                "no store to load from: pass store=... or create the agent with Agent(store=...)"
+            )
+        data = store.load(session_id)
+        if data is None:
+            known = store.list_sessions()
+            shown = ", ".join(map(repr, known[-5:])) + (", ..." if len(known) > 5 else "")
+            contents = f"it has {len(known)}: {shown}" if known else "it is empty"
+            raise SessionNotFoundError(
+                f"no session {session_id!r} in {store!r} ({contents}); "
+                "start one with agent.session(session_id=..., store=...)"
+            )
+        return stored_session(data, self, session_id, store)
+
+
+class Agent(_Sessions):
     """What to talk to and how: `Agent(provider="openai", model="gpt-4o", tools=[...])`.
 
     Extra keyword arguments (temperature, max_tokens, ...) are default settings for every
@@ -127,69 +198,6 @@ class Agent:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    def session(
-        self,
-        session_id: str | None = None,
-        system: str | None = None,
-        messages: Iterable[Message] | None = None,
-        *,
-        store: SessionStore | None = None,
-        tools: Iterable[Tool | Callable[..., Any]] | None = None,
-        context: Policy | None = None,
-    ) -> Session:
-        """A conversation; `system` defaults to the agent's, `tools` to the agent's, `context`
-        (the context policy, docs/context.md) to the agent's.
-
-        With a store (`store=` or the agent's), the session saves itself after every change,
-        and a `session_id` the store has resumes that session (`system`, if given, replaces
-        its system prompt).
-        """
-        store = _check_store(store) or self.store
-        if store is not None and session_id is not None and session_id in store:
-            if messages is not None:
-                raise ConfigurationError(
-                    f"session {session_id!r} is already in {store!r}; resume it without "
-                    "messages=..., or choose another session_id"
-                )
-            session = self.load_session(session_id, store=store)
-            if system is not None:
-                session.system = system
-            if tools is not None:
-                session.tools = tools
-            if context is not None:
-                session.context_policy = context
-            return session
-        return Session(
-            self,
-            session_id=session_id,
-            system=system if system is not None else self.system,
-            messages=messages,
-            store=store,
-            tools=tools,
-            context=context,
-        )
-
-    def load_session(self, session_id: str, *, store: SessionStore | None = None) -> Session:
-        """The session `session_id` from `store` (or the agent's), saving itself there.
-
-        Its `session_id` is the key it is stored under, even if the data names another id.
-        """
-        store = _check_store(store) or self.store
-        if store is None:
-            raise ConfigurationError(
-                "no store to load from: pass store=... or create the agent with Agent(store=...)"
-            )
-        data = store.load(session_id)
-        if data is None:
-            known = store.list_sessions()
-            shown = ", ".join(map(repr, known[-5:])) + (", ..." if len(known) > 5 else "")
-            contents = f"it has {len(known)}: {shown}" if known else "it is empty"
-            raise SessionNotFoundError(
-                f"no session {session_id!r} in {store!r} ({contents}); "
-                "start one with agent.session(session_id=..., store=...)"
-            )
-        return stored_session(data, self, session_id, store)
 
 
 def _check_store(store: Any) -> SessionStore | None:

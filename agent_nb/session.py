@@ -51,6 +51,7 @@ class Session:
         tools: Iterable[Tool | Callable[..., Any]] | None = None,
         context: Policy | None = None,
     ) -> None:
+        #: What the session talks to (an Agent; in a routed session, its route: router.py).
         self.agent = agent
         #: This session's own tools (None: the agent's).
         self._tools = None if tools is None else Toolset(tools)
@@ -87,6 +88,30 @@ class Session:
             f"Session(session_id={self.session_id!r}, messages={len(self._messages)}, "
             f"model={self.agent.model!r})"
         )
+
+    @property
+    def agent(self) -> AgentConfig:
+        return self._agent
+
+    @agent.setter
+    def agent(self, agent: Any) -> None:
+        """The agent from now on; a Router (or another session's route) gives the session a
+        route of its own."""
+        bind = getattr(agent, "_route_for", None)
+        self._agent = bind(self) if bind is not None else agent
+
+    def route_reset(self) -> None:
+        """A routed session (Router) goes back to the candidate its router's strategy would
+        choose now; it is recorded with the next answer."""
+        reset = getattr(self.agent, "reset", None)
+        if reset is None:
+            raise ConfigurationError(
+                f"session {self.session_id!r} is not routed: route_reset() is for sessions "
+                "of a Router (Router([agent_a, agent_b]).session())"
+            )
+        with self._lock:
+            self._idle()
+            reset()
 
     @property
     def tools(self) -> list[Tool]:

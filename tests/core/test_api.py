@@ -23,6 +23,7 @@ PUBLIC = {
     "ModelRetry",
     "Price",
     "Response",
+    "Router",
     "Session",
     "Spend",
     "Stream",

@@ -18,7 +18,6 @@ import itertools
 import statistics
 import threading
 import time
-import weakref
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -236,7 +235,7 @@ class _Route:
 
     def __init__(self, router: Router, session: Session, chosen: int | None = None) -> None:
         self.router = router
-        self._session = weakref.ref(session)
+        self._owner = session  # (a cycle, session <-> route: the collector takes it)
         #: The candidate this process put the session on (a choice, a fallback, a reset);
         #: None: the one its history's last answer came from, else the strategy's.
         self._chosen = chosen
@@ -264,13 +263,12 @@ class _Route:
         """The candidate the session is on."""
         if self._chosen is not None:
             return self._chosen
-        session = self._session()
-        recorded = _recorded(self.router, session._messages) if session is not None else None
+        recorded = _recorded(self.router, self._owner._messages)
         if recorded is not None:
             return recorded
-        if session is None or callable(self.router.strategy):
+        if callable(self.router.strategy):
             return 0  # a function chooses at the first turn, from its request
-        self._chosen = self.router.choice(session)
+        self._chosen = self.router.choice(self._owner)
         return self._chosen
 
     @property
@@ -283,9 +281,7 @@ class _Route:
 
     def reset(self) -> None:
         """Back to the strategy's choice for a new session (recorded with the next answer)."""
-        session = self._session()  # the user's word: cooling down or not
-        chosen = self.router.choice(session, cooled=False) if session is not None else 0
-        self._move(chosen, "reset")
+        self._move(self.router.choice(self._owner, cooled=False), "reset")  # the user's word
 
     def _move(self, index: int, why: str) -> None:
         before = self.index
@@ -308,10 +304,9 @@ class _Route:
         (from the request: the history and the prompt); back to the first choice once
         `probe_back` has passed."""
         router = self.router
-        session = self._session()
+        session = self._owner
         if (
-            session is not None
-            and callable(router.strategy)
+            callable(router.strategy)
             and self._chosen is None
             and _recorded(router, session._messages) is None
         ):
@@ -323,7 +318,7 @@ class _Route:
             self._chosen = router.choice(session, request)
         if router.probe_back is None or self._chosen is None or not self._switched_at:
             return
-        preferred = router.choice(self._session())  # type: ignore[arg-type]
+        preferred = router.choice(session)
         if preferred != self._chosen and time.monotonic() - self._switched_at >= router.probe_back:
             self._move(preferred, "probe_back")
 

@@ -24,7 +24,7 @@ from typing import Any
 from agent_nb.providers.testing import echo, example, tool_calls_for
 
 
-class _QuietServer(ThreadingHTTPServer):
+class QuietServer(ThreadingHTTPServer):
     """Connections the tests cut on purpose are not errors worth a traceback."""
 
     def handle_error(self, request: Any, client_address: Any) -> None:
@@ -76,7 +76,7 @@ class FakeOpenAI:
         self.probes: list[tuple[str, str, Any]] = []  # (method, path, body) of each
         self._script: deque[Reply] = deque()
         self._lock = threading.Lock()
-        self._server = _QuietServer(("127.0.0.1", 0), _handler(self))
+        self._server = QuietServer(("127.0.0.1", 0), _handler(self))
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._ids = 0

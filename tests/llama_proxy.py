@@ -12,9 +12,11 @@ import http.client
 import json
 import threading
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import urlsplit
+
+from fake_openai import QuietServer
 
 
 @dataclass
@@ -34,7 +36,7 @@ class RecordingProxy:
         target = urlsplit(upstream)
         self._upstream = (target.hostname or "127.0.0.1", target.port or 80)
         self.exchanges: list[Exchange] = []
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
+        self._server = QuietServer(("127.0.0.1", 0), _handler(self))
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 

@@ -14,11 +14,11 @@ import re
 import threading
 import traceback
 from collections import deque
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
-from fake_openai import Reply
+from fake_openai import QuietServer, Reply
 
 from agent_nb import Agent
 from agent_nb.errors import AgentError, ProviderError
@@ -41,7 +41,7 @@ class EchoServer:
     def __init__(self) -> None:
         self.seen: list[dict[str, Any]] = []
         self.script: deque[tuple] = deque()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _echo_handler(self))
+        self._server = QuietServer(("127.0.0.1", 0), _echo_handler(self))
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
 

@@ -14,7 +14,8 @@ from .events import Usage
 #: Why a request was sent: the turn's first request, a request after a tool round, after an
 #: answer that failed validation, again in the other output mode, a turn answered again
 #: (retry, regenerate, a cell run again), a resumed turn after approvals, a summary of the
-#: turns a context policy left out (docs/context.md).
+#: turns a context policy left out (docs/context.md), a routed turn asked of the next
+#: candidate (docs/routing.md).
 REASONS = (
     "turn",
     "tool_round",
@@ -23,6 +24,7 @@ REASONS = (
     "retry",
     "resume",
     "summary",
+    "fallback",
 )
 #: How a request was priced: by the provider and model, by the model's name alone (a gateway,
 #: a proxy), 0 by rule (a local server's own model), by the agent's `price=`, or not at all.

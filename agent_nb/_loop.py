@@ -302,8 +302,13 @@ async def _model_round(
                 async for batch in batches:
                     if type(batch) is not list:
                         raise TypeError(_NOT_A_BATCH.format(provider, batch))
-                    began = True  # the server answers: the request is paid for
                     taken = state.take(batch)
+                    if state.retried:  # an attempt that had begun broke off: it was paid
+                        state.retried = 0
+                        _spending.cut_short(state, settings, request, True)
+                        began = False  # (the provider asks again)
+                        continue
+                    began = True  # the server answers: the request is paid for
                     if taken:
                         shown = True
                         yield taken

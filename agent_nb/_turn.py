@@ -22,6 +22,7 @@ from .events import (
     Completion,
     Event,
     Response,
+    Retried,
     TextDelta,
     ThinkingDelta,
     Usage,
@@ -258,6 +259,7 @@ class TurnState:
         self.why = "resume" if prompt is None else session._reason
         self.saw_text = False
         self.thought = 0  # characters of reasoning shown by the request being answered
+        self.retried = False  # the request's attempt so far broke off (billed), is sent again
         self.last: Completion | None = None
         self.committed = False
         self.ended = False
@@ -297,6 +299,8 @@ class TurnState:
             elif kind is ThinkingDelta:
                 self.thought += len(event.text)
                 shown.append(event)
+            elif kind is Retried:
+                self.retried = True
         return shown
 
     def finish(self, completion: Completion) -> None:

@@ -14,6 +14,7 @@ __all__ = [
     "Done",
     "Event",
     "Response",
+    "Retried",
     "TextDelta",
     "ThinkingDelta",
     "ToolCall",
@@ -136,6 +137,14 @@ class Completion:
     model: str | None = None
     refusal: str | None = None
     type: Literal["completion"] = "completion"
+
+
+@dataclass(frozen=True, slots=True)
+class Retried:
+    """A provider's word that the request's attempt so far, which the server had begun to
+    answer (and so bills), broke off before any output, and is being sent again."""
+
+    type: Literal["retried"] = "retried"
 
 
 Event = TextDelta | ThinkingDelta | ToolCall | ToolResult | Done

@@ -19,7 +19,7 @@ from httpx_sse import ServerSentEvent
 from httpx_sse._decoders import SSEDecoder, SSELineDecoder  # the decoders aiter_sse runs
 
 from .. import errors
-from ..events import Completion
+from ..events import Completion, Retried
 from ._errors import ErrorFactory, request_id
 from ._redact import Redactor, redact_http_logs, secrets_of
 from ._shape import Malformed, decode_json, loads, wrong
@@ -260,11 +260,12 @@ class HTTPClient(ErrorFactory):
         """Run `attempt` again after a retryable failure, but never once it has yielded."""
         tries = 0
         while True:
-            started = False
+            started = begun = False
             try:
                 async with aclosing(attempt()) as events:
                     async for event in events:
                         started = started or bool(event)  # not an empty batch: no output yet
+                        begun = True  # the server answers: this attempt is billed
                         yield event
                 return
             except (errors.ProviderError, httpx.HTTPError) as exc:
@@ -276,6 +277,8 @@ class HTTPClient(ErrorFactory):
                 error.__context__ = error.__cause__ = None
                 error.__suppress_context__ = True
                 raise error
+            if begun:  # the caller counts the attempt it paid for before this one
+                yield [Retried()]  # type: ignore[misc]
             await asyncio.sleep(_backoff(tries, error.retry_after))
             tries += 1
 

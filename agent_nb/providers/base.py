@@ -7,10 +7,10 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..events import Completion, TextDelta, ThinkingDelta
+from ..events import Completion, Retried, TextDelta, ThinkingDelta
 from ..messages import Message
 
-ProviderEvent = TextDelta | ThinkingDelta | Completion
+ProviderEvent = TextDelta | ThinkingDelta | Completion | Retried
 #: The events of one network read: a provider yields them together, so that the layers above
 #: pay per read, not per event (a long answer has tens of thousands of events).
 ProviderBatch = list[ProviderEvent]

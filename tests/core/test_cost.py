@@ -484,3 +484,21 @@ def test_a_streamed_tool_call_cut_off_midway_is_spent(server, agent):
     assert len(server.requests) == 1 and session.messages == []
     [spend] = session.ledger
     assert spend.estimated and spend.usage.input_tokens > 0
+
+
+def test_an_attempt_that_began_then_broke_off_and_was_retried_is_in_the_ledger(server):
+    """The server began (a chunk with no text yet), the connection dropped, the transport
+    asked again: both attempts are billed, so both are in the ledger (the first estimated)."""
+    began = (
+        b'data: {"id":"c1","object":"chat.completion.chunk","model":"gpt-4o-mini",'
+        b'"choices":[{"index":0,"delta":{"role":"assistant"}}]}\n\n'
+    )
+    server.script(Reply(raw=began + began, drop_after=len(began)), Reply(text="hello"))
+    agent = Agent(provider="openai-compatible", model=GPT, base_url=server.url, max_retries=1)
+    session = agent.session()
+    stream = session.stream("hi")
+    assert "".join(e.text for e in stream if e.type == "text_delta") == "hello"
+    assert len(server.requests) == 2
+    first, second = session.ledger
+    assert first.usage.estimated and first.why == "turn" and first.message is None
+    assert not second.usage.estimated and second.message == stream.response.messages[-1].id

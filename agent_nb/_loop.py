@@ -80,7 +80,8 @@ def settings_for(
     if prompt is not None and not isinstance(prompt, str):
         raise TypeError(f"the prompt must be a str, got {type(prompt).__name__}")
     agent = session.agent
-    check_option_names(given, own_options(type(agent)), "this call")
+    options = own_options(type(getattr(agent, "agent", agent)))  # a route: its candidate's
+    check_option_names(given, options, "this call")
     given = dict(given)
     images = image_parts(given.pop("images", None))
     if images and prompt is None:

@@ -290,6 +290,9 @@ def test_a_router_is_checked():
         Router([Agent(provider="test")], strategy="random")
     with pytest.raises(ConfigurationError, match="not routed"):
         Agent(provider="test").session().route_reset()
+    routed = Router([Agent(provider="test"), Agent(provider="test")]).session()
+    with pytest.raises(ConfigurationError, match="did you mean max_tool_rounds"):
+        routed.run("hi", max_tool_round=3)  # a typo of an Agent's option, as on an Agent
 
 
 def test_an_error_that_is_the_requests_fault_is_not_fallen_back_from(servers):

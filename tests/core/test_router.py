@@ -311,3 +311,25 @@ def test_a_validation_error_is_no_fallback_either(servers):
     with pytest.raises(OutputValidationError):
         router(servers).session().json("a city", schema=City)
     assert chats(servers[1]) == 0
+
+
+def test_the_pin_survives_each_store_and_another_process(servers, store_where):
+    """Saved in each store kind, opened again from a fresh store object (as a kernel restart
+    does), the session is on the candidate it fell back to."""
+    from conftest import open_store
+
+    kind, where = store_where
+    servers[0].script(Reply(status=503))
+    first = open_store(kind, where)
+    session = router(servers, store=first).session("pinned")
+    session.run("hello")
+    session.save()
+    again = first if kind == "memory" else open_store(kind, where)  # memory: one process
+    restored = router(servers, store=again).load_session("pinned")
+    assert restored.agent.model == "model-1"
+    restored.run("more")
+    assert chats(servers[0]) == 1 and chats(servers[1]) == 2
+    for opened in {id(first): first, id(again): again}.values():
+        close = getattr(opened, "close", None)
+        if close is not None:
+            close()

@@ -24,6 +24,9 @@ _DEFAULT_RESERVE = 4096
 PER_MESSAGE = 4
 #: The settings that cap a request's output, as the providers take them.
 _OUTPUT_CAPS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
+#: The most tokens a template wraps a message in (a tool's result in a tool-calling
+#: template: about 150), as learnt: a report of more is not a wrapping.
+_MOST_WRAPPING = 512
 #: What a summary is introduced by, where it is sent.
 SUMMARY_HEADER = "Summary of the earlier conversation (its turns are no longer shown):"
 
@@ -62,6 +65,7 @@ class Counts:
         """Take a message's reported `tokens` (its wrapping included) into what a message of
         its role costs beyond its estimate."""
         beyond = max(0.0, tokens - self.scaled(estimate(message, provider)))
+        beyond = min(beyond, _MOST_WRAPPING)  # more is the message, or an odd report
         known = self.extra.get(message.role)
         self.extra[message.role] = beyond if known is None else (known + beyond) / 2
 

@@ -465,3 +465,27 @@ def test_a_summary_that_cannot_be_written_leaves_the_turns_out_without_one(caplo
     assert report.left_out > 0 and report.summary is None
     assert "the summary could not be written" in caplog.text
     assert any(s.why == "summary" for s in session.ledger)  # what it spent is counted
+
+
+def test_one_odd_report_does_not_swell_every_later_prompt():
+    """A server that reported 100,000 input tokens for a one-word prompt: that prompt counts
+    so, but what a message's wrapping costs is learnt within reason, so the next prompts do
+    not each count 100,000 too."""
+
+    class Inflating(Windowed):
+        __test__ = False
+
+        async def complete(self, request):
+            async for batch in super().complete(request):
+                if isinstance(batch[-1], Completion) and len(self.counted) == 1:
+                    done = batch[-1]
+                    usage = Usage(input_tokens=100_000, output_tokens=done.usage.output_tokens)
+                    batch = [Completion(done.message, usage, done.finish_reason)]
+                yield batch
+
+    provider = Inflating(128_000)
+    session = Agent(provider=provider, max_tokens=50).session()
+    session.run("first")
+    for n in range(3):
+        session.run(f"next {n}")  # each would be refused if it counted another 100,000
+    assert session.context().used < 102_000

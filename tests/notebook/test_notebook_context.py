@@ -44,7 +44,8 @@ def test_the_footer_gauges_the_window_warns_past_80_percent_and_says_what_was_le
         "%load_ext agent_nb",
         SMALL,
         "%%chat\nhello there",
-        "%%chat\n" + "word " * 500,  # 500 of the 750 tokens a request may hold: past 80%
+        "%%chat\n" + "word " * 600,  # 600 tokens (the test provider counts words), and 250
+        # kept for the answer: past 80%
         "%%chat\n" + "word " * 300,  # no longer fits with the turns before: trimmed
         "%session info",
     )
@@ -78,7 +79,8 @@ def test_a_turn_that_does_not_fit_is_refused_in_one_line_and_context_trim_fits_i
     (error,) = [o for o in refused.outputs if o.output_type == "error"]
     assert error.ename == "ChatError" and len(error.traceback) == 1
     line = error.evalue
-    assert "context window of 1,000 (context_window=)" in line and "nothing was sent" in line
+    assert "context window of 1,000 (given as context_window=)" in line
+    assert "nothing was sent" in line
     assert "context='trim'" in line and "%%chat --context trim" in line
     assert records(refused) == []  # nothing recorded: no turn, nothing spent
     assert "left out 2 earlier messages (trim)" in html_of(nb.cells[4])
@@ -88,19 +90,22 @@ def test_a_turn_that_does_not_fit_is_refused_in_one_line_and_context_trim_fits_i
 def test_a_request_the_server_cut_in_silence_gets_a_notice_under_its_answer(server):
     server.script(
         Reply(
-            text="one", usage={"prompt_tokens": 400, "completion_tokens": 5, "total_tokens": 405}
+            text="one", usage={"prompt_tokens": 800, "completion_tokens": 5, "total_tokens": 805}
+        ),  # then fewer than that first turn alone: the server cut the request
+        Reply(
+            text="two", usage={"prompt_tokens": 700, "completion_tokens": 5, "total_tokens": 705}
         ),
-        Reply(text="two", usage={"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}),
     )
     nb = run_notebook(
         "%load_ext agent_nb",
-        f"%agent provider=openai model=m base_url={server.url} api_key=k context=trim",
+        f"%agent provider=openai model=m base_url={server.url} api_key=k context=trim "
+        "context_window=1000 max_tokens=50",
         "%%chat\n" + "first " * 300,
         "%%chat\nsecond",
     )
     assert "cut the request" not in html_of(nb.cells[2])
     shown = html_of(nb.cells[3])
-    assert "the server reported 10 input tokens" in shown and "cut the request in silence" in shown
+    assert "the server reported 700 input tokens" in shown and "cut the request in silence" in shown
     assert "Ollama: num_ctx" in shown and f'<span style="{WARNING_STYLE}">' in shown
     plain = "".join(o.get("data", {}).get("text/plain", "") for o in nb.cells[3].outputs)
     assert "cut the request in silence" in plain

@@ -22,7 +22,12 @@ if TYPE_CHECKING:
     from ..session import Session
 
 #: The reasons a router gives for a switch (router.py's `_why`), and how the note says them.
-_MOVED = {"reset": "moved from", "probe_back": "back from", "window": "moved from"}
+_MOVED = {
+    "reset": "moved from",
+    "probe_back": "back from",
+    "window": "moved from",
+    "images": "moved from",
+}
 _WORDS = {"connection", "timeout", "window", "images", "reset", "probe_back"}
 _LONGEST = 80  # a label longer than this is cut
 
@@ -134,6 +139,14 @@ def differs(session: Session) -> str | None:
     if route is None or route.router.strategy not in ("fallback", "fastest", "cheapest"):
         return None
     router = route.router
+    answers = [m for m in session.messages if m.role == "assistant"]
+    recorded = [
+        m.metadata.get("candidate")
+        for m in answers
+        if router.index_of(m.metadata.get("candidate")) is not None
+    ]
+    if not recorded or route.label != recorded[-1]:
+        return None  # (a new session's route is chosen at its first turn, not here)
     now = router.labels[router.choice(session)]
     if now == route.label:
         return None

@@ -34,7 +34,9 @@ from typing import Any
 from .. import _records
 from ..agent import Agent
 from ..messages import Message
+from ..router import Router
 from ..session import Session
+from . import _routing
 from .workspace import Workspace, kept_aside, notebook_path, stored_at
 
 
@@ -64,7 +66,7 @@ class Opened:
     store: Any = None
 
 
-def open_panel(session_or_agent: Session | Agent, store: Any) -> Opened:
+def open_panel(session_or_agent: Session | Agent | Router, store: Any) -> Opened:
     """The session a panel made now opens, and its log, from its cell's earlier panel.
 
     In a kernel with the extension loaded, the panel's sessions are the kernel's Workspace's
@@ -74,7 +76,8 @@ def open_panel(session_or_agent: Session | Agent, store: Any) -> Opened:
 
     shell = get_ipython()
     given = session_or_agent if isinstance(session_or_agent, Session) else None
-    agent = given.agent if given is not None else session_or_agent
+    # (a routed session's agent is its route: its sessions are made by the Router)
+    agent = _routing.maker(given.agent) if given is not None else session_or_agent
     store = store if store is not None else (given.store if given is not None else agent.store)
     kernel = Workspace.of(shell) if shell is not None else None
     cell = _running_cell(shell)
@@ -184,7 +187,7 @@ def _earlier(
     kernel: Workspace | None,
     cell: tuple[str | None, str] | None,
     key: str | None,
-    agent: Agent,
+    agent: Agent | Router,
 ) -> tuple[list[dict[str, Any]], str | None]:
     """The log of the panel this cell made before at this place (`key`: cell id/place), and
     the session it showed last."""
@@ -207,7 +210,7 @@ def _earlier(
     return list(found.log), found.session_id
 
 
-def _read_notebook(shell: Any, agent: Agent) -> list[_records.Panel]:
+def _read_notebook(shell: Any, agent: Agent | Router) -> list[_records.Panel]:
     """The panels saved in the notebook's file (no `%load_ext agent_nb` read them)."""
     from ..stores import _ipynb
 
@@ -230,7 +233,7 @@ def _session(
     session_id: str,
     system: str | None,
     sessions: dict[str, Session],
-    agent: Agent,
+    agent: Agent | Router,
     store: Any,
     unowned: set[str],
 ) -> Session:
@@ -246,7 +249,11 @@ def _session(
 
 
 def _put_back(
-    log: list[dict[str, Any]], workspace: Workspace, agent: Agent, store: Any, unowned: set[str]
+    log: list[dict[str, Any]],
+    workspace: Workspace,
+    agent: Agent | Router,
+    store: Any,
+    unowned: set[str],
 ) -> list[dict[str, Any]]:
     """The log's turns missing from their sessions appended again; the log, as it now is.
     A session with a store is not changed: the log changes a copy of it, kept aside."""

@@ -20,7 +20,7 @@ from ..errors import AgentError, SessionBusyError, SessionChangedError, StoreErr
 from ..events import Response
 from ..messages import Message, _count
 from ..session import Session
-from . import _display, _gauge
+from . import _display, _gauge, _routing
 from ._errors import ChatError, Interrupted
 from .live import LiveHTML, LivePlain, live_answer
 from .workspace import Workspace
@@ -92,6 +92,9 @@ def _again(
     kept_as = workspace.free_name(session.session_id) if later else None
     drops = workspace.superseded(previous)
     retake = session.retake(previous.first_id)
+    if workspace.cells.in_order:  # Restart & Run All: on the candidate the saved run was
+        answers = [m for m in history[at:end] if m.role == "assistant"]
+        _routing.pinned(retake.copy, answers[-1] if answers else None)
 
     def replace(response: Response) -> None:
         try:
@@ -280,6 +283,7 @@ def live(
         replace(response)
     streamed = prompt is None or (stream and schema is None)  # else show it now, whole
     gauge = _gauge.facts(_gauge.report(session))  # (a copy's report: its request was this)
+    gauge += _routing.facts(response.messages)  # after a switch: from where, and why
     shown.finish(
         render.footer(
             response, time.monotonic() - started, (session.cost - spent, session.cost), gauge

@@ -18,6 +18,7 @@ from ._errors import ChatError, Interrupted
 
 if TYPE_CHECKING:
     from ..agent import Agent
+    from ..router import Router
     from .session_commands import SessionCommands
     from .workspace import Workspace
 
@@ -58,7 +59,8 @@ def _agent_parser() -> Parser:
         "%agent",
         "Configure the default agent: `%agent provider=openai model=gpt-4o [system=...]`;\n"
         "other keys (temperature=0.2, max_tokens=500, base_url=...) are passed to Agent;\n"
-        "`%agent NAME` uses the Agent in variable NAME; `%agent` alone shows the configuration.",
+        "`%agent NAME` uses the Agent (or Router) in variable NAME; `%agent` alone shows the "
+        "configuration.",
     )
     parser.add_argument("settings", nargs="*", metavar="KEY=VALUE|NAME")
     return parser
@@ -101,10 +103,12 @@ class ChatMagics(Magics):
         """Configure the default agent: `%agent provider=openai model=gpt-4o [system=...]`.
 
         Other keys (temperature=0.2, max_tokens=500, base_url=...) are passed to Agent.
-        `%agent NAME` uses the Agent in variable NAME (one with tools, say).
+        `%agent NAME` uses the Agent in variable NAME (one with tools, say), or the Router
+        (agents behind one, docs/routing.md).
         `%agent` alone shows the configuration (never the key).
         """
         from ..agent import Agent
+        from ..router import Router
 
         words = _split("%agent", line)
         parsed = _agent_parser().parse(words)
@@ -115,9 +119,9 @@ class ChatMagics(Magics):
             return
         if len(words) == 1 and words[0].isidentifier():
             chosen = self.shell.user_ns.get(words[0])
-            if not isinstance(chosen, Agent):
+            if not isinstance(chosen, Agent | Router):
                 raise ChatError(
-                    f"%agent {line.strip()}: that name holds no Agent; make one with "
+                    f"%agent {line.strip()}: that name holds no Agent or Router; make one with "
                     "Agent(provider=..., model=...), or use key=value pairs"
                 )
             self._use(chosen)
@@ -154,12 +158,27 @@ class ChatMagics(Magics):
             raise ChatError("%agent mcp= takes a server: a variable, a URL or a command")
         return MCP.stdio(words[0], words[1:])
 
-    def _use(self, agent: Agent) -> None:
+    def _use(self, agent: Agent | Router) -> None:
+        from . import _routing
+
         self.workspace.use_agent(agent)
         print(self._describe(agent))
+        for session in self.workspace.sessions.values():  # restored: on what they recorded
+            line = _routing.differs(session)
+            if line is not None:
+                print(line)
 
     @staticmethod
-    def _describe(agent: Agent) -> str:
+    def _describe(agent: Agent | Router) -> str:
+        from ..router import Router
+
+        if isinstance(agent, Router):
+            from . import _routing
+
+            lines = [_routing.described(agent)]
+            if agent.system:
+                lines.append(f"system: {agent.system}")
+            return "\n".join(lines)  # (its candidates' keys are theirs: not shown)
         lines = [f"provider: {agent.provider.name}", f"model: {agent.model}"]
         base_url = getattr(agent.provider, "base_url", None)
         if base_url:
@@ -258,6 +277,8 @@ class ChatMagics(Magics):
         %session show                the whole transcript
         %session info                id, model, messages, tokens, what it spent
         %session cost                what each session spent, and this kernel in all
+        %session route reset|status  a Router's session: back to the router's choice, or
+                                     its candidates' health
         %session rename [ID] NEW_ID  give a session (the current one) a new id
         %session SUBCOMMAND -h       its options
         %session delete ID           forget a session

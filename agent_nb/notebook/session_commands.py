@@ -16,7 +16,7 @@ from ..errors import AgentError, InvalidSessionData, SessionNotFoundError
 from ..messages import _count
 from ..session import Session
 from ..stores.base import SessionStore
-from . import _display, _gauge, chat_turn
+from . import _display, _gauge, _routing, chat_turn
 from ._args import Parser, did_you_mean, new_id, positive
 from ._errors import ChatError
 from .workspace import Workspace, notebook_path
@@ -304,8 +304,9 @@ class SessionCommands:
         session = self._workspace.session()
         usage, cost = recorded_usage(session.messages), session.cost
         context = _gauge.described(_gauge.report(session))
+        routed = "".join(f"{line}\n" for line in _routing.info(session))
         print(
-            f"session: {session.session_id}\nmodel: {session.agent.model}\n"
+            f"session: {session.session_id}\nmodel: {session.agent.model}\n{routed}"
             f"messages: {len(session.messages)}\n"
             f"context: {context}\n"
             f"tokens of the turns in history: {usage.input_tokens:,} in, "
@@ -317,6 +318,35 @@ class SessionCommands:
         )
         for call in session.pending_approvals:
             print(f"waiting for approval: {call.id} ({call.name}): %session approve|deny {call.id}")
+
+    @takes(
+        arg(
+            "action",
+            choices=("reset", "status"),
+            help="reset: back to the candidate the router would choose now; status: its "
+            "candidates' health",
+        )
+    )
+    def do_route(self, args: Namespace) -> None:
+        """The current session's route (a Router's session): reset, or its status."""
+        session = self._workspace.session()
+        route = _routing.route_of(session)
+        if route is None:
+            raise ChatError(
+                f"session {session.session_id!r} is not routed: %agent ROUTER first, "
+                "with ROUTER = Router([agent_a, agent_b])"
+            )
+        if args.action == "status":
+            print(_routing.status(route.router))
+            return
+        before = route.label
+        try:
+            session.route_reset()
+        except AgentError as exc:
+            raise ChatError(str(exc)) from None
+        after = session.agent.label
+        moved = f"moves from {before} to {after}" if after != before else f"stays on {after}"
+        print(f"agent_nb: session {session.session_id!r} {moved}")
 
     @takes()
     def do_cost(self, args: Namespace) -> None:
@@ -456,6 +486,10 @@ class SessionCommands:
             f"{_count(len(sessions), 'session')} from {path}"
             + (f" ({_count(replayed.skipped, 'record')} skipped)" if replayed.skipped else "")
         )
+        for session in sessions.values():  # a Router's: on what they recorded
+            line = _routing.differs(session)
+            if line is not None:
+                print(line)
 
 
 def _store_at(path: str | None) -> SessionStore:

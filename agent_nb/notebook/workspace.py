@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from ..agent import Agent
     from ..events import Response
     from ..messages import Message
+    from ..router import Router
     from ..session import Session
     from ._panel_records import Log
 
@@ -97,7 +98,7 @@ class Workspace:
         self.shell = shell
         #: Whether `%load_ext agent_nb` made this the kernel's: panels then share its sessions.
         self.loaded = False
-        self.agent: Agent | None = None
+        self.agent: Agent | Router | None = None
         self.sessions: dict[str, Session] = {}
         self.current: str | None = None
         self.cells = Cells(self._saved_sources)
@@ -134,8 +135,9 @@ class Workspace:
 
     # -- the default agent -----------------------------------------------------------------
 
-    def default_agent(self) -> Agent:
-        """The agent new sessions talk to: set by `%agent`, else one from the environment."""
+    def default_agent(self) -> Agent | Router:
+        """The agent (or Router) new sessions talk to: set by `%agent`, else one from the
+        environment."""
         if self.agent is None:
             provider = os.environ.get("AGENT_NB_PROVIDER")
             model = os.environ.get("AGENT_NB_MODEL")
@@ -158,8 +160,9 @@ class Workspace:
                 raise ChatError(str(exc)) from None
         return self.agent
 
-    def use_agent(self, agent: Agent) -> None:
-        """`agent` is the default from now on, every session's included."""
+    def use_agent(self, agent: Agent | Router) -> None:
+        """`agent` is the default from now on, every session's included (a Router gives each
+        session a route of its own, on the candidate its history's last answer came from)."""
         self.agent = agent
         self._offline = None
         for session in self.sessions.values():

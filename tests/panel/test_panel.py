@@ -60,7 +60,7 @@ def test_a_panel_takes_a_session_or_an_agent():
     session = agent.session(session_id="s1")
     assert ChatPanel(session).session is session
     assert isinstance(ChatPanel(agent).session, Session)
-    with pytest.raises(TypeError, match="takes a Session or an Agent"):
+    with pytest.raises(TypeError, match="takes a Session, an Agent or a Router"):
         ChatPanel("s1")  # type: ignore[arg-type]
 
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ... import _render as render
 from ..._ledger import MOST, dollars
-from .. import _gauge
+from .. import _gauge, _routing
 
 if TYPE_CHECKING:
     from ..._context import ContextReport
@@ -136,6 +136,7 @@ def footer(
     if spent is not None and spent.worth_saying:
         facts.append(f"session spent {render.escaped(str(spent))}")
     facts.extend(_gauge.facts(context, _gauge.PANEL_WARNING))
+    facts.extend(_routing.facts(_gauge.last_turn(messages)))  # after a switch
     if seconds is not None:
         facts.append(f"{seconds:.1f} s")
     elif updated and messages:

@@ -37,8 +37,9 @@ from ... import _render as render
 from ...agent import Agent
 from ...errors import AgentError
 from ...messages import Message
+from ...router import Router
 from ...session import Session
-from .. import _panel_records
+from .. import _panel_records, _routing
 from . import protocol
 from .controls import Controls
 from .items import RenderedMarkdown, RenderedMessages, items_of
@@ -49,7 +50,8 @@ _HERE = pathlib.Path(__file__).parent
 
 
 class ChatPanel(anywidget.AnyWidget):
-    """A chat window on a Session (or a new session of an Agent), inside the notebook."""
+    """A chat window on a Session (or a new session of an Agent or a Router), inside the
+    notebook."""
 
     _esm = _HERE / "panel.js"
     _css = _HERE / "panel.css"
@@ -59,11 +61,11 @@ class ChatPanel(anywidget.AnyWidget):
     #: Marks the panel's transcript output, which its live view hides.
     _fallback_id = traitlets.Unicode("").tag(sync=True)
 
-    def __init__(self, session_or_agent: Session | Agent, *, store: Any = None) -> None:
-        if not isinstance(session_or_agent, Agent | Session):
+    def __init__(self, session_or_agent: Session | Agent | Router, *, store: Any = None) -> None:
+        if not isinstance(session_or_agent, Agent | Router | Session):
             raise TypeError(
-                "ChatPanel takes a Session or an Agent (ChatPanel(agent.session()) or "
-                f"ChatPanel(agent)), got {type(session_or_agent).__name__}"
+                "ChatPanel takes a Session, an Agent or a Router (ChatPanel(agent.session()), "
+                f"ChatPanel(agent) or ChatPanel(router)), got {type(session_or_agent).__name__}"
             )
         opened = _panel_records.open_panel(session_or_agent, store)  # its cell's, if it ran
         session = opened.session
@@ -142,7 +144,8 @@ class ChatPanel(anywidget.AnyWidget):
         session = self._sessions.get(session_id)
         known = session is not None
         if session is None:
-            session = self._session.agent.session(session_id=session_id, store=self._store)
+            maker = _routing.maker(self._session.agent)  # a routed session's: its Router's
+            session = maker.session(session_id=session_id, store=self._store)
             self._sessions[session.session_id] = session
         self._session = session
         self._log.session_id = session.session_id

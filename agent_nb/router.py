@@ -1,7 +1,7 @@
 """Router: several agents behind one, a model chosen per session, and a safe fallback between
 them (docs/routing.md).
 
-A Router makes sessions as an Agent does. Each session gets a route (`_Route`): the candidate
+A Router makes sessions as an Agent does. Each session gets a route (`Route`): the candidate
 it is on, which it keeps (sticky) until a turn fails on it before any of its output was shown,
 or the candidate cannot take the turn (images, a window too small); the turn is then asked of
 the next candidate, and the session stays there. A turn never changes model once it has shown
@@ -18,7 +18,7 @@ import itertools
 import statistics
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from .session import Session
     from .stores.base import SessionStore
 
-__all__ = ["Router"]
+__all__ = ["Route", "Router"]
 
 STRATEGIES = ("fallback", "round_robin", "fastest", "cheapest")
 #: Failures that move a session to the next candidate, and cool the one that failed down.
@@ -164,8 +164,8 @@ class Router(_Sessions):
 
     # -- the routes of sessions --------------------------------------------------------------
 
-    def _route_for(self, session: Session) -> _Route:
-        return _Route(self, session)
+    def _route_for(self, session: Session) -> Route:
+        return Route(self, session)
 
     def index_of(self, label: Any) -> int | None:
         """The candidate named `label` (None: none is)."""
@@ -229,7 +229,7 @@ class Router(_Sessions):
             del samples[:-_SAMPLES]
 
 
-class _Route:
+class Route:
     """A session's way through a Router: the candidate it is on, and the switch the next
     answer records. Everything an Agent has, it answers from that candidate's Agent."""
 
@@ -244,11 +244,29 @@ class _Route:
         self._switch: dict[str, Any] | None = None
         self._dropped = 0
 
-    def _route_for(self, session: Session) -> _Route:
+    def _route_for(self, session: Session) -> Route:
         """The route of a session made from this one's (a fork, a retry's copy)."""
-        twin = _Route(self.router, session, self._chosen)
+        twin = Route(self.router, session, self._chosen)
         twin._switched_at = self._switched_at
         return twin
+
+    def session(self, *args: Any, **options: Any) -> Session:
+        """A new session of the router (not of the candidate this one is on)."""
+        return self.router.session(*args, **options)
+
+    def load_session(self, *args: Any, **options: Any) -> Session:
+        return self.router.load_session(*args, **options)
+
+    def replay(self, answer: Message) -> None:
+        """The turn that gave `answer`, made again (Restart & Run All, on a copy of the
+        history before it): on the candidate the answer came from, recording the same switch."""
+        index = self.router.index_of(answer.metadata.get("candidate"))
+        if index is None:
+            return
+        self._chosen = index
+        recorded = answer.metadata.get("route")
+        if isinstance(recorded, Mapping) and recorded.get("to") == self.router.labels[index]:
+            self._switch = dict(recorded)
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):

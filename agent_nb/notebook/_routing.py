@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .. import _render as render
-from ..router import Router, _Route
+from ..router import Route, Router
 
 if TYPE_CHECKING:
     from ..messages import Message
@@ -32,15 +32,15 @@ _WORDS = {"connection", "timeout", "window", "images", "reset", "probe_back"}
 _LONGEST = 80  # a label longer than this is cut
 
 
-def route_of(session: Session) -> _Route | None:
+def route_of(session: Session) -> Route | None:
     """The session's route, if it talks through a Router."""
     agent = session.agent
-    return agent if isinstance(agent, _Route) else None
+    return agent if isinstance(agent, Route) else None
 
 
 def maker(agent: Any) -> Any:
     """What makes sessions like this one's: a route's Router, else the agent itself."""
-    return agent.router if isinstance(agent, _Route) else agent
+    return agent.router if isinstance(agent, Route) else agent
 
 
 def strategy_of(router: Router) -> str:
@@ -161,12 +161,5 @@ def pinned(session: Session, answer: Message | None) -> None:
     candidate its earlier answer came from, recording the same switch (Restart & Run All
     replays the recorded choice)."""
     route = route_of(session)
-    if route is None or answer is None:
-        return
-    index = route.router.index_of(answer.metadata.get("candidate"))
-    if index is None:
-        return
-    session.agent = _Route(route.router, session, index)  # (it takes a twin: the same)
-    recorded = answer.metadata.get("route")
-    if isinstance(recorded, Mapping) and recorded.get("to") == route.router.labels[index]:
-        session.agent._switch = dict(recorded)  # type: ignore[union-attr]
+    if route is not None and answer is not None:
+        route.replay(answer)

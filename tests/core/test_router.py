@@ -333,3 +333,9 @@ def test_the_pin_survives_each_store_and_another_process(servers, store_where):
         close = getattr(opened, "close", None)
         if close is not None:
             close()
+
+
+def test_a_session_made_from_a_routed_sessions_agent_is_routed_too(servers):
+    session = router(servers).session()
+    other = session.agent.session()  # as a panel's "new session" does
+    assert hasattr(other.agent, "router") and other.agent.router is session.agent.router

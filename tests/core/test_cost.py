@@ -286,7 +286,7 @@ def test_a_session_budget_counts_every_turn(server):
     )
     session = agent.session()
     server.script(Reply(text="a", usage=usage(100_000, 10)))
-    session.run("one")  # $0.015; "one" now counts as the 100k tokens the server reported
+    session.run("one " * 50_000)  # $0.015; it counts as the 100k tokens the server reported
     server.script(Reply(text="b", usage=usage(100_000, 10)))
     with pytest.raises(BudgetExceeded, match="the next request costs at least"):
         session.run("two")  # 200k tokens at least ($0.03): refused before it is sent

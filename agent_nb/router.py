@@ -240,6 +240,9 @@ class Route:
         #: None: the one its history's last answer came from, else the strategy's.
         self._chosen = chosen
         self._switched_at = 0.0
+        #: The candidate the session was on before it first fell back (what `probe_back`
+        #: tries again); None: it has not fallen back.
+        self._home: int | None = None
         #: What the next answer records: the switch, the parts dropped for the candidate.
         self._switch: dict[str, Any] | None = None
         self._dropped = 0
@@ -248,6 +251,7 @@ class Route:
         """The route of a session made from this one's (a fork, a retry's copy)."""
         twin = Route(self.router, session, self._chosen)
         twin._switched_at = self._switched_at
+        twin._home = self._home
         return twin
 
     def session(self, *args: Any, **options: Any) -> Session:
@@ -299,6 +303,7 @@ class Route:
 
     def reset(self) -> None:
         """Back to the strategy's choice for a new session (recorded with the next answer)."""
+        self._home = None
         self._move(self.router.choice(self._owner, cooled=False), "reset")  # the user's word
 
     def _move(self, index: int, why: str) -> None:
@@ -334,11 +339,12 @@ class Route:
                 system=session.system,
             )
             self._chosen = router.choice(session, request)
-        if router.probe_back is None or self._chosen is None or not self._switched_at:
+        home = self._home
+        if router.probe_back is None or home is None or not self._switched_at:
             return
-        preferred = router.choice(session)
-        if preferred != self._chosen and time.monotonic() - self._switched_at >= router.probe_back:
-            self._move(preferred, "probe_back")
+        if time.monotonic() - self._switched_at >= router.probe_back and router.healthy(home):
+            self._home = None
+            self._move(home, "probe_back")
 
     def fallback(self, error: BaseException, tried: set[int]) -> bool:
         """Move to the next candidate after `error` (the turn showed nothing yet); False if
@@ -349,6 +355,8 @@ class Route:
         tried.add(current)
         if isinstance(error, UNHEALTHY):
             self.router.failed(current, error)
+        if self._home is None:
+            self._home = current
         order = list(range(len(self.router.agents)))
         rest = order[current + 1 :] + order[:current]
         left = [i for i in rest if i not in tried]

@@ -339,3 +339,28 @@ def test_a_session_made_from_a_routed_sessions_agent_is_routed_too(servers):
     session = router(servers).session()
     other = session.agent.session()  # as a panel's "new session" does
     assert hasattr(other.agent, "router") and other.agent.router is session.agent.router
+
+
+@pytest.mark.parametrize("strategy", ["round_robin", "custom"])
+def test_probe_back_returns_to_the_sessions_own_choice_only(servers, strategy):
+    """probe_back tries again the candidate the session fell back from: never a new choice
+    of the strategy (round_robin would move the session every turn; a function would be
+    asked without a request)."""
+    asked = []
+
+    def first(request, session, candidates):
+        asked.append(request.messages[-1].text)
+        return candidates[0]
+
+    chosen = first if strategy == "custom" else strategy
+    routed = router(servers, strategy=chosen, probe_back=0, cooldown=0)
+    servers[0].script(Reply(status=503))
+    session = routed.session()
+    session.run("one")  # model-0 fails: on model-1
+    assert session.agent.model == "model-1"
+    models = []
+    for prompt in ("two", "three", "four"):
+        session.run(prompt)
+        models.append(session.agent.model)
+    assert models == ["model-0"] * 3  # back home once, and stays
+    assert asked == (["one"] if strategy == "custom" else [])

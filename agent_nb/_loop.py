@@ -144,21 +144,24 @@ async def turn(
         route.before_turn(prompt)
     tried: set[int] = set()
     why = None
-    while True:
-        started, shown = time.monotonic(), False
-        try:
-            attempt = _attempt(session, prompt, settings, output, stream, reader, why)
-            async with aclosing(attempt) as one:
-                async for events in one:
-                    if not shown:
-                        route.timed(time.monotonic() - started)
-                        shown = True
-                    yield events
-            return
-        except (ProviderError, ImageError) as error:
-            if shown or prompt is None or not route.fallback(error, tried):
-                raise
-            why = "fallback"
+    try:
+        while True:
+            started, shown = time.monotonic(), False
+            try:
+                attempt = _attempt(session, prompt, settings, output, stream, reader, why)
+                async with aclosing(attempt) as one:
+                    async for events in one:
+                        if not shown:
+                            route.timed(time.monotonic() - started)
+                            shown = True
+                        yield events
+                return
+            except (ProviderError, ImageError) as error:
+                if shown or prompt is None or not route.fallback(error, tried):
+                    raise
+                why = "fallback"
+    finally:
+        route.settle()  # the switch kept in history, or left for the next answer
 
 
 async def _attempt(

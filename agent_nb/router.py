@@ -245,6 +245,7 @@ class Route:
         self._home: int | None = None
         #: What the next answer records: the switch, the parts dropped for the candidate.
         self._switch: dict[str, Any] | None = None
+        self._told = False  # the switch is in an answer of the turn running (not kept yet)
         self._dropped = 0
 
     def _route_for(self, session: Session) -> Route:
@@ -312,6 +313,7 @@ class Route:
             return
         self._chosen = index
         self._switched_at = time.monotonic()
+        self._told = False
         first = self._switch["from"] if self._switch else self.router.labels[before]
         self._switch = {
             "from": first,
@@ -366,6 +368,19 @@ class Route:
         self._move((healthy or left)[0], _why(error))
         return True
 
+    def settle(self) -> None:
+        """After a turn: the switch is recorded once an answer the history kept holds it; a
+        turn that failed after its first answer leaves it for the next turn's answer."""
+        self._told = False
+        if self._switch is None:
+            return
+        for message in reversed(self._owner._messages):
+            if message.metadata.get("route") == self._switch:
+                self._switch = None
+                return
+            if message.role == "user":
+                return
+
     def timed(self, seconds: float) -> None:
         self.router.timed(self.index, seconds)
 
@@ -392,9 +407,9 @@ class Route:
     def answer_facts(self) -> dict[str, Any]:
         """What the answer records of its route (and the switch before it, once)."""
         facts: dict[str, Any] = {"candidate": self.label}
-        if self._switch is not None:
+        if self._switch is not None and not self._told:
             facts["route"] = self._switch
-            self._switch = None
+            self._told = True
         if self._dropped:
             facts["route_dropped"] = {"thinking": self._dropped}
         return facts

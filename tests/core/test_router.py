@@ -128,12 +128,13 @@ def test_every_candidate_failing_fails_the_turn_unchanged(servers):
     assert session.messages == [] and sum(map(chats, servers)) == 3  # each asked once
 
 
-def test_no_switch_inside_a_tool_loop(servers):
-    @tool
-    def lookup(city: str) -> str:
-        """Look a city up."""
-        return f"{city}: sunny"
+@tool
+def lookup(city: str) -> str:
+    """Look a city up."""
+    return f"{city}: sunny"
 
+
+def test_no_switch_inside_a_tool_loop(servers):
     first, second, _ = servers
     first.script(
         Reply(tool_calls=[{"name": "lookup", "arguments": {"city": "Oslo"}}]), Reply(status=503)
@@ -364,3 +365,23 @@ def test_probe_back_returns_to_the_sessions_own_choice_only(servers, strategy):
         models.append(session.agent.model)
     assert models == ["model-0"] * 3  # back home once, and stays
     assert asked == (["one"] if strategy == "custom" else [])
+
+
+def test_a_switch_is_recorded_even_when_the_turn_after_it_failed(servers):
+    """The turn after a fallback failed past its first answer (its tool loop): that answer
+    never reached history, so the next answer records the switch, once."""
+
+    first, second, _ = servers
+    first.script(Reply(status=503))
+    second.script(
+        Reply(tool_calls=[{"name": "lookup", "arguments": {"city": "Oslo"}}]), Reply(status=503)
+    )
+    agents = [candidate(s, f"model-{n}", tools=[lookup]) for n, s in enumerate(servers)]
+    session = Router(agents).session()
+    with pytest.raises(ServerError):
+        session.run("lookup Oslo")
+    assert session.messages == [] and session.agent.model == "model-1"
+    answer = session.run("again").messages[-1]
+    assert answer.metadata["route"]["from"] == "openai-compatible:model-0"
+    assert answer.metadata["route"]["to"] == "openai-compatible:model-1"
+    assert "route" not in session.run("once more").messages[-1].metadata  # once only

@@ -255,6 +255,11 @@ class Route:
         twin._home = self._home
         return twin
 
+    def adopt(self, twin: Route) -> None:
+        """Where a retake's copy (`twin`) went, once its turn replaced this session's."""
+        self._chosen, self._switched_at = twin._chosen, twin._switched_at
+        self._home, self._switch = twin._home, twin._switch
+
     def session(self, *args: Any, **options: Any) -> Session:
         """A new session of the router (not of the candidate this one is on)."""
         return self.router.session(*args, **options)

@@ -723,6 +723,9 @@ class Retake:
             session._idle()
             self.check()
             session._swap(session._messages[: self._start] + new, session.usage + copy.usage)
+            adopt = getattr(session.agent, "adopt", None)  # a routed session: where it went
+            if adopt is not None and copy.agent is not session.agent:
+                adopt(copy.agent)
         return new
 
 

@@ -385,3 +385,15 @@ def test_a_switch_is_recorded_even_when_the_turn_after_it_failed(servers):
     assert answer.metadata["route"]["from"] == "openai-compatible:model-0"
     assert answer.metadata["route"]["to"] == "openai-compatible:model-1"
     assert "route" not in session.run("once more").messages[-1].metadata  # once only
+
+
+def test_a_retry_that_fell_back_leaves_the_session_where_it_went(servers):
+    first, _, _ = servers
+    session = router(servers).session()
+    session.run("one")
+    first.script(Reply(status=503))
+    retried = session.retry()
+    assert retried.messages[-1].metadata["candidate"] == "openai-compatible:model-1"
+    assert session.agent.model == "model-1"
+    session.run("two")
+    assert chats(first) == 2  # the failing candidate was not asked again

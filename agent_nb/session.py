@@ -111,6 +111,13 @@ class Session:
             )
         with self._lock:
             self._idle()
+            waiting = self.pending_approvals
+            if waiting:  # the resume must go to the candidate that made the calls
+                raise ApprovalPendingError(
+                    f"session {self.session_id!r} has tool calls waiting for approval: "
+                    "decide them and resume (session.approve/deny, then session.resume()) "
+                    "before route_reset(); a turn never changes model inside its tool loop"
+                )
             reset()
 
     @property

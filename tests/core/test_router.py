@@ -397,3 +397,24 @@ def test_a_retry_that_fell_back_leaves_the_session_where_it_went(servers):
     assert session.agent.model == "model-1"
     session.run("two")
     assert chats(first) == 2  # the failing candidate was not asked again
+
+
+def test_no_reset_while_tool_calls_wait_for_approval(servers):
+    from agent_nb.errors import ApprovalPendingError
+
+    @tool(requires_approval=True)
+    def delete(path: str) -> str:
+        """Delete a file."""
+        return "deleted"
+
+    servers[0].script(Reply(status=503))  # the session falls back to model-1
+    servers[1].script(Reply(tool_calls=[{"name": "delete", "arguments": {"path": "x"}}]))
+    agents = [candidate(s, f"model-{n}", tools=[delete]) for n, s in enumerate(servers)]
+    session = Router(agents).session()
+    session.run("delete x")
+    assert session.pending_approvals and session.agent.model == "model-1"
+    with pytest.raises(ApprovalPendingError, match="before route_reset"):
+        session.route_reset()
+    session.approve(session.pending_approvals[0].id)
+    session.resume()
+    assert session.agent.model == "model-1" and chats(servers[0]) == 1

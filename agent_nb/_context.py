@@ -384,10 +384,10 @@ class _Plan:
         if decision.start is None:
             return 0
         history = self.history
-        for index in range(len(history) - 1, -1, -1):
-            if history[index].id == decision.start:
-                return index if history[index].role == "user" else None
-        return len(history) if decision.start == self._own_first() else None
+        index = _position(history, decision.start, len(history))
+        if index < len(history):
+            return index if history[index].role == "user" else None
+        return index if decision.start == self._own_first() else None
 
     def _own_first(self) -> str | None:
         own = self.original.messages[len(self.history) :]

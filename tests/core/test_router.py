@@ -418,3 +418,21 @@ def test_no_reset_while_tool_calls_wait_for_approval(servers):
     session.approve(session.pending_approvals[0].id)
     session.resume()
     assert session.agent.model == "model-1" and chats(servers[0]) == 1
+
+
+def test_a_stream_stopped_after_a_fallback_keeps_exactly_what_was_seen(servers):
+    """The first candidate fails; the second streams; the reader breaks after two deltas:
+    the session keeps what was seen, on the candidate it fell back to, asked once."""
+    first, second, _ = servers
+    first.script(Reply(status=503))
+    second.script(Reply(text="alpha beta gamma delta epsilon"))
+    session = router(servers).session()
+    seen = []
+    for event in session.stream("hello"):
+        if event.type == "text_delta":
+            seen.append(event.text)
+            if len(seen) == 2:
+                break
+    assert session.messages[-1].text == "".join(seen)
+    assert session.messages[-1].metadata.get("interrupted") is True
+    assert chats(first) == 1 and chats(second) == 1 and session.agent.model == "model-1"

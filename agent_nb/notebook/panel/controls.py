@@ -27,7 +27,7 @@ from ...errors import AgentError, SessionChangedError
 from ...messages import Message
 from ...session import Session
 from ...stores.base import title
-from .. import _gauge, _panel_records, _routing
+from .. import _gauge, _panel_records
 from .._args import new_id
 from .._errors import ChatError
 from ..workspace import Workspace, free_name, rename, stored_at
@@ -247,7 +247,7 @@ class Controls:
         if panel.busy:
             self._problem("the panel is answering: press Stop first")
             return
-        session = _routing.maker(panel.session.agent).session(store=panel._store)
+        session = panel.session.agent.session(store=panel._store)  # a route: its Router's
         panel._sessions[session.session_id] = session
         if _panel_records.from_the_front_end():
             panel._note(_panel_records.switch(session, known=False))

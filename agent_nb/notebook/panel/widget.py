@@ -39,7 +39,7 @@ from ...errors import AgentError
 from ...messages import Message
 from ...router import Router
 from ...session import Session
-from .. import _panel_records, _routing
+from .. import _panel_records
 from . import protocol
 from .controls import Controls
 from .items import RenderedMarkdown, RenderedMessages, items_of
@@ -144,8 +144,8 @@ class ChatPanel(anywidget.AnyWidget):
         session = self._sessions.get(session_id)
         known = session is not None
         if session is None:
-            maker = _routing.maker(self._session.agent)  # a routed session's: its Router's
-            session = maker.session(session_id=session_id, store=self._store)
+            # (a routed session's agent, its route, makes sessions of its Router)
+            session = self._session.agent.session(session_id=session_id, store=self._store)
             self._sessions[session.session_id] = session
         self._session = session
         self._log.session_id = session.session_id

@@ -287,8 +287,11 @@ class HTTPClient(ErrorFactory):
         the server's origin), or None when it fails in any way: a probe only informs.
 
         Never sent to another origin than the server's (the client's headers carry the key);
-        an answer past _PROBE_BODY bytes, or slower than _PROBE_DEADLINE, is not read."""
+        an answer past _PROBE_BODY bytes, or slower than _PROBE_DEADLINE, is not read; a
+        shorter timeout= of the provider's holds for probes too."""
         client = self._client()
+        read = self.timeout.read
+        step = _PROBE_TIMEOUT if read is None or read >= 5.0 else httpx.Timeout(read)
         try:
             if _origin(httpx.URL(url)) != _origin(httpx.URL(self.base_url)):
                 return None
@@ -297,9 +300,10 @@ class HTTPClient(ErrorFactory):
                 url,
                 content=None if body is None else _json_body(body),
                 headers=_JSON if body is not None else None,
-                timeout=_PROBE_TIMEOUT,
+                timeout=step,
             )
-            async with asyncio.timeout(_PROBE_DEADLINE):  # a server that drips its answer
+            # in all, not only for each step: a server that drips its answer
+            async with asyncio.timeout(min(_PROBE_DEADLINE, 2 * step.read)):
                 response = await self._follow(client, request)
                 try:
                     if response.status_code != 200:

@@ -232,6 +232,31 @@ async def test_a_server_that_drips_its_answer_is_given_up_on(monkeypatch):
         await provider.aclose()
 
 
+async def test_a_probe_keeps_to_a_shorter_timeout_of_the_provider():
+    """A server that never answers its probes cost a first turn 5 s a probe (three of them
+    on a server that says nothing), whatever the provider's timeout=: Agent(timeout=0.5)
+    waited 15.7 s before its request. A shorter timeout holds for probes too."""
+    timeouts = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        timeouts.append(request.extensions["timeout"])
+        return httpx.Response(404)
+
+    transport = httpx.MockTransport(answer)
+    brief = OpenAICompatibleProvider(
+        base_url="http://127.0.0.1:9/v1", timeout=0.5, transport=transport
+    )
+    assert await brief.context_window("m") is None
+    assert len(timeouts) == 3 and all(t["read"] == 0.5 for t in timeouts)  # old: 5.0
+    patient = OpenAICompatibleProvider(
+        base_url="http://127.0.0.1:9/v1", timeout=60, transport=transport
+    )
+    assert await patient.context_window("m") is None
+    assert all(t["read"] == 5.0 for t in timeouts[3:])  # a probe only informs: 5 s at most
+    await brief.aclose()
+    await patient.aclose()
+
+
 async def test_a_probe_never_goes_to_another_origin(server):
     with FakeOpenAI() as other:
         other.props = PROPS

@@ -13,6 +13,7 @@ import dataclasses
 import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
@@ -28,7 +29,14 @@ from ._counting import (
     size,
     text_tokens,
 )
-from .errors import ConfigurationError, ContextWindowError, OutputValidationError
+from ._ledger import Cost
+from .errors import (
+    BudgetExceeded,
+    ConfigurationError,
+    ContextWindowError,
+    OutputValidationError,
+    ProviderError,
+)
 from .messages import Message, TextPart
 
 if TYPE_CHECKING:
@@ -314,22 +322,7 @@ async def fit(state: TurnState, settings: Settings, request: Request) -> Request
         if isinstance(chosen, Trim | Summarize):
             decision = plan.trimmed()
             if isinstance(chosen, Summarize) and plan.begin_of(decision):
-                try:
-                    summarized = await _summarized(state, chosen, state.base, decision)
-                    plan.take(summarized)
-                    if plan.over and summarized.summary == recorded(state.base).summary:
-                        # the summary kept from before is what does not fit: write it anew
-                        summarized = await _summarized(
-                            state, chosen, state.base, decision, anew=True
-                        )
-                    decision = summarized
-                except OutputValidationError as error:  # the turn goes on, trimmed
-                    _log.warning(
-                        "agent_nb: session %r: the summary could not be written (%s); the "
-                        "earlier turns were left out without one",
-                        session.session_id,
-                        error,
-                    )
+                decision = await _with_summary(state, settings, chosen, plan, decision)
             plan.take(decision)
             state.mark(decision.to_metadata(policy_name(chosen)))
         else:
@@ -347,6 +340,41 @@ async def fit(state: TurnState, settings: Settings, request: Request) -> Request
             provider=session.agent.provider.name,
         )
     return plan.request
+
+
+async def _with_summary(
+    state: TurnState, settings: Settings, chosen: Summarize, plan: _Plan, decision: Decision
+) -> Decision:
+    """`decision` with a summary of the turns it leaves out, if one is written that fits the
+    window with them; else `decision` as it is (the turns left out without one), with a
+    warning. Nothing is written for a turn that does not fit even without a summary."""
+    plan.take(decision)
+    if plan.over:
+        return decision  # refused: a summary would be spent for nothing
+    # the summary takes at most half the room left (the rest is for the next turns)
+    room = max(16, (plan.window.tokens or 0) - plan.out - plan.sized.total) // 2
+    kept = recorded(state.base).summary
+    try:
+        summarized = await _summarized(state, settings, chosen, decision, room)
+        plan.take(summarized)
+        if plan.over and summarized.summary == kept:
+            # the summary kept from before is what does not fit: write it anew
+            summarized = await _summarized(state, settings, chosen, decision, room, anew=True)
+            plan.take(summarized)
+        if not plan.over:
+            return summarized
+        problem = "it came out too long to send"  # a writer that took no notice of its cap
+    except ContextWindowError:
+        raise
+    except (OutputValidationError, ProviderError) as error:  # the turn goes on, trimmed
+        problem = str(error)
+    _log.warning(
+        "agent_nb: session %r: the summary could not be written (%s); the earlier turns were "
+        "left out without one",
+        state.session.session_id,
+        problem,
+    )
+    return decision
 
 
 def projected(session: Host, chosen: Policy, window: Window, request: Request) -> ContextReport:
@@ -488,16 +516,19 @@ def _shaped(
 
 async def _summarized(
     state: TurnState,
+    settings: Settings,
     chosen: Summarize,
-    history: Sequence[Message],
     decision: Decision,
+    room: int,
     *,
     anew: bool = False,
 ) -> Decision:
     """`decision` with a summary of everything it leaves out (the last summary included),
-    written with json() by the policy's agent, in sessions of its own (kept in no store),
-    a part at a time where the writer's window is small; what that spent goes in this
-    turn's ledger."""
+    at most `room` tokens long, written with json() by the policy's agent, in sessions of
+    its own (kept in no store, with no tools: a summary runs none), a part at a time where
+    the writer's window is small, within what the turn's budgets leave; what that spent goes
+    in this turn's ledger."""
+    history = state.base
     begin = _position(history, decision.start, len(history))
     earlier = Decision() if anew else recorded(history)
     before = _position(history, earlier.start, 0) if earlier.summary else 0
@@ -505,7 +536,7 @@ async def _summarized(
         return dataclasses.replace(decision, summary=earlier.summary, summary_of=earlier.summary_of)
     agent = chosen.agent or state.session.agent
     limit = (await window_of(agent, agent.model)).tokens
-    answer = min(_SUMMARY_MOST, limit // 8) if limit else _SUMMARY_MOST
+    answer = min(_SUMMARY_MOST, room, limit // 8 if limit else _SUMMARY_MOST)
     counts = Counts()
     if agent is state.session.agent:  # the same tokenizer: what the session learnt holds
         counts.scale = state.session._counts.scale
@@ -517,7 +548,7 @@ async def _summarized(
     summary = earlier.summary if before else None
     for part in _parts([_line(m) for m in history[before:begin]], room, counts):
         earlier_text = f"(A summary of what came before)\n{summary}\n\n" if summary else ""
-        writer = type(state.session)(agent, system=_SUMMARY_SYSTEM)  # a Session: in no store
+        writer = type(state.session)(agent, system=_SUMMARY_SYSTEM, tools=[])  # in no store
         writer._counts = counts
         try:
             response = await writer.json_async(
@@ -526,7 +557,17 @@ async def _summarized(
                 max_tokens=answer,
                 output_retries=0,  # a correction would not fit the part's room: trim instead
                 context="error",  # never a summary of a summary's own request
+                max_cost=_left(state, settings),
             )
+        except BudgetExceeded as error:
+            raise BudgetExceeded(
+                f"session {state.session.session_id!r}: the summary of the turns this request "
+                f"leaves out would pass what the budgets leave ({error}); raise the budget, or "
+                "use context='trim'",
+                limit=error.limit,
+                spent=error.spent,
+                bound=error.bound,
+            ) from None
         except ContextWindowError as error:
             raise ContextWindowError(
                 f"the turns to summarize do not fit the window of the agent that writes "
@@ -539,10 +580,24 @@ async def _summarized(
         finally:
             for spend in writer.ledger:
                 state.record(dataclasses.replace(spend, why="summary"))
+        if not isinstance(response.output, _Summary):  # no answer: a call, say
+            raise OutputValidationError("the writer gave no summary", text=response.text)
         summary = response.output.summary.strip()
     first = (earlier.summary_of or {}).get("first") if earlier.summary else None
     of = {"first": first or history[0].id, "last": history[begin - 1].id, "messages": begin}
     return dataclasses.replace(decision, summary=summary, summary_of=of)
+
+
+def _left(state: TurnState, settings: Settings) -> Decimal | None:
+    """What the turn may still spend within the session's budget (the agent's max_cost) and
+    the call's (None: no budget)."""
+    session = state.session
+    left = []
+    if session.agent.max_cost is not None:
+        left.append(session.agent.max_cost - Cost.of(session._ledger).amount)
+    if settings.max_cost is not None:
+        left.append(settings.max_cost - Cost.of(state.spent).amount)
+    return max(Decimal(0), min(left)) if left else None
 
 
 class _Summary(BaseModel):
@@ -710,7 +765,7 @@ def answered(state: TurnState, request: Request, completion: Completion) -> str 
     counts: Counts = state.session._counts
     counts.learn(observed)
     if not (sized.overhead_exact or state.report is None or state.report.summary):
-        counts.overhead[sized.key] = max(0, round((sized.system + sized.tools) * observed))
+        counts.learn_overhead(sized.key, sized.system + sized.tools, observed)
     own_start = len(request.messages) - len(state.messages)
     for index, exact_count in enumerate(sized.exact):
         at = index - own_start

@@ -69,6 +69,13 @@ class Counts:
         known = self.extra.get(message.role)
         self.extra[message.role] = beyond if known is None else (known + beyond) / 2
 
+    def learn_overhead(self, key: str, estimated: int, observed: float) -> None:
+        """Take what a report says the system prompt and tools (`key`, `estimated` tokens)
+        cost: within reason (4 times the estimate, and a server's own tool prompt), since
+        it is kept for every later request."""
+        most = 4 * estimated + 2 * _MOST_WRAPPING
+        self.overhead[key] = max(0, min(round(estimated * observed), most))
+
     def scaled(self, estimate: int) -> int:
         return round(estimate * self.scale)
 

@@ -7,7 +7,7 @@ import dataclasses
 import difflib
 import inspect
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from . import _ledger
@@ -111,8 +111,9 @@ class Host(Protocol):
     _context: tuple[ContextReport, tuple[int, str | None]] | None
     #: The session's context policy (None: the agent's).
     context_policy: Policy | None
-    #: The context decision of the turn a Retake's copy answers again (None: none).
-    _carried_context: Any
+    #: The context decision of the turn a Retake's copy answers again, and the id of that
+    #: turn's prompt (None: none).
+    _carried_context: tuple[Any, str] | None
 
     @property
     def pending_approvals(self) -> list[ToolCallPart]: ...
@@ -217,24 +218,25 @@ def check_deadline(deadline: Any) -> float | None:
     return float(deadline)
 
 
+def _prompt(session: Host, prompt: str, settings: Settings) -> Message:
+    """The turn's prompt; for a turn answered again, with the context decision of the turn it
+    replaces (a decision that started at that turn's prompt starts at this one)."""
+    carried, replaced = session._carried_context or (None, None)
+    message = Message(role="user", parts=(*settings.images, TextPart(text=clean_text(prompt))))
+    if not carried:
+        return message
+    if isinstance(carried, Mapping) and carried.get("from") == replaced:
+        carried = {**carried, "from": message.id}
+    return message.model_copy(update={"metadata": {"context": carried}})
+
+
 class TurnState:
     """The messages of a turn being built, kept aside until the turn completes."""
 
     def __init__(self, session: Host, prompt: str | None, settings: Settings) -> None:
         self.session = session
         self.base = session._messages  # the history this turn extends
-        carried = session._carried_context  # a turn answered again: its decision stands
-        self.messages = (
-            []
-            if prompt is None
-            else [
-                Message(
-                    role="user",
-                    parts=(*settings.images, TextPart(text=clean_text(prompt))),
-                    metadata={"context": carried} if carried else {},
-                )
-            ]
-        )
+        self.messages = [] if prompt is None else [_prompt(session, prompt, settings)]
         self.request_settings = settings.request  # less a forced tool_choice after round 1
         self.toolset = settings.toolset
         #: call id -> where its tool came from ({"server", "tool"}), for calls to MCP tools

@@ -79,7 +79,7 @@ class Session:
         self.context_policy = context
         self._counts = _counting.Counts()
         #: The context decision of the turn a Retake answers again (docs/context.md).
-        self._carried_context: Any = None
+        self._carried_context: tuple[Any, str] | None = None
         #: What the last request held, and the history it was made for (see context()).
         self._context: tuple[ContextReport, tuple[int, str | None]] | None = None
 
@@ -687,7 +687,7 @@ class Retake:
         self.copy._policy = session._policy
         first = history[start] if start < len(history) else None
         if first is not None and first.role == "user":  # its context decision, made again
-            self.copy._carried_context = first.metadata.get("context")
+            self.copy._carried_context = (first.metadata.get("context"), first.id)
         self.copy._counts = session._counts
         self.copy._ledger = session._ledger  # what the copy spends, the session spent
         self.copy._payer = session

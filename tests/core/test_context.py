@@ -467,25 +467,143 @@ def test_a_summary_that_cannot_be_written_leaves_the_turns_out_without_one(caplo
     assert any(s.why == "summary" for s in session.ledger)  # what it spent is counted
 
 
+class Inflating(Windowed):
+    """A server that reports `figure` input tokens for its first request."""
+
+    __test__ = False
+
+    def __init__(self, window: int, figure: int) -> None:
+        super().__init__(window)
+        self.figure = figure
+
+    async def complete(self, request: Request) -> AsyncIterator[ProviderBatch]:
+        async for batch in super().complete(request):
+            if isinstance(batch[-1], Completion) and len(self.counted) == 1:
+                done = batch[-1]
+                usage = Usage(input_tokens=self.figure, output_tokens=done.usage.output_tokens)
+                batch = [Completion(done.message, usage, done.finish_reason)]
+            yield batch
+
+
 def test_one_odd_report_does_not_swell_every_later_prompt():
     """A server that reported 100,000 input tokens for a one-word prompt: that prompt counts
     so, but what a message's wrapping costs is learnt within reason, so the next prompts do
     not each count 100,000 too."""
 
-    class Inflating(Windowed):
-        __test__ = False
-
-        async def complete(self, request):
-            async for batch in super().complete(request):
-                if isinstance(batch[-1], Completion) and len(self.counted) == 1:
-                    done = batch[-1]
-                    usage = Usage(input_tokens=100_000, output_tokens=done.usage.output_tokens)
-                    batch = [Completion(done.message, usage, done.finish_reason)]
-                yield batch
-
-    provider = Inflating(128_000)
+    provider = Inflating(128_000, 100_000)
     session = Agent(provider=provider, max_tokens=50).session()
     session.run("first")
     for n in range(3):
         session.run(f"next {n}")  # each would be refused if it counted another 100,000
     assert session.context().used < 102_000
+
+
+# -- an adversarial review's findings ----------------------------------------------------------
+
+
+def test_a_summary_too_long_to_send_leaves_the_turns_out_not_the_turn(caplog):
+    """A writer with a large window (a cheaper hosted model for a small local one) was let
+    write a summary as long as its own window allowed: longer than the session's whole
+    window, so every later turn was refused as 'this turn alone does not fit'. It is now
+    asked for what fits, and one that still does not fit is left out."""
+    verbose = json.dumps({"summary": "blah " * 1200})  # ~1,500 tokens: ignores its cap
+    writer = TestProvider(replies=[verbose] * 20)
+    provider = Windowed(600)
+    policy = Summarize(agent=Agent(provider=writer))
+    session = Agent(provider=provider, context=policy, max_tokens=50).session()
+    for n in range(10):
+        session.run(words(40, n))  # old: ContextWindowError from the 5th turn on
+    assert len(session.messages) == 20 and session.context().left_out > 0
+    assert "too long to send" in caplog.text
+    caps = [r.settings["max_tokens"] for r in writer.requests]
+    assert caps and all(cap < 600 for cap in caps)  # old: 4,096, the writer's own cap
+    assert all(count <= 600 for count in provider.counted)
+
+
+def test_a_retry_keeps_a_summary_that_left_out_every_earlier_turn():
+    """A turn so long that every earlier turn was summarized: its decision starts at its own
+    prompt, and a retry (a re-run cell) sent its summary again instead of writing another."""
+    provider = Windowed(600)
+    session = Agent(provider=provider, context="summarize", max_tokens=50).session()
+    for n in range(3):
+        session.run(words(40 if n < 2 else 180, n))
+    decision = session.messages[-2].metadata["context"]
+    assert decision["from"] == session.messages[-2].id and decision["summary"]
+    written = sum(s.why == "summary" for s in session.ledger)
+    session.retry()
+    assert sum(s.why == "summary" for s in session.ledger) == written  # old: written again
+    again = session.messages[-2].metadata["context"]
+    assert again["from"] == session.messages[-2].id and again["summary"] == decision["summary"]
+    assert decision["summary"] in provider.requests[-1].messages[0].text
+
+
+def test_one_odd_report_does_not_swell_the_system_prompt_for_good():
+    """What the system prompt and tools cost is learnt once and kept for every request: one
+    absurd report (60,000 input tokens for a one-word prompt) made a 12-token system prompt
+    count 40,000 tokens in every later request."""
+
+    provider = Inflating(128_000, 60_000)
+    session = Agent(provider=provider, max_tokens=50).session(system="Answer briefly, please.")
+    session.run("first")
+    session.run("second")
+    assert session.context().parts["system"] < 2_000  # old: 40,000
+
+
+@tool(requires_approval=True)
+def forget(city: str) -> str:
+    """Delete the facts kept about a city."""
+    return f"forgot {city}"
+
+
+def test_a_summary_runs_no_tools():
+    """The summary's writer was given the session's tools: a model summarizing a talk about
+    them could call them (here one that needs approval: the summary then crashed)."""
+    provider = Windowed(600)
+    agent = Agent(provider=provider, tools=[lookup, forget], context="summarize", max_tokens=50)
+    session = agent.session()
+    for n in range(10):
+        session.run(f"forget Paris {words(40, n)}" if n == 1 else words(40, n))
+        for call in session.messages[-2].tool_calls:
+            session.approve(call.id)
+            session.resume()
+    written = [r for r in provider.requests if r.output is not None]
+    assert written and not any(r.tools for r in written)  # old: the tools, and a crash
+    assert session.context().summary
+
+
+def test_a_writer_that_cannot_be_reached_leaves_the_turns_out_without_a_summary(caplog):
+    from agent_nb.errors import APIConnectionError
+
+    class Down(TestProvider):
+        __test__ = False
+
+        async def complete(self, request):
+            raise APIConnectionError("cannot reach the writer", provider="down")
+            yield  # pragma: no cover
+
+    provider = Windowed(600)
+    policy = Summarize(agent=Agent(provider=Down()))
+    session = Agent(provider=provider, context=policy, max_tokens=50).session()
+    for n in range(10):
+        session.run(words(40, n))  # old: APIConnectionError, every turn from the 5th
+    assert session.context().left_out > 0 and session.context().summary is None
+    assert "cannot reach the writer" in caplog.text
+
+
+def test_a_summary_is_not_written_past_the_budget():
+    """The summary's request was sent whatever the budget left: a call with max_cost spent
+    on a summary before its own request was refused."""
+    from agent_nb.errors import BudgetExceeded
+
+    provider = Windowed(600)
+    price = {"input": 1000, "output": 1000}
+    session = Agent(provider=provider, context="summarize", max_tokens=50, price=price).session()
+    for n in range(4):
+        session.run(words(40, n))
+    sent = len(provider.requests)
+    with pytest.raises(BudgetExceeded, match="summary"):
+        session.run(words(40, 9), max_cost=0.000001)
+    assert len(provider.requests) == sent  # old: one more, the summary's
+    assert len(session.messages) == 8
+    session.run(words(40, 9))  # with no budget in the way, the summary is written
+    assert session.context().summary

@@ -18,30 +18,19 @@ from typing import Any
 
 import pytest
 import xss_corpus
+from mcp_helpers import SERVER, calls
 
 from agent_nb import MCP, Agent, Session
 from agent_nb._render import session_html
 from agent_nb.errors import ToolError
-from agent_nb.messages import Message, ToolCallPart
+from agent_nb.messages import Message
 from agent_nb.providers.testing import TestProvider
 from agent_nb.stores import SQLiteStore
 
 pytestmark = pytest.mark.timeout(120)
 
-SERVER = str(Path(__file__).resolve().parents[1] / "mcp_server.py")
 SECRET_ENV = "env-secret-value-7f3a"
 SECRET_HEADER = "Bearer header-secret-9c1d"
-
-
-def calls(*pairs: tuple[str, dict[str, Any]]) -> Message:
-    """The model's answer calling these tools (ids c1, c2, ...)."""
-    return Message(
-        role="assistant",
-        parts=tuple(
-            ToolCallPart(id=f"c{i}", name=name, arguments=args)
-            for i, (name, args) in enumerate(pairs, 1)
-        ),
-    )
 
 
 def alive(pid: int) -> bool:
@@ -410,6 +399,28 @@ def test_mcp_tools_ask_for_approval_by_default(marks):
         assert session.run("echo").messages[2].tool_results[0].content == "again"
         assert session.to_dict()["allowed_tools"] == ["echo"]
         assert Session.from_dict(session.to_dict(), session.agent).allowed_tools == ["echo"]
+    finally:
+        server.close()
+
+
+def test_tool_call_events_and_the_approval_callback_name_the_server(marks):
+    def mine(word: str) -> str:
+        """A tool of one's own."""
+        return word
+
+    server = MCP.stdio(sys.executable, [SERVER], env={"MCP_TEST_DIR": str(marks)}, name="lab")
+    asked = []
+
+    def approve(call):
+        asked.append((call.name, call.server))
+        return True
+
+    try:
+        provider = TestProvider([calls(("echo", {"text": "hi"}), ("mine", {"word": "yo"})), "ok"])
+        agent = Agent(provider=provider, tools=[server, mine], approve=approve)
+        events = [e for e in agent.session().stream("go") if e.type == "tool_call"]
+        assert [(e.name, e.server) for e in events] == [("echo", "lab"), ("mine", None)]
+        assert asked == [("echo", "lab")]  # the callback can decide by server
     finally:
         server.close()
 

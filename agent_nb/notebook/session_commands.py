@@ -323,6 +323,8 @@ class SessionCommands:
             + (f"the prompt cache saved: {dollars(cost.saved)}\n" if cost.saved > 0 else "")
             + f"sessions in this notebook: {len(self._workspace.sessions)}"
         )
+        if session.allowed_tools:
+            print(f"tools allowed without asking: {', '.join(session.allowed_tools)}")
         for call in session.pending_approvals:
             print(f"waiting for approval: {call.id} ({call.name}): %session approve|deny {call.id}")
 

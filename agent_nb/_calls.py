@@ -23,6 +23,7 @@ from .messages import (
     ToolCallPart,
     ToolResultPart,
     clean_text,
+    tool_server,
 )
 from .tools import (
     ArgumentError,
@@ -63,7 +64,7 @@ async def decided_calls(
             runnable.append(call)  # a denial holds even for a tool no longer there
             continue
         if decision is None and approve is not None:
-            decision = await _ask(approve, call)
+            decision = await _ask(approve, call_event(call, state))
         if decision is None:
             state.awaiting.append(call.id)
         elif decision[0]:
@@ -83,9 +84,14 @@ async def decided_calls(
             yield [_result_event(result)]
 
 
-async def _ask(approve: Callable[..., Any], call: ToolCallPart) -> tuple[bool, str | None]:
-    """The approval callback's decision on `call`: (approved, reason)."""
-    event = ToolCall(call.id, call.name, call.arguments_json())
+def call_event(call: ToolCallPart, state: TurnState) -> ToolCall:
+    """The `tool_call` event of `call` (with its MCP server's name, if it is to one)."""
+    server = tool_server(state.sources, call.id)
+    return ToolCall(call.id, call.name, call.arguments_json(), server)
+
+
+async def _ask(approve: Callable[..., Any], event: ToolCall) -> tuple[bool, str | None]:
+    """The approval callback's decision on the call of `event`: (approved, reason)."""
     if inspect.iscoroutinefunction(approve):
         answer = await approve(event)
     else:

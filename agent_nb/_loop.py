@@ -15,7 +15,7 @@ from contextlib import aclosing
 from typing import TYPE_CHECKING, Any, Protocol
 
 from . import _context, _spending
-from ._calls import decided_calls
+from ._calls import call_event, decided_calls
 from ._images import image_parts
 from ._ledger import budget
 from ._output import OutputPlan
@@ -33,7 +33,6 @@ from .events import (
     Done,
     Event,
     Response,
-    ToolCall,
 )
 from .messages import (
     Message,
@@ -214,7 +213,7 @@ async def _attempt(
                 break
             if not calls:
                 continue  # the model was told what is wrong with its structured answer
-            yield [ToolCall(c.id, c.name, c.arguments_json()) for c in calls]
+            yield [call_event(c, state) for c in calls]
             if caught_up is not None:
                 await caught_up()
             async with aclosing(_tool_round(state, checked, caught_up)) as round_:

@@ -27,6 +27,8 @@ from collections.abc import Iterable
 from functools import cache, lru_cache
 from typing import TYPE_CHECKING, Any, Protocol
 
+from .messages import tool_server
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
@@ -170,13 +172,25 @@ def footer(
     return _safe("<p><sub>" + " · ".join(facts) + "</sub></p>\n") if facts else ""
 
 
-def tool_block(name: str, arguments: dict[str, Any], result: str | None, is_error: bool) -> str:
-    """A collapsible block for one tool call and its result (HTML)."""
+def tool_block(
+    name: str,
+    arguments: dict[str, Any],
+    result: str | None,
+    is_error: bool,
+    server: str | None = None,
+) -> str:
+    """A collapsible block for one tool call and its result (HTML); `server`: the MCP
+    server the tool is from, said after the call."""
     args = escaped(json.dumps(arguments, ensure_ascii=False))
     mark = "⚠️" if is_error else "🔧"
     body = "" if result is None else f"<pre><code>{escaped(result)}</code></pre>"
-    summary = f"<summary>{mark} <code>{escaped(name)}({args})</code></summary>"
+    summary = f"<summary>{mark} <code>{escaped(name)}({args})</code>{from_server(server)}</summary>"
     return _safe(f"<details>{summary}{body}</details>\n")
+
+
+def from_server(server: str | None) -> str:
+    """What a tool call's card or block says of the MCP server its tool is from (HTML)."""
+    return "" if server is None else f" · MCP server <code>{escaped(server)}</code>"
 
 
 def turn_parts(
@@ -195,6 +209,7 @@ def turn_parts(
             continue
         if message.text:
             parts.append(("markdown", message.text))
+        sources = message.metadata.get("tool_sources")
         for call in message.tool_calls:
             result = results.get(call.id)
             block = tool_block(
@@ -202,6 +217,7 @@ def turn_parts(
                 call.arguments_json(),
                 result.content if result else None,
                 bool(result and result.is_error),
+                tool_server(sources, call.id),
             )
             parts.append(("html", block))
     return parts

@@ -100,11 +100,13 @@ class ThinkingDelta:
 
 @dataclass(frozen=True, slots=True)
 class ToolCall:
-    """The model called a tool; the session is about to run it."""
+    """The model called a tool; the session is about to run it. `server`: the name of the
+    MCP server the tool is from (None for a tool of your own)."""
 
     id: str
     name: str
     arguments: dict[str, Any]
+    server: str | None = None
     type: Literal["tool_call"] = "tool_call"
 
 

@@ -8,9 +8,9 @@ How servers live: one connection per server configuration in the process, starte
 use and shared by every agent and session that names it, run on one event loop thread of
 its own (so a turn on any loop, the sync API's or the user's, can use it). A server that
 crashed is started again at most once per turn; a call that was running when it died is
-never sent again (it may have had effects): the turn ends with ToolError. `agent.close()`,
-`MCP.close()` and the end of the process stop the servers (a stdio server's whole process
-tree).
+never sent again (it may have had effects): the turn ends with ToolError. `agent.close()`
+(the servers among the agent's own tools), `MCP.close()` (or the end of `with MCP...:`) and
+the end of the process stop the servers (a stdio server's whole process tree).
 
 Trust: MCP tools require approval unless the server or the tool is marked otherwise
 (`requires_approval=False`, `tool_approval={"name": False}`) or the agent's `approve=`
@@ -191,6 +191,20 @@ class MCP:
         conn = _CONNECTIONS.get(self._key())
         if conn is not None:
             await _on_loop(conn.stop())
+
+    def __enter__(self) -> MCP:
+        """`with MCP.stdio(...) as server:` stops the server at the end of the block (a server
+        given only to sessions is no agent's to stop: docs/mcp.md)."""
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> MCP:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
 
     def source(self) -> dict[str, Any]:
         """What a session records of this server: its name and transport, no secrets."""

@@ -137,6 +137,15 @@ def clean_text(text: str) -> str:
     return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
+def tool_server(sources: Any, call_id: str) -> str | None:
+    """The MCP server a call went to, from `tool_sources` (an answer's metadata: call id ->
+    {"server", "tool"}); None for a call to a tool of one's own, or a record that is not
+    what agent_nb writes."""
+    source = sources.get(call_id) if isinstance(sources, Mapping) else None
+    server = source.get("server") if isinstance(source, Mapping) else None
+    return server if isinstance(server, str) and server else None
+
+
 def clean_json(value: Any) -> Any:
     """`clean_text` over every string of a JSON value, keys included."""
     if isinstance(value, str):

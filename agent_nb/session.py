@@ -379,6 +379,13 @@ class Session:
         """The tools this session lets run without approval (`approve(id, always=True)`)."""
         return sorted(self._allowed_tools)
 
+    def allow_tool(self, name: str) -> None:
+        """Let tool `name` run without asking for approval, in this session (as
+        `approve(id, always=True)` does; recorded in `allowed_tools`)."""
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"allow_tool takes a tool's name, got {name!r}")
+        self._allowed_tools.add(name)
+
     def disallow_tool(self, name: str) -> None:
         """Ask again before each call of tool `name` in this session."""
         self._allowed_tools.discard(name)

@@ -2,7 +2,8 @@
 
 `python tests/mcp_server.py` serves over stdio; `python tests/mcp_server.py http PORT` serves
 streamable HTTP on 127.0.0.1:PORT at /mcp. `MCP_TEST_DIR` (if set) is where tools leave
-marks: `cancelled-<tag>` when a slow call is cancelled, `started-<tag>` when it begins.
+marks: `cancelled-<tag>` when a slow call is cancelled, `started-<tag>` when it begins; a
+file `die-on-list` there makes the server end when asked for its tools.
 """
 
 from __future__ import annotations
@@ -24,13 +25,25 @@ PNG = base64.b64decode(
 )
 XSS = '<img src=x onerror="alert(1)"><script>alert(2)</script>'
 
-server = MCPServer("agent-nb-test")
-
 
 def _mark(name: str) -> None:
     folder = os.environ.get("MCP_TEST_DIR")
     if folder:
         Path(folder, name).write_text(str(os.getpid()))
+
+
+class _Server(MCPServer):
+    async def list_tools(self) -> list[types.Tool]:
+        """The tools; while `MCP_TEST_DIR/die-on-list` exists, the process ends instead (a
+        server that keeps crashing)."""
+        folder = os.environ.get("MCP_TEST_DIR")
+        if folder and Path(folder, "die-on-list").exists():
+            _mark(f"died-on-list-{os.getpid()}")
+            os._exit(4)
+        return await super().list_tools()
+
+
+server = _Server("agent-nb-test")
 
 
 @server.tool()

@@ -21,7 +21,8 @@ from .read import KEY, Found
 #: is there); `panel` holds a chat panel's `log` of records; `rename` gives session
 #: `renamed_from` its new id, `session_id`; `spend` only adds to its session's ledger (a
 #: turn that failed). Any record may carry `spend`: entries of its session's ledger no
-#: earlier record carries (see Session.add_spend).
+#: earlier record carries (see Session.add_spend). A record of a session carries its
+#: `allowed_tools` (approved "always") as they were then; none: the key is left out.
 OPS = (
     *("turn", "retry", "resume", "load", "clear", "undo", "system", "fork", "rerun", "use"),
     *("delete", "panel", "rename", "spend"),
@@ -54,6 +55,8 @@ class Rebuilt(Protocol):
 
     def add_spend(self, spends: Any) -> int: ...
 
+    def allow_tool(self, name: str) -> None: ...
+
 
 def record(
     op: str, session: Rebuilt, messages: list[Message] | None = None, **extra: Any
@@ -68,6 +71,9 @@ def record(
     }
     if messages is not None:
         entry["messages"] = [m.to_dict() for m in messages]
+    allowed = getattr(session, "allowed_tools", None)
+    if allowed:  # as the session has them now (none: the key is left out)
+        entry["allowed_tools"] = list(allowed)
     entry.update(extra)
     return {KEY: entry}
 
@@ -95,6 +101,7 @@ class Record(pydantic.BaseModel):
     log: list[Any] | None = None
     spend: list[Any] | None = None
     renamed_from: _SessionId | None = None
+    allowed_tools: list[pydantic.StrictStr] | None = None
 
 
 class Skip(Exception):

@@ -63,7 +63,7 @@ class _History:
     """A session as replay rebuilds it: its history, where each message id first is in it,
     and the ids of the messages records put in it (a copy of a turn is replayed once)."""
 
-    __slots__ = ("messages", "seen", "session_id", "spend", "system", "where")
+    __slots__ = ("allowed", "messages", "seen", "session_id", "spend", "system", "where")
 
     def __init__(self, session_id: str, system: str | None) -> None:
         self.session_id = session_id
@@ -72,12 +72,14 @@ class _History:
         self.where: dict[str, int] = {}
         self.seen: set[str] = set()
         self.spend: list[dict[str, Any]] = []  # its ledger's entries, checked (a fork: none)
+        self.allowed: list[str] = []  # the tools it lets run without asking
 
     def fork(self, session_id: str) -> _History:
         """A copy under another id: the same (immutable) messages, never copied."""
         twin = _History(session_id, self.system)
         twin.messages = list(self.messages)
         twin.where = dict(self.where)
+        twin.allowed = list(self.allowed)
         return twin
 
     def holds(self, ids: Iterable[str]) -> bool:
@@ -237,6 +239,7 @@ class _Replay:
         messages = entry.messages or []
         spend = self._spend(entry, found)
         self._change(session, entry, messages)
+        session.allowed = list(entry.allowed_tools or ())  # as they were at this record
         if spend:
             session.spend += spend
             for key in (found.cell_id, messages[0].id if messages else None):
@@ -433,6 +436,8 @@ class _Replay:
             session.usage = _turns.recorded_usage(history.messages)
             if history.spend:
                 session.add_spend(history.spend)
+            for name in history.allowed:
+                session.allow_tool(name)
             made[session_id] = session
         return made
 

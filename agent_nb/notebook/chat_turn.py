@@ -18,7 +18,7 @@ from .. import _records, _turns
 from .. import _render as render
 from ..errors import AgentError, SessionBusyError, SessionChangedError, StoreError
 from ..events import Response
-from ..messages import Message, _count
+from ..messages import Message, _count, tool_server
 from ..session import Session
 from . import _display, _gauge, _routing
 from ._errors import ChatError, Interrupted
@@ -319,7 +319,8 @@ def _answer(
     """The turn's answer, streamed into `shown` as it comes (not for --schema, --no-stream)."""
     if prompt is None:
         for call in session.pending_approvals:  # called in an earlier cell
-            shown.tool_call(call.id, call.name, call.arguments_json())
+            server = tool_server(session.messages[-2].metadata.get("tool_sources"), call.id)
+            shown.tool_call(call.id, call.name, call.arguments_json(), server)
         events = session.stream_resume(**settings)
     elif schema is not None:
         return session.json(prompt, schema=schema, **settings)
@@ -332,7 +333,7 @@ def _answer(
             if event.type == "text_delta":
                 shown.text(event.text)
             elif event.type == "tool_call":
-                shown.tool_call(event.id, event.name, event.arguments)
+                shown.tool_call(event.id, event.name, event.arguments, event.server)
             elif event.type == "tool_result":
                 shown.tool_result(event.tool_call_id, event.content, event.is_error)
     finally:
@@ -408,7 +409,8 @@ def _show_waiting(workspace: Workspace, calls: list[Any]) -> None:
     for call in calls:
         args = ", ".join(f"{k}={v!r}" for k, v in call.arguments_json().items())
         what = f"{call.name}({args})"
-        approve, deny = f"%session approve {call.id}", f"%session deny {call.id} [reason]"
+        approve = f"%session approve {call.id} [--always]"
+        deny = f"%session deny {call.id} [reason]"
         lines.append(f"waiting for approval: {what}\n  run: {approve}  or: {deny}")
         rows.append(
             f"<li>⏸ <code>{render.escaped(what)}</code> waits for your approval: run "

@@ -160,7 +160,8 @@ class LiveHTML:
         self._text: list[str] = []  # all the text, for the plain-text version at the end
         self._done: list[str] = []  # the HTML of finished blocks not yet in an output
         self._done_size = 0
-        self._tools: dict[str, list[Any]] = {}  # call id -> [name, arguments, result, error]
+        #: call id -> [name, arguments, result, error, server]: tool_block's arguments
+        self._tools: dict[str, list[Any]] = {}
         self._tail = MarkdownTail()  # the current message's text since the last cut
         self._throttle = Throttle(BYTE_ALLOWANCE)
         self._display_id: str | None = None
@@ -173,17 +174,19 @@ class LiveHTML:
         self._text.append(delta)
         self._arrived(len(delta))
 
-    def tool_call(self, call_id: str, name: str, arguments: dict[str, Any]) -> None:
+    def tool_call(
+        self, call_id: str, name: str, arguments: dict[str, Any], server: str | None = None
+    ) -> None:
         self._end_text()
-        self._tools[call_id] = [name, arguments, None, False]
+        self._tools[call_id] = [name, arguments, None, False, server]
         self._arrived(len(name) + len(str(arguments)))
 
     def tool_result(self, call_id: str, content: str, is_error: bool) -> None:
         if call_id in self._tools:
-            self._tools[call_id][2:] = [content, is_error]
+            self._tools[call_id][2:4] = [content, is_error]
         if all(tool[2] is not None for tool in self._tools.values()):
-            for name, arguments, result, error in self._tools.values():
-                self._add_done(tool_block(name, arguments, result, error))
+            for tool in self._tools.values():
+                self._add_done(tool_block(*tool))
             self._tools.clear()
         self._arrived(len(content))
 
@@ -274,8 +277,12 @@ class LivePlain:
     def text(self, delta: str) -> None:
         self._write(delta)
 
-    def tool_call(self, call_id: str, name: str, arguments: dict[str, Any]) -> None:
-        self._write(f"\n[tool] {name}({', '.join(f'{k}={v!r}' for k, v in arguments.items())})\n")
+    def tool_call(
+        self, call_id: str, name: str, arguments: dict[str, Any], server: str | None = None
+    ) -> None:
+        shown = ", ".join(f"{k}={v!r}" for k, v in arguments.items())
+        where = f" (MCP server {server})" if server else ""
+        self._write(f"\n[tool] {name}({shown}){where}\n")
 
     def tool_result(self, call_id: str, content: str, is_error: bool) -> None:
         first = content.splitlines()[0] if content else ""

@@ -270,7 +270,8 @@ class ChatMagics(Magics):
         %session clear               forget the current session's messages
         %session undo                drop the last turn
         %session retry               answer the last prompt again
-        %session approve ID [ID ...] let tool calls that wait for approval run (then resume)
+        %session approve ID [ID ...] let tool calls that wait for approval run (then resume);
+                                     --always: and their tools from now on, in this session
         %session deny ID [REASON]    refuse one; the model is told, with REASON
         %session history [-n N]      the last N messages
         %session panel [ID]          a chat window on the session (ID or the current one)

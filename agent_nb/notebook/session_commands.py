@@ -236,11 +236,16 @@ class SessionCommands:
             nargs="+",
             metavar="ID",
             help="the id of a waiting tool call (see %session info)",
-        )
+        ),
+        arg(
+            "--always",
+            action="store_true",
+            help="and let their tools run without asking from now on, in this session",
+        ),
     )
     def do_approve(self, args: Namespace) -> None:
         """Let tool calls that wait for approval run; the last decision resumes the turn."""
-        self._decide(args.call, None, approved=True)
+        self._decide(args.call, None, approved=True, always=args.always)
 
     @takes(
         arg("call", metavar="ID", help="the id of a waiting tool call (see %session info)"),
@@ -250,13 +255,15 @@ class SessionCommands:
         """Refuse a tool call that waits for approval; the model is told, with REASON."""
         self._decide([args.call], " ".join(args.reason) or None, approved=False)
 
-    def _decide(self, calls: list[str], reason: str | None, *, approved: bool) -> None:
+    def _decide(
+        self, calls: list[str], reason: str | None, *, approved: bool, always: bool = False
+    ) -> None:
         session = self._workspace.session()
         verb = "approve" if approved else "deny"
         try:
             if approved:
                 for call_id in calls:
-                    session.approve(call_id)
+                    session.approve(call_id, always=always)
             else:
                 session.deny(calls[0], reason)
         except AgentError as exc:
@@ -316,6 +323,8 @@ class SessionCommands:
             + (f"the prompt cache saved: {dollars(cost.saved)}\n" if cost.saved > 0 else "")
             + f"sessions in this notebook: {len(self._workspace.sessions)}"
         )
+        if session.allowed_tools:
+            print(f"tools allowed without asking: {', '.join(session.allowed_tools)}")
         for call in session.pending_approvals:
             print(f"waiting for approval: {call.id} ({call.name}): %session approve|deny {call.id}")
 

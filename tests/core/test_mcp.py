@@ -18,30 +18,19 @@ from typing import Any
 
 import pytest
 import xss_corpus
+from mcp_helpers import SERVER, calls
 
 from agent_nb import MCP, Agent, Session
 from agent_nb._render import session_html
 from agent_nb.errors import ToolError
-from agent_nb.messages import Message, ToolCallPart
+from agent_nb.messages import Message
 from agent_nb.providers.testing import TestProvider
 from agent_nb.stores import SQLiteStore
 
 pytestmark = pytest.mark.timeout(120)
 
-SERVER = str(Path(__file__).resolve().parents[1] / "mcp_server.py")
 SECRET_ENV = "env-secret-value-7f3a"
 SECRET_HEADER = "Bearer header-secret-9c1d"
-
-
-def calls(*pairs: tuple[str, dict[str, Any]]) -> Message:
-    """The model's answer calling these tools (ids c1, c2, ...)."""
-    return Message(
-        role="assistant",
-        parts=tuple(
-            ToolCallPart(id=f"c{i}", name=name, arguments=args)
-            for i, (name, args) in enumerate(pairs, 1)
-        ),
-    )
 
 
 def alive(pid: int) -> bool:
@@ -92,30 +81,48 @@ def stdio(marks: Path) -> Iterator[MCP]:
     server.close()
 
 
+class HTTPServer:
+    """tests/mcp_server.py serving streamable HTTP on a free port of 127.0.0.1 (`start()`
+    again after it died: on the same port, as a supervisor would)."""
+
+    def __init__(self, env: dict[str, str] | None = None) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}/mcp"
+        self.env = {**os.environ, **(env or {})}
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, SERVER, "http", str(self.port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=self.env,
+        )
+        wait_for(self.listening, "the HTTP MCP server")
+
+    def listening(self) -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", self.port), 0.2).close()
+            return True
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(10)
+
+
 @pytest.fixture(scope="module")
 def http_url() -> Iterator[str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    process = subprocess.Popen(
-        [sys.executable, SERVER, "http", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    process = HTTPServer()
+    process.start()
     try:
-
-        def listening() -> bool:
-            try:
-                socket.create_connection(("127.0.0.1", port), 0.2).close()
-                return True
-            except OSError:
-                return False
-
-        wait_for(listening, "the HTTP MCP server")
-        yield f"http://127.0.0.1:{port}/mcp"
+        yield process.url
     finally:
-        process.terminate()
-        process.wait(10)
+        process.stop()
 
 
 @pytest.fixture
@@ -316,9 +323,50 @@ def test_agent_close_stops_the_server_and_leaves_no_process(marks):
     server.close()
 
 
-def test_a_server_killed_mid_turn_ends_the_turn_and_the_next_turn_restarts_it(server, marks):
-    if server.transport == "http":
-        pytest.skip("the HTTP server is shared by the module's tests")
+@pytest.fixture(params=["stdio", "http"])
+def own(request: pytest.FixtureRequest, marks: Path) -> Iterator[tuple[MCP, Any]]:
+    """A server of this test's own, leaving its marks in `marks`, and what starts it again
+    once it died: agent_nb itself for stdio; for HTTP the test, as a supervisor would."""
+    if request.param == "stdio":
+        server = MCP.stdio(
+            sys.executable, [SERVER], env={"MCP_TEST_DIR": str(marks)}, requires_approval=False
+        )
+        yield server, lambda: None
+        server.close()
+        return
+    process = HTTPServer({"MCP_TEST_DIR": str(marks)})
+    process.start()
+    server = MCP.http(process.url, requires_approval=False)
+    try:
+        yield server, process.start
+    finally:
+        server.close()
+        process.stop()
+
+
+def test_agent_close_leaves_a_sessions_own_server_which_closes_itself(marks):
+    """agent.close() stops the servers among the agent's tools only (docs/mcp.md says why);
+    a session's server stops with server.close(), or at the end of `with`."""
+    server = MCP.stdio(sys.executable, [SERVER], env={"MCP_TEST_DIR": str(marks)})
+    with server:
+        agent = Agent(provider=TestProvider([calls(("pid", {}))]), tools=[])
+        agent.session(tools=[server]).run("pid")  # waits for approval; the server is up
+        pid = pid_of(server)
+        agent.close()
+        assert server.running and alive(pid)
+    assert not server.running and not alive(pid)
+
+
+async def test_an_async_with_stops_the_server_too(marks):
+    async with MCP.stdio(sys.executable, [SERVER], env={"MCP_TEST_DIR": str(marks)}) as server:
+        tools = await server.tools_async()
+        pid = int(await {t.name: t for t in tools}["pid"].invoke({}))
+        assert alive(pid)
+    assert not server.running and not alive(pid)
+
+
+def test_a_server_killed_mid_turn_ends_the_turn_and_the_next_turn_restarts_it(own, marks):
+    server, start_again = own
     provider = TestProvider(
         [
             calls(("echo", {"text": "one"})),
@@ -338,9 +386,32 @@ def test_a_server_killed_mid_turn_ends_the_turn_and_the_next_turn_restarts_it(se
     assert "not sent again" in str(caught.value)
     assert session.to_dict()["messages"] == before  # history unchanged
     assert (marks / "died-k").read_text() == str(old)  # it ran once, and only once
+    start_again()
     response = session.run("again")
     new = int(response.messages[2].tool_results[0].content)
     assert new != old and not alive(old)
+
+
+def test_a_server_that_crashes_again_after_its_one_restart_ends_the_turn(stdio, marks):
+    provider = TestProvider([calls(("pid", {})), "first", calls(("pid", {})), "back"])
+    session = Agent(provider=provider, tools=[stdio]).session()
+    session.run("pid")
+    before = session.to_dict()["messages"]
+    old = pid_of(stdio)
+    (marks / "die-on-list").write_text("")  # from now on it ends when asked for its tools
+    os.kill(old, signal.SIGKILL)
+    wait_for(lambda: not alive(old), "the server to die")
+    with pytest.raises(ToolError) as caught:
+        session.run("pid again")
+    assert "stopped again after it was restarted in this turn" in str(caught.value)
+    assert "'lab'" in str(caught.value) and "not saved" in str(caught.value)
+    assert session.to_dict()["messages"] == before  # history unchanged
+    assert len(provider.requests) == 2  # the model was not asked: the turn never began
+    restarted = [m.name for m in marks.glob("died-on-list-*")]
+    assert len(restarted) == 1  # started once more in that turn, not again and again
+    (marks / "die-on-list").unlink()
+    response = session.run("pid")  # the next turn starts it again
+    assert int(response.messages[-2].tool_results[0].content) not in (old, 0)
 
 
 def test_a_server_that_died_between_turns_is_restarted(stdio):
@@ -371,9 +442,8 @@ def test_a_slow_call_times_out_and_the_server_is_told(marks):
         server.close()
 
 
-async def test_stopping_a_turn_during_a_slow_call_cancels_it_on_the_server(server, marks):
-    if server.transport == "http":
-        pytest.skip("the marks folder is the stdio server's")
+async def test_stopping_a_turn_during_a_slow_call_cancels_it_on_the_server(own, marks):
+    server, _ = own
     provider = TestProvider([calls(("slow", {"seconds": 60, "tag": "s"})), "never"])
     session = Agent(provider=provider, tools=[server]).session()
     task = asyncio.ensure_future(session.run_async("go"))
@@ -410,6 +480,28 @@ def test_mcp_tools_ask_for_approval_by_default(marks):
         assert session.run("echo").messages[2].tool_results[0].content == "again"
         assert session.to_dict()["allowed_tools"] == ["echo"]
         assert Session.from_dict(session.to_dict(), session.agent).allowed_tools == ["echo"]
+    finally:
+        server.close()
+
+
+def test_tool_call_events_and_the_approval_callback_name_the_server(marks):
+    def mine(word: str) -> str:
+        """A tool of one's own."""
+        return word
+
+    server = MCP.stdio(sys.executable, [SERVER], env={"MCP_TEST_DIR": str(marks)}, name="lab")
+    asked = []
+
+    def approve(call):
+        asked.append((call.name, call.server))
+        return True
+
+    try:
+        provider = TestProvider([calls(("echo", {"text": "hi"}), ("mine", {"word": "yo"})), "ok"])
+        agent = Agent(provider=provider, tools=[server, mine], approve=approve)
+        events = [e for e in agent.session().stream("go") if e.type == "tool_call"]
+        assert [(e.name, e.server) for e in events] == [("echo", "lab"), ("mine", None)]
+        assert asked == [("echo", "lab")]  # the callback can decide by server
     finally:
         server.close()
 

@@ -84,3 +84,39 @@ agent = Agent(provider="test", tools=[lab], store=SQLiteStore({str(db)!r}))
         )
         assert re.search(r"pid returned \d+", second.stdout), second.stderr + str(second.error)
         assert "['pid']" in second.stdout
+
+
+def test_session_approve_always_in_a_notebook_and_a_restore_keeps_it(tmp_path):
+    """`%session approve --always ID`: the call runs, and its tool runs without asking for
+    the rest of the session; the notebook's records keep that, so a restore has it too."""
+    import nbformat
+    from kernels import run_notebook, text_of
+
+    from agent_nb import Agent, Session
+
+    nb = run_notebook(
+        "%load_ext agent_nb\nimport sys\nfrom agent_nb import MCP\n"
+        f"lab = MCP.stdio(sys.executable, [{SERVER!r}], name='lab')",  # asks (the default)
+        "%agent provider=test mcp=lab",
+        "%%chat\nwhat is the pid?",
+        "from agent_nb.notebook.workspace import Workspace\n"
+        "session = Workspace.of(get_ipython()).session()\n"
+        "waiting = [c.id for c in session.pending_approvals]\nprint(waiting)",
+        "%session approve --always {waiting[0]}",
+        "%%chat\nand the pid now?",
+        "print(session.allowed_tools, session.pending_approvals)",
+    )
+    for cell in nb.cells:
+        assert not [o for o in cell.outputs if o.output_type == "error"], cell.outputs
+    shown = "".join(o.get("data", {}).get("text/plain", "") for o in nb.cells[2].outputs)
+    assert "waiting for approval: pid()" in shown and "--always" in shown
+    resumed = "".join(o.get("data", {}).get("text/html", "") for o in nb.cells[4].outputs)
+    assert "pid returned" in resumed and "MCP server <code>lab</code>" in resumed
+    again = "".join(o.get("data", {}).get("text/html", "") for o in nb.cells[5].outputs)
+    assert "pid returned" in again and "waits for your approval" not in again
+    assert "MCP server <code>lab</code>" in again  # shown as the call streams
+    assert text_of(nb.cells[6]).strip() == "['pid'] []"
+    saved = tmp_path / "approved.ipynb"
+    nbformat.write(nb, saved)
+    restored = Session.from_notebook(saved, Agent(provider="test"))
+    assert restored.allowed_tools == ["pid"]

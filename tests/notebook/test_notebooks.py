@@ -118,6 +118,35 @@ def test_tools(provider, tmp_path, request):
     assert stdout(nb.cells[-1]).strip() == "Forecast True"
 
 
+@pytest.mark.kernel
+def test_mcp(tmp_path, monkeypatch):
+    """A local MCP server written in the notebook, its tools in %%chat, an approval with
+    --always (offline: the test provider picks the tools the prompts name)."""
+    monkeypatch.chdir(tmp_path)
+    nb = execute("mcp", tmp_path)
+    listed = stdout(next(c for c in nb.cells if "%agent agent" in c.source))
+    assert "mcp: MCP.stdio('weather'" in listed and "False ['forecast', 'book_table']" in listed
+    cells = [c for c in nb.cells if c.source.startswith("%%chat")]
+    (forecast,) = chat_outputs(cells[0])
+    shown = forecast["data"]["text/html"]
+    assert '<code>forecast({"city": "Oslo"})</code> · MCP server <code>weather</code>' in shown
+    assert "Sunny in Oslo" in shown
+    sources = stdout(next(c for c in nb.cells if "tool_sources" in c.source))
+    assert "'server': 'weather', 'tool': 'forecast'" in sources
+    waiting = "".join(o.get("data", {}).get("text/plain", "") for o in cells[1].outputs)
+    assert "waiting for approval: book_table(" in waiting and "is booked" not in waiting
+    (resumed,) = chat_outputs(next(c for c in nb.cells if c.source.startswith("call_id =")))
+    assert resumed["metadata"]["agent_nb"]["op"] == "resume"
+    assert resumed["metadata"]["agent_nb"]["allowed_tools"] == ["book_table"]
+    assert "a table for 2 at" in resumed["data"]["text/html"]
+    (again,) = chat_outputs(cells[2])  # allowed from now on: it runs without asking
+    assert "a table for 4 at" in again["data"]["text/html"]
+    info = stdout(next(c for c in nb.cells if c.source == "%session info"))
+    assert "tools allowed without asking: book_table" in info
+    assert "waiting for approval" not in info
+    assert stdout(nb.cells[-1]).strip() == "False"  # agent.close() stopped the server
+
+
 def _tool_reply(name, arguments):
     from fake_openai import Reply
 

@@ -317,3 +317,47 @@ def test_split_surrogate_pairs_and_nul_reach_the_notebook_without_an_error(serve
 def test_a_transcript_shows_each_tool_call_with_its_result():
     shown = render.transcript_html(conversation("the result"))
     assert '["the result"]})</code></summary><pre><code>the result</code></pre>' in shown
+
+
+def test_a_call_to_an_mcp_tool_names_its_server_live_and_in_the_transcript(monkeypatch):
+    call = ToolCallPart(id="c1", name="echo", arguments={"text": "hi"})
+    own = ToolCallPart(id="c2", name="mine", arguments={})
+    sources = {"c1": {"server": "lab", "tool": "echo"}}
+    history = [
+        Message.user("go"),
+        Message(role="assistant", parts=(call, own), metadata={"tool_sources": sources}),
+        Message.tool(
+            [
+                ToolResultPart(tool_call_id="c1", name="echo", content="hi"),
+                ToolResultPart(tool_call_id="c2", name="mine", content="ok"),
+            ]
+        ),
+    ]
+    shown = render.transcript_html(history)
+    assert '<code>echo({"text": "hi"})</code> · MCP server <code>lab</code></summary>' in shown
+    assert "<code>mine({})</code></summary>" in shown  # a tool of one's own: as before
+    screen = Screen(monkeypatch)  # %%chat's live output, from the tool_call events
+    streamed = LiveHTML()
+    streamed.tool_call("c1", "echo", {"text": "hi"}, "lab")
+    streamed.tool_call("c2", "mine", {}, None)
+    streamed.tool_result("c1", "hi", False)
+    streamed.tool_result("c2", "ok", False)
+    streamed.finish("", None)
+    assert screen.shown == render.turn_html(history[1:])
+
+
+def test_hostile_mcp_server_names_are_inert_wherever_a_call_is_shown(monkeypatch):
+    """tool_sources comes back from a notebook or a store someone else wrote."""
+    screen = Screen(monkeypatch)
+    streamed = LiveHTML()
+    for index, payload in enumerate(PAYLOADS):
+        call = ToolCallPart(id="c1", name="echo", arguments={})
+        sources = {"c1": {"server": payload, "tool": payload}}
+        answer = Message(role="assistant", parts=(call,), metadata={"tool_sources": sources})
+        assert_inert(render.transcript_html([Message.user("go"), answer]), payload)
+        screen.now += live.UPDATE_INTERVAL
+        streamed.tool_call(f"c{index}", "echo", {}, payload)
+        streamed.tool_result(f"c{index}", "ok", False)
+    streamed.finish("", None)
+    for _, data, _ in screen.messages:
+        assert_inert(data["text/html"], "a server's name")

@@ -380,6 +380,17 @@ async def test_two_waiting_calls_resume_when_both_are_decided(server):
     assert ran == ["transfer 1 Bob"] and panel.session.messages[-1].text == "One sent."
 
 
+def inert_items(history: list[Message]) -> list[dict]:
+    """The items a view opening on a session with `history` gets, each checked inert."""
+    panel = ChatPanel(Session(Agent(provider="test"), messages=history))
+    recorder = Recorder(panel)
+    panel._handle_custom_msg({"type": "hello"}, [])
+    items = recorder.custom("reset")[-1]["items"]
+    for item in items:
+        assert problems(item["html"]) == [], item
+    return items
+
+
 def test_tool_cards_are_inert_with_hostile_names_arguments_results_and_ids():
     from agent_nb.messages import ToolCallPart, ToolResultPart
 
@@ -403,12 +414,7 @@ def test_tool_cards_are_inert_with_hostile_names_arguments_results_and_ids():
     waiting = ToolCallPart(id="w\"'><script>", name="<b>x</b>", arguments={})
     history.append(Message(role="assistant", parts=(waiting,)))
     history.append(Message(role="tool", parts=(), metadata={"awaiting_approval": [waiting.id]}))
-    panel = ChatPanel(Session(Agent(provider="test"), messages=history))
-    recorder = Recorder(panel)
-    panel._handle_custom_msg({"type": "hello"}, [])
-    items = recorder.custom("reset")[-1]["items"]
-    for item in items:
-        assert problems(item["html"]) == [], item
+    items = inert_items(history)
     assert all(item["id"] for item in items)
     assert call_ids(items[-1]["html"]) == ["w&quot;&#x27;&gt;&lt;script&gt;"]
 

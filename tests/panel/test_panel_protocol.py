@@ -77,7 +77,7 @@ FROM_A_VIEW = {
     ToKernel.UNDO: ({}, ("undo", ())),
     ToKernel.REGENERATE: ({"id": "m2"}, ("regenerate", ("m2",))),
     ToKernel.EDIT: ({"id": "m1"}, ("edit", ("m1",))),
-    ToKernel.APPROVE: ({"call": "c1", "id": "m2"}, ("decide", ("c1", True, "m2"))),
+    ToKernel.APPROVE: ({"call": "c1", "id": "m2"}, ("decide", ("c1", True, "m2", False))),
     ToKernel.DENY: ({"call": "c1", "id": "m2"}, ("decide", ("c1", False, "m2"))),
     ToKernel.RETRY: ({}, ("retry", ())),
     ToKernel.SWITCH: ({"session": "s2"}, ("choose", ("s2",))),
@@ -110,6 +110,18 @@ def test_what_is_no_message_of_the_protocol_does_nothing(content):
     controls = Calls()
     protocol.receive(controls, content)
     assert controls.made == []
+
+
+def test_always_allow_is_an_approve_with_always_true_and_nothing_else_is():
+    made = []
+    for always in (True, "true", 1, None):
+        controls = Calls()
+        protocol.receive(controls, {"type": "approve", "call": "c1", "id": "m2", "always": always})
+        made.append(controls.made)
+    assert made == [[("decide", ("c1", True, "m2", flag))] for flag in (True, False, False, False)]
+    # panel.js sends it from the card's Always allow button
+    assert '["always", "Always allow"' in PANEL_JS
+    assert 'action === "always"' in PANEL_JS and "always });" in PANEL_JS
 
 
 def test_a_send_with_edit_forks_at_that_prompt():

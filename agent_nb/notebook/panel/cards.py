@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ... import _render as render
 from ..._ledger import MOST, dollars
+from ...messages import tool_server
 from .. import _gauge, _routing
 
 if TYPE_CHECKING:
@@ -42,8 +43,10 @@ def tool_card(
     arguments: Any,
     result: ToolResultPart | None = None,
     state: str | None = None,
+    server: str | None = None,
 ) -> str:
-    """One tool call as a collapsible card: arguments, result or error, Approve / Deny."""
+    """One tool call as a collapsible card: arguments, result or error, Approve / Deny;
+    `server`: the MCP server its tool is from, named after the tool's name."""
     if state is None:
         state = "running" if result is None else "error" if result.is_error else "done"
     try:
@@ -55,7 +58,7 @@ def tool_card(
     parts = [
         f'<details class="agent-nb-panel-tool agent-nb-panel-tool-{state}"'
         f' data-call="{_attr(call_id)}"{opened}>',
-        f"<summary>{mark} <code>{render.escaped(name)}</code> "
+        f"<summary>{mark} <code>{render.escaped(name)}</code>{render.from_server(server)} "
         f'<span class="agent-nb-panel-tool-state">{_STATES.get(state, state)}</span></summary>',
         '<div class="agent-nb-panel-tool-label">arguments</div>',
         f"<pre><code>{render.escaped(shown_args)}</code></pre>",
@@ -86,13 +89,16 @@ def answer_html(
     or denied (False) while others still wait; `markdown` renders the text.
     """
     shown = markdown(message.text) if message.text else ""
+    sources = message.metadata.get("tool_sources")
     for call in message.tool_calls:
         state = None
         if call.id in decided:
             state = "approved" if decided[call.id] else "denied"
         elif call.id in waiting:
             state = "waiting"
-        shown += tool_card(call.id, call.name, call.arguments_json(), results.get(call.id), state)
+        server = tool_server(sources, call.id)
+        result = results.get(call.id)
+        shown += tool_card(call.id, call.name, call.arguments_json(), result, state, server)
     return shown
 
 

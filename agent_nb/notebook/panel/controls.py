@@ -183,9 +183,10 @@ class Controls:
 
     # -- approve / deny --------------------------------------------------------------------
 
-    def decide(self, call_id: Any, approved: bool, message_id: Any) -> None:
+    def decide(self, call_id: Any, approved: bool, message_id: Any, always: bool = False) -> None:
         """Approve or deny a waiting call of message `message_id`; once every waiting call is
-        decided, resume.
+        decided, resume. `always` (Always allow): approved, and its tool runs without asking
+        from now on, in this session (`session.approve(id, always=True)`).
 
         The message is checked too: servers reuse call ids, and a click on a card that is no
         longer the waiting one must not decide a new call that has the same id.
@@ -202,7 +203,7 @@ class Controls:
                     f"{session.session_id!r}; the panel now shows the calls that do"
                 )
             if approved:
-                session.approve(call_id)
+                session.approve(call_id, always=always)
             else:
                 session.deny(call_id, "denied in the chat panel")
         except AgentError as exc:

@@ -46,6 +46,14 @@ const ACTIONS = {
   edit: ["Edit", "edit this prompt: the conversation forks there"],
   regenerate: ["Regenerate", "answer the last prompt again; this answer is kept as a branch"],
 };
+// The buttons of a call that waits for approval: its action, label, and what a screen reader
+// says before the tool's name. Always allow: approve, and let the tool run without asking
+// from now on, in this session.
+const APPROVAL = [
+  ["approve", "Approve", "approve the call of"],
+  ["always", "Always allow", "approve, and from now on in this session always allow,"],
+  ["deny", "Deny", "deny the call of"],
+];
 
 function element(tag, className, text) {
   const e = document.createElement(tag);
@@ -403,8 +411,8 @@ function bubble(item, extra) {
   }
   for (const place of body.querySelectorAll(".agent-nb-panel-approval[data-call]")) {
     const tool = place.dataset.tool || "the tool";
-    for (const [action, label] of [["approve", "Approve"], ["deny", "Deny"]]) {
-      const b = button(action, label, `${action} the call of ${tool}`);
+    for (const [action, label, aria] of APPROVAL) {
+      const b = button(action, label, `${aria} ${tool}`);
       b.dataset.call = place.dataset.call;
       place.appendChild(b);
     }
@@ -775,11 +783,12 @@ function render({ model, el }) {
     } else if (action === "edit" || action === "regenerate") {
       const type = action === "edit" ? TO_KERNEL.edit : TO_KERNEL.regenerate;
       if (!model.get("busy")) model.send({ type, id });
-    } else if (action === "approve" || action === "deny") {
+    } else if (action === "approve" || action === "always" || action === "deny") {
       if (model.get("busy")) return;
       for (const b of target.parentElement.querySelectorAll("button")) b.disabled = true;
-      const type = action === "approve" ? TO_KERNEL.approve : TO_KERNEL.deny;
-      model.send({ type, call: target.dataset.call, id }); // id: the call's message
+      const type = action === "deny" ? TO_KERNEL.deny : TO_KERNEL.approve;
+      const always = action === "always"; // and its tool from now on, in this session
+      model.send({ type, call: target.dataset.call, id, always }); // id: the call's message
     } else if (action === "retry") {
       target.disabled = true;
       model.send({ type: TO_KERNEL.retry });

@@ -22,7 +22,8 @@ view -> kernel (ToKernel)
   undo        drop the last turn
   regenerate  id: answer the last prompt again (the answer `id` stays, in a branch)
   edit        id: the front end wants prompt `id`'s text
-  approve     call, id: approve waiting call `call` of message `id`
+  approve     call, id, [always]: approve waiting call `call` of message `id` (with
+              `always`: true, and let its tool run without asking, in this session)
   deny        call, id: deny it
   retry       do again what failed
   switch      session: show that session
@@ -110,7 +111,9 @@ _RECEIVED: dict[str, Callable[[Controls, dict[str, Any]], None]] = {
     ToKernel.UNDO: lambda c, m: c.undo(),
     ToKernel.REGENERATE: lambda c, m: c.regenerate(m.get("id")),
     ToKernel.EDIT: lambda c, m: c.edit(m.get("id")),
-    ToKernel.APPROVE: lambda c, m: c.decide(m.get("call"), True, m.get("id")),
+    ToKernel.APPROVE: lambda c, m: c.decide(
+        m.get("call"), True, m.get("id"), m.get("always") is True
+    ),
     ToKernel.DENY: lambda c, m: c.decide(m.get("call"), False, m.get("id")),
     ToKernel.RETRY: lambda c, m: c.retry(),
     ToKernel.SWITCH: lambda c, m: c.choose(m.get("session")),

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ...messages import ToolResultPart
+from ...messages import ToolResultPart, tool_server
 from ...session import Session
 from ..live import MESSAGE_BYTES, MarkdownTail, Throttle
 from . import cards
@@ -35,15 +35,19 @@ async def stream(
     deltas = _Deltas(post)
     sent = {"images": list(images)} if images else {}
     turn = session.stream_async(prompt, **sent) if prompt else session.stream_resume_async()
-    # by call id: a result's card shows its call's arguments too (a resume's calls are
-    # the waiting ones: no tool_call event comes for them)
-    arguments = {c.id: c.arguments_json() for c in session.pending_approvals}
+    # by call id: a result's card shows its call's arguments and server too (a resume's
+    # calls are the waiting ones: no tool_call event comes for them)
+    waiting = session.pending_approvals
+    sources = session.messages[-2].metadata.get("tool_sources") if waiting else None
+    arguments = {c.id: c.arguments_json() for c in waiting}
+    servers = {c.id: tool_server(sources, c.id) for c in waiting}
     async for event in turn:
         if event.type == "text_delta":
             deltas.text(event.text)
         elif event.type == "tool_call":
-            arguments[event.id] = event.arguments
-            deltas.block(cards.tool_card(event.id, event.name, event.arguments))
+            arguments[event.id], servers[event.id] = event.arguments, event.server
+            card = cards.tool_card(event.id, event.name, event.arguments, server=event.server)
+            deltas.block(card)
         elif event.type == "tool_result":
             call = event.tool_call_id
             result = ToolResultPart(
@@ -52,7 +56,9 @@ async def stream(
                 content=event.content,
                 is_error=event.is_error,
             )
-            shown = cards.tool_card(call, event.name, arguments.get(call, {}), result)
+            shown = cards.tool_card(
+                call, event.name, arguments.get(call, {}), result, server=servers.get(call)
+            )
             post(ToView.CARD, call=call, html=shown)  # in place of the call's card
     return turn.response
 

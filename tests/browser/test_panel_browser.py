@@ -392,6 +392,23 @@ def approve_one_call_and_deny_another(c: Controls) -> None:
     c.shot("denied")
 
 
+def always_allow_runs_the_tool_without_asking_again(c: Controls) -> None:
+    """Always allow: the call runs, and the tool's next call in the session is not asked
+    about; the session records the choice."""
+    c.send("pay Bob 9")
+    c.until(has("needs your approval") + " && !!p.querySelector('[data-action=always]')")
+    c.panel.locator(".agent-nb-panel-approval button[data-action=always]").click()
+    c.until(has("Sent 9 to Bob.") + " && !p.querySelector('[data-action=always]')")
+    asked = len(c.server.requests)
+    c.send("pay Bob 3")
+    c.until(has("Sent 3 to Bob."))
+    assert len(c.server.requests) == asked + 2  # the call and the answer: nobody was asked
+    told = [m for m in c.server.requests[-1]["messages"] if m["role"] == "tool"]
+    assert "sent 3" in told[-1]["content"], told
+    assert c.panel.locator("[data-action=approve]").count() == 0
+    c.shot("always-allowed")
+
+
 def a_chat_cell_and_the_panel_share_the_session(c: Controls) -> None:
     """`%%chat main` is sent the panel's turns, the panel shows the cell's; Undo drops
     the cell's turn, then the denied one."""
@@ -519,6 +536,10 @@ def test_the_controls_regenerate_approve_deny_share_edit_switch_copy(
         Reply(text="**answer** from a cell"),
         Reply(text="edited answer"),
         Reply(text=WORDS, chunk_delay=0.05),
+        Reply(tool_calls=[{"name": "transfer", "arguments": {"amount": 9, "to": "Bob"}}]),
+        Reply(text="Sent 9 to Bob."),
+        Reply(tool_calls=[{"name": "transfer", "arguments": {"amount": 3, "to": "Bob"}}]),
+        Reply(text="Sent 3 to Bob."),
     )
     with Browser() as browser:
         controls = Controls(browser, lab, server, front_end, tmp_path)
@@ -532,6 +553,7 @@ def test_the_controls_regenerate_approve_deny_share_edit_switch_copy(
             switch_sessions_and_start_a_new_one,
             escape_stops_the_answer,
             the_dark_theme_darkens_the_panel,
+            always_allow_runs_the_tool_without_asking_again,
         ):
             step(controls)
         assert browser.dialogs == []

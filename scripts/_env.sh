@@ -76,10 +76,15 @@ print(*extras["llama"])')
   apt_install g++ cmake ninja-build || echo "could not install g++ / cmake / ninja-build" >&2
   mkdir -p "$LLAMA_CPP_WHEELS"
   started=$SECONDS
+  local sdist
+  if ! sdist=$(_llama_sdist "$log"); then
+    _llama_cpp_unavailable "downloading its sources failed" "$log" "$status"
+    return 1
+  fi
   # --no-cache-dir: this unusual build stays out of pip's cache, where other installs would find it
   if ! CMAKE_ARGS=$LLAMA_CPP_CMAKE_ARGS timeout 40m .venv/bin/python -m pip wheel -q \
       --disable-pip-version-check --no-cache-dir --no-deps -w "$LLAMA_CPP_WHEELS" \
-      "$requirement" >"$log" 2>&1; then
+      "$sdist" >>"$log" 2>&1; then
     _llama_cpp_unavailable "building it failed after $((SECONDS - started)) s" "$log" "$status"
     return 1
   fi
@@ -88,6 +93,32 @@ print(*extras["llama"])')
     _llama_cpp_unavailable "installing the built wheel failed" "$log" "$status"
     return 1
   fi
+}
+
+_llama_version() {  # the llama extra's pinned llama-cpp-python version
+  .venv/bin/python -c 'import re, tomllib
+extras = tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]
+print(re.search(r"==\s*([\w.]+)", extras["llama"][0]).group(1))'
+}
+
+_llama_sdist() {  # LOG: the path of the llama extra's sdist, downloaded once for both builds
+  local version sdist
+  version=$(_llama_version)
+  sdist="$LLAMA_CPP_WHEELS/sources/llama_cpp_python-$version.tar.gz"
+  if [ ! -s "$sdist" ]; then  # into a folder of its own first: a stopped download is no sdist
+    local partial
+    mkdir -p "$LLAMA_CPP_WHEELS/sources"
+    partial=$(mktemp -d "$LLAMA_CPP_WHEELS/sources/.partial.XXXXXX")
+    # --no-binary for this package only: its build requirements come as wheels
+    if ! .venv/bin/python -m pip download -q --disable-pip-version-check --no-deps \
+        --no-binary llama-cpp-python -d "$partial" "llama-cpp-python==$version" >>"$1" 2>&1 ||
+       ! mv "$partial/$(basename "$sdist")" "$sdist" >>"$1" 2>&1; then
+      rm -rf "$partial"
+      return 1
+    fi
+    rm -rf "$partial"
+  fi
+  echo "$sdist"
 }
 
 _llama_cpp_unavailable() {  # REASON LOG STATUS [WHAT]: tell the terminal, and the tests (they skip)
@@ -108,11 +139,9 @@ LLAMA_SERVER_CMAKE_ARGS+=" -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_SERVER=ON"
 
 install_llama_server() {  # build llama-server once; if that fails, say why and go on
   local status=.venv/llama-server.status log=.venv/llama-server.log version binary work source
-  local started
+  local started sdist
   rm -f "$status"
-  version=$(.venv/bin/python -c 'import re, tomllib
-extras = tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]
-print(re.search(r"==\s*([\w.]+)", extras["llama"][0]).group(1))')
+  version=$(_llama_version)
   binary="$LLAMA_CPP_WHEELS/llama-server-$version"
   [ -x "$binary" ] && return 0
   echo "building llama.cpp's llama-server from llama-cpp-python $version's sources for the" \
@@ -121,9 +150,8 @@ print(re.search(r"==\s*([\w.]+)", extras["llama"][0]).group(1))')
   mkdir -p "$LLAMA_CPP_WHEELS"
   work=$(mktemp -d)
   started=$SECONDS
-  if ! .venv/bin/python -m pip download -q --disable-pip-version-check --no-deps \
-      --no-binary :all: -d "$work" "llama-cpp-python==$version" >"$log" 2>&1 ||
-     ! tar -xzf "$work"/llama_cpp_python-*.tar.gz -C "$work" >>"$log" 2>&1; then
+  : >"$log"
+  if ! sdist=$(_llama_sdist "$log") || ! tar -xzf "$sdist" -C "$work" >>"$log" 2>&1; then
     rm -rf "$work"
     _llama_cpp_unavailable "downloading llama-cpp-python $version's sources failed" "$log" \
       "$status" llama-server
@@ -149,5 +177,7 @@ print(re.search(r"==\s*([\w.]+)", extras["llama"][0]).group(1))')
   fi
   mv "$binary.partial" "$binary"
   rm -rf "$work"
+  # both builds made: their 77 MB of sources are not needed again
+  ls "$LLAMA_CPP_WHEELS"/llama_cpp_python-"$version"-*.whl >/dev/null 2>&1 && rm -f "$sdist"
   echo "built llama-server in $((SECONDS - started)) s" >&2
 }

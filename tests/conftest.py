@@ -227,7 +227,8 @@ _SERVER_FIXTURES = {"redis_url", "postgres_dsn", "llama_server", "llama_cpp_serv
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark the tiers: `browser` (tests/browser/), `server` (tests/servers/, and any test
     that starts Redis or PostgreSQL: by fixture, or as a store kind or docs page it is
-    parametrized with); `kernel` is marked in the test files themselves."""
+    parametrized with); `kernel`, `slow` and the MCP servers' `server` are marked in the
+    test files themselves."""
     for item in items:
         layer = item.path.parent.name
         if layer == "browser":

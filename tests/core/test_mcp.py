@@ -27,7 +27,7 @@ from agent_nb.messages import Message
 from agent_nb.providers.testing import TestProvider
 from agent_nb.stores import SQLiteStore
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.server]  # real MCP servers
 
 SECRET_ENV = "env-secret-value-7f3a"
 SECRET_HEADER = "Bearer header-secret-9c1d"

@@ -276,6 +276,7 @@ def no_stray_finalizers():
 
 @pytest.mark.timeout(60)
 @pytest.mark.usefixtures("no_stray_finalizers")
+@pytest.mark.slow
 def test_fuzz_keyboard_interrupts_at_random_instants():
     rng = random.Random(20261201)
     main = threading.main_thread().ident
@@ -310,6 +311,7 @@ def test_fuzz_keyboard_interrupts_at_random_instants():
 
 @pytest.mark.timeout(60)
 @pytest.mark.usefixtures("no_stray_finalizers")
+@pytest.mark.slow
 def test_fuzz_keyboard_interrupts_during_run():
     """`run` interrupted anywhere: never busy; history unchanged, whole, or marked partial."""
     rng = random.Random(2026)
@@ -345,6 +347,7 @@ def test_fuzz_keyboard_interrupts_during_run():
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.slow
 def test_fuzz_cancellations_at_random_instants():
     rng = random.Random(1201)
 

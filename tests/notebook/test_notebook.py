@@ -376,6 +376,7 @@ def test_a_loaded_session_survives_a_restore(tmp_path):
     assert "messages: 2" in text_of(again.cells[2])
 
 
+@pytest.mark.slow
 def test_terminal_ipython_streams_plain_text():
     """In terminal IPython, %%chat prints the answer as it arrives: no Markdown objects."""
     import subprocess

@@ -119,6 +119,7 @@ def splits(payload: str, rng: random.Random) -> list[int]:
     return list(positions) if len(payload) <= 30 else sorted(rng.sample(positions, 30))
 
 
+@pytest.mark.slow
 def test_payloads_split_across_stream_chunks_stay_inert_in_every_update(monkeypatch):
     rng = random.Random(10)
     screen = Screen(monkeypatch)

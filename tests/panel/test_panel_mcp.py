@@ -16,7 +16,7 @@ from agent_nb import MCP, Agent, ChatPanel, Message, Session, tool
 from agent_nb.messages import ToolCallPart, ToolResultPart
 from agent_nb.providers.testing import TestProvider
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.server]  # real MCP servers
 
 LAB = "MCP server <code>lab</code>"
 

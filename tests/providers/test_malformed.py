@@ -742,6 +742,7 @@ async def _replay_all(cases: list[tuple[Path, str]], deadline: float) -> dict[st
     return outcome
 
 
+@pytest.mark.slow
 def test_fuzzed_recordings_raise_only_agent_errors():
     rng = random.Random(SEED)
     recordings = {p: json.loads(p.read_text()) for p in RECORDINGS}

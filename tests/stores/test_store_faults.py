@@ -41,6 +41,7 @@ def bot(store: Any = None, **kwargs: Any) -> Agent:
 # -- Ctrl-C at random instants ---------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_sigint_fuzz_never_breaks_a_store(store_where):
     """300 interrupts at random instants of saves: never a mix of two states, the next save
     catches up (store == memory), and another process can write the same store at once."""

@@ -269,6 +269,7 @@ def long_session(store: SessionStore | None, count: int = 10_000) -> Any:
     return session
 
 
+@pytest.mark.slow
 def test_ten_thousand_messages(store):
     session = long_session(store)
     assert store.load("long") == session.to_dict()
@@ -289,6 +290,7 @@ def shared(store_where):
     return kind, where
 
 
+@pytest.mark.slow
 def test_concurrent_writers_in_several_processes(store_where, store):
     kind, where = shared(store_where)
     writers, turns = 4, 15

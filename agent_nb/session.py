@@ -28,7 +28,7 @@ from .errors import (
     StoreError,
 )
 from .events import Event, Response, Usage
-from .messages import Message, ToolCallPart, _short
+from .messages import Message, ToolCallPart, _short, allowance
 from .stores.base import SessionStore, dumps, worker
 from .tools import Tool, Toolset
 
@@ -372,23 +372,34 @@ class Session:
         """
         self._decide(call_id, True, None)
         if always:
-            self._allowed_tools.add(self._decisions[call_id][2].name)
+            call = self._decisions[call_id][2]
+            sources = self._messages[-2].metadata.get("tool_sources")
+            source = sources.get(call.id) if isinstance(sources, Mapping) else None
+            key = allowance(call.name, source)
+            if key is not None:
+                self._allowed_tools.add(key)
 
     @property
     def allowed_tools(self) -> list[str]:
-        """The tools this session lets run without approval (`approve(id, always=True)`)."""
+        """The tools this session lets run without approval (`approve(id, always=True)`):
+        a tool of one's own by its name, an MCP server's as `server:tool` (its server's name
+        and the server's own name for it)."""
         return sorted(self._allowed_tools)
 
     def allow_tool(self, name: str) -> None:
         """Let tool `name` run without asking for approval, in this session (as
-        `approve(id, always=True)` does; recorded in `allowed_tools`)."""
+        `approve(id, always=True)` does; recorded in `allowed_tools`): a tool of one's own
+        by its name, an MCP server's tool as `server:tool`."""
         if not isinstance(name, str) or not name:
             raise TypeError(f"allow_tool takes a tool's name, got {name!r}")
         self._allowed_tools.add(name)
 
     def disallow_tool(self, name: str) -> None:
-        """Ask again before each call of tool `name` in this session."""
-        self._allowed_tools.discard(name)
+        """Ask again before each call of tool `name` in this session (`server:tool`, or a
+        name: a tool of one's own, and any server's tool of that name)."""
+        self._allowed_tools = {
+            key for key in self._allowed_tools if key != name and key.split(":", 1)[-1] != name
+        }
 
     def deny(self, call_id: str, reason: str | None = None) -> None:
         """Refuse a waiting tool call; the model is told so (with `reason`, if given)."""

@@ -479,7 +479,7 @@ class Toolset:
 
     async def resolved(self) -> Toolset:
         """This toolset with its sources' tools listed (servers start on first need); a tool
-        of a server named like another tool is offered as `server_tool`."""
+        of a server named like another tool is offered as `server_tool` (mcp.resolve_names)."""
         if not self.sources:
             return self
         from .mcp import _Use, resolve_names
@@ -488,11 +488,6 @@ class Toolset:
         listed = await asyncio.gather(*(source._resolve(use) for source in self.sources))
         out = Toolset(self.tools.values())
         for t in resolve_names([t for tools in listed for t in tools], set(self.tools)):
-            if t.name in out.tools:
-                raise ConfigurationError(
-                    f"two tools are named {t.name!r} even with their servers' names before "
-                    "them; give a server another name (MCP.stdio(..., name=...))"
-                )
             out.tools[t.name] = t
         out.schemas = [t.schema() for t in out.tools.values()]
         return out

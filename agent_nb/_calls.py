@@ -22,7 +22,6 @@ from .events import (
 from .messages import (
     ToolCallPart,
     ToolResultPart,
-    allowance,
     clean_text,
     tool_server,
 )
@@ -61,11 +60,11 @@ async def decided_calls(
             decision = made[0], made[1]
         if decision is None or decision[0]:  # a denial holds whatever the name is now
             _check_source(call, tool, state)
-        free = (
-            tool is None
-            or not tool.requires_approval
-            or allowance(tool.name, tool.source) in allowed
-        )
+        if decision is not None and decision[0] and call.id in state.session._always:
+            state.session._always.discard(call.id)
+            if tool is not None:  # the tool it runs on (checked): never a record's word
+                allowed.add(tool.allowance)
+        free = tool is None or not tool.requires_approval or tool.allowance in allowed
         if free and (decision is None or decision[0]):
             runnable.append(call)  # a denial holds even for a tool no longer there
             continue

@@ -146,24 +146,6 @@ def tool_server(sources: Any, call_id: str) -> str | None:
     return server if isinstance(server, str) and server else None
 
 
-def allowance(name: str, source: Any) -> str | None:
-    """What "always allow" records for a call to tool `name` from `source` (its `tool_sources`
-    entry, or a Tool's `source`): `server:tool` for an MCP server's tool (bound to that
-    server and its own name for the tool, never to a name another server may take later),
-    else the name (a tool of one's own: its name holds no `:`). None: a source that is not
-    what agent_nb writes (a server name no server can have)."""
-    if source is None:
-        return name
-    server = source.get("server") if isinstance(source, Mapping) else None
-    tool = source.get("tool") if isinstance(source, Mapping) else None
-    if not (isinstance(server, str) and isinstance(tool, str) and _SERVER_NAME.fullmatch(server)):
-        return None
-    return f"{server}:{tool}"
-
-
-_SERVER_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
-
-
 def clean_json(value: Any) -> Any:
     """`clean_text` over every string of a JSON value, keys included."""
     if isinstance(value, str):

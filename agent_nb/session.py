@@ -28,7 +28,7 @@ from .errors import (
     StoreError,
 )
 from .events import Event, Response, Usage
-from .messages import Message, ToolCallPart, _short, allowance
+from .messages import Message, ToolCallPart, _short
 from .stores.base import SessionStore, dumps, worker
 from .tools import Tool, Toolset
 
@@ -61,6 +61,9 @@ class Session:
         self._decisions: dict[str, tuple[bool, str | None, ToolCallPart]] = {}
         #: Tools the user let run without asking, in this session (approve(..., always=True)).
         self._allowed_tools: set[str] = set()
+        #: Waiting calls approved with always=True: their tool is allowed once the call runs
+        #: on the tool it was made to (_calls.decided_calls), never from what a record says.
+        self._always: set[str] = set()
         self.session_id = _check_id(session_id) if session_id is not None else _new_id()
         self.system = system
         self._messages: list[Message] = _format.check_messages(messages) if messages else []
@@ -193,6 +196,7 @@ class Session:
         lock and saves."""
         self._messages, self.usage = messages, usage  # no call between: a Ctrl-C cannot split
         self._decisions.clear()
+        self._always.clear()
         self._touch()
 
     def add_message(self, message: Message) -> None:
@@ -368,16 +372,12 @@ class Session:
         """Let a waiting tool call run when the turn resumes.
 
         `always=True`: and let its tool run without asking from now on, in this session
-        (recorded in `to_dict()`, so a store or a notebook keeps it; see `allowed_tools`).
+        (recorded in `to_dict()`, so a store keeps it; see `allowed_tools`): the tool the
+        call runs on when the turn resumes, which must be the one it was made to.
         """
         self._decide(call_id, True, None)
         if always:
-            call = self._decisions[call_id][2]
-            sources = self._messages[-2].metadata.get("tool_sources")
-            source = sources.get(call.id) if isinstance(sources, Mapping) else None
-            key = allowance(call.name, source)
-            if key is not None:
-                self._allowed_tools.add(key)
+            self._always.add(call_id)
 
     @property
     def allowed_tools(self) -> list[str]:
@@ -404,6 +404,7 @@ class Session:
     def deny(self, call_id: str, reason: str | None = None) -> None:
         """Refuse a waiting tool call; the model is told so (with `reason`, if given)."""
         self._decide(call_id, False, reason)
+        self._always.discard(call_id)
 
     def _decide(self, call_id: str, approved: bool, reason: str | None) -> None:
         waiting = {call.id: call for call in self.pending_approvals}

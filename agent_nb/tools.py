@@ -143,6 +143,16 @@ class Tool:
     def __repr__(self) -> str:
         return f"Tool({self.name!r})"
 
+    @property
+    def allowance(self) -> str:
+        """What "always allow" records for this tool (Session.allowed_tools): an MCP
+        server's tool as `server:tool` (its server and the server's own name for it, never
+        the name it is offered as, which another server may take later), one's own by its
+        name (which holds no `:`)."""
+        if self.source is None:
+            return self.name
+        return f"{self.source['server']}:{self.source['tool']}"
+
     def schema(self) -> dict[str, Any]:
         """The provider-neutral description: name, description, parameters."""
         return {"name": self.name, "description": self.description, "parameters": self.parameters}

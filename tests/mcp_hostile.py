@@ -9,6 +9,7 @@ anew at each request (a test changes it between turns):
 - `hang_list`: tools/list is never answered;
 - `answer`: what every call returns: "text" (the tool's name and arguments), `items` N
   (N text blocks) or `image` N (a PNG-typed base64 string of N characters);
+- `spam`: every call first sends this many log and tool-list-changed notifications;
 - `stderr`: write this many bytes to stderr before serving (a chatty server);
 - `exit`: end the process as soon as it starts.
 """
@@ -61,6 +62,9 @@ async def list_tools(ctx: Any, params: Any) -> types.ListToolsResult:
 
 async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
     said = spec()
+    for i in range(said.get("spam", 0)):
+        await ctx.session.send_log_message(level="info", data=f"spam {i}")
+        await ctx.session.send_tool_list_changed()
     if "items" in said:
         blocks = [types.TextContent(text="i")] * said["items"]
         return types.CallToolResult(content=blocks)

@@ -476,8 +476,8 @@ def test_mcp_tools_ask_for_approval_by_default(marks):
         response = session.run("echo")
         assert [c.name for c in response.pending_approvals] == ["echo"]
         session.approve("c1", always=True)
-        assert session.allowed_tools == ["mcp_server:echo"]  # the server's name: its tool
         assert session.resume().messages[-2].tool_results[0].content == "hi"
+        assert session.allowed_tools == ["mcp_server:echo"]  # the server's name: its tool
         # allowed for the rest of this session: the next call runs without asking
         assert session.run("echo").messages[2].tool_results[0].content == "again"
         assert session.to_dict()["allowed_tools"] == ["mcp_server:echo"]
@@ -657,6 +657,29 @@ def test_a_waiting_call_never_runs_a_tool_that_took_its_name_since(hostile):
     session.resume()
     result = session.messages[2].tool_results[0]
     assert result.is_error and "did not approve" in result.content
+
+
+def test_always_allows_the_tool_a_call_runs_on_never_what_its_record_says(marks):
+    """A session's data (a stranger's notebook, say) can say a waiting call `echo` is to
+    the server's tool `die`: Always allow on it must never allow `die`."""
+    server = MCP.stdio(sys.executable, [SERVER], env={"MCP_TEST_DIR": str(marks)}, name="lab")
+    try:
+        agent = Agent(provider=TestProvider([calls(("echo", {"text": "x"})), "ok"]), tools=[server])
+        session = agent.session()
+        session.run("go")
+        data = session.to_dict()
+        data["messages"][1]["metadata"]["tool_sources"]["c1"]["tool"] = "die"
+        forged = Session.from_dict(data, agent)
+        forged.approve("c1", always=True)
+        with pytest.raises(ToolError, match="was made to tool 'die' of MCP server 'lab'"):
+            forged.resume()
+        assert forged.allowed_tools == []
+        session.approve("c1", always=True)  # the true record: allowed once the call runs
+        assert session.allowed_tools == []
+        session.resume()
+        assert session.allowed_tools == ["lab:echo"]
+    finally:
+        server.close()
 
 
 def test_no_server_can_take_other_tools_away_with_names_that_clash(hostile):

@@ -28,6 +28,7 @@ from .messages import (
 from .tools import (
     ArgumentError,
     ModelRetry,
+    Tool,
     ToolResultError,
     Toolset,
     format_validation_error,
@@ -52,14 +53,18 @@ async def decided_calls(
         if call.id in state.done:
             continue
         tool = toolset.tools.get(call.name)
-        if tool is None:
-            _check_source(call, state)
         decision: tuple[bool, str | None] | None = None
         made = decisions.pop(call.id, None)
         if made is not None and made[2] == call:  # only for the very call it was made on
             state.decided[call.id] = made
             decision = made[0], made[1]
-        free = tool is None or not tool.requires_approval or call.name in allowed
+        if decision is None or decision[0]:  # a denial holds whatever the name is now
+            _check_source(call, tool, state)
+        if decision is not None and decision[0] and call.id in state.session._always:
+            state.session._always.discard(call.id)
+            if tool is not None:  # the tool it runs on (checked): never a record's word
+                allowed.add(tool.allowance)
+        free = tool is None or not tool.requires_approval or tool.allowance in allowed
         if free and (decision is None or decision[0]):
             runnable.append(call)  # a denial holds even for a tool no longer there
             continue
@@ -211,18 +216,35 @@ async def _call(call: ToolCallPart, toolset: Toolset, state: TurnState) -> ToolR
     )
 
 
-def _check_source(call: ToolCallPart, state: TurnState) -> None:
-    """ToolError if `call` was made to a tool of a server this session no longer has."""
-    source = state.sources.get(call.id)
-    if not source:
+def _check_source(call: ToolCallPart, tool: Tool | None, state: TurnState) -> None:
+    """ToolError unless `call` goes to the tool it was made to: a waiting call resumed may
+    find its server gone, or its name taken since by another server's tool (or one's own).
+    An approval is for the tool the call was shown with, never for what answers to its name."""
+    source = state.sources.get(call.id) or None
+    now = None if tool is None else tool.source
+    if now == source or (tool is None and source is None):
         return
-    server, tool = source.get("server"), source.get("tool")
+    made = _described(source)
+    if tool is None:
+        server = source.get("server") if source else None
+        raise ToolError(
+            f"tool call {call.id!r} is to {made}, which this session does not have now; give "
+            f"it the server (tools=[MCP.stdio(..., name={server!r})] or MCP.http(...)), then "
+            "run the turn again. Nothing was run",
+            tool=call.name,
+        )
     raise ToolError(
-        f"tool call {call.id!r} is to tool {tool!r} of MCP server {server!r}, which this "
-        f"session does not have; give it the server (tools=[MCP.stdio(..., name={server!r})] "
-        "or MCP.http(...)), then run the turn again. Nothing was run",
+        f"tool call {call.id!r} was made to {made}, but the name {call.name!r} is now "
+        f"{_described(now)}; the call was not run (an approval is for the tool it was made "
+        "to). Deny it, or give the session that server as it was, then run the turn again",
         tool=call.name,
     )
+
+
+def _described(source: Any) -> str:
+    if not source:
+        return "a tool of the session's own"
+    return f"tool {source.get('tool')!r} of MCP server {source.get('server')!r}"
 
 
 def _error(call: ToolCallPart, content: str) -> ToolResultPart:

@@ -277,6 +277,7 @@ def _begin(session: Host, prompt: str | None, settings: Settings) -> TurnState:
             raise ApprovalPendingError(_waiting_text(session, waiting))
         if prompt is not None:
             session._decisions.clear()  # none can be for a call of this new turn
+            session._always.clear()
         if prompt is None and not waiting:
             raise ApprovalPendingError(
                 f"session {session.session_id!r} has no tool calls waiting for approval: "

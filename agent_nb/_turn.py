@@ -105,6 +105,8 @@ class Host(Protocol):
     #: nothing spent (None: its own).
     _payer: Host | None
     _allowed_tools: set[str]
+    #: Waiting calls approved with always=True (Session.approve).
+    _always: set[str]
     #: The session's token counts (per message, the system prompt and tools).
     _counts: Counts
     #: What the last request held, and the history it was made for (session.context()).

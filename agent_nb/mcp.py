@@ -44,8 +44,16 @@ __all__ = ["MCP"]
 MAX_RESULT_BYTES = 10 * 1024 * 1024
 #: How long one call may take by default, in seconds (MCP(timeout=...) changes it).
 DEFAULT_TIMEOUT = 60.0
-#: How long starting a server and listing its tools may take, in seconds.
+#: How long starting a server may take, in seconds.
 START_TIMEOUT = 30.0
+#: How long a started server may take to list its tools (all pages), in seconds: a server
+#: that never answers, or whose answer the SDK cannot read, ends the turn with ToolError.
+LIST_TIMEOUT = 30.0
+#: The most tools one server may list; a longer list is refused (ToolError), not offered.
+MAX_TOOLS = 1_000
+#: The most characters one tool's description and JSON schema may take together; a larger
+#: tool is refused (ToolError): it would be sent to the model with every request.
+MAX_TOOL_CHARS = 100_000
 
 _NAME = re.compile(r"[^A-Za-z0-9_-]+")
 
@@ -306,6 +314,14 @@ def _tool(server: MCP, spec: Any, use: _Use) -> Tool:
     schema.pop("title", None)
     schema.setdefault("type", "object")
     approval = server.tool_approval.get(remote, server.requires_approval)
+    description = spec.description or spec.title or ""
+    size = len(description) + len(json.dumps(schema, default=str))
+    if size > MAX_TOOL_CHARS:
+        raise ToolError(
+            f"MCP server {server.name!r} describes tool {_clean_name(remote)!r} in {size:,} "
+            f"characters (description and schema), over the cap of {MAX_TOOL_CHARS:,}: it "
+            "would go to the model with every request. The turn was not saved"
+        )
 
     async def call(arguments: dict[str, Any]) -> Any:
         conn = server._connection()
@@ -326,7 +342,7 @@ def _tool(server: MCP, spec: Any, use: _Use) -> Tool:
 
     t = Tool.from_schema(
         _clean_name(remote),
-        spec.description or spec.title or "",
+        description,
         schema,
         call,
         requires_approval=approval,
@@ -358,16 +374,34 @@ class _Connection:
         """The server's tools, asked for anew each turn: a list that changed (notified or
         not) is picked up, and a server that died since is found before any call is sent."""
         await self.start()
+        name = self.server.name
         tools: list[Any] = []
         cursor = None
-        for _ in range(100):  # a server that pages forever cannot hang the turn
-            page = await self._request(
-                lambda c=cursor: self.client.list_tools(cursor=c), "tools/list"
-            )
-            tools.extend(page.tools)
-            cursor = page.next_cursor
-            if cursor is None:
-                break
+        try:
+            async with asyncio.timeout(LIST_TIMEOUT):
+                for _ in range(100):  # a server that pages forever cannot hang the turn
+                    page = await self._request(
+                        lambda c=cursor: self.client.list_tools(cursor=c), "tools/list"
+                    )
+                    tools.extend(page.tools)
+                    if len(tools) > MAX_TOOLS:
+                        raise ToolError(
+                            f"MCP server {name!r} lists more than {MAX_TOOLS:,} tools, more "
+                            "than agent_nb offers a model from one server; the turn was not "
+                            "saved. Leave the server out, or use one that lists fewer"
+                        )
+                    cursor = page.next_cursor
+                    if cursor is None:
+                        break
+        except TimeoutError:
+            raise ToolError(
+                f"MCP server {name!r} did not list its tools within {LIST_TIMEOUT:g} seconds "
+                "(or sent a list that could not be read); the turn was not saved"
+            ) from None
+        except ToolResultError as exc:  # an error answer: the turn's error, not a tool's
+            raise ToolError(
+                f"MCP server {name!r} could not list its tools ({exc}); the turn was not saved"
+            ) from None
         return _Listing(tools)
 
     async def call(self, name: str, arguments: dict[str, Any], timeout: float | None) -> Any:
@@ -672,17 +706,25 @@ def close_servers(sources: Iterable[Any]) -> None:
 
 
 def resolve_names(tools: list[Tool], static: set[str]) -> list[Tool]:
-    """`tools` from servers, renamed `server_tool` where a name is taken twice."""
+    """`tools` from servers, renamed `server_tool` where a name is taken twice; a name that
+    is still taken (a server that lists `weather_forecast` beside a server `weather`'s
+    `forecast`, or two names that clean to one) gets `_2`, `_3`, ...: no server's list can
+    keep another's tools, or the user's, from a turn."""
     counts: dict[str, int] = {}
     for t in tools:
         counts[t.name] = counts.get(t.name, 0) + 1
-    out = []
+    taken = set(static)
     for t in tools:
-        if counts[t.name] > 1 or t.name in static:
-            renamed = _clean_name(f"{t.source['server']}_{t.name}")
-            t.name = renamed
-        out.append(t)
-    return out
+        name = t.name
+        if counts[name] > 1 or name in static:
+            name = _clean_name(f"{t.source['server']}_{name}")
+        base, n = name, 2
+        while name in taken:
+            suffix = f"_{n}"
+            name, n = base[: 64 - len(suffix)] + suffix, n + 1
+        taken.add(name)
+        t.name = name
+    return tools
 
 
 # -- small helpers -----------------------------------------------------------------------------

@@ -61,6 +61,9 @@ class Session:
         self._decisions: dict[str, tuple[bool, str | None, ToolCallPart]] = {}
         #: Tools the user let run without asking, in this session (approve(..., always=True)).
         self._allowed_tools: set[str] = set()
+        #: Waiting calls approved with always=True: their tool is allowed once the call runs
+        #: on the tool it was made to (_calls.decided_calls), never from what a record says.
+        self._always: set[str] = set()
         self.session_id = _check_id(session_id) if session_id is not None else _new_id()
         self.system = system
         self._messages: list[Message] = _format.check_messages(messages) if messages else []
@@ -193,6 +196,7 @@ class Session:
         lock and saves."""
         self._messages, self.usage = messages, usage  # no call between: a Ctrl-C cannot split
         self._decisions.clear()
+        self._always.clear()
         self._touch()
 
     def add_message(self, message: Message) -> None:
@@ -368,31 +372,39 @@ class Session:
         """Let a waiting tool call run when the turn resumes.
 
         `always=True`: and let its tool run without asking from now on, in this session
-        (recorded in `to_dict()`, so a store or a notebook keeps it; see `allowed_tools`).
+        (recorded in `to_dict()`, so a store keeps it; see `allowed_tools`): the tool the
+        call runs on when the turn resumes, which must be the one it was made to.
         """
         self._decide(call_id, True, None)
         if always:
-            self._allowed_tools.add(self._decisions[call_id][2].name)
+            self._always.add(call_id)
 
     @property
     def allowed_tools(self) -> list[str]:
-        """The tools this session lets run without approval (`approve(id, always=True)`)."""
+        """The tools this session lets run without approval (`approve(id, always=True)`):
+        a tool of one's own by its name, an MCP server's as `server:tool` (its server's name
+        and the server's own name for it)."""
         return sorted(self._allowed_tools)
 
     def allow_tool(self, name: str) -> None:
         """Let tool `name` run without asking for approval, in this session (as
-        `approve(id, always=True)` does; recorded in `allowed_tools`)."""
+        `approve(id, always=True)` does; recorded in `allowed_tools`): a tool of one's own
+        by its name, an MCP server's tool as `server:tool`."""
         if not isinstance(name, str) or not name:
             raise TypeError(f"allow_tool takes a tool's name, got {name!r}")
         self._allowed_tools.add(name)
 
     def disallow_tool(self, name: str) -> None:
-        """Ask again before each call of tool `name` in this session."""
-        self._allowed_tools.discard(name)
+        """Ask again before each call of tool `name` in this session (`server:tool`, or a
+        name: a tool of one's own, and any server's tool of that name)."""
+        self._allowed_tools = {
+            key for key in self._allowed_tools if key != name and key.split(":", 1)[-1] != name
+        }
 
     def deny(self, call_id: str, reason: str | None = None) -> None:
         """Refuse a waiting tool call; the model is told so (with `reason`, if given)."""
         self._decide(call_id, False, reason)
+        self._always.discard(call_id)
 
     def _decide(self, call_id: str, approved: bool, reason: str | None) -> None:
         waiting = {call.id: call for call in self.pending_approvals}

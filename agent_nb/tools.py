@@ -143,6 +143,16 @@ class Tool:
     def __repr__(self) -> str:
         return f"Tool({self.name!r})"
 
+    @property
+    def allowance(self) -> str:
+        """What "always allow" records for this tool (Session.allowed_tools): an MCP
+        server's tool as `server:tool` (its server and the server's own name for it, never
+        the name it is offered as, which another server may take later), one's own by its
+        name (which holds no `:`)."""
+        if self.source is None:
+            return self.name
+        return f"{self.source['server']}:{self.source['tool']}"
+
     def schema(self) -> dict[str, Any]:
         """The provider-neutral description: name, description, parameters."""
         return {"name": self.name, "description": self.description, "parameters": self.parameters}
@@ -479,7 +489,7 @@ class Toolset:
 
     async def resolved(self) -> Toolset:
         """This toolset with its sources' tools listed (servers start on first need); a tool
-        of a server named like another tool is offered as `server_tool`."""
+        of a server named like another tool is offered as `server_tool` (mcp.resolve_names)."""
         if not self.sources:
             return self
         from .mcp import _Use, resolve_names
@@ -488,11 +498,6 @@ class Toolset:
         listed = await asyncio.gather(*(source._resolve(use) for source in self.sources))
         out = Toolset(self.tools.values())
         for t in resolve_names([t for tools in listed for t in tools], set(self.tools)):
-            if t.name in out.tools:
-                raise ConfigurationError(
-                    f"two tools are named {t.name!r} even with their servers' names before "
-                    "them; give a server another name (MCP.stdio(..., name=...))"
-                )
             out.tools[t.name] = t
         out.schemas = [t.schema() for t in out.tools.values()]
         return out

@@ -10,6 +10,8 @@ from agent_nb.messages import Message, ToolCallPart
 
 #: The MCP server of the tests, on the SDK's own MCPServer (stdio, or `http PORT`).
 SERVER = str(Path(__file__).resolve().with_name("mcp_server.py"))
+#: A hostile MCP server (tests/mcp_hostile.py SPEC), on the SDK's low-level Server.
+HOSTILE = str(Path(__file__).resolve().with_name("mcp_hostile.py"))
 
 
 def calls(*pairs: tuple[str, dict[str, Any]]) -> Message:

@@ -22,7 +22,8 @@ from .read import KEY, Found
 #: `renamed_from` its new id, `session_id`; `spend` only adds to its session's ledger (a
 #: turn that failed). Any record may carry `spend`: entries of its session's ledger no
 #: earlier record carries (see Session.add_spend). A record of a session carries its
-#: `allowed_tools` (approved "always") as they were then; none: the key is left out.
+#: `allowed_tools` (approved "always") as they were then; none: the key is left out. A
+#: restore tells them but does not honour them (rebuild.allowed_line): no notebook approves.
 OPS = (
     *("turn", "retry", "resume", "load", "clear", "undo", "system", "fork", "rerun", "use"),
     *("delete", "panel", "rename", "spend"),
@@ -54,8 +55,6 @@ class Rebuilt(Protocol):
     def clear(self) -> None: ...
 
     def add_spend(self, spends: Any) -> int: ...
-
-    def allow_tool(self, name: str) -> None: ...
 
 
 def record(

@@ -436,10 +436,24 @@ class _Replay:
             session.usage = _turns.recorded_usage(history.messages)
             if history.spend:
                 session.add_spend(history.spend)
-            for name in history.allowed:
-                session.allow_tool(name)
-            made[session_id] = session
+            made[session_id] = session  # history.allowed: not honoured (allowed_line)
         return made
+
+    def allowed_line(self) -> str | None:
+        """One line for the tools the records say were let run without asking, or None.
+
+        They are not let run so: a notebook's records are data that anyone who wrote the
+        notebook chose, and an approval is the user's, so a restored session asks again."""
+        said = [(sid, h.allowed) for sid, h in self.sessions.items() if h.allowed]
+        if not said:
+            return None
+        shown = "; ".join(f"{sid!r}: {', '.join(names[:5])}" for sid, names in said[:3])
+        more = " ..." if len(said) > 3 or any(len(names) > 5 for _, names in said) else ""
+        return (
+            f"agent_nb: the records let tools run without asking ({shown}{more}); a restore "
+            "does not: a notebook's records cannot approve tools. Their calls ask again "
+            "(approve one with --always, or the panel's Always allow, to allow its tool)"
+        )
 
     def capped_line(self) -> str | None:
         """One line for the records past the caps, or None if every record fit."""
@@ -485,9 +499,9 @@ def replay(
         sessions = state.rebuilt()
     if report is not None and skipped > TOLD:
         report(f"agent_nb: skipped {skipped - TOLD:,} more records (or panel entries) as unusable")
-    line = state.capped_line()
-    if report is not None and line is not None:
-        report(line)
+    for line in (state.allowed_line(), state.capped_line()):
+        if report is not None and line is not None:
+            report(line)
     kept = {name: wait for name, wait in state.kept.items() if name in state.sessions}
     return Replayed(
         sessions,

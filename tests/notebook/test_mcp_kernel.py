@@ -83,12 +83,13 @@ agent = Agent(provider="test", tools=[lab], store=SQLiteStore({str(db)!r}))
             "agent.close()"
         )
         assert re.search(r"pid returned \d+", second.stdout), second.stderr + str(second.error)
-        assert "['pid']" in second.stdout
+        assert "['mcp_server:pid']" in second.stdout  # the server's name: its tool
 
 
-def test_session_approve_always_in_a_notebook_and_a_restore_keeps_it(tmp_path):
+def test_session_approve_always_in_a_notebook_and_a_restore_asks_again(tmp_path):
     """`%session approve --always ID`: the call runs, and its tool runs without asking for
-    the rest of the session; the notebook's records keep that, so a restore has it too."""
+    the rest of the session; the notebook's records say so, but a restore asks again: no
+    notebook's records approve a tool (anyone may have written them)."""
     import nbformat
     from kernels import run_notebook, text_of
 
@@ -115,8 +116,8 @@ def test_session_approve_always_in_a_notebook_and_a_restore_keeps_it(tmp_path):
     again = "".join(o.get("data", {}).get("text/html", "") for o in nb.cells[5].outputs)
     assert "pid returned" in again and "waits for your approval" not in again
     assert "MCP server <code>lab</code>" in again  # shown as the call streams
-    assert text_of(nb.cells[6]).strip() == "['pid'] []"
+    assert text_of(nb.cells[6]).strip() == "['lab:pid'] []"
     saved = tmp_path / "approved.ipynb"
     nbformat.write(nb, saved)
     restored = Session.from_notebook(saved, Agent(provider="test"))
-    assert restored.allowed_tools == ["pid"]
+    assert restored.allowed_tools == []

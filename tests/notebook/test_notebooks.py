@@ -137,12 +137,12 @@ def test_mcp(tmp_path, monkeypatch):
     assert "waiting for approval: book_table(" in waiting and "is booked" not in waiting
     (resumed,) = chat_outputs(next(c for c in nb.cells if c.source.startswith("call_id =")))
     assert resumed["metadata"]["agent_nb"]["op"] == "resume"
-    assert resumed["metadata"]["agent_nb"]["allowed_tools"] == ["book_table"]
+    assert resumed["metadata"]["agent_nb"]["allowed_tools"] == ["weather:book_table"]
     assert "a table for 2 at" in resumed["data"]["text/html"]
     (again,) = chat_outputs(cells[2])  # allowed from now on: it runs without asking
     assert "a table for 4 at" in again["data"]["text/html"]
     info = stdout(next(c for c in nb.cells if c.source == "%session info"))
-    assert "tools allowed without asking: book_table" in info
+    assert "tools allowed without asking: weather:book_table" in info
     assert "waiting for approval" not in info
     assert stdout(nb.cells[-1]).strip() == "False"  # agent.close() stopped the server
 

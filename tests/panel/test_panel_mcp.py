@@ -81,17 +81,20 @@ async def test_always_allow_on_a_waiting_mcp_call_is_kept_by_the_session_and_the
     message = panel.session.messages[-2].id
     panel._handle_custom_msg({"type": "approve", "call": call, "id": message, "always": True}, [])
     await panel._task
-    assert panel.session.allowed_tools == ["echo"]
+    assert panel.session.allowed_tools == ["lab:echo"]
     assert panel.session.messages[-2].tool_results[0].content == "one"
     response = await panel.send("echo two")  # allowed: runs without asking
     assert not response.pending_approvals and response.text == "second"
     assert response.messages[2].tool_results[0].content == "two"
-    # the panel's log carries it: a restore of the notebook rebuilds the session with it
+    # the panel's log carries it; a restore of the notebook tells it, but asks again: no
+    # notebook's records approve a tool (docs/mcp.md)
     log = panel._log.metadata(panel.session)[_records.KEY]
     assert [e["op"] for e in log["log"]] == ["turn", "resume", "turn"]
-    assert "allowed_tools" not in log["log"][0] and log["log"][1]["allowed_tools"] == ["echo"]
-    replayed = _records.replay([_records.Found("cell 1", log)], agent, Session, None)
-    assert replayed.sessions[panel.session.session_id].allowed_tools == ["echo"]
+    assert "allowed_tools" not in log["log"][0] and log["log"][1]["allowed_tools"] == ["lab:echo"]
+    said: list[str] = []
+    replayed = _records.replay([_records.Found("cell 1", log)], agent, Session, said.append)
+    assert replayed.sessions[panel.session.session_id].allowed_tools == []
+    assert "lab:echo" in said[0] and "cannot approve tools" in said[0]
 
 
 async def test_approve_without_always_asks_again_next_time(lab):

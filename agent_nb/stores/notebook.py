@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import tempfile
 import threading
@@ -30,6 +31,8 @@ from .base import (
 #: The notebook metadata key agent_nb owns.
 KEY = "agent_nb"
 
+_log = logging.getLogger("agent_nb")
+
 
 class NotebookStore(SessionStore):
     """Sessions in a .ipynb file's metadata; every other part of the notebook is left as it was.
@@ -41,6 +44,10 @@ class NotebookStore(SessionStore):
     Jupyter writes the whole notebook when the user saves it: save into a notebook that is
     not open in an editor, or reload it there afterwards (the `%%chat` magic keeps each turn
     in its cell's output metadata instead, which travels through the editor).
+
+    A notebook can come from anyone: a session loaded from one lets no tool run without
+    asking (its `allowed_tools` are left out, with a warning naming them), as a restore
+    from a notebook's records does.
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
@@ -77,7 +84,18 @@ class NotebookStore(SessionStore):
         check_key(session_id)
         with self._lock:
             notebook = self._read()
-        return self._checked(notebook, session_id)
+        data = self._checked(notebook, session_id)
+        allowed = data.pop("allowed_tools", None) if data is not None else None
+        if allowed:
+            _log.warning(
+                "agent_nb: session %r in %r had tools allowed without asking (%s); a notebook "
+                "can come from anyone, so they ask again: approve with always=True to allow "
+                "them once more",
+                session_id,
+                self,
+                ", ".join(map(str, allowed)) if isinstance(allowed, list) else allowed,
+            )
+        return data
 
     @on_worker
     def sessions(self, limit: int | None = None, offset: int = 0) -> list[SessionInfo]:

@@ -408,3 +408,27 @@ def test_a_decided_call_to_a_tool_no_longer_there(decide, said):
     sent = provider.requests[-1].messages[-1].tool_results
     assert [(r.content, r.is_error) for r in sent] == [("1000", False), (said, True)]
     assert ran == ["balance"]
+
+
+def test_a_session_from_a_notebook_file_lets_no_tool_run_unasked(tmp_path, caplog):
+    """A notebook can come from anyone: a session NotebookStore loads keeps its history but
+    not its "always allow" (a store of one's own, SQLite here, keeps it)."""
+    from agent_nb.stores import NotebookStore
+
+    ran: list[str] = []
+    allowed = Agent(provider="test", tools=tools(ran)).session(session_id="pay")
+    allowed.allow_tool("transfer")
+    data = allowed.to_dict()
+    shared, own = NotebookStore(tmp_path / "shared.ipynb"), SQLiteStore(tmp_path / "own.db")
+    for store in (shared, own):
+        store.save("pay", data)
+
+    assert Agent(provider="test").load_session("pay", store=own).allowed_tools == ["transfer"]
+    with caplog.at_level("WARNING", logger="agent_nb"):
+        session = Agent(provider=TestProvider([PAY, "done"]), tools=tools(ran)).load_session(
+            "pay", store=shared
+        )
+    assert session.allowed_tools == []
+    assert "transfer" in caplog.text and "ask again" in caplog.text
+    session.run("pay Bob")
+    assert ran == ["balance"] and [c.name for c in session.pending_approvals] == ["transfer"]

@@ -96,6 +96,8 @@ class HTTPServer:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
+        if self.process is not None:  # a dying server still listening is not the new one
+            self.process.wait(10)
         self.process = subprocess.Popen(
             [sys.executable, SERVER, "http", str(self.port)],
             stdout=subprocess.DEVNULL,
@@ -103,6 +105,7 @@ class HTTPServer:
             env=self.env,
         )
         wait_for(self.listening, "the HTTP MCP server")
+        assert self.process.poll() is None, "the HTTP MCP server exited as it started"
 
     def listening(self) -> bool:
         try:

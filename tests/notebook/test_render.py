@@ -200,7 +200,17 @@ ODD = {
 }
 
 
-@pytest.mark.parametrize("text", ODD.values(), ids=ODD.keys())
+#: The odd texts that take seconds to render (the slow tier).
+BIG = {"deep brackets", "a huge table"}
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param(text, id=name, marks=[pytest.mark.slow] * (name in BIG))
+        for name, text in ODD.items()
+    ],
+)
 def test_odd_text_never_raises_and_can_be_sent(text, monkeypatch):
     markup = render.html(text)
     assert_sendable(markup)

@@ -96,7 +96,8 @@ def test_a_validation_error_sent_as_500_is_a_bad_request_sent_once(server):
     assert "what it rejects is the request" in str(caught.value)
 
 
-def test_a_real_server_fault_is_still_retried(server):
+def test_a_real_server_fault_is_still_retried(server, monkeypatch):
+    monkeypatch.setattr("agent_nb.providers._transport._backoff", lambda attempt, after: 0.01)
     fault = {"error": {"message": "The server had an error while processing your request"}}
     server.script(Reply(status=500, error=fault), Reply(status=500, error=fault), Reply(text="ok"))
     session = local(server, model="m", max_retries=2).session()

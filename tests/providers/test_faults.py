@@ -111,7 +111,8 @@ def test_429_after_max_retries_is_a_rate_limit_error(server):
     assert len(server.requests) == 3
 
 
-def test_repeated_500_is_a_typed_error_after_max_retries(server):
+def test_repeated_500_is_a_typed_error_after_max_retries(server, monkeypatch):
+    monkeypatch.setattr("agent_nb.providers._transport._backoff", lambda attempt, after: 0.01)
     server.script(*[Reply(status=500, error={"error": {"message": "boom"}})] * 4)
     session = openai_agent(server, max_retries=3).session()
     with pytest.raises(ServerError, match="boom"):

@@ -86,7 +86,17 @@ def _signed(value: str | None) -> str | None:
 
 #: The longest text of a ledger entry (the names in it: a server names its model as it likes).
 TEXT_MOST = 1000
-_Text = Annotated[pydantic.StrictStr, pydantic.Field(max_length=TEXT_MOST)]
+
+
+def _within_most(value: str) -> str:
+    # checked here, not with Field(max_length=): pydantic's constrained str refuses the lone
+    # surrogates a server may send in a name, which a plain str (and JSON) holds
+    if len(value) > TEXT_MOST:
+        raise ValueError(f"String should have at most {TEXT_MOST} characters")
+    return value
+
+
+_Text = Annotated[pydantic.StrictStr, pydantic.AfterValidator(_within_most)]
 
 
 class _SpendData(pydantic.BaseModel):

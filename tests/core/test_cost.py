@@ -163,6 +163,23 @@ def test_the_ledger_round_trips_through_to_dict_and_every_store(store, server, a
     assert loaded.cost == session.cost
 
 
+def test_a_model_named_with_a_lone_surrogate_keeps_the_session_loadable(store, server):
+    """A server names its model as it likes, a split surrogate pair included: the entry
+    round-trips like the messages' text does (a constrained pydantic str refused it)."""
+    odd = "gpt-\ud83d"
+    agent = Agent(provider="openai-compatible", model=odd, base_url=server.url, max_retries=0)
+    session = agent.session(session_id="odd", store=store)
+    if type(store).__name__ == "NotebookStore":  # UTF-8 cannot hold it: refused, clearly
+        with pytest.raises(Exception, match="surrogate"):
+            session.run("hi")
+        return
+    session.run("hi")
+    assert session._ledger[-1].model == odd  # as configured (the served name is cleaned)
+    restored = Session.from_dict(json.loads(json.dumps(session.to_dict())), agent)
+    assert restored._ledger == session._ledger
+    assert agent.load_session("odd", store=store)._ledger == session._ledger
+
+
 def test_an_old_saved_session_loads_with_an_empty_ledger():
     old = {
         "version": 1,

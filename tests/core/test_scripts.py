@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,15 +28,19 @@ def a_clone(tmp_path: Path, python: str) -> Path:
     return clone
 
 
-def make_venv(clone: Path, extras: str = "run") -> str:
-    done = subprocess.run(
-        ["bash", "-c", f"source scripts/_env.sh && make_venv {extras}"],
+def sourced(clone: Path, steps: str, **options: Any) -> subprocess.CompletedProcess[str]:
+    """`steps` run by bash in `clone` after scripts/_env.sh is sourced."""
+    return subprocess.run(
+        ["bash", "-c", f"source scripts/_env.sh && {steps}"],
         cwd=clone,
         capture_output=True,
         text=True,
-        check=True,
+        **options,
     )
-    return done.stderr
+
+
+def make_venv(clone: Path, extras: str = "run") -> str:
+    return sourced(clone, f"make_venv {extras}", check=True).stderr
 
 
 @pytest.mark.slow
@@ -99,13 +104,7 @@ def test_the_llama_sources_are_downloaded_once_for_both_builds(tmp_path):
     (tools / "cmake").write_text(FAKE_CMAKE)
     (tools / "cmake").chmod(0o755)
     wheels = tmp_path / "wheels"
-    version = subprocess.run(
-        ["bash", "-c", "source scripts/_env.sh && _llama_version"],
-        cwd=clone,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
+    version = sourced(clone, "_llama_version", check=True).stdout.strip()
     env = {
         "PATH": f"{tools}:/usr/bin:/bin",
         "HOME": str(tmp_path),
@@ -113,13 +112,7 @@ def test_the_llama_sources_are_downloaded_once_for_both_builds(tmp_path):
         "WHEELS": str(wheels),
         "VERSION": version,
     }
-    done = subprocess.run(
-        ["bash", "-c", "source scripts/_env.sh && install_llama_cpp && install_llama_server"],
-        cwd=clone,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
+    done = sourced(clone, "install_llama_cpp && install_llama_server", env=env)
     assert done.returncode == 0, done.stderr
     pips = (clone / ".venv" / "calls").read_text().splitlines()
     downloads = [call for call in pips if " download " in call]
